@@ -1,0 +1,5 @@
+import sys
+
+from pix2pixhd.cli import main
+
+sys.exit(main())

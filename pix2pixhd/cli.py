@@ -1,0 +1,121 @@
+"""Command line: `python -m pix2pixhd data|train|predict|evaluate|sample|bench ...`.
+
+Each verb parses its options here and calls one function of the module that does the work, so
+what the command line does is also one call in the notebook. Heavy imports (torch) happen
+inside the verbs, which keeps `--help` fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pix2pixhd.layout import DataError
+
+log = logging.getLogger("pix2pixhd")
+
+
+def _data_synthetic(args: argparse.Namespace) -> int:
+    from pix2pixhd.synthetic import make_dataset
+
+    make_dataset(
+        args.out,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        n_test=args.n_test,
+        size=args.size,
+        seed=args.seed,
+    )
+    return 0
+
+
+def _data_download(args: argparse.Namespace) -> int:
+    from pix2pixhd.download import DownloadError, download_dataset
+
+    try:
+        download_dataset(args.out, timeout=args.timeout, val_fraction=args.val_fraction)
+    except DownloadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from pix2pixhd.data import check_dataset
+
+    problems = check_dataset(args.root, crop_size=args.crop_size)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        print(f"{args.root}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{args.root}: ok")
+    return 0
+
+
+def _data_show(args: argparse.Namespace) -> int:
+    from pix2pixhd.viz import plot_dataset_examples
+
+    out = Path(args.out) if args.out else Path(args.root) / "examples.png"
+    plot_dataset_examples(args.root, split=args.split, n=args.n, path=out)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pix2pixhd", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    data = verbs.add_parser("data", help="make, download, check or show a dataset")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True)
+
+    synthetic = data_verbs.add_parser("synthetic", help="write the built-in synthetic dataset")
+    synthetic.add_argument("--out", default="data")
+    synthetic.add_argument("--n-train", type=int, default=200)
+    synthetic.add_argument("--n-val", type=int, default=40)
+    synthetic.add_argument("--n-test", type=int, default=40)
+    synthetic.add_argument("--size", type=int, default=512, help="side of each image, pixels")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.set_defaults(run=_data_synthetic)
+
+    download = data_verbs.add_parser("download", help="fetch the real A549 dataset")
+    download.add_argument("--out", default="data")
+    download.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    download.add_argument("--val-fraction", type=float, default=0.15)
+    download.set_defaults(run=_data_download)
+
+    check = data_verbs.add_parser("check", help="validate a dataset folder")
+    check.add_argument("root", nargs="?", default="data")
+    check.add_argument("--crop-size", type=int, default=None, help="fail on smaller images")
+    check.set_defaults(run=_data_check)
+
+    show = data_verbs.add_parser("show", help="write a PNG of example images")
+    show.add_argument("root", nargs="?", default="data")
+    show.add_argument("--split", default="train")
+    show.add_argument("--n", type=int, default=4, help="fields of view to show")
+    show.add_argument("--out", default=None, help="PNG path (default ROOT/examples.png)")
+    show.set_defaults(run=_data_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Configuration as data: dataclasses with defaults, presets by name, YAML in and out.
+
+A run is described by one `Config` with four parts (data, model, loss, train). Presets give
+sensible starting points; `--set section.key=value` on the command line changes single values:
+
+    config = load_config("quick")
+    config = apply_overrides(config, ["train.niter=5", "model.ngf=32"])
+    save_config(config, "run.yaml")
+
+Model option names follow the original Pix2PixHD (`ngf`, `n_downsample_global`, `ndf`, `num_D`,
+...) so that they read the same as in the paper and its code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+CHANNELS = ("phase", "nuclei", "membrane")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they are cut and fed to the model."""
+
+    root: str = "data"
+    """Dataset folder with train/, val/, test/ and dataset.json."""
+    input_channel: str = "phase"
+    target_channels: list[str] = field(default_factory=lambda: ["nuclei"])
+    """One or more of nuclei, membrane: one output channel each."""
+    crop_size: int = 256
+    """Side of the random square crops used for training, in pixels."""
+    val_crop_size: int = 512
+    """Side of the centre crop used for validation; 0 keeps the whole image."""
+    batch_size: int = 4
+    num_workers: int = 2
+    augment: bool = True
+    """Random flips and 90-degree rotations of the training crops."""
+    crops_per_image: int = 1
+    """Random crops drawn from every training image in one epoch."""
+
+
+@dataclass
+class ModelConfig:
+    """The generator and discriminator, with the original Pix2PixHD option names."""
+
+    kind: str = "gan"
+    """'gan' (Pix2PixHD) or 'regression' (the same generator trained with L1 only)."""
+    netG: str = "global"
+    """'global' (G1 alone) or 'local' (G1 inside local enhancers G2)."""
+    ngf: int = 64
+    n_downsample_global: int = 4
+    n_blocks_global: int = 9
+    n_local_enhancers: int = 1
+    n_blocks_local: int = 3
+    norm: str = "instance"
+    use_dropout: bool = True
+    """Dropout in the residual blocks: a regulariser, and what MC-dropout samples from."""
+    dropout_p: float = 0.2
+    ndf: int = 32
+    n_layers_D: int = 3
+    num_D: int = 3
+
+
+@dataclass
+class LossConfig:
+    """The terms of the objective and their weights."""
+
+    gan_mode: str = "lsgan"
+    """'lsgan' (least squares, as Pix2PixHD) or 'vanilla' (binary cross-entropy)."""
+    lambda_feat: float = 10.0
+    """Weight of the discriminator feature-matching loss."""
+    lambda_l1: float = 0.0
+    """Weight of a pixel-wise L1 term for the GAN; the regression model always uses L1 alone."""
+    lambda_vgg: float = 0.0
+    """Weight of the VGG perceptual loss; needs `vgg_weights` on disk."""
+    vgg_weights: str = ""
+
+
+@dataclass
+class TrainConfig:
+    """How long, how fast, and where to save."""
+
+    name: str = "pix2pixhd_nuclei"
+    checkpoints_dir: str = "checkpoints"
+    niter: int = 100
+    """Epochs at the initial learning rate."""
+    niter_decay: int = 100
+    """Epochs over which the learning rate then falls linearly to zero."""
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    seed: int = 0
+    save_every: int = 10
+    """Keep an `epoch_NNN.pt` checkpoint every this many epochs (latest.pt is always written)."""
+    log_every: int = 10
+    """Write scalar logs every this many steps."""
+    device: str = "auto"
+    """'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    amp: str = "auto"
+    """Mixed precision on CUDA: 'auto' (bf16 where supported, else fp16), 'bf16', 'fp16', 'none'."""
+    channels_last: bool = True
+    """Memory layout that tensor cores prefer; used on CUDA only."""
+    compile: bool = False
+    """Wrap the generator and discriminator in torch.compile (CUDA)."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def epochs(self) -> int:
+        return self.train.niter + self.train.niter_decay
+
+
+def _quick() -> Config:
+    """Small enough to learn visible nuclei on a laptop CPU in a few minutes."""
+    config = Config()
+    config.data.crop_size = 128
+    config.data.val_crop_size = 256
+    config.data.batch_size = 4
+    config.model.ngf = 16
+    config.model.n_downsample_global = 3
+    config.model.n_blocks_global = 6
+    config.model.ndf = 16
+    config.train.niter = 4
+    config.train.niter_decay = 2
+    config.train.save_every = 2
+    return config
+
+
+def _pretrained() -> Config:
+    """The quick model's architecture trained long on 256 crops: the models shipped in git."""
+    config = _quick()
+    config.data.crop_size = 256
+    config.data.val_crop_size = 512
+    config.data.crops_per_image = 1
+    config.train.niter = 60
+    config.train.niter_decay = 60
+    config.train.save_every = 10
+    return config
+
+
+def _course() -> Config:
+    """The course's GPU configuration: the full-size global generator on 512 crops."""
+    config = Config()
+    config.data.crop_size = 512
+    config.data.batch_size = 4
+    config.data.num_workers = 8
+    config.model.ngf = 64
+    config.model.n_downsample_global = 4
+    config.model.n_blocks_global = 9
+    config.model.ndf = 32
+    config.model.num_D = 3
+    config.train.niter = 50
+    config.train.niter_decay = 50
+    return config
+
+
+PRESETS = {"quick": _quick, "pretrained": _pretrained, "course": _course}
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict (only str, int, float, bool, list): safe for YAML and checkpoints."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Build a Config from a nested dict, refusing unknown sections and keys."""
+    config = Config()
+    for section, entries in values.items():
+        if section not in _sections():
+            raise ConfigError(f"unknown config section {section!r}; known: {sorted(_sections())}")
+        for key, value in (entries or {}).items():
+            _set_value(config, section, key, value)
+    return config
+
+
+def load_config(name_or_path: str | Path) -> Config:
+    """A preset by name (quick, pretrained, course) or a YAML file written by `save_config`."""
+    if str(name_or_path) in PRESETS:
+        return PRESETS[str(name_or_path)]()
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config {str(name_or_path)!r} is neither a preset ({', '.join(PRESETS)}) "
+            "nor an existing YAML file"
+        )
+    return from_dict(yaml.safe_load(path.read_text()) or {})
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` strings; values are parsed as YAML (so 1e-4, true, [a, b])."""
+    config = from_dict(to_dict(config))
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        section, key = dotted.split(".", 1)
+        if section not in _sections():
+            raise ConfigError(f"unknown config section {section!r} in {item!r}")
+        _set_value(config, section, key, yaml.safe_load(raw))
+    return config
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _set_value(config: Config, section: str, key: str, value: Any) -> None:
+    part = getattr(config, section)
+    hints = get_type_hints(type(part))
+    if key not in hints:
+        raise ConfigError(f"unknown option {section}.{key}; known: {', '.join(sorted(hints))}")
+    setattr(part, key, _coerce(value, hints[key], f"{section}.{key}"))
+
+
+def _coerce(value: Any, expected: Any, name: str) -> Any:
+    """Check a value against the field's type; ints are accepted where floats are expected."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is list[str]:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    elif isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{name} expects {getattr(expected, '__name__', expected)}, got {value!r}")

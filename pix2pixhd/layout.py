@@ -1,0 +1,182 @@
+"""The dataset on disk: folders, TIFF files, dataset.json, and the train-split statistics.
+
+    DIR/<split>/<channel>/<fov>.tif     float32 2-D images; channel in phase, nuclei, membrane
+    DIR/<split>/nuclei_masks/<fov>.tif  uint16 instance labels (0 is background)
+    DIR/dataset.json                    provenance, counts, normalisation statistics
+
+Everything that reads or writes these files goes through this module, so a bad file is
+reported once, by name, with what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+SPLITS = ("train", "val", "test")
+CHANNELS = ("phase", "nuclei", "membrane")
+MASKS = "nuclei_masks"
+PERCENTILES = (0.5, 99.5)
+"""Robust range used to scale images: ignores the brightest and darkest 0.5 % of pixels."""
+
+HOW_TO_GET_DATA = (
+    "make a dataset with `python -m pix2pixhd data synthetic --out data` "
+    "(built in, offline) or `python -m pix2pixhd data download --out data` (real A549 images), "
+    "or run `sh setup.sh`"
+)
+
+
+class DataError(ValueError):
+    """A dataset file or folder that cannot be used as it is."""
+
+
+def image_path(root: str | Path, split: str, channel: str, fov: str) -> Path:
+    return Path(root) / split / channel / f"{fov}.tif"
+
+
+def list_fovs(root: str | Path, split: str, channel: str = "phase") -> list[str]:
+    """Names of the fields of view of one split (file stems, sorted)."""
+    folder = Path(root) / split / channel
+    return sorted(p.stem for p in folder.glob("*.tif")) if folder.is_dir() else []
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """One 2-D image as float32; refuses unreadable, non-2-D and non-finite files."""
+    array = _read_tiff(path)
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{path} has pixel type {array.dtype}; expected real numbers")
+    array = array.astype(np.float32, copy=False)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise DataError(
+            f"{path} has {int(bad.sum())} NaN or infinite pixels; "
+            "fix or remove this field of view"
+        )
+    return array
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """One 2-D instance label image (0 = background) as int32; refuses non-integer masks."""
+    array = _read_tiff(path)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(
+            f"{path} has pixel type {array.dtype}; an instance mask must hold integer labels "
+            "(uint16 with 0 as background)"
+        )
+    if array.min() < 0:
+        raise DataError(f"{path} has negative labels; labels must be >= 0 (0 is background)")
+    return array.astype(np.int32, copy=False)
+
+
+def _read_tiff(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    try:
+        array = tifffile.imread(path)
+    except Exception as error:  # tifffile raises many kinds for corrupt files
+        raise DataError(f"{path} is not a readable TIFF ({error}); delete or replace it") from error
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise DataError(f"{path} has shape {array.shape}; expected one 2-D plane (H, W)")
+    return array
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write a float32 2-D TIFF atomically: a reader never sees a half-written file."""
+    _write_atomic(path, np.asarray(image, dtype=np.float32))
+
+
+def write_mask(path: str | Path, labels: np.ndarray) -> None:
+    labels = np.asarray(labels)
+    if labels.max(initial=0) > np.iinfo(np.uint16).max:
+        raise DataError(f"{path}: {labels.max()} labels do not fit in uint16")
+    _write_atomic(path, labels.astype(np.uint16))
+
+
+def _write_atomic(path: str | Path, array: np.ndarray) -> None:
+    if array.ndim != 2:
+        raise DataError(f"refusing to write {path}: shape {array.shape} is not 2-D")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
+    os.close(handle)
+    try:
+        tifffile.imwrite(temporary, array)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def channel_statistics(
+    root: str | Path,
+    split: str = "train",
+    channels: tuple[str, ...] = CHANNELS,
+    max_pixels_per_image: int = 65536,
+) -> dict[str, dict[str, float]]:
+    """Robust intensity statistics per channel over one split (a strided subsample of pixels).
+
+    Returns for each channel: median, iqr (75th - 25th percentile), p_low and p_high (the
+    PERCENTILES), mean, std. These, never hard-coded constants, define the normalisation.
+    """
+    stats: dict[str, dict[str, float]] = {}
+    fovs = list_fovs(root, split)
+    if not fovs:
+        raise DataError(f"{Path(root) / split} has no images to compute statistics from")
+    for channel in channels:
+        paths = [image_path(root, split, channel, fov) for fov in fovs]
+        if not all(p.is_file() for p in paths):
+            continue
+        samples = [_subsample(read_image(p), max_pixels_per_image) for p in paths]
+        values = np.concatenate(samples).astype(np.float64)
+        q25, q50, q75, low, high = np.percentile(values, [25, 50, 75, *PERCENTILES])
+        stats[channel] = {
+            "median": float(q50),
+            "iqr": float(q75 - q25),
+            "p_low": float(low),
+            "p_high": float(high),
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+        }
+    return stats
+
+
+def _subsample(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    step = max(1, int(np.ceil(np.sqrt(image.size / max_pixels))))
+    return image[::step, ::step].ravel()
+
+
+def dataset_json_path(root: str | Path) -> Path:
+    return Path(root) / "dataset.json"
+
+
+def read_dataset_json(root: str | Path) -> dict[str, Any]:
+    path = dataset_json_path(root)
+    if not Path(root).is_dir():
+        raise DataError(f"data folder {root} does not exist; {HOW_TO_GET_DATA}")
+    if not path.is_file():
+        raise DataError(f"{path} is missing; {HOW_TO_GET_DATA}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path} is not valid JSON ({error}); {HOW_TO_GET_DATA}") from error
+
+
+def write_dataset_json(root: str | Path, info: dict[str, Any]) -> None:
+    """Write provenance plus the counts and train statistics measured from the files."""
+    root = Path(root)
+    info = dict(info)
+    info["counts"] = {split: len(list_fovs(root, split)) for split in SPLITS}
+    info["percentiles"] = list(PERCENTILES)
+    info["normalisation"] = channel_statistics(root, "train")
+    text = json.dumps(info, indent=2, sort_keys=True)
+    temporary = dataset_json_path(root).with_suffix(".json.part")
+    temporary.write_text(text + "\n")
+    os.replace(temporary, dataset_json_path(root))
