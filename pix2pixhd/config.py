@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 import yaml
 
@@ -223,19 +223,35 @@ def _sections() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
 
+CHOICES = {
+    "model.kind": ("gan", "regression"),
+    "model.netG": ("global", "local"),
+    "model.norm": ("instance", "batch"),
+    "loss.gan_mode": ("lsgan", "vanilla"),
+    "train.amp": ("auto", "bf16", "fp16", "none"),
+}
+
+
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     part = getattr(config, section)
     hints = get_type_hints(type(part))
+    name = f"{section}.{key}"
     if key not in hints:
-        raise ConfigError(f"unknown option {section}.{key}; known: {', '.join(sorted(hints))}")
-    setattr(part, key, _coerce(value, hints[key], f"{section}.{key}"))
+        raise ConfigError(f"unknown option {name}; known: {', '.join(sorted(hints))}")
+    value = _coerce(value, hints[key], name)
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(CHOICES[name])}")
+    setattr(part, key, value)
 
 
 def _coerce(value: Any, expected: Any, name: str) -> Any:
-    """Check a value against the field's type; ints are accepted where floats are expected."""
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is list[str]:
+    """Check a value against the field's type; numbers are accepted where floats are expected."""
+    if expected is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    if get_origin(expected) is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
