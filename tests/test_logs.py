@@ -1,0 +1,53 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+from pix2pixhd.logs import plot_scalars, read_scalars, smooth  # noqa: E402
+
+
+def write_run(logdir, steps, offset=0.0):
+    writer = SummaryWriter(logdir)
+    for step in steps:
+        writer.add_scalar("loss/D_real", 1.0 / (step + 1) + offset, step)
+        writer.add_scalar("val/psnr", 20.0 + step + offset, step)
+    writer.close()
+
+
+def test_read_scalars_returns_what_was_written(tmp_path):
+    write_run(tmp_path, range(5))
+    table = read_scalars(tmp_path)
+    d_real = table[table.tag == "loss/D_real"]
+    assert list(d_real.step) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(d_real.value, [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5], rtol=1e-6)
+    assert set(table.tag) == {"loss/D_real", "val/psnr"}
+
+
+def test_a_resumed_run_keeps_the_later_value_of_repeated_steps(tmp_path):
+    write_run(tmp_path, range(4))
+    write_run(tmp_path, range(2, 6), offset=100.0)  # the resume rewrites steps 2 and 3
+    psnr = read_scalars(tmp_path).query("tag == 'val/psnr'")
+    assert list(psnr.step) == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(psnr.value, [20, 21, 122, 123, 124, 125])
+
+
+def test_smoothing_of_a_constant_is_the_constant_and_zero_weight_is_identity():
+    np.testing.assert_allclose(smooth(np.full(10, 3.0), 0.9), 3.0)
+    values = np.random.default_rng(0).normal(size=20)
+    np.testing.assert_allclose(smooth(values, 0.0), values)
+
+
+def test_plot_names_missing_tags(tmp_path):
+    write_run(tmp_path, range(3))
+    table = read_scalars(tmp_path)
+    assert len(plot_scalars(table, ["val/psnr"], smoothing=0.5).lines) == 2
+    with pytest.raises(KeyError, match="val/psnr"):
+        plot_scalars(table, ["loss/G_GAN"])
+
+
+def test_no_event_files_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        read_scalars(tmp_path)
