@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from pix2pixhd.layout import DataError
 
 log = logging.getLogger("pix2pixhd")
@@ -64,6 +65,40 @@ def _data_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pix2pixhd.checkpoint import CheckpointError
+    from pix2pixhd.train import NonFiniteLossError, run_training
+
+    try:
+        config = training_config(args)
+        metrics = run_training(config, resume=args.resume, overwrite=args.overwrite)
+    except (CheckpointError, NonFiniteLossError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    summary = ", ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+    print(f"trained {config.train.name}: {summary or 'nothing left to train'}")
+    return 0
+
+
+def training_config(args: argparse.Namespace) -> Config:
+    """The preset or YAML, or on --resume the run's own saved config; then the flags on top."""
+    if args.resume:
+        from pix2pixhd.checkpoint import load_checkpoint
+
+        name = args.name or load_config(args.config).train.name
+        folder = Path(args.checkpoints_dir or load_config(args.config).train.checkpoints_dir)
+        config = from_dict(load_checkpoint(folder / name / "latest.pt")["config"])
+    else:
+        config = load_config(args.config)
+    flags = [f"data.root={args.data}"] if args.data else []
+    flags += [f"train.name={args.name}"] if args.name else []
+    flags += [f"train.checkpoints_dir={args.checkpoints_dir}"] if args.checkpoints_dir else []
+    if args.epochs is not None:  # half at the full learning rate, half decaying, as the presets
+        flags += [f"train.niter={args.epochs - args.epochs // 2}",
+                  f"train.niter_decay={args.epochs // 2}"]
+    return apply_overrides(config, flags + args.set)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pix2pixhd", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -98,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--n", type=int, default=4, help="fields of view to show")
     show.add_argument("--out", default=None, help="PNG path (default ROOT/examples.png)")
     show.set_defaults(run=_data_show)
+
+    train = verbs.add_parser("train", help="train the GAN or the regression baseline")
+    train.add_argument("--config", default="quick",
+                       help="preset (quick, pretrained, course) or YAML file (default quick)")
+    train.add_argument("--data", help="dataset folder (data.root)")
+    train.add_argument("--name", help="run name: checkpoints/<name>/ (train.name)")
+    train.add_argument("--epochs", type=int,
+                       help="total epochs, half constant and half decaying learning rate")
+    train.add_argument("--checkpoints-dir", help="folder of the runs (train.checkpoints_dir)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue checkpoints/<name>/latest.pt with its saved config")
+    train.add_argument("--overwrite", action="store_true", help="start an existing run again")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="change one option, e.g. --set model.kind=regression (repeatable)")
+    train.set_defaults(run=_train)
     return parser
 
 

@@ -1,0 +1,563 @@
+"""How good is a virtual stain: pixel metrics, sharpness, nuclei segmentation, instance matching.
+
+Everything here takes numpy arrays and returns plain Python numbers (or label images), so the
+notebook can put the results straight into a pandas table. Nothing here knows about torch,
+models or files.
+
+- Pixel metrics (`pixel_metrics`): PSNR, SSIM, Pearson r, MAE, NRMSE between a prediction and
+  the real stain, both 2-D float arrays in the same units (e.g. both normalised the same way).
+- Sharpness (`hf_power_ratio`): how much of an image's spectral power lies at high spatial
+  frequencies, relative to the real stain; regression models score below 1 (blurry).
+- Nuclei (`segment_nuclei`): a classical Otsu + watershed segmentation, the same for the real
+  and the virtual stain, so the two can be compared against the ground-truth masks.
+- Instances (`match_instances`, `instance_metrics`): optimal one-to-one matching of labelled
+  objects by IoU, with precision, recall and F1 across IoU thresholds, plus splits and merges.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy import sparse
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import connected_components
+from skimage.feature import peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.segmentation import relabel_sequential, watershed
+
+logger = logging.getLogger(__name__)
+
+IOU_THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
+"""IoU thresholds 0.5, 0.55, ..., 0.95 (as in COCO and the cell-segmentation literature)."""
+
+PER_THRESHOLD_KEYS = (
+    "thresholds", "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou",
+)
+"""Keys of `match_instances`' result that hold one value per IoU threshold (a table's columns)."""
+
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # an 11-tap Gaussian window for sigma 1.5, as in Wang et al. 2004
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+# --- pixel metrics -------------------------------------------------------------------------------
+
+
+def _as_pair(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as float64 2-D arrays of one shape, or a ValueError naming the problem."""
+    pred = np.asarray(pred, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if pred.ndim != 2 or target.ndim != 2:
+        raise ValueError(
+            f"pixel metrics compare 2-D images; got prediction {pred.shape} and target "
+            f"{target.shape}: select one channel and one plane first"
+        )
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"prediction {pred.shape} and target {target.shape} differ in shape; "
+            "crop or predict the whole field of view so that they align"
+        )
+    for name, image in (("prediction", pred), ("target", target)):
+        if not np.all(np.isfinite(image)):
+            raise ValueError(f"the {name} has NaN or infinite pixels; metrics would be meaningless")
+    return pred, target
+
+
+def _data_range(target: np.ndarray, data_range: float | None) -> float:
+    """The target's max - min (not its dtype's range), or the value given."""
+    value = float(target.max() - target.min()) if data_range is None else float(data_range)
+    if not value > 0:
+        raise ValueError(
+            f"data range {value} is not positive (a constant target?); "
+            "pass data_range= explicitly, e.g. the range of the normalised stain"
+        )
+    return value
+
+
+def psnr(pred: np.ndarray, target: np.ndarray, data_range: float | None = None) -> float:
+    """Peak signal-to-noise ratio in dB: 10 log10(data_range^2 / MSE).
+
+    `data_range` defaults to the TARGET's max - min (not the dtype's range, which is meaningless
+    for float images). Identical images give inf.
+    """
+    pred, target = _as_pair(pred, target)
+    peak = _data_range(target, data_range)
+    mse = float(np.mean((pred - target) ** 2))
+    if mse == 0:
+        return float("inf")
+    return float(10 * np.log10(peak**2 / mse))
+
+
+def ssim(pred: np.ndarray, target: np.ndarray, data_range: float | None = None) -> float:
+    """Mean structural similarity (Wang et al. 2004), between -1 and 1 (1 = identical).
+
+    As in the paper: local means, variances and covariance weighted by a Gaussian window of
+    sigma 1.5 (11 x 11 taps), population (not sample) covariances, K1 = 0.01, K2 = 0.03, and the
+    mean taken over the windows that lie wholly inside the image (5 pixels cropped at each
+    border). This equals skimage's `structural_similarity(..., gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=...)`. `data_range` defaults to the
+    TARGET's max - min. Images must be at least 11 x 11.
+    """
+    pred, target = _as_pair(pred, target)
+    peak = _data_range(target, data_range)
+    radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+    if min(target.shape) < 2 * radius + 1:
+        raise ValueError(
+            f"SSIM needs images of at least {2 * radius + 1} x {2 * radius + 1} pixels "
+            f"(its Gaussian window); got {target.shape}"
+        )
+
+    def local_mean(image: np.ndarray) -> np.ndarray:
+        return ndi.gaussian_filter(image, SSIM_SIGMA, mode="reflect", truncate=SSIM_TRUNCATE)
+
+    mean_p, mean_t = local_mean(pred), local_mean(target)
+    var_p = local_mean(pred * pred) - mean_p**2
+    var_t = local_mean(target * target) - mean_t**2
+    cov = local_mean(pred * target) - mean_p * mean_t
+    c1, c2 = (SSIM_K1 * peak) ** 2, (SSIM_K2 * peak) ** 2
+    ssim_map = ((2 * mean_p * mean_t + c1) * (2 * cov + c2)) / (
+        (mean_p**2 + mean_t**2 + c1) * (var_p + var_t + c2)
+    )
+    # windows reaching past the border see reflected pixels, not the image: leave them out
+    inside = ssim_map[radius:-radius, radius:-radius]
+    return float(inside.mean())
+
+
+def pearson_r(pred: np.ndarray, target: np.ndarray) -> float:
+    """Pearson correlation of the pixel values; nan when either image is constant."""
+    pred, target = _as_pair(pred, target)
+    centred_p, centred_t = pred - pred.mean(), target - target.mean()
+    norm = np.sqrt(np.sum(centred_p**2) * np.sum(centred_t**2))
+    if norm == 0:
+        return float("nan")
+    return float(np.clip(np.sum(centred_p * centred_t) / norm, -1.0, 1.0))
+
+
+def mae(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean absolute error, in the images' units."""
+    pred, target = _as_pair(pred, target)
+    return float(np.mean(np.abs(pred - target)))
+
+
+def nrmse(pred: np.ndarray, target: np.ndarray, data_range: float | None = None) -> float:
+    """Root mean squared error divided by the TARGET's max - min (or `data_range`).
+
+    This is skimage's `normalized_root_mse(target, pred, normalization="min-max")`, chosen over
+    its default Euclidean normalisation so that NRMSE and PSNR say the same thing:
+    psnr = -20 log10(nrmse) for the same data range.
+    """
+    pred, target = _as_pair(pred, target)
+    peak = _data_range(target, data_range)
+    return float(np.sqrt(np.mean((pred - target) ** 2)) / peak)
+
+
+def pixel_metrics(
+    pred: np.ndarray, target: np.ndarray, data_range: float | None = None
+) -> dict[str, float]:
+    """PSNR (dB), SSIM, Pearson r, MAE and NRMSE of one prediction (H, W) against its target.
+
+    Keys: psnr, ssim, pearson, mae, nrmse. The data range is the target's max - min unless given.
+    """
+    return {
+        "psnr": psnr(pred, target, data_range),
+        "ssim": ssim(pred, target, data_range),
+        "pearson": pearson_r(pred, target),
+        "mae": mae(pred, target),
+        "nrmse": nrmse(pred, target, data_range),
+    }
+
+
+# --- sharpness -----------------------------------------------------------------------------------
+
+
+def _power_spectrum_2d(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radial frequency (cycles/pixel) and power of each 2-D Fourier coefficient, both (H, W).
+
+    The mean is subtracted and a Hann window applied, so the image's edges (periodic in the
+    DFT) do not leak a cross of spurious high-frequency power. Power is divided by the sum of
+    the squared window, so white noise of variance s^2 has power s^2 at every frequency.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2 or min(image.shape) < 4:
+        raise ValueError(f"a power spectrum needs a 2-D image of at least 4 x 4; got {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("the image has NaN or infinite pixels; its spectrum would be meaningless")
+    window = np.outer(np.hanning(image.shape[0]), np.hanning(image.shape[1]))
+    spectrum = np.fft.fft2((image - image.mean()) * window)
+    power = np.abs(spectrum) ** 2 / np.sum(window**2)
+    fy = np.fft.fftfreq(image.shape[0])[:, None]
+    fx = np.fft.fftfreq(image.shape[1])[None, :]
+    return np.sqrt(fy**2 + fx**2), power
+
+
+def radial_power_spectrum(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radially averaged power spectrum of a 2-D image.
+
+    Returns (frequencies, power), both 1-D: frequencies k / N in cycles/pixel for k = 0 ... N/2,
+    N = min(H, W) (0.5 is Nyquist), and the mean power of the Fourier coefficients whose radial
+    frequency rounds to each (mean-subtracted, Hann-windowed; white noise of variance s^2 gives a
+    flat s^2). The corners of the 2-D spectrum beyond 0.5 cycles/pixel are left out because only
+    diagonal directions reach them.
+    """
+    radius, power = _power_spectrum_2d(image)
+    n = min(power.shape)
+    bins = np.rint(radius * n).astype(np.int64).ravel()
+    keep = bins <= n // 2
+    totals = np.bincount(bins[keep], weights=power.ravel()[keep], minlength=n // 2 + 1)
+    counts = np.bincount(bins[keep], minlength=n // 2 + 1)
+    frequencies = np.arange(n // 2 + 1) / n
+    mean_power = np.where(counts > 0, totals / np.maximum(counts, 1), np.nan)
+    return frequencies, mean_power
+
+
+def high_frequency_power(image: np.ndarray, cutoff: float = 0.25) -> float:
+    """Fraction of an image's spectral power above `cutoff` cycles/pixel, between 0 and 1.
+
+    A fraction (power above the cutoff / all power but DC) is the power above the cutoff after
+    scaling the image to unit variance, so it does not depend on brightness, offset or contrast:
+    a prediction and a real stain in different units can be compared. Blurring lowers it; white
+    noise gives 1 - pi cutoff^2 (the area of the 2-D spectrum outside the cutoff's circle).
+    nan for a constant image.
+    """
+    if not 0 < cutoff < np.sqrt(0.5):
+        raise ValueError(
+            f"cutoff {cutoff} cycles/pixel is outside (0, 0.707); 0.5 is the Nyquist frequency"
+        )
+    radius, power = _power_spectrum_2d(image)
+    total = float(power[radius > 0].sum())
+    if total <= 0:
+        return float("nan")
+    return float(power[radius > cutoff].sum() / total)
+
+
+def hf_power_ratio(pred: np.ndarray, target: np.ndarray, cutoff: float = 0.25) -> float:
+    """How sharp a prediction is relative to the real stain: `high_frequency_power` pred / target.
+
+    1 means as much fine detail as the real stain, below 1 blurrier (typical of regression
+    models, which average over plausible outputs), above 1 more fine detail than the real stain
+    (noise or hallucinated texture). Note that the real stain's highest frequencies are partly
+    camera noise, which no model can predict: a perfect denoised prediction scores below 1 at
+    high cutoffs. A lower cutoff (0.1 - 0.15 cycles/pixel) weighs nuclear texture more.
+    """
+    pred_fraction = high_frequency_power(pred, cutoff)
+    target_fraction = high_frequency_power(target, cutoff)
+    if not target_fraction > 0:
+        return float("nan")
+    return pred_fraction / target_fraction
+
+
+# --- nuclei segmentation -------------------------------------------------------------------------
+
+
+def segment_nuclei(
+    image: np.ndarray,
+    *,
+    sigma: float = 1.0,
+    threshold: str | float = "otsu",
+    min_distance: int = 5,
+    min_size: int = 30,
+) -> np.ndarray:
+    """Label the nuclei of a nuclear stain (H, W) with a classical pipeline; (H, W) int32, 0 = bg.
+
+    Gaussian smoothing, a global threshold, holes filled (dim nucleoli), then touching nuclei are
+    split by a watershed of the distance transform seeded at its local maxima, small objects
+    removed and labels renumbered 1 ... n. The defaults suit nuclei of about 10 - 25 pixels in
+    diameter (0.3 - 0.6 um pixels).
+
+    sigma: Gaussian smoothing in pixels before thresholding (noise, chromatin texture); 0 = none.
+    threshold: "otsu" (from the smoothed image's histogram) or an intensity in the image's units.
+    min_distance: the least distance in pixels between two nuclear centres; lower splits more.
+        Keep it below the radius of the smallest nuclei.
+    min_size: objects smaller than this many pixels are removed (debris, fragments).
+    """
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim != 2:
+        raise ValueError(f"segment_nuclei takes one 2-D image; got shape {image.shape}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("the image has NaN or infinite pixels; fix them before segmenting")
+    smoothed = ndi.gaussian_filter(image, sigma) if sigma > 0 else image
+    if smoothed.max() == smoothed.min():
+        return np.zeros(image.shape, dtype=np.int32)
+    if isinstance(threshold, str):
+        if threshold != "otsu":
+            raise ValueError(f'threshold must be "otsu" or a number; got {threshold!r}')
+        level = float(threshold_otsu(smoothed))
+    else:
+        level = float(threshold)
+    foreground = ndi.binary_fill_holes(smoothed > level)
+    components, _ = ndi.label(foreground)
+    foreground = _remove_small(components, min_size) > 0
+
+    # a slightly smoothed distance map has one maximum per round object, not a ridge of
+    # pixel-sized bumps along a jagged outline, so elongated nuclei are not cut in pieces
+    distance = ndi.gaussian_filter(ndi.distance_transform_edt(foreground), 1.0)
+    components, _ = ndi.label(foreground)
+    peaks = peak_local_max(
+        distance, min_distance=min_distance, labels=components, exclude_border=False
+    )
+    markers = np.zeros(image.shape, dtype=np.int32)
+    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-distance, markers, mask=foreground)
+    # a component without a seed would vanish from the watershed: keep it as one object
+    unseeded = foreground & (labels == 0)
+    if unseeded.any():
+        extra, _ = ndi.label(unseeded)
+        labels[unseeded] = extra[unseeded] + labels.max()
+
+    labels = _remove_small(labels, min_size)
+    labels = relabel_sequential(labels)[0].astype(np.int32)
+    logger.debug("segment_nuclei: threshold %.4g, %d nuclei", level, labels.max())
+    return labels
+
+
+def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """The label image with objects of fewer than `min_size` pixels set to background."""
+    sizes = np.bincount(labels.ravel())
+    too_small = sizes < min_size
+    too_small[0] = False
+    labels = labels.copy()
+    labels[too_small[labels]] = 0
+    return labels
+
+
+def segment_nuclei_cellpose(
+    image: np.ndarray, model_path: str | Path, *, diameter: float | None = None, gpu: bool = False
+) -> np.ndarray:
+    """Label nuclei (H, W) with a Cellpose model whose weights are already on disk; int32 labels.
+
+    Never downloads: `model_path` must be an existing Cellpose model file, and the `cellpose`
+    package must be installed. `diameter` in pixels (None = the model's own estimate).
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Cellpose weights {path} not found; this function never downloads: put a Cellpose "
+            "model file there, or use segment_nuclei (classical, no weights)"
+        )
+    try:
+        from cellpose import models
+    except ImportError as error:
+        raise ImportError(
+            "segment_nuclei_cellpose needs the cellpose package: `pip install cellpose`, "
+            "or use segment_nuclei (classical, no extra packages)"
+        ) from error
+    model = models.CellposeModel(gpu=gpu, pretrained_model=str(path))
+    masks = np.asarray(model.eval(np.asarray(image, dtype=np.float32), diameter=diameter)[0])
+    return relabel_sequential(masks.astype(np.int64))[0].astype(np.int32)
+
+
+# --- instance matching ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Overlaps:
+    """The overlapping (gt, pred) pairs of two label images, one entry per pair."""
+
+    gt_ids: np.ndarray  # (n_gt,) label values
+    pred_ids: np.ndarray  # (n_pred,)
+    gt_areas: np.ndarray  # (n_gt,) pixels
+    pred_areas: np.ndarray  # (n_pred,)
+    rows: np.ndarray  # (n_pairs,) index into gt_ids
+    cols: np.ndarray  # (n_pairs,) index into pred_ids
+    intersection: np.ndarray  # (n_pairs,) pixels
+    iou: np.ndarray  # (n_pairs,)
+
+
+def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == bool or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{name} must be an integer label image (0 = background, one id per object); got "
+            f"{labels.dtype}. Turn a binary mask into objects with skimage.measure.label"
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name} has negative labels; labels must be >= 0 (0 is background)")
+    return labels
+
+
+def _index_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Object ids, their areas, and each pixel's object index (-1 for background), flat."""
+    flat = labels.ravel().astype(np.int64, copy=False)
+    if flat.size == 0 or flat.max() == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.full(flat.size, -1, np.int64)
+    if flat.max() <= 4 * flat.size:  # ids are small enough for an O(pixels) count
+        counts = np.bincount(flat)
+        ids = np.flatnonzero(counts[1:]) + 1
+        lookup = np.full(counts.size, -1, np.int64)
+        lookup[ids] = np.arange(ids.size)
+        return ids, counts[ids], lookup[flat]
+    ids, index, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    if ids[0] == 0:
+        return ids[1:], counts[1:], index.ravel() - 1
+    return ids, counts, index.ravel()
+
+
+def _overlaps(gt: np.ndarray, pred: np.ndarray) -> _Overlaps:
+    """IoU of every overlapping pair, from the overlapping pixels only (never n_gt x n_pred)."""
+    gt = _check_labels(gt, "the ground-truth labels")
+    pred = _check_labels(pred, "the predicted labels")
+    if gt.shape != pred.shape:
+        raise ValueError(f"ground truth {gt.shape} and prediction {pred.shape} differ in shape")
+    gt_ids, gt_areas, gt_index = _index_labels(gt)
+    pred_ids, pred_areas, pred_index = _index_labels(pred)
+    both = (gt_index >= 0) & (pred_index >= 0)
+    pair = gt_index[both] * max(pred_ids.size, 1) + pred_index[both]
+    pair, intersection = np.unique(pair, return_counts=True)
+    rows, cols = np.divmod(pair, max(pred_ids.size, 1))
+    union = gt_areas[rows] + pred_areas[cols] - intersection
+    return _Overlaps(
+        gt_ids, pred_ids, gt_areas, pred_areas, rows, cols, intersection, intersection / union
+    )
+
+
+def iou_matrix(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, sparse.csr_array]:
+    """Intersection over union of every ground-truth object with every predicted object.
+
+    Returns (gt_ids, pred_ids, iou): the label values present (sorted, background 0 excluded)
+    and a sparse (n_gt, n_pred) matrix whose row i, column j is the IoU of objects gt_ids[i] and
+    pred_ids[j]; pairs that do not overlap are not stored (IoU 0). Built from the pixels where
+    both images hold an object, so its cost grows with the image, not with n_gt x n_pred.
+    """
+    overlaps = _overlaps(gt, pred)
+    iou = sparse.coo_array(
+        (overlaps.iou, (overlaps.rows, overlaps.cols)),
+        shape=(overlaps.gt_ids.size, overlaps.pred_ids.size),
+    ).tocsr()
+    return overlaps.gt_ids, overlaps.pred_ids, iou
+
+
+def _optimal_matching(
+    rows: np.ndarray, cols: np.ndarray, iou: np.ndarray, n_gt: int
+) -> np.ndarray:
+    """Indices of the candidate pairs in a one-to-one matching with the most pairs.
+
+    Among matchings of that size, the one with the largest total IoU. For IoU thresholds above
+    0.5 each object has at most one candidate, but below 0.5 an object can have several and
+    greedy "best IoU first" matching can lose pairs, so each connected group of candidates is
+    solved exactly with the Hungarian algorithm.
+    """
+    if rows.size == 0:
+        return np.zeros(0, np.int64)
+    n_nodes = n_gt + int(cols.max()) + 1
+    graph = sparse.coo_array((np.ones(rows.size), (rows, n_gt + cols)), shape=(n_nodes, n_nodes))
+    _, component = connected_components(graph, directed=False)
+    edge_component = component[rows]
+    edges_per_component = np.bincount(edge_component)
+    lone = edges_per_component[edge_component] == 1  # the common case: nothing to decide
+    chosen = [np.flatnonzero(lone)]
+    shared = np.flatnonzero(~lone)
+    shared = shared[np.argsort(edge_component[shared], kind="stable")]
+    starts = np.flatnonzero(np.diff(edge_component[shared], prepend=-1))
+    for edges in np.split(shared, starts[1:]):
+        if edges.size == 0:
+            continue
+        local_rows, r = np.unique(rows[edges], return_inverse=True)
+        local_cols, c = np.unique(cols[edges], return_inverse=True)
+        # weight 1 per pair plus IoU scaled so that all IoUs together add less than one pair:
+        # the most pairs first, then the best IoU among matchings of that size
+        scale = 2.0 * min(local_rows.size, local_cols.size)
+        weight = np.zeros((local_rows.size, local_cols.size))
+        weight[r, c] = 1.0 + iou[edges] / scale
+        edge_at = np.full(weight.shape, -1, np.int64)
+        edge_at[r, c] = edges
+        assigned_r, assigned_c = linear_sum_assignment(weight, maximize=True)
+        picked = edge_at[assigned_r, assigned_c]
+        chosen.append(picked[picked >= 0])
+    return np.sort(np.concatenate(chosen))
+
+
+def _scores_at(overlaps: _Overlaps, threshold: float) -> dict[str, float]:
+    """TP, FP, FN, precision, recall, F1 and mean matched IoU at one IoU threshold."""
+    candidate = overlaps.iou >= threshold
+    matched = _optimal_matching(
+        overlaps.rows[candidate], overlaps.cols[candidate], overlaps.iou[candidate],
+        overlaps.gt_ids.size,
+    )
+    matched_iou = overlaps.iou[candidate][matched]
+    tp = int(matched.size)
+    fp = int(overlaps.pred_ids.size - tp)
+    fn = int(overlaps.gt_ids.size - tp)
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+        "mean_matched_iou": float(matched_iou.mean()) if tp else float("nan"),
+    }
+
+
+def _count_contained(owners: np.ndarray, share: np.ndarray, coverage: float) -> int:
+    """How many owners hold at least two objects each lying >= `coverage` inside them."""
+    held = owners[share >= coverage]
+    return int(np.sum(np.bincount(held) >= 2)) if held.size else 0
+
+
+def match_instances(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    thresholds: np.ndarray | list[float] = IOU_THRESHOLDS,
+    *,
+    coverage: float = 0.5,
+) -> dict:
+    """Match predicted objects to ground-truth objects one-to-one by IoU, at each threshold.
+
+    gt, pred: integer label images of one shape (0 = background; ids need not be consecutive).
+    A pair can match at threshold t when its IoU >= t; the matching has the most pairs possible
+    (optimal, not greedy, so it is right at low thresholds too). Returns plain Python numbers:
+
+    - per threshold (lists in the order of `thresholds`, see PER_THRESHOLD_KEYS): thresholds,
+      tp, fp, fn, precision = tp / n_pred, recall = tp / n_true, f1, mean_matched_iou (mean IoU
+      of the matched pairs). A ratio with a zero denominator is 0 (an empty prediction scores
+      precision, recall and F1 0); mean_matched_iou is nan when nothing matched.
+    - f1_mean: F1 averaged over IOU_THRESHOLDS (0.5, 0.55, ..., 0.95), whatever `thresholds` is.
+    - n_true, n_pred: object counts.
+    - splits: ground-truth objects that hold two or more predicted objects, each with at least
+      `coverage` of its own area inside that ground-truth object (one nucleus cut in pieces).
+    - merges: predicted objects that hold two or more ground-truth objects, each with at least
+      `coverage` of its own area inside that predicted object (touching nuclei fused).
+    """
+    thresholds = [float(t) for t in np.atleast_1d(thresholds)]
+    for t in thresholds:
+        if not 0 < t <= 1:
+            raise ValueError(f"IoU threshold {t} is outside (0, 1]")
+    overlaps = _overlaps(gt, pred)
+    scores = [_scores_at(overlaps, t) for t in thresholds]
+    result: dict = {"thresholds": thresholds}
+    for key in PER_THRESHOLD_KEYS[1:]:
+        result[key] = [s[key] for s in scores]
+    result["f1_mean"] = float(np.mean([_scores_at(overlaps, t)["f1"] for t in IOU_THRESHOLDS]))
+    result["n_true"] = int(overlaps.gt_ids.size)
+    result["n_pred"] = int(overlaps.pred_ids.size)
+    result["splits"] = _count_contained(
+        overlaps.rows, overlaps.intersection / overlaps.pred_areas[overlaps.cols], coverage
+    )
+    result["merges"] = _count_contained(
+        overlaps.cols, overlaps.intersection / overlaps.gt_areas[overlaps.rows], coverage
+    )
+    return result
+
+
+def instance_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """One table row for one field of view: the IoU-0.5 scores, f1_mean, counts, splits, merges.
+
+    Keys: f1_iou50, precision_iou50, recall_iou50, f1_mean, mean_matched_iou_iou50, n_true,
+    n_pred, splits, merges (see `match_instances`).
+    """
+    result = match_instances(gt, pred, thresholds=[0.5])
+    return {
+        "f1_iou50": result["f1"][0],
+        "precision_iou50": result["precision"][0],
+        "recall_iou50": result["recall"][0],
+        "f1_mean": result["f1_mean"],
+        "mean_matched_iou_iou50": result["mean_matched_iou"][0],
+        "n_true": result["n_true"],
+        "n_pred": result["n_pred"],
+        "splits": result["splits"],
+        "merges": result["merges"],
+    }

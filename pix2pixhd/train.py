@@ -1,0 +1,436 @@
+"""Training: one Trainer for the Pix2PixHD GAN and for the regression baseline.
+
+    trainer = Trainer(load_config("quick"))
+    trainer.fit()                      # checkpoints/<name>/latest.pt and logs/ for TensorBoard
+
+The GAN step (Wang et al. 2018, as the original code): the generator G turns phase into a stain;
+the multi-scale discriminator D sees (phase, real stain) and (phase, fake stain); G minimises the
+LSGAN loss of D on its fakes plus lambda_feat times the feature-matching loss; D minimises
+0.5 * (LSGAN on real + LSGAN on fake). Both losses come from the same forward pass, G's update
+first, as in the original. The regression baseline is the same generator with L1 alone.
+
+TensorBoard tags written here (the notebook reads the same ones):
+
+    loss/G_GAN, loss/G_GAN_Feat, loss/G_L1, loss/G_VGG   generator terms (weighted, as summed)
+    loss/D_real, loss/D_fake                             the discriminator's two halves
+    D_out/train_real, D_out/train_fake                   D's mean score (1 = "real" under LSGAN)
+    D_out/val_real, D_out/val_fake                       the same on the validation images
+    val/psnr, val/ssim                                   per epoch, in the stain's own units
+    lr, throughput/images_per_s                          learning rate, training speed
+    val/phase_target_prediction                          image grid per epoch
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from pix2pixhd.checkpoint import (
+    CheckpointError,
+    channel_counts,
+    check_compatible,
+    discriminator_from_config,
+    generator_from_config,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pix2pixhd.config import Config, TrainConfig, save_config, to_dict
+from pix2pixhd.data import make_loaders, set_loader_epoch
+from pix2pixhd.losses import VGGLoss, discriminator_loss, feature_matching_loss, gan_loss
+from pix2pixhd.metrics import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops before anything is saved."""
+
+
+def learning_rate(epoch: int, train: TrainConfig) -> float:
+    """Constant for `niter` epochs, then linearly down over `niter_decay` (epoch counts from 0).
+
+    As the original: the first decayed epoch still uses the full rate, the last one lr/niter_decay.
+    """
+    if epoch < train.niter or train.niter_decay == 0:
+        return train.lr
+    return train.lr * (train.niter + train.niter_decay - epoch) / train.niter_decay
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """Mixed precision only on CUDA: bf16 where the card has it (no loss scaling needed)."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a `torchrun` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls) -> Distributed:
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                   int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def mean_score(predictions: list[list[torch.Tensor]]) -> torch.Tensor:
+    """D's mean patch score over all scales: near 1 means "looks real" under LSGAN."""
+    return torch.stack([scale[-1].float().mean() for scale in predictions]).mean()
+
+
+class Trainer:
+    """Trains a generator (and, for the GAN, a discriminator) from one Config.
+
+    `fit()` runs the epochs: a `train_step` per batch (returns plain numbers), `validate` per
+    epoch, a checkpoint per epoch. Loaders are made from `config.data` unless given (the
+    benchmark passes none and calls `train_step` on its own batches).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        distributed: Distributed | None = None,
+        loaders: tuple[Any, Any] | None = None,
+        joint_discriminator_pass: bool = True,
+    ) -> None:
+        self.config = config
+        self.distributed = distributed or Distributed()
+        self.device = resolve_device(config.train.device, self.distributed.local_rank)
+        self.run_dir = Path(config.train.checkpoints_dir) / config.train.name
+        self.is_gan = config.model.kind == "gan"
+        # instance norm normalises each sample alone, so real and fake pairs can share one D
+        # pass; batch norm would mix their statistics
+        self.joint_discriminator_pass = joint_discriminator_pass and config.model.norm != "batch"
+        self._prepare_run_dir(resume, overwrite)
+
+        torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+        if loaders is None:
+            loaders = make_loaders(config, rank=self.distributed.rank,
+                                   world_size=self.distributed.world_size)
+        self.train_loader, self.val_loader = loaders
+        dataset = getattr(self.train_loader, "dataset", None)
+        self.normaliser = getattr(dataset, "normaliser", None)
+
+        input_nc, output_nc = channel_counts(config)
+        self.generator = generator_from_config(config.model, input_nc, output_nc).to(self.device)
+        self.discriminator = (
+            discriminator_from_config(config.model, input_nc + output_nc).to(self.device)
+            if self.is_gan else None
+        )
+        betas = (config.train.beta1, config.train.beta2)
+        self.optimizer_G = torch.optim.Adam(self.generator.parameters(), config.train.lr, betas)
+        self.optimizer_D = (
+            torch.optim.Adam(self.discriminator.parameters(), config.train.lr, betas)
+            if self.is_gan else None
+        )
+        self.amp_dtype = autocast_dtype(self.device, config.train.amp)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
+        self.vgg = (VGGLoss(config.loss.vgg_weights).to(self.device)
+                    if config.loss.lambda_vgg > 0 else None)
+        self.channels_last = config.train.channels_last and self.device.type == "cuda"
+        self.epoch = 0  # epochs completed
+        self.step = 0   # optimiser steps taken
+        if resume:
+            self.load_state(load_checkpoint(self.run_dir / "latest.pt", self.device))
+        self.G, self.D = self._wrap(self.generator), self._wrap(self.discriminator)
+        self.writer = None
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+        latest = self.run_dir / "latest.pt"
+        if resume and not latest.is_file():
+            raise CheckpointError(f"nothing to resume: {latest} does not exist; drop --resume "
+                                  "to start a new run")
+        if not resume and latest.is_file():
+            if not overwrite:
+                raise CheckpointError(
+                    f"{latest} exists; pass --resume to continue that run, --overwrite to "
+                    "start it again, or choose another --name")
+            if self.distributed.is_main:
+                shutil.rmtree(self.run_dir)
+
+    def _wrap(self, module: nn.Module | None) -> nn.Module | None:
+        """The module as trained: channels_last, DDP across processes, compiled if asked."""
+        if module is None:
+            return None
+        if self.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        if self.distributed.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=device_ids)
+        if self.config.train.compile:
+            module = torch.compile(module)
+        return module
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.to(self.device, non_blocking=True)
+        if self.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    # --- one training step ------------------------------------------------------------------
+
+    def discriminate(
+        self, phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor
+    ) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+        """D's features on (phase, real stain) and on (phase, fake stain)."""
+        real_pair = torch.cat([phase, target], dim=1)
+        fake_pair = torch.cat([phase, fake], dim=1)
+        if not self.joint_discriminator_pass:
+            return self.D(real_pair), self.D(fake_pair)
+        both = self.D(torch.cat([real_pair, fake_pair], dim=0))
+        halves = [[feature.chunk(2, dim=0) for feature in scale] for scale in both]
+        real = [[pair[0] for pair in scale] for scale in halves]
+        fake = [[pair[1] for pair in scale] for scale in halves]
+        return real, fake
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
+        weights = self.config.loss
+        with self._autocast():
+            fake = self.G(phase)
+            terms: dict[str, torch.Tensor] = {}
+            if self.is_gan:
+                pred_real, pred_fake = self.discriminate(phase, target, fake)
+                terms["loss/G_GAN"] = gan_loss(pred_fake, True, weights.gan_mode)
+                terms["loss/G_GAN_Feat"] = weights.lambda_feat * feature_matching_loss(
+                    pred_real, pred_fake,
+                    n_layers_D=self.config.model.n_layers_D, num_D=self.config.model.num_D)
+                if weights.lambda_l1 > 0:
+                    terms["loss/G_L1"] = weights.lambda_l1 * (fake - target).abs().mean()
+                loss_D, loss_D_real, loss_D_fake = discriminator_loss(
+                    pred_real, pred_fake, weights.gan_mode)
+            else:
+                terms["loss/G_L1"] = (fake - target).abs().mean()
+            if self.vgg is not None:
+                terms["loss/G_VGG"] = weights.lambda_vgg * self.vgg(fake.float(), target.float())
+            loss_G = sum(terms.values())
+
+        # --- generator step: gradients of loss_G go to G's weights only ---
+        self.optimizer_G.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_G).backward(inputs=list(self.generator.parameters()),
+                                           retain_graph=self.is_gan)
+        if self.is_gan:
+            # --- discriminator step: only D's weights receive gradients, so the fake enters
+            # D's loss as if detached, exactly as the original's fake.detach() ---
+            self.optimizer_D.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_D).backward(inputs=list(self.discriminator.parameters()))
+            self.scaler.step(self.optimizer_D)
+            terms |= {"loss/D_real": loss_D_real, "loss/D_fake": loss_D_fake,
+                      "D_out/train_real": mean_score(pred_real),
+                      "D_out/train_fake": mean_score(pred_fake)}
+        self.scaler.step(self.optimizer_G)
+        self.scaler.update()
+        self.step += 1
+        numbers = {name: value.item() for name, value in terms.items()}
+        bad = [name for name, value in numbers.items() if not np.isfinite(value)]
+        if bad:
+            raise NonFiniteLossError(
+                f"{', '.join(bad)} became {numbers[bad[0]]} at epoch {self.epoch + 1}, step "
+                f"{self.step}; stopped without saving, {self.run_dir / 'latest.pt'} is the last "
+                "good checkpoint. Try a lower train.lr, or train.amp=none")
+        return numbers
+
+    # --- epochs -----------------------------------------------------------------------------
+
+    def fit(self, epochs: int | None = None) -> dict[str, float]:
+        """Train until `epochs` are completed (default: niter + niter_decay); returns val metrics.
+
+        Ctrl-C saves latest.pt (the interrupted epoch is repeated on --resume) and re-raises.
+        """
+        total = epochs if epochs is not None else self.config.epochs
+        if self.distributed.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+            self.writer = SummaryWriter(self.run_dir / "logs", purge_step=self.step or None)
+        metrics: dict[str, float] = {}
+        try:
+            while self.epoch < total:
+                self.train_epoch()
+                metrics = self.validate()
+                self.epoch += 1
+                self._log_scalars(metrics)
+                log.info("epoch %d/%d: %s", self.epoch, total,
+                         ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+                self.save()
+        except KeyboardInterrupt:
+            log.warning("interrupted: saving %s", self.run_dir / "latest.pt")
+            self.save()
+            raise
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return metrics
+
+    def train_epoch(self) -> None:
+        lr = learning_rate(self.epoch, self.config.train)
+        for optimizer in (self.optimizer_G, self.optimizer_D):
+            for group in optimizer.param_groups if optimizer else []:
+                group["lr"] = lr
+        set_loader_epoch(self.train_loader, self.epoch)  # new crops and order every epoch
+        self.G.train()
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+                   disable=not self.distributed.is_main, leave=False, dynamic_ncols=True)
+        images, started = 0, time.perf_counter()
+        for batch in bar:
+            numbers = self.train_step(batch)
+            images += len(batch["input"]) * self.distributed.world_size
+            bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in numbers.items()
+                             if k.startswith("loss/")})
+            if self.step % self.config.train.log_every == 0:
+                numbers["throughput/images_per_s"] = images / (time.perf_counter() - started)
+                numbers["lr"] = lr
+                self._log_scalars(numbers)
+                images, started = 0, time.perf_counter()
+
+    @torch.no_grad()
+    def validate(self, n_images_logged: int = 4) -> dict[str, float]:
+        """PSNR and SSIM of the generator (dropout off) on the validation crops, stain units."""
+        self.G.eval()
+        scores: dict[str, list[float]] = {"val/psnr": [], "val/ssim": []}
+        if self.is_gan:
+            scores |= {"D_out/val_real": [], "D_out/val_fake": []}
+        panels = []
+        for batch in self.val_loader:
+            phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
+            with self._autocast():
+                fake = self.G(phase)
+                if self.is_gan:
+                    pred_real, pred_fake = self.discriminate(phase, target, fake)
+                    scores["D_out/val_real"].append(mean_score(pred_real).item())
+                    scores["D_out/val_fake"].append(mean_score(pred_fake).item())
+            fake, target = fake.float(), target.float()
+            if self.normaliser is not None:
+                real_units = self.normaliser.denormalise_target(target.cpu().numpy())
+                fake_units = self.normaliser.denormalise_target(fake.cpu().numpy())
+            else:
+                real_units, fake_units = target.cpu().numpy(), fake.cpu().numpy()
+            pairs = zip(real_units.reshape(-1, *real_units.shape[-2:]),
+                        fake_units.reshape(-1, *fake_units.shape[-2:]), strict=True)
+            for real_image, fake_image in pairs:
+                scores["val/psnr"].append(psnr(fake_image, real_image))
+                scores["val/ssim"].append(ssim(fake_image, real_image))
+            if len(panels) < n_images_logged:
+                panels.append(_display_panel(phase[0], target[0], fake[0]))
+        self.G.train()
+        if panels and self.writer is not None:
+            from torchvision.utils import make_grid
+
+            grid = make_grid(torch.cat(panels), nrow=3, padding=4, pad_value=1.0)
+            self.writer.add_image("val/phase_target_prediction", grid, self.epoch + 1)
+        return {name: float(np.mean(values)) for name, values in scores.items() if values}
+
+    def _log_scalars(self, numbers: dict[str, float]) -> None:
+        if self.writer is None:
+            return
+        for name, value in numbers.items():
+            self.writer.add_scalar(name, value, self.step)
+        self.writer.flush()
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict() if self.is_gan else None,
+            "optimizer_G": self.optimizer_G.state_dict(),
+            "optimizer_D": self.optimizer_D.state_dict() if self.is_gan else None,
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "config": to_dict(self.config),
+            "normaliser": self.normaliser.to_dict() if self.normaliser is not None else None,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue exactly where `state` left off: weights, optimisers, counters, RNG."""
+        check_compatible(state, self.config, self.run_dir / "latest.pt")
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer_G.load_state_dict(state["optimizer_G"])
+        if self.is_gan:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.optimizer_D.load_state_dict(state["optimizer_D"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step = state["epoch"], state["step"]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        log.info("resumed %s at epoch %d, step %d", self.run_dir, self.epoch, self.step)
+
+    def save(self) -> None:
+        """latest.pt every epoch, epoch_NNN.pt every `save_every` epochs and at the end."""
+        if not self.distributed.is_main:
+            return
+        state = self.state_dict()
+        save_checkpoint(self.run_dir / "latest.pt", state)
+        if self.epoch % self.config.train.save_every == 0 or self.epoch == self.config.epochs:
+            save_checkpoint(self.run_dir / f"epoch_{self.epoch:03d}.pt", state)
+
+
+def _display_panel(phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """(3, 1, H, W) in [0, 1]: phase scaled by its own range, stains from [-1, 1]."""
+    phase = phase[:1].float()
+    phase = (phase - phase.min()) / (phase.max() - phase.min()).clamp_min(1e-8)
+    to_unit = lambda stain: ((stain[:1].float() + 1) / 2).clamp(0, 1)  # noqa: E731
+    return torch.stack([phase, to_unit(target), to_unit(fake)]).cpu()
+
+
+def run_training(config: Config, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """Train in this process, or as one rank of a `torchrun` job (process group from the env)."""
+    distributed = Distributed.from_environment()
+    if distributed.world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(distributed.local_rank)
+    try:
+        if torch.cuda.is_available():
+            torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
+        trainer = Trainer(config, resume=resume, overwrite=overwrite, distributed=distributed)
+        return trainer.fit()
+    finally:
+        if distributed.world_size > 1:
+            dist.destroy_process_group()

@@ -1,0 +1,344 @@
+import warnings
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from scipy import stats
+from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+
+from pix2pixhd.metrics import (
+    IOU_THRESHOLDS,
+    PER_THRESHOLD_KEYS,
+    hf_power_ratio,
+    high_frequency_power,
+    instance_metrics,
+    iou_matrix,
+    mae,
+    match_instances,
+    nrmse,
+    pearson_r,
+    pixel_metrics,
+    psnr,
+    radial_power_spectrum,
+    segment_nuclei,
+    segment_nuclei_cellpose,
+    ssim,
+)
+
+
+def textured_pair(seed=0, shape=(64, 80)):
+    """A smooth target and a noisy, rescaled prediction of it (different ranges on purpose)."""
+    rng = np.random.default_rng(seed)
+    target = ndi.gaussian_filter(rng.normal(size=shape), 3) * 10 + 5
+    pred = 1.3 * target + rng.normal(scale=0.5, size=shape) - 2
+    return pred, target
+
+
+# --- pixel metrics -------------------------------------------------------------------------------
+
+
+def test_psnr_of_a_constant_offset_is_computed_by_hand():
+    target = np.tile(np.linspace(0.0, 1.0, 32), (32, 1))  # range exactly 1
+    assert psnr(target + 0.1, target) == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    assert psnr(target + 0.1, target, data_range=10.0) == pytest.approx(40.0)
+
+
+def test_psnr_matches_skimage_with_the_targets_range():
+    pred, target = textured_pair()
+    expected = peak_signal_noise_ratio(target, pred, data_range=target.max() - target.min())
+    assert psnr(pred, target) == pytest.approx(expected, rel=1e-12)
+
+
+def test_identical_images_give_infinite_psnr_and_ssim_one():
+    _, target = textured_pair()
+    assert psnr(target, target) == float("inf")
+    assert ssim(target, target) == pytest.approx(1.0, abs=1e-12)
+    assert nrmse(target, target) == 0.0
+
+
+def test_ssim_matches_skimage_gaussian_wang_settings():
+    pred, target = textured_pair()
+    expected = structural_similarity(
+        target, pred, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        data_range=target.max() - target.min(),
+    )
+    assert ssim(pred, target) == pytest.approx(expected, abs=1e-10)
+
+
+def test_ssim_takes_its_data_range_from_the_target_not_the_prediction_or_dtype():
+    pred, target = textured_pair()
+    from_target = ssim(pred, target, data_range=target.max() - target.min())
+    assert ssim(pred, target) == from_target
+    assert ssim(pred.astype(np.float32), target.astype(np.float32)) == pytest.approx(
+        from_target, abs=1e-5
+    )
+    assert ssim(pred, target, data_range=pred.max() - pred.min()) != pytest.approx(from_target)
+
+
+def test_pearson_matches_scipy_and_is_nan_for_a_constant_image_without_warnings():
+    pred, target = textured_pair()
+    assert pearson_r(pred, target) == pytest.approx(stats.pearsonr(pred.ravel(), target.ravel())[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(pearson_r(np.ones_like(target), target))
+
+
+def test_mae_is_the_mean_absolute_difference():
+    target = np.zeros((4, 4))
+    pred = np.zeros((4, 4))
+    pred[0, :] = 2.0
+    pred[1, :] = -1.0
+    assert mae(pred, target) == pytest.approx((4 * 2 + 4 * 1) / 16)
+
+
+def test_nrmse_matches_skimage_min_max_and_agrees_with_psnr():
+    pred, target = textured_pair()
+    expected = normalized_root_mse(target, pred, normalization="min-max")
+    assert nrmse(pred, target) == pytest.approx(expected, rel=1e-12)
+    assert psnr(pred, target) == pytest.approx(-20 * np.log10(nrmse(pred, target)))
+
+
+def test_pixel_metrics_returns_the_five_metrics_as_floats():
+    pred, target = textured_pair()
+    metrics = pixel_metrics(pred, target)
+    assert set(metrics) == {"psnr", "ssim", "pearson", "mae", "nrmse"}
+    assert all(type(value) is float for value in metrics.values())
+    assert metrics["ssim"] == ssim(pred, target)
+
+
+def test_pixel_metrics_refuse_mismatched_shapes_and_constant_targets():
+    with pytest.raises(ValueError, match=r"\(8, 8\).*\(8, 9\)"):
+        psnr(np.zeros((8, 8)), np.zeros((8, 9)))
+    with pytest.raises(ValueError, match="data_range"):
+        psnr(np.zeros((16, 16)), np.ones((16, 16)))
+
+
+# --- sharpness -----------------------------------------------------------------------------------
+
+
+def test_white_noise_has_a_flat_spectrum_at_its_variance():
+    rng = np.random.default_rng(1)
+    spectra = [radial_power_spectrum(rng.normal(scale=2.0, size=(128, 128))) for _ in range(16)]
+    frequencies = spectra[0][0]
+    power = np.mean([p for _, p in spectra], axis=0)
+    band = frequencies >= 0.1  # lower bins hold too few coefficients to average out
+    np.testing.assert_allclose(power[band], 4.0, rtol=0.15)  # flat at the variance 2^2
+    assert np.mean(power[band]) == pytest.approx(4.0, rel=0.03)
+    assert frequencies[0] == 0 and frequencies[-1] == 0.5 and frequencies.size == 65
+
+
+def test_white_noise_high_frequency_fraction_is_the_area_outside_the_cutoff():
+    noise = np.random.default_rng(2).normal(size=(256, 256))
+    assert high_frequency_power(noise, 0.25) == pytest.approx(1 - np.pi * 0.25**2, abs=0.02)
+
+
+def test_hf_power_ratio_falls_monotonically_with_blur():
+    _, target = textured_pair(shape=(128, 128))
+    target = target + np.random.default_rng(3).normal(scale=0.3, size=target.shape)
+    ratios = [hf_power_ratio(ndi.gaussian_filter(target, s), target) for s in (0.5, 1, 1.5, 2, 3)]
+    assert hf_power_ratio(target, target) == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(ratios, ratios[1:], strict=False))
+    assert ratios[0] < 1
+
+
+def test_hf_power_ratio_ignores_brightness_and_contrast():
+    pred, target = textured_pair(shape=(96, 96))
+    assert hf_power_ratio(3 * pred + 7, target) == pytest.approx(hf_power_ratio(pred, target))
+
+
+# --- instance matching ---------------------------------------------------------------------------
+
+
+def squares(shape, boxes):
+    """A label image with rectangle (label, row0, row1, col0, col1) objects, later ones on top."""
+    labels = np.zeros(shape, dtype=np.int32)
+    for label, r0, r1, c0, c1 in boxes:
+        labels[r0:r1, c0:c1] = label
+    return labels
+
+
+def random_labels(rng, shape=(40, 40), n=8):
+    """Overlapping random rectangles with non-consecutive ids."""
+    boxes = []
+    for i in range(n):
+        r, c = rng.integers(0, shape[0] - 5), rng.integers(0, shape[1] - 5)
+        boxes.append((3 * i + 7, r, r + rng.integers(3, 15), c, c + rng.integers(3, 15)))
+    return squares(shape, boxes)
+
+
+def test_identical_label_images_score_one_everywhere():
+    labels = random_labels(np.random.default_rng(0))
+    result = match_instances(labels, labels)
+    n = len(np.unique(labels)) - 1
+    assert result["f1"] == [1.0] * len(IOU_THRESHOLDS)
+    assert result["mean_matched_iou"] == [1.0] * len(IOU_THRESHOLDS)
+    assert result["tp"] == [n] * len(IOU_THRESHOLDS)
+    assert (result["f1_mean"], result["n_true"], result["n_pred"]) == (1.0, n, n)
+    assert (result["splits"], result["merges"]) == (0, 0)
+
+
+def test_shifted_square_has_iou_one_third_matched_at_0_3_not_at_0_5():
+    gt = squares((20, 30), [(1, 5, 15, 0, 10)])
+    pred = squares((20, 30), [(1, 5, 15, 5, 15)])  # 5 shared columns: 50 / 150
+    result = match_instances(gt, pred, thresholds=[0.3, 0.5])
+    assert result["tp"] == [1, 0]
+    assert result["fp"] == [0, 1] and result["fn"] == [0, 1]
+    assert result["mean_matched_iou"][0] == pytest.approx(1 / 3)
+    assert np.isnan(result["mean_matched_iou"][1])
+    assert result["f1"] == [1.0, 0.0]
+
+
+def test_empty_prediction_scores_zero_without_warnings():
+    gt = squares((20, 20), [(1, 0, 5, 0, 5), (2, 10, 15, 10, 15)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = match_instances(gt, np.zeros_like(gt))
+        row = instance_metrics(gt, np.zeros_like(gt))
+    assert result["recall"] == [0.0] * 10 and result["f1"] == [0.0] * 10
+    assert result["precision"] == [0.0] * 10 and result["fn"] == [2] * 10
+    assert (row["n_true"], row["n_pred"], row["f1_mean"]) == (2, 0, 0.0)
+
+
+def test_one_object_cut_in_half_is_one_split():
+    gt = squares((20, 30), [(1, 0, 10, 0, 20)])
+    pred = squares((20, 30), [(4, 0, 10, 0, 10), (9, 0, 10, 10, 20)])
+    result = match_instances(gt, pred)
+    assert (result["splits"], result["merges"]) == (1, 0)
+    assert result["tp"][0] == 1  # each half has IoU exactly 0.5: one of them matches at 0.5
+
+
+def test_two_objects_fused_are_one_merge():
+    gt = squares((20, 30), [(1, 0, 10, 0, 10), (2, 0, 10, 10, 20)])
+    pred = squares((20, 30), [(5, 0, 10, 0, 20)])
+    result = match_instances(gt, pred)
+    assert (result["splits"], result["merges"]) == (0, 1)
+
+
+def test_label_values_and_their_order_do_not_change_the_result():
+    rng = np.random.default_rng(4)
+    gt, pred = random_labels(rng), random_labels(rng)
+    thresholds = [0.1, 0.2, 0.3, 0.5, 0.7]
+    expected = match_instances(gt, pred, thresholds)
+
+    def permuted(labels):
+        ids = np.unique(labels)[1:]
+        lookup = np.zeros(labels.max() + 1, dtype=np.int64)
+        lookup[ids] = rng.permutation(ids.size) * 11 + 1000
+        return lookup[labels]
+
+    got = match_instances(permuted(gt), permuted(pred), thresholds)
+    huge_ids = match_instances(gt.astype(np.int64) * 10**9, pred, thresholds)  # beyond bincount
+    for key in expected:
+        np.testing.assert_equal(got[key], expected[key])
+        np.testing.assert_equal(huge_ids[key], expected[key])
+
+
+def greedy_true_positives(gt, pred, threshold):
+    """Best-IoU-first matching, the shortcut the optimal matching must beat."""
+    gt_ids, pred_ids, iou = iou_matrix(gt, pred)
+    iou = iou.toarray()
+    used_g, used_p, tp = set(), set(), 0
+    for flat in np.argsort(-iou, axis=None):
+        i, j = np.unravel_index(flat, iou.shape)
+        if iou[i, j] >= threshold and i not in used_g and j not in used_p:
+            used_g.add(i)
+            used_p.add(j)
+            tp += 1
+    return tp
+
+
+def test_low_threshold_matching_is_optimal_where_greedy_is_not():
+    # gt A = cols 0-9, gt B = cols 10-19; pred X = cols 3-12, pred Y = cols 0-2.
+    # IoU(A, X) = 7/13, IoU(A, Y) = 3/10, IoU(B, X) = 3/17. Greedy takes A-X first and is stuck
+    # with one pair; the optimum pairs A-Y and B-X.
+    gt = squares((10, 25), [(1, 0, 10, 0, 10), (2, 0, 10, 10, 20)])
+    pred = squares((10, 25), [(1, 0, 10, 3, 13), (2, 0, 10, 0, 3)])
+    assert greedy_true_positives(gt, pred, 0.15) == 1
+    result = match_instances(gt, pred, thresholds=[0.15, 0.2, 0.5])
+    assert result["tp"] == [2, 1, 1]
+    assert result["mean_matched_iou"][0] == pytest.approx((3 / 10 + 3 / 17) / 2)
+    assert result["mean_matched_iou"][1] == pytest.approx(7 / 13)  # the better of the two
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sparse_iou_matrix_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    gt, pred = random_labels(rng), random_labels(rng)
+    gt_ids, pred_ids, iou = iou_matrix(gt, pred)
+    np.testing.assert_array_equal(gt_ids, np.unique(gt)[1:])
+    np.testing.assert_array_equal(pred_ids, np.unique(pred)[1:])
+    dense = np.zeros((gt_ids.size, pred_ids.size))
+    for i, g in enumerate(gt_ids):
+        for j, p in enumerate(pred_ids):
+            dense[i, j] = np.sum((gt == g) & (pred == p)) / np.sum((gt == g) | (pred == p))
+    np.testing.assert_allclose(iou.toarray(), dense, rtol=1e-12)
+
+
+def test_matching_refuses_float_masks_and_mismatched_shapes():
+    with pytest.raises(ValueError, match="integer label image"):
+        match_instances(np.zeros((4, 4)), np.zeros((4, 4), dtype=int))
+    with pytest.raises(ValueError, match="shape"):
+        match_instances(np.zeros((4, 4), int), np.zeros((4, 5), int))
+
+
+def test_instance_metrics_row_matches_match_instances_at_0_5():
+    rng = np.random.default_rng(5)
+    gt, pred = random_labels(rng), random_labels(rng)
+    full, row = match_instances(gt, pred), instance_metrics(gt, pred)
+    assert row["f1_iou50"] == full["f1"][0] and row["recall_iou50"] == full["recall"][0]
+    assert row["f1_mean"] == full["f1_mean"] and row["merges"] == full["merges"]
+    assert set(PER_THRESHOLD_KEYS) <= set(full)
+
+
+# --- nuclei segmentation -------------------------------------------------------------------------
+
+
+def disk_field(seed=0, size=256, cell=50):
+    """Synthetic nuclear stain of disks (radius 7-11 px), some in touching pairs, and its labels.
+
+    One disk or one touching pair per grid cell; pixels shared by a pair go to the nearer centre.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[:size, :size]
+    labels = np.zeros((size, size), np.int32)
+    best = np.full((size, size), np.inf)
+    brightness = np.zeros((size, size))
+    n = 0
+    for r0 in range(0, size - cell + 1, cell):
+        for c0 in range(0, size - cell + 1, cell):
+            centre = np.array([r0 + cell / 2, c0 + cell / 2]) + rng.uniform(-3, 3, 2)
+            radii = rng.uniform(7, 11, 2)
+            if rng.random() < 0.3:  # a touching pair, centres radius1 + radius2 - 1 apart
+                angle = rng.uniform(0, np.pi)
+                step = (radii.sum() - 1) / 2 * np.array([np.sin(angle), np.cos(angle)])
+                disks = [(centre - step, radii[0]), (centre + step, radii[1])]
+            else:
+                disks = [(centre, radii[0])]
+            for (cr, cc), radius in disks:
+                n += 1
+                distance = np.hypot(rows - cr, cols - cc)
+                inside = (distance <= radius) & (distance < best)
+                labels[inside], best[inside] = n, distance[inside]
+                brightness[inside] = rng.uniform(0.6, 1.0)
+    image = ndi.gaussian_filter(brightness, 1.0) + 0.05
+    image += rng.normal(scale=0.03, size=image.shape)
+    return image, labels
+
+
+def test_segment_nuclei_recovers_disks_including_touching_ones():
+    image, truth = disk_field()
+    labels = segment_nuclei(image)
+    assert labels.dtype == np.int32
+    assert labels.max() == len(np.unique(truth)) - 1
+    row = instance_metrics(truth, labels)
+    assert row["f1_iou50"] > 0.9
+    assert row["merges"] == 0
+
+
+def test_segment_nuclei_of_a_blank_image_is_empty():
+    assert segment_nuclei(np.full((32, 32), 3.0)).max() == 0
+
+
+def test_cellpose_backend_never_downloads_missing_weights(tmp_path):
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        segment_nuclei_cellpose(np.zeros((16, 16)), tmp_path / "nuclei_model")

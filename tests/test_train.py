@@ -1,0 +1,196 @@
+"""The Trainer: exact resume, the loss terms, logs and checkpoints, clear failures, DDP."""
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pix2pixhd.checkpoint import CheckpointError, load_checkpoint, load_generator
+from pix2pixhd.config import apply_overrides, load_config
+from pix2pixhd.logs import read_scalars
+from pix2pixhd.train import (
+    Distributed,
+    NonFiniteLossError,
+    Trainer,
+    learning_rate,
+)
+
+
+def weights(module):
+    return {name: tensor.clone() for name, tensor in module.state_dict().items()}
+
+
+def gradients(module):
+    return {name: p.grad.clone() for name, p in module.named_parameters()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_learning_rate_follows_the_original_schedule():
+    """The original lowers lr by lr/niter_decay after every epoch past niter."""
+    train = load_config("quick").train
+    train.niter, train.niter_decay, train.lr = 3, 4, 1.0
+    lr, expected = 1.0, []
+    for epoch in range(1, 8):  # the original's loop counts epochs from 1
+        expected.append(lr)
+        if epoch > train.niter:
+            lr -= train.lr / train.niter_decay
+    np.testing.assert_allclose([learning_rate(e, train) for e in range(7)], expected)
+
+
+def test_resume_is_exact(tiny_config, tmp_path):
+    straight = apply_overrides(tiny_config, [f"train.checkpoints_dir={tmp_path / 'a'}"])
+    Trainer(straight).fit()
+    split = apply_overrides(tiny_config, [f"train.checkpoints_dir={tmp_path / 'b'}"])
+    Trainer(split).fit(epochs=1)
+    resumed = Trainer(split, resume=True)
+    assert (resumed.epoch, resumed.step) == (1, 3)
+    resumed.fit()
+    a = load_checkpoint(tmp_path / "a" / straight.train.name / "latest.pt")
+    b = load_checkpoint(tmp_path / "b" / split.train.name / "latest.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 6)
+    for part in ("generator", "discriminator"):
+        assert_same_weights(a[part], b[part])
+
+
+def test_joint_and_separate_discriminator_passes_give_the_same_step(tiny_config, tiny_dataset):
+    """Instance norm is per sample, so one D pass over real and fake equals two passes."""
+    batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
+    results = []
+    for joint in (True, False):
+        trainer = Trainer(tiny_config, loaders=([], []), joint_discriminator_pass=joint)
+        numbers = trainer.train_step(batch)
+        results.append((numbers, gradients(trainer.generator), gradients(trainer.discriminator)))
+    (n1, g1, d1), (n2, g2, d2) = results
+    for name in n1:
+        assert n1[name] == pytest.approx(n2[name], rel=1e-5), name
+    # compare gradients, not weights: Adam's first step is lr * sign(gradient) for each weight,
+    # which turns float rounding of a near-zero gradient into a full-size difference
+    for a, b in ((g1, g2), (d1, d2)):
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-7)
+
+
+def test_generator_loss_does_not_train_the_discriminator(tiny_config):
+    """With lr 0 for D, D must stay put; with lr 0 for G, G must stay put."""
+    batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
+    trainer = Trainer(tiny_config, loaders=([], []))
+    for group in trainer.optimizer_D.param_groups:
+        group["lr"] = 0.0
+    d_before, g_before = weights(trainer.discriminator), weights(trainer.generator)
+    trainer.train_step(batch)
+    assert_same_weights(d_before, weights(trainer.discriminator))
+    assert any(not torch.equal(g_before[k], v) for k, v in weights(trainer.generator).items())
+
+
+def test_regression_baseline_learns_without_a_discriminator(tiny_config):
+    config = apply_overrides(tiny_config, ["model.kind=regression", "model.use_dropout=false",
+                                           "train.lr=2e-3"])
+    trainer = Trainer(config, loaders=([], []))
+    assert trainer.discriminator is None
+    generator = torch.Generator().manual_seed(0)
+    phase = torch.randn(2, 1, 32, 32, generator=generator)
+    batch = {"input": phase, "target": torch.tanh(phase)}  # a learnable pixel-wise map
+    first = trainer.train_step(batch)
+    for _ in range(60):
+        last = trainer.train_step(batch)
+    assert set(first) == {"loss/G_L1"}
+    assert last["loss/G_L1"] < 0.5 * first["loss/G_L1"]
+
+
+def test_fit_writes_checkpoints_and_the_documented_tensorboard_tags(tiny_config):
+    metrics = Trainer(tiny_config).fit()
+    run = Path(tiny_config.train.checkpoints_dir) / tiny_config.train.name
+    state = torch.load(f"{run}/latest.pt", weights_only=True)
+    assert {"generator", "discriminator", "optimizer_G", "optimizer_D", "scaler", "epoch",
+            "step", "config", "normaliser", "rng"} <= set(state)
+    assert sorted(p.name for p in run.glob("epoch_*.pt")) == [
+        "epoch_001.pt", "epoch_002.pt"]
+    tags = set(read_scalars(f"{run}/logs").tag)
+    assert {"loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "D_out/train_real",
+            "D_out/train_fake", "D_out/val_real", "D_out/val_fake", "val/psnr", "val/ssim",
+            "lr", "throughput/images_per_s"} <= tags
+    assert np.isfinite(metrics["val/psnr"]) and -1 <= metrics["val/ssim"] <= 1
+    generator, config, normaliser = load_generator(f"{run}/latest.pt")
+    assert not generator.training and config.model.ngf == 4 and normaliser is not None
+
+
+def test_a_checkpoint_from_other_options_names_them(tiny_config):
+    Trainer(tiny_config).fit(epochs=1)
+    changed = apply_overrides(tiny_config, ["model.ngf=8", "model.num_D=3"])
+    with pytest.raises(CheckpointError, match=r"(?s)ngf: 4 in the checkpoint, 8 now.*num_D"):
+        Trainer(changed, resume=True)
+
+
+def test_starting_over_an_existing_run_needs_overwrite(tiny_config):
+    Trainer(tiny_config).fit(epochs=1)
+    with pytest.raises(CheckpointError, match="--resume"):
+        Trainer(tiny_config)
+    assert Trainer(tiny_config, overwrite=True).epoch == 0
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_config):
+    trainer = Trainer(tiny_config)
+    trainer.fit(epochs=1)
+    run = trainer.run_dir
+    before = load_checkpoint(run / "latest.pt")
+    bad = {"input": torch.full((2, 1, 32, 32), float("nan")), "target": torch.zeros(2, 1, 32, 32)}
+    trainer.train_loader = [bad]
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        trainer.fit()
+    after = load_checkpoint(run / "latest.pt")
+    assert after["epoch"] == before["epoch"] == 1
+    assert_same_weights(before["generator"], after["generator"])
+
+
+def test_ctrl_c_saves_a_checkpoint(tiny_config):
+    trainer = Trainer(tiny_config)
+    first_batch = next(iter(trainer.train_loader))
+
+    def interrupted():
+        yield first_batch
+        raise KeyboardInterrupt
+
+    trainer.train_loader = interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = load_checkpoint(trainer.run_dir / "latest.pt")
+    assert (state["epoch"], state["step"]) == (0, 1)
+
+
+def _train_rank(rank, world_size, port, config, out):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        trainer = Trainer(config, distributed=Distributed(rank, world_size, 0))
+        trainer.fit(epochs=1)
+        torch.save(trainer.generator.state_dict(), f"{out}/rank{rank}.pt")
+        torch.save(trainer.discriminator.state_dict(), f"{out}/rank{rank}_D.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_with_identical_weights(tiny_config, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_train_rank, args=(2, port, tiny_config, tmp_path), nprocs=2)
+    for part in ("", "_D"):
+        rank0 = torch.load(tmp_path / f"rank0{part}.pt", weights_only=True)
+        rank1 = torch.load(tmp_path / f"rank1{part}.pt", weights_only=True)
+        assert_same_weights(rank0, rank1)
+    initial = Trainer(apply_overrides(tiny_config, ["train.name=fresh"]), loaders=([], []))
+    assert any(not torch.equal(initial.generator.state_dict()[k], v)
+               for k, v in torch.load(tmp_path / "rank0.pt", weights_only=True).items())
