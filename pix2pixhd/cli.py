@@ -8,6 +8,7 @@ inside the verbs, which keeps `--help` fast.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -80,6 +81,58 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from pix2pixhd.predict import predict_folder
+
+    written = predict_folder(args.checkpoint, args.input, args.out, device=_device(args.device),
+                             tile_size=args.tile_size, overlap=args.overlap)
+    print(f"wrote {len(written)} predictions under {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pix2pixhd.evaluate import evaluate_folder
+
+    summary = evaluate_folder(args.pred, args.data, args.out, channel=args.channel,
+                              allow_missing=args.allow_missing)
+    print(json.dumps({k: summary[k] for k in HEADLINE if k in summary}, indent=2))
+    print(f"per-image and summary tables in {args.out}")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from pix2pixhd.uncertainty import sample_folder
+
+    summary = sample_folder(args.checkpoint, args.input, args.out, n=args.n, seed=args.seed,
+                            batch_size=args.batch_size, calibration=args.calibration,
+                            max_images=args.max_images, device=_device(args.device))
+    print(json.dumps(summary, indent=2) if summary else "no targets: maps written, no scores")
+    print(f"mean and std maps in {args.out}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pix2pixhd.bench import run_benchmark
+
+    config = apply_overrides(load_config(args.config), args.set)
+    results = run_benchmark(config, batch=args.batch, size=args.size, warmup=args.warmup,
+                            repeats=args.repeats)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+HEADLINE = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "real_stain_f1_iou50",
+            "hf_power_ratio", "n_images")
+
+
 def training_config(args: argparse.Namespace) -> Config:
     """The preset or YAML, or on --resume the run's own saved config; then the flags on top."""
     if args.resume:
@@ -148,6 +201,51 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="change one option, e.g. --set model.kind=regression (repeatable)")
     train.set_defaults(run=_train)
+
+    predict = verbs.add_parser("predict", help="virtual stains for phase images of any size")
+    predict.add_argument("--checkpoint", required=True, help="a latest.pt of `train`")
+    predict.add_argument("--input", required=True,
+                         help="a phase TIFF, a folder of them, or a split folder (data/test)")
+    predict.add_argument("--out", required=True, help="writes OUT/<channel>/<fov>.tif")
+    predict.add_argument("--tile-size", type=int, default=1024,
+                         help="larger images go in overlapping tiles of this side")
+    predict.add_argument("--overlap", type=int, default=128)
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(run=_predict)
+
+    evaluate = verbs.add_parser("evaluate", help="pixel and nuclei metrics of predictions")
+    evaluate.add_argument("--pred", required=True,
+                          help="predictions: PRED/<channel>/<fov>.tif or PRED/<fov>.tif")
+    evaluate.add_argument("--data", required=True, help="the split they predict (data/test)")
+    evaluate.add_argument("--out", required=True, help="per_image.csv, summary.csv/json")
+    evaluate.add_argument("--channel", default="nuclei")
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="evaluate the FOVs that have predictions, warn about the rest")
+    evaluate.set_defaults(run=_evaluate)
+
+    sample = verbs.add_parser("sample", help="MC-dropout: many stains per image, uncertainty")
+    sample.add_argument("--checkpoint", required=True)
+    sample.add_argument("--input", required=True,
+                        help="a phase TIFF, a folder, or a split folder (then also scores)")
+    sample.add_argument("--n", type=int, default=16, help="samples per image")
+    sample.add_argument("--out", required=True)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--batch-size", type=int, default=None,
+                        help="samples per pass (default 16 on a GPU, 4 on a CPU)")
+    sample.add_argument("--calibration", default=None,
+                        help="validation split to fit the std scale on (e.g. data/val)")
+    sample.add_argument("--max-images", type=int, default=None)
+    sample.add_argument("--device", default="auto")
+    sample.set_defaults(run=_sample)
+
+    bench = verbs.add_parser("bench", help="time training steps, inference, MC sampling (JSON)")
+    bench.add_argument("--config", default="quick")
+    bench.add_argument("--batch", type=int, default=4)
+    bench.add_argument("--size", type=int, default=256)
+    bench.add_argument("--warmup", type=int, default=3)
+    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    bench.set_defaults(run=_bench)
     return parser
 
 
@@ -159,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.run(args)
-    except DataError as error:
+    except (DataError, FileNotFoundError, ValueError) as error:
+        if args.verbose:
+            raise
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,424 @@
+"""From folders of predictions to tables of how good they are.
+
+    table = evaluate_predictions("predictions/gan", "data/test")   # one row per field of view
+    summary = write_evaluation(table, "evaluation/gan")             # per_image.csv, summary.*
+    compare_models({"Pix2PixHD GAN": summary, "regression (L1)": other_summary})
+
+Files -> `metrics` -> tables; nothing here knows about torch or models, so predictions made
+anywhere (our `predict`, a VisCy model exported to TIFF) are scored the same way:
+
+- pixel metrics of each prediction against the real stain (PSNR, SSIM, Pearson r, MAE, NRMSE);
+- sharpness: `hf_power_ratio`, the prediction's share of high-frequency power over the real
+  stain's (below 1 = blurrier);
+- instance metrics: nuclei segmented in the prediction, matched to the ground-truth masks, and
+  the same for the real stain segmented the same way (columns `real_stain_...`): the ceiling a
+  virtual stain can reach with this segmentation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from pix2pixhd import metrics
+from pix2pixhd.layout import (
+    HOW_TO_GET_DATA,
+    MASKS,
+    DataError,
+    image_path,
+    list_fovs,
+    read_image,
+    read_mask,
+)
+
+log = logging.getLogger(__name__)
+
+Segmenter = Callable[[np.ndarray], np.ndarray]
+"""A nuclear stain (H, W) -> integer labels (H, W), 0 = background; e.g. metrics.segment_nuclei."""
+
+REAL_STAIN = "real_stain_"
+"""Prefix of the columns that score the real stain itself (segmented like the predictions)."""
+
+SUMMARY_KEYS = (
+    "psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "real_stain_f1_iou50", "hf_power_ratio",
+)
+"""Keys every summary holds (null in summary.json when not measured, e.g. without masks)."""
+
+HEADLINE_METRICS = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "hf_power_ratio")
+"""The columns of `compare_models`' table."""
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+# --- finding the files ---------------------------------------------------------------------------
+
+
+def find_predictions(pred_dir: str | Path, channel: str = "nuclei") -> dict[str, Path]:
+    """{fov: TIFF} of a folder of predictions of one channel, in either of two layouts.
+
+        PRED/<channel>/<fov>.tif   as `python -m pix2pixhd predict` writes them
+        PRED/<fov>.tif             one channel's predictions made elsewhere (e.g. VisCy)
+
+    Predictions must be in the real stain's units (`predict` writes them so), or the pixel
+    metrics compare apples with pears.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DataError(
+            f"prediction folder {pred_dir} does not exist; write it with "
+            f"`python -m pix2pixhd predict ... --out {pred_dir}`"
+        )
+    nested, flat = _tiffs(pred_dir / channel), _tiffs(pred_dir)
+    if nested and flat:
+        raise DataError(
+            f"{pred_dir} holds predictions both in {channel}/ and at its top level; "
+            "keep one layout (move the other files away)"
+        )
+    if nested or flat:
+        return nested or flat
+    others = sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and _tiffs(p))
+    hint = f"; it has predictions of {', '.join(others)}: pass that channel" if others else ""
+    raise DataError(
+        f"{pred_dir} holds no predictions: expected {pred_dir / channel}/<fov>.tif "
+        f"(from pix2pixhd predict) or {pred_dir}/<fov>.tif{hint}"
+    )
+
+
+def _tiffs(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {
+        path.stem: path
+        for path in sorted(folder.iterdir())
+        if path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
+    }
+
+
+def _names(fovs: Sequence[str], shown: int = 5) -> str:
+    listed = ", ".join(fovs[:shown])
+    return listed if len(fovs) <= shown else f"{listed}, ... ({len(fovs)} in all)"
+
+
+def paired_files(
+    pred_dir: str | Path,
+    data_split_dir: str | Path,
+    channel: str = "nuclei",
+    *,
+    allow_missing: bool = False,
+) -> dict[str, tuple[Path, Path]]:
+    """{fov: (prediction, real stain)} for every field of view of a split (e.g. data/test).
+
+    A field of view without a prediction is an error naming it, unless `allow_missing`, when
+    the others are evaluated with a warning. Predictions of fields of view that are not in the
+    split are ignored with a warning.
+    """
+    split = Path(data_split_dir)
+    stains = list_fovs(split.parent, split.name, channel)
+    if not stains:
+        hint = f" (did you mean {split / 'test'}?)" if (split / "test" / channel).is_dir() else ""
+        raise DataError(
+            f"{split / channel} holds no real-stain images to compare with{hint}; "
+            f"pass a split folder such as data/test, or {HOW_TO_GET_DATA}"
+        )
+    predictions = find_predictions(pred_dir, channel)
+    missing = [fov for fov in stains if fov not in predictions]
+    extra = sorted(set(predictions) - set(stains))
+    if extra:
+        log.warning("%d predictions in %s are not fields of view of %s; ignored: %s",
+                    len(extra), pred_dir, split, _names(extra))
+    if missing:
+        message = (
+            f"{len(missing)} of {len(stains)} fields of view of {split} have no prediction in "
+            f"{pred_dir}: {_names(missing)}"
+        )
+        if len(missing) == len(stains):
+            raise DataError(f"{message}; the predictions there are named {_names(extra)}")
+        if not allow_missing:
+            raise DataError(f"{message}; predict them, or pass allow_missing=True to evaluate "
+                            "the others only")
+        log.warning("%s; evaluating the other %d", message, len(stains) - len(missing))
+    return {
+        fov: (predictions[fov], image_path(split.parent, split.name, channel, fov))
+        for fov in stains
+        if fov in predictions
+    }
+
+
+def _mask_files(data_split_dir: Path, fovs: Sequence[str]) -> dict[str, Path] | None:
+    """{fov: ground-truth mask}, or None (with a warning) when the split has no masks at all."""
+    paths = {fov: image_path(data_split_dir.parent, data_split_dir.name, MASKS, fov)
+             for fov in fovs}
+    missing = [fov for fov, path in paths.items() if not path.is_file()]
+    if len(missing) == len(paths):
+        log.warning("%s has no ground-truth masks: instance metrics (F1, splits, merges) "
+                    "are skipped", data_split_dir / MASKS)
+        return None
+    if missing:
+        raise DataError(
+            f"{data_split_dir / MASKS} lacks the masks of {_names(missing)}; add them, or remove "
+            "the folder to evaluate pixel metrics only"
+        )
+    return paths
+
+
+def _read_same_shape(
+    reference: Path, shape: tuple[int, ...], path: Path, mask: bool = False
+) -> np.ndarray:
+    """An image (or mask) that must align pixel for pixel with `reference`."""
+    image = read_mask(path) if mask else read_image(path)
+    if image.shape != shape:
+        raise DataError(
+            f"{path} has shape {image.shape} but {reference} has {shape}; "
+            "predict (or crop) the whole field of view so that they align"
+        )
+    return image
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def _f1_column(threshold: float) -> str:
+    """'f1_iou50' for 0.5, 'f1_iou75' for 0.75: the naming of metrics.instance_metrics."""
+    return f"f1_iou{round(threshold * 100):02d}"
+
+
+def instance_scores(
+    image: np.ndarray, true_labels: np.ndarray, *, segment: Segmenter = metrics.segment_nuclei
+) -> dict[str, float]:
+    """Segment the nuclei of one stain (H, W) and score them against the true labels (H, W).
+
+    Keys: those of `metrics.instance_metrics` (f1_iou50, ..., splits, merges) plus the F1 at each
+    IoU threshold of `metrics.IOU_THRESHOLDS`, as f1_iou55, f1_iou60, ..., f1_iou95, so that an
+    F1-against-threshold curve comes from the same table without segmenting again.
+    """
+    labels = segment(image)
+    scores = metrics.instance_metrics(true_labels, labels)
+    per_threshold = metrics.match_instances(true_labels, labels)
+    for threshold, f1 in zip(per_threshold["thresholds"], per_threshold["f1"], strict=True):
+        scores.setdefault(_f1_column(threshold), f1)
+    return scores
+
+
+def _real_stain_scores(stain: Path, mask: Path, segment: Segmenter) -> dict[str, float]:
+    """`instance_scores` of a real stain, remembered: every model is compared with the same one."""
+    try:
+        hash(segment)
+    except TypeError:  # an unhashable callable cannot key the cache; just compute
+        return _prefixed(instance_scores(read_image(stain), read_mask(mask), segment=segment))
+    # the files' stamps are part of the key, so a rewritten stain or mask is segmented again
+    stamps = tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in (stain.stat(), mask.stat()))
+    return dict(_cached_real_stain_scores(stain.resolve(), mask.resolve(), stamps, segment))
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_real_stain_scores(
+    stain: Path, mask: Path, stamps: tuple, segment: Segmenter
+) -> dict[str, float]:
+    return _prefixed(instance_scores(read_image(stain), read_mask(mask), segment=segment))
+
+
+def _prefixed(scores: dict[str, float]) -> dict[str, float]:
+    return {REAL_STAIN + key: value for key, value in scores.items()}
+
+
+def evaluate_predictions(
+    pred_dir: str | Path,
+    data_split_dir: str | Path,
+    *,
+    channel: str = "nuclei",
+    segment: Segmenter = metrics.segment_nuclei,
+    hf_cutoff: float | None = None,
+    allow_missing: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score every prediction of one split against its real stain and masks; one row per FOV.
+
+    pred_dir: PRED/<channel>/<fov>.tif or PRED/<fov>.tif (see `find_predictions`).
+    data_split_dir: a split folder, e.g. data/test, with <channel>/ and nuclei_masks/.
+    segment: the nuclei segmentation applied alike to predictions and real stains.
+    hf_cutoff: cycles/pixel for `metrics.hf_power_ratio`; None = that function's default.
+
+    Columns: fov; psnr, ssim, pearson, mae, nrmse (prediction vs real stain, the real stain's
+    range as data range); hf_power_ratio; the `instance_scores` of the prediction and the same
+    for the real stain prefixed `real_stain_`. Without masks the instance columns are left
+    out (with a warning). Values are nan where undefined (Pearson r or the sharpness ratio of
+    a constant prediction, mean matched IoU when nothing matched) and psnr is inf for a
+    prediction equal to the real stain.
+    """
+    split = Path(data_split_dir)
+    pairs = paired_files(pred_dir, split, channel, allow_missing=allow_missing)
+    masks = _mask_files(split, list(pairs))
+    sharpness = {} if hf_cutoff is None else {"cutoff": hf_cutoff}
+    rows = []
+    for fov, (pred_path, stain_path) in tqdm(pairs.items(), desc="evaluate", disable=not progress):
+        stain = read_image(stain_path)
+        prediction = _read_same_shape(stain_path, stain.shape, pred_path)
+        row: dict = {"fov": fov}
+        row.update(metrics.pixel_metrics(prediction, stain))
+        row["hf_power_ratio"] = metrics.hf_power_ratio(prediction, stain, **sharpness)
+        if masks is not None:
+            true_labels = _read_same_shape(stain_path, stain.shape, masks[fov], mask=True)
+            row.update(instance_scores(prediction, true_labels, segment=segment))
+            row.update(_real_stain_scores(stain_path, masks[fov], segment))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    log.info("evaluated %d fields of view of %s: mean PSNR %.2f dB, SSIM %.3f%s", len(table),
+             split, table["psnr"].mean(), table["ssim"].mean(),
+             f", F1@0.5 {table['f1_iou50'].mean():.3f}" if "f1_iou50" in table else "")
+    return table
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def summarise(table: pd.DataFrame) -> dict[str, float]:
+    """The mean of every numeric column over the fields of view, plus n_images.
+
+    nan entries (undefined for that image) are left out of a mean; a column that is nan for
+    every image, or missing (SUMMARY_KEYS without masks), summarises to nan. An inf psnr (a
+    prediction equal to the real stain) makes the mean inf. Keys sorted.
+    """
+    numeric = table.select_dtypes("number")
+    summary: dict[str, float] = {column: float(numeric[column].mean()) for column in numeric}
+    for key in SUMMARY_KEYS:
+        summary.setdefault(key, math.nan)
+    summary["n_images"] = len(table)
+    return dict(sorted(summary.items()))
+
+
+def write_evaluation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, float]:
+    """Write OUT/per_image.csv, OUT/summary.csv (one row), OUT/summary.json; return the summary.
+
+    JSON has no inf or nan, so summary.json holds null for every value that is not finite
+    (e.g. psnr inf when a prediction equals the real stain, metrics not measured); the CSVs and
+    the returned dict keep inf and nan.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarise(table)
+    table.to_csv(out / "per_image.csv", index=False)
+    pd.DataFrame([summary]).to_csv(out / "summary.csv", index=False)
+    plain = {key: value if math.isfinite(value) else None for key, value in summary.items()}
+    text = json.dumps(plain, indent=2, sort_keys=True, allow_nan=False)
+    (out / "summary.json").write_text(text + "\n")
+    log.info("wrote %s, summary.csv and summary.json", out / "per_image.csv")
+    return summary
+
+
+def evaluate_folder(
+    pred_dir: str | Path, data_split_dir: str | Path, out_dir: str | Path, **kwargs
+) -> dict[str, float]:
+    """`evaluate_predictions` (same keyword arguments) then `write_evaluation`: the CLI's verb."""
+    return write_evaluation(evaluate_predictions(pred_dir, data_split_dir, **kwargs), out_dir)
+
+
+def compare_models(
+    summaries: dict[str, dict[str, float]],
+    *,
+    columns: Sequence[str] = HEADLINE_METRICS,
+    reference: str | None = "real stain",
+) -> pd.DataFrame:
+    """One row per model (summaries from `summarise`), the headline metrics as columns.
+
+    The `reference` row (None = no such row) is the real stain scored like a prediction, from
+    the summaries' real_stain_ values: its instance metrics are the ceiling of this
+    segmentation, its hf_power_ratio is 1 by definition, and its pixel metrics are left nan
+    (it is what they compare against).
+    """
+    if reference in summaries:
+        raise ValueError(f"a model is named {reference!r}, like the reference row; rename one "
+                         "or pass reference=None")
+    rows = {name: {c: _value(summary, c) for c in columns} for name, summary in summaries.items()}
+    if reference is not None and summaries:
+        row = _reference_row(summaries, columns)
+        if any(math.isfinite(v) for c, v in row.items() if c != "hf_power_ratio"):
+            rows[reference] = row
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns)).rename_axis(
+        "model")
+
+
+def _value(summary: dict, key: str) -> float:
+    """A summary's value as a float; nan when absent or null (summary.json read back)."""
+    value = summary.get(key)
+    return math.nan if value is None else float(value)
+
+
+def _reference_row(summaries: dict[str, dict[str, float]], columns: Sequence[str]) -> dict:
+    """The real stain's scores, from the first summary; warns if the others disagree."""
+    first, *others = summaries
+    row = {c: _value(summaries[first], REAL_STAIN + c) for c in columns}
+    for name in others:
+        theirs = [_value(summaries[name], REAL_STAIN + c) for c in columns]
+        if not np.allclose(theirs, list(row.values()), equal_nan=True):
+            log.warning("the real-stain scores of %r differ from those of %r: evaluated on "
+                        "other data or with another segmentation? The reference row uses %r's",
+                        name, first, first)
+    if "hf_power_ratio" in row:
+        row["hf_power_ratio"] = 1.0
+    return row
+
+
+def f1_per_threshold(table: pd.DataFrame) -> pd.DataFrame:
+    """F1 against IoU threshold, averaged over the images of an `evaluate_predictions` table.
+
+    Columns: threshold (0.5, 0.55, ..., 0.95), f1 (the predictions) and real_stain_f1 (the real
+    stain segmented the same way) when the table has it. F1 falls with the threshold; how fast
+    tells how well the outlines fit, not only whether each nucleus was found.
+    """
+    rows = []
+    for threshold in metrics.IOU_THRESHOLDS:
+        column = _f1_column(threshold)
+        if column not in table:
+            raise ValueError(
+                f"the table has no {column} column: it was evaluated without ground-truth masks "
+                f"(DATA/<split>/{MASKS}/), or not by evaluate_predictions"
+            )
+        row = {"threshold": float(threshold), "f1": float(table[column].mean())}
+        if REAL_STAIN + column in table:
+            row["real_stain_f1"] = float(table[REAL_STAIN + column].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def radial_spectra(
+    pred_dir: str | Path,
+    data_split_dir: str | Path,
+    channel: str = "nuclei",
+    *,
+    allow_missing: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Radially averaged power spectra of predictions and real stains, averaged over the split.
+
+    Columns: frequency (cycles/pixel, 0.5 = Nyquist; the zero frequency is left out, as the
+    mean is subtracted and it would not fit a log axis), prediction and real_stain (mean power,
+    in squared stain units; see `metrics.radial_power_spectrum`). A blurry model's curve falls
+    below the real stain's at high frequencies. Fields of view of other sizes are interpolated
+    onto the first one's frequencies.
+    """
+    pairs = paired_files(pred_dir, data_split_dir, channel, allow_missing=allow_missing)
+    frequencies, totals = None, None
+    for pred_path, stain_path in tqdm(pairs.values(), desc="spectra", disable=not progress):
+        stain = read_image(stain_path)
+        prediction = _read_same_shape(stain_path, stain.shape, pred_path)
+        spectra = []
+        for image in (prediction, stain):
+            image_frequencies, power = metrics.radial_power_spectrum(image)
+            if frequencies is None:
+                frequencies = image_frequencies
+            if not np.array_equal(image_frequencies, frequencies):
+                power = np.interp(frequencies, image_frequencies, power)
+            spectra.append(power)
+        totals = np.asarray(spectra) if totals is None else totals + spectra
+    mean = totals / len(pairs)
+    keep = frequencies > 0
+    return pd.DataFrame({"frequency": frequencies[keep], "prediction": mean[0][keep],
+                         "real_stain": mean[1][keep]})

@@ -1,0 +1,174 @@
+"""Whole-image inference: any size, in bounded memory, back in the stain's own units.
+
+    generator, config, normaliser = load_predictor("checkpoints/pix2pixhd_nuclei/latest.pt")
+    stain = predict_image(generator, phase, normaliser)          # (C, H, W) float32
+
+The generator halves the image `n_downsample_global` times (more with local enhancers), so the
+input is reflect-padded to a multiple of `generator.size_multiple` and the output cropped back.
+Images larger than `tile_size` are cut into overlapping tiles whose predictions are blended
+with weights that fall smoothly to zero at the tile edges, so no seam shows. Instance norm
+computes statistics per tile, so tiled and whole-image predictions differ slightly; large tiles
+keep that small.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from pix2pixhd.checkpoint import load_generator
+from pix2pixhd.config import Config
+from pix2pixhd.data import Normaliser
+from pix2pixhd.layout import list_fovs, read_image, write_image
+
+log = logging.getLogger(__name__)
+
+
+def load_predictor(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, Normaliser]:
+    generator, config, normaliser = load_generator(checkpoint, device)
+    if normaliser is None:
+        raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
+                         "new images. Was it trained through `pix2pixhd train`?")
+    return generator, config, Normaliser.from_dict(normaliser)
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (B, C, H, W) at the bottom and right; returns the original (H, W)."""
+    height, width = image.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
+    return image, (height, width)
+
+
+@torch.no_grad()
+def predict_tensor(generator: nn.Module, phase: torch.Tensor) -> torch.Tensor:
+    """Normalised phase (B, 1, H, W) -> normalised stain (B, C, H, W), any H and W.
+
+    The generator halves the image once per downsampling, so its `size_multiple` must divide
+    the padded height and width.
+    """
+    padded, (height, width) = pad_to_multiple(phase, generator.size_multiple)
+    return generator(padded)[..., :height, :width]
+
+
+def blending_window(size: int, overlap: int) -> np.ndarray:
+    """1-D weights: a raised-cosine ramp over `overlap` pixels at each end, 1 in between."""
+    window = np.ones(size, dtype=np.float32)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
+        window[:overlap] = ramp
+        window[-overlap:] = ramp[::-1]
+    return window
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start positions of tiles covering [0, length), neighbours sharing `overlap` pixels."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[slice, slice]]:
+    for top in tile_starts(height, tile, overlap):
+        for left in tile_starts(width, tile, overlap):
+            yield slice(top, top + min(tile, height)), slice(left, left + min(tile, width))
+
+
+def predict_image(
+    generator: nn.Module,
+    phase: np.ndarray,
+    normaliser: Normaliser,
+    *,
+    tile_size: int = 1024,
+    overlap: int = 128,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Raw phase image (H, W) -> predicted stain (C, H, W) in the stain's units (float32).
+
+    Images up to `tile_size` on both sides go through in one pass; larger ones in tiles of
+    `tile_size` with `overlap` pixels blended, so memory stays bounded at any image size.
+    """
+    if phase.ndim != 2:
+        raise ValueError(f"expected one 2-D phase image (H, W), got shape {phase.shape}")
+    if overlap >= tile_size // 2:
+        raise ValueError(f"overlap {overlap} must be below half the tile size {tile_size}")
+    device = device or next(generator.parameters()).device
+    normalised = torch.from_numpy(np.asarray(normaliser.normalise_input(phase), np.float32))
+    height, width = phase.shape
+    regions = list(tiles(height, width, tile_size, overlap))
+    total = None
+    weight_sum = np.zeros((height, width), dtype=np.float32)
+    for rows, cols in tqdm(regions, desc="tiles", disable=not progress or len(regions) == 1):
+        tile_input = normalised[rows, cols][None, None].to(device)
+        tile_output = predict_tensor(generator, tile_input)[0].float().cpu().numpy()
+        if len(regions) == 1:
+            return np.asarray(normaliser.denormalise_target(tile_output), dtype=np.float32)
+        if total is None:
+            total = np.zeros((tile_output.shape[0], height, width), dtype=np.float32)
+        window = np.outer(
+            _edge_window(rows, height, overlap), _edge_window(cols, width, overlap))
+        total[:, rows, cols] += tile_output * window
+        weight_sum[rows, cols] += window
+    stain = total / weight_sum
+    return np.asarray(normaliser.denormalise_target(stain), dtype=np.float32)
+
+
+def _edge_window(span: slice, length: int, overlap: int) -> np.ndarray:
+    """Blending weights along one axis; no ramp at the image border, where nothing overlaps."""
+    window = blending_window(span.stop - span.start, overlap)
+    if span.start == 0:
+        window[:overlap] = 1.0
+    if span.stop == length:
+        window[len(window) - overlap:] = 1.0
+    return window
+
+
+def input_files(source: str | Path) -> dict[str, Path]:
+    """{fov: phase TIFF} from one TIFF, a folder of TIFFs, or a split folder with phase/."""
+    source = Path(source)
+    if source.is_file():
+        return {source.stem: source}
+    if (source / "phase").is_dir():
+        return {fov: source / "phase" / f"{fov}.tif" for fov in list_fovs(source.parent,
+                                                                          source.name)}
+    files = {path.stem: path for path in sorted(source.glob("*.tif*"))}
+    if not files:
+        raise FileNotFoundError(f"{source} holds no TIFF files (nor a phase/ folder of them)")
+    return files
+
+
+def predict_folder(
+    checkpoint: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    tile_size: int = 1024,
+    overlap: int = 128,
+) -> list[Path]:
+    """Predict every phase image of `source`; write OUT/<channel>/<fov>.tif per target channel."""
+    generator, config, normaliser = load_predictor(checkpoint, device)
+    written = []
+    for fov, path in tqdm(input_files(source).items(), desc="predict"):
+        stain = predict_image(generator, read_image(path), normaliser,
+                              tile_size=tile_size, overlap=overlap)
+        for channel, image in zip(config.data.target_channels, stain, strict=True):
+            target = Path(out) / channel / f"{fov}.tif"
+            write_image(target, image)
+            written.append(target)
+    log.info("wrote %d predictions to %s", len(written), out)
+    return written

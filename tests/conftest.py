@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny synthetic dataset and a tiny configuration that trains in seconds."""
+
+import pytest
+
+from pix2pixhd.config import apply_overrides, load_config
+
+TINY = [
+    "data.crop_size=32", "data.val_crop_size=64", "data.batch_size=2", "data.num_workers=0",
+    "model.ngf=4", "model.n_downsample_global=2", "model.n_blocks_global=1", "model.ndf=4",
+    "model.num_D=2", "model.n_layers_D=2", "train.niter=1", "train.niter_decay=1",
+    "train.log_every=1", "train.save_every=1",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """6 train, 2 val, 2 test fields of view of 64x64 pixels from the built-in simulator."""
+    from pix2pixhd.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data"), n_train=6, n_val=2, n_test=2,
+                        size=64, seed=0)
+
+
+@pytest.fixture
+def tiny_config(tiny_dataset, tmp_path):
+    return apply_overrides(load_config("quick"), TINY + [
+        f"data.root={tiny_dataset}", f"train.checkpoints_dir={tmp_path / 'checkpoints'}"])

@@ -1,0 +1,392 @@
+"""download.py against small OME-Zarr HCS plates written here and served on 127.0.0.1."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+zarr = pytest.importorskip("zarr")
+pytest.importorskip("aiohttp")
+
+from pix2pixhd import layout  # noqa: E402
+from pix2pixhd.download import (  # noqa: E402
+    DownloadError,
+    assign_splits,
+    download_dataset,
+    match_channels,
+)
+
+SIZE = 32
+DEPTH = 3  # the download must take plane DEPTH // 2
+TRAIN_WELLS = {"0/0": 3, "0/1": 1}  # well path -> number of FOVs: 4 positions
+TEST_WELLS = {"0/0": 2}
+TRAIN_LABELS = ["Phase3D", "Nucl", "Mem"]
+TEST_LABELS = ["Phase3D", "Nucl", "Mem", "nuclei_segmentation"]
+VAL_FRACTION = 0.25  # one of the four training positions
+AXES = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
+        {"name": "z", "type": "space"}, {"name": "y", "type": "space"},
+        {"name": "x", "type": "space"}]
+
+
+# --- writing and serving small plates ------------------------------------------------------
+
+
+def _ome_attributes(group, attributes: dict, zarr_format: int) -> None:
+    """OME-Zarr 0.4 puts metadata at the top of the attributes, 0.5 (zarr v3) under "ome"."""
+    group.attrs.update(attributes if zarr_format == 2 else {"ome": attributes})
+
+
+def _fov_values(rng: np.random.Generator, n_channels: int, mask_channel: int | None) -> np.ndarray:
+    """(C, Z, Y, X) float32; the mask channel holds integer labels, as a float array stores them."""
+    values = rng.normal(100.0, 20.0, size=(n_channels, DEPTH, SIZE, SIZE)).astype(np.float32)
+    values += np.arange(DEPTH, dtype=np.float32)[None, :, None, None] * 1000  # planes differ
+    if mask_channel is not None:
+        labels = np.zeros((DEPTH, SIZE, SIZE), np.float32)
+        for label in range(1, 4):
+            y, x = rng.integers(0, SIZE - 8, size=2)
+            labels[:, y:y + 8, x:x + 8] = label
+        values[mask_channel] = labels
+    return values
+
+
+def _array_kwargs(zarr_format: int) -> dict:
+    # iohub writes v2 plates with "/" chunk keys, as OME-Zarr 0.4 asks
+    return {"chunk_key_encoding": {"name": "v2", "separator": "/"}} if zarr_format == 2 else {}
+
+
+def write_plate(
+    path: Path,
+    wells: dict[str, int],
+    labels: list[str],
+    *,
+    zarr_format: int = 2,
+    seed: int = 0,
+    labels_group: bool = False,
+) -> dict[str, np.ndarray]:
+    """An HCS plate of (1, C, Z, 32, 32) FOVs; returns position path -> (C, Z, Y, X) values.
+
+    With `labels_group` the nuclei masks are an OME-Zarr labels image, appended to the returned
+    values as the last channel.
+    """
+    rng = np.random.default_rng(seed)
+    mask_channel = next((i for i, name in enumerate(labels) if "segment" in name), None)
+    plate = zarr.open_group(path, mode="w", zarr_format=zarr_format)
+    _ome_attributes(plate, {"plate": {
+        "version": "0.4",
+        "wells": [{"path": well} for well in wells],
+    }}, zarr_format)
+    written = {}
+    for well_path, n_fovs in wells.items():
+        well = plate.create_group(well_path)
+        _ome_attributes(well, {"well": {"images": [{"path": str(i)} for i in range(n_fovs)]}},
+                        zarr_format)
+        for fov in range(n_fovs):
+            position = well.create_group(str(fov))
+            multiscales = [{"version": "0.4", "axes": AXES, "datasets": [{"path": "0"}]}]
+            _ome_attributes(position, {
+                "multiscales": multiscales,
+                "omero": {"channels": [{"label": name} for name in labels]},
+            }, zarr_format)
+            values = _fov_values(rng, len(labels), mask_channel)
+            array = position.create_array(
+                "0", shape=(1, len(labels), DEPTH, SIZE, SIZE), chunks=(1, 1, 1, SIZE, SIZE),
+                dtype="float32", **_array_kwargs(zarr_format))
+            array[0] = values
+            if labels_group:
+                masks = _fov_values(rng, 1, 0)
+                group = position.create_group("labels")
+                _ome_attributes(group, {"labels": ["nuclei"]}, zarr_format)
+                nuclei = group.create_group("nuclei")
+                _ome_attributes(nuclei, {"multiscales": multiscales}, zarr_format)
+                label_array = nuclei.create_array(
+                    "0", shape=(1, 1, DEPTH, SIZE, SIZE), chunks=(1, 1, 1, SIZE, SIZE),
+                    dtype="uint16", **_array_kwargs(zarr_format))
+                label_array[0] = masks.astype(np.uint16)
+                values = np.concatenate([values, masks])
+            written[f"{well_path}/{fov}"] = values
+    return written
+
+
+def _is_chunk(path: str) -> bool:
+    """Whether a request is for array data rather than zarr metadata (.zattrs, zarr.json...)."""
+    return not path.rsplit("/", 1)[-1].startswith((".z", "zarr.json"))
+
+
+class Server:
+    """A static file server that records request paths and can cut chosen responses short."""
+
+    def __init__(self, root: Path) -> None:
+        self.requests: list[str] = []
+        self.cut: Callable[[str], bool] = lambda path: False
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                server.requests.append(self.path)
+                file = Path(self.translate_path(self.path))
+                if not (server.cut(self.path) and file.is_file()):
+                    return super().do_GET()
+                body = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2])  # then hang up mid-response
+                self.close_connection = True
+
+        handler = functools.partial(Handler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_port}/{name}"
+
+    def chunk_requests(self, store: str, position: str) -> list[str]:
+        """Requests for the image chunks of one position (not its metadata)."""
+        prefix = f"/{store}/{position}/0/"
+        return [p for p in self.requests if p.startswith(prefix) and _is_chunk(p)]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.fixture(scope="module")
+def stores_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("stores")
+
+
+@pytest.fixture(scope="module")
+def stores(stores_root) -> dict[str, dict[str, np.ndarray]]:
+    """Plates on disk, by file name: v2 and v3 formats, and masks as a labels group."""
+    root = stores_root
+    written = {}
+    for zarr_format in (2, 3):
+        written[f"train_v{zarr_format}.zarr"] = write_plate(
+            root / f"train_v{zarr_format}.zarr", TRAIN_WELLS, TRAIN_LABELS,
+            zarr_format=zarr_format, seed=1)
+        written[f"test_v{zarr_format}.zarr"] = write_plate(
+            root / f"test_v{zarr_format}.zarr", TEST_WELLS, TEST_LABELS,
+            zarr_format=zarr_format, seed=2)
+    written["test_labels.zarr"] = write_plate(
+        root / "test_labels.zarr", TEST_WELLS, TRAIN_LABELS, seed=3, labels_group=True)
+    return written
+
+
+@pytest.fixture
+def server(stores_root, stores) -> Iterator[Server]:
+    running = Server(stores_root)
+    yield running
+    running.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _download(server: Server, out: Path, zarr_format: int = 2, **kwargs) -> Path:
+    kwargs.setdefault("test_url", server.url(f"test_v{zarr_format}.zarr"))
+    return download_dataset(out, train_url=server.url(f"train_v{zarr_format}.zarr"),
+                            timeout=5.0, val_fraction=VAL_FRACTION, **kwargs)
+
+
+def _expected_files(train: dict, test: dict) -> dict[tuple[str, str, str], np.ndarray]:
+    """(split, channel folder, fov) -> plane at time 0, middle Z, for every FOV written."""
+    splits = assign_splits(list(train), val_fraction=VAL_FRACTION, seed=0)
+    by_split = {"train": splits["train"], "val": splits["val"], "test": list(test)}
+    expected = {}
+    for split, positions in by_split.items():
+        for position in positions:
+            values = (test if split == "test" else train)[position]
+            fov = position.replace("/", "_")
+            for index, channel in enumerate((*layout.CHANNELS, layout.MASKS)[: len(values)]):
+                expected[split, channel, fov] = values[index, DEPTH // 2]
+    return expected
+
+
+def _files_on_disk(out: Path) -> set[tuple[str, str, str]]:
+    return {(p.parts[-3], p.parts[-2], p.stem) for p in out.glob("*/*/*.tif")}
+
+
+def _assert_layout_matches(out: Path, expected: dict) -> None:
+    assert _files_on_disk(out) == set(expected)
+    for (split, channel, fov), plane in expected.items():
+        path = layout.image_path(out, split, channel, fov)
+        if channel == layout.MASKS:
+            np.testing.assert_array_equal(layout.read_mask(path), plane.astype(np.int32))
+        else:
+            np.testing.assert_array_equal(layout.read_image(path), plane)
+
+
+# --- channel matching and splitting --------------------------------------------------------
+
+
+def test_match_channels_finds_the_vscyto2d_names():
+    assert match_channels(["Phase3D", "Nucl", "Mem", "nuclei_segmentation"]) == {
+        "phase": 0, "nuclei": 1, "membrane": 2, "nuclei_masks": 3}
+
+
+def test_match_channels_takes_cellmask_for_a_stain_not_a_mask():
+    found = match_channels(["Hoechst 33342", "CellMask Deep Red", "phase"])
+    assert found == {"phase": 2, "nuclei": 0, "membrane": 1}
+
+
+def test_match_channels_ignores_a_membrane_segmentation_as_nuclei_mask():
+    found = match_channels(["DAPI", "Membrane", "Phase", "membrane_segmentation"])
+    assert "nuclei_masks" not in found
+
+
+def test_missing_channel_error_lists_the_names_found():
+    with pytest.raises(DownloadError, match=r"no nuclei channel among \['Phase3D', 'Mem'\]"):
+        match_channels(["Phase3D", "Mem"])
+
+
+def test_assign_splits_is_complete_disjoint_and_seeded():
+    positions = [f"0/{w}/{f}" for w in range(4) for f in range(5)]
+    splits = assign_splits(positions, val_fraction=0.15, seed=7)
+    assert set(splits["train"]) | set(splits["val"]) == set(positions)
+    assert not set(splits["train"]) & set(splits["val"])
+    assert len(splits["val"]) == 3  # round(0.15 * 20)
+    assert splits == assign_splits(positions[::-1], val_fraction=0.15, seed=7)
+    assert splits != assign_splits(positions, val_fraction=0.15, seed=8)
+
+
+# --- downloading ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_download_writes_the_middle_planes_into_the_layout(tmp_path, server, stores, zarr_format):
+    out = _download(server, tmp_path / "data", zarr_format)
+    expected = _expected_files(stores[f"train_v{zarr_format}.zarr"],
+                               stores[f"test_v{zarr_format}.zarr"])
+    _assert_layout_matches(out, expected)
+    info = layout.read_dataset_json(out)
+    assert info["source"] == "VSCyto2D A549 (CZ Biohub)"
+    assert info["urls"] == [server.url(f"train_v{zarr_format}.zarr"),
+                            server.url(f"test_v{zarr_format}.zarr")]
+    assert info["counts"] == {"train": 3, "val": 1, "test": 2}
+    assert set(info["normalisation"]) == {"phase", "nuclei", "membrane"}
+
+
+def test_train_and_val_split_the_training_store_completely(tmp_path, server, stores):
+    out = _download(server, tmp_path / "data")
+    train, val = set(layout.list_fovs(out, "train")), set(layout.list_fovs(out, "val"))
+    assert not train & val
+    assert train | val == {p.replace("/", "_") for p in stores["train_v2.zarr"]}
+    assert len(val) == 1
+
+
+def test_masks_are_read_from_a_labels_group(tmp_path, server, stores):
+    out = _download(server, tmp_path / "data", test_url=server.url("test_labels.zarr"))
+    expected = _expected_files(stores["train_v2.zarr"], stores["test_labels.zarr"])
+    _assert_layout_matches(out, expected)
+    assert layout.list_fovs(out, "test", layout.MASKS) == ["0_0_0", "0_0_1"]
+
+
+def test_max_fovs_keeps_each_fov_in_the_split_of_a_full_download(tmp_path, server):
+    small = _download(server, tmp_path / "small", max_fovs=2)
+    full = _download(server, tmp_path / "full")
+    for split in layout.SPLITS:
+        assert set(layout.list_fovs(small, split)) <= set(layout.list_fovs(full, split))
+    assert [len(layout.list_fovs(small, s)) for s in layout.SPLITS] == [1, 1, 2]
+
+
+def test_unreachable_server_fails_fast_and_creates_nothing(tmp_path):
+    out = tmp_path / "data"
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"cannot reach 127\.0\.0\.1:\d+ .*data synthetic"):
+        download_dataset(out, train_url=f"{closed}/train.zarr", test_url=f"{closed}/test.zarr",
+                         timeout=2.0)
+    assert time.monotonic() - start < 2.0
+    assert not out.exists()
+
+
+def test_silent_server_fails_within_the_timeout(tmp_path):
+    out = tmp_path / "data"
+    with socket.socket() as silent:  # accepts connections (backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/train.zarr"
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match="cannot reach"):
+            download_dataset(out, train_url=url, test_url=url, timeout=0.5)
+        assert time.monotonic() - start < 2.0
+    assert not out.exists()
+
+
+def test_cut_connection_keeps_whole_files_and_resume_fetches_only_the_rest(
+    tmp_path, server, stores
+):
+    out = tmp_path / "data"
+    train = sorted(assign_splits(list(stores["train_v2.zarr"]), val_fraction=VAL_FRACTION,
+                                 seed=0)["train"])
+    broken = train[2]  # the third FOV fetched
+    server.cut = lambda path: path.startswith(f"/train_v2.zarr/{broken}/0/0/")
+    with pytest.raises(DownloadError, match="run the same command again to resume"):
+        _download(server, out)
+
+    assert not list(out.rglob("*.part")) and not layout.dataset_json_path(out).exists()
+    for path in out.rglob("*.tif"):  # every file left is whole
+        reader = layout.read_mask if path.parent.name == layout.MASKS else layout.read_image
+        assert reader(path).shape == (SIZE, SIZE)
+    complete = {fov for split in layout.SPLITS for fov in layout.list_fovs(out, split)}
+    assert complete == {train[0].replace("/", "_"), train[1].replace("/", "_")}
+
+    server.cut = lambda path: False
+    server.requests.clear()
+    _download(server, out)
+    assert server.chunk_requests("train_v2.zarr", train[0]) == []
+    assert server.chunk_requests("train_v2.zarr", train[1]) == []
+    assert server.chunk_requests("train_v2.zarr", broken) != []
+    _assert_layout_matches(out, _expected_files(stores["train_v2.zarr"], stores["test_v2.zarr"]))
+
+
+def test_cut_at_the_first_fov_leaves_no_folder(tmp_path, server):
+    out = tmp_path / "data"
+    server.cut = lambda path: path.startswith("/train_v2.zarr/") and _is_chunk(path)
+    with pytest.raises(DownloadError, match="lost the connection"):
+        _download(server, out)
+    assert not out.exists()
+
+
+def test_failed_write_leaves_no_empty_folders(tmp_path, server, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(layout.tifffile, "imwrite", disk_full)
+    out = tmp_path / "data"
+    with pytest.raises(OSError, match="No space left"):
+        _download(server, out)
+    assert not out.exists()
+
+
+def test_refuses_a_folder_that_holds_another_dataset(tmp_path, server):
+    out = tmp_path / "data"
+    out.mkdir()
+    layout.dataset_json_path(out).write_text(json.dumps({"source": "synthetic"}))
+    with pytest.raises(DownloadError, match=r"another dataset \(synthetic\)"):
+        _download(server, out)
+    assert server.requests == []
+
+
+def test_test_store_without_masks_warns_and_writes_no_masks(tmp_path, server, caplog):
+    out = _download(server, tmp_path / "data", test_url=server.url("train_v2.zarr"))
+    assert "has no nuclei mask channel among ['Phase3D', 'Nucl', 'Mem']" in caplog.text
+    assert layout.list_fovs(out, "test", layout.MASKS) == []
+    assert len(layout.list_fovs(out, "test")) == 4
