@@ -14,10 +14,12 @@ A checkpoint is one `torch.save`d dict of plain types and tensors, so it loads w
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -122,3 +124,53 @@ def load_generator(
     generator = generator_from_config(config.model, *channel_counts(config))
     generator.load_state_dict(state["generator"])
     return generator.to(device).eval(), config, state["normaliser"]
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, *, keep_discriminator: bool = False,
+    image_epochs: int = 3,
+) -> Path:
+    """A trained run made small for sharing: latest.pt without optimiser states, and its logs.
+
+    The exported checkpoint predicts, samples and evaluates like the original, but cannot be
+    resumed (the optimisers' moments are gone): that is what makes it a third of the size. The
+    logs keep every scalar but the image grids of only `image_epochs` evenly spaced epochs.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    state = load_checkpoint(run_dir / "latest.pt")
+    kept = {key: state[key] for key in ("generator", "epoch", "step", "config", "normaliser")}
+    kept["discriminator"] = state["discriminator"] if keep_discriminator else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir / "latest.pt", kept)
+    if (run_dir / "logs").is_dir():
+        shutil.rmtree(out_dir / "logs", ignore_errors=True)
+        thin_event_files(run_dir / "logs", out_dir / "logs", image_epochs)
+    for extra in ("config.yaml",):
+        if (run_dir / extra).is_file():
+            shutil.copy2(run_dir / extra, out_dir / extra)
+    return out_dir / "latest.pt"
+
+
+def thin_event_files(source: Path, target: Path, image_steps: int) -> None:
+    """Copy TensorBoard event files; keep the images of only `image_steps` evenly spaced steps."""
+    from tensorboard.backend.event_processing.event_file_loader import (
+        LegacyEventFileLoader,
+    )
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    for path in sorted(source.rglob("events.out.tfevents.*")):
+        events = list(LegacyEventFileLoader(str(path)).Load())
+        is_image = lambda value: value.HasField("image")  # noqa: E731
+        steps = sorted({e.step for e in events if any(map(is_image, e.summary.value))})
+        chosen = np.unique(np.linspace(0, len(steps) - 1, image_steps).round().astype(int))
+        keep = {steps[i] for i in chosen} if steps else set()
+        writer = EventFileWriter(str(target / path.parent.relative_to(source)))
+        for event in events:
+            if event.step not in keep and any(map(is_image, event.summary.value)):
+                values = [v for v in event.summary.value if not is_image(v)]
+                del event.summary.value[:]
+                event.summary.value.extend(values)
+                if not values:
+                    continue
+            writer.add_event(event)
+        writer.close()

@@ -81,6 +81,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from pix2pixhd.checkpoint import export_run
+
+    path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator)
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and its logs")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from pix2pixhd.predict import predict_folder
 
@@ -201,6 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="change one option, e.g. --set model.kind=regression (repeatable)")
     train.set_defaults(run=_train)
+
+    export = verbs.add_parser("export", help="a trained run without optimiser states, to share")
+    export.add_argument("--run", dest="run_dir", required=True,
+                        help="checkpoints/<name> of `train`")
+    export.add_argument("--out", required=True)
+    export.add_argument("--keep-discriminator", action="store_true",
+                        help="also keep D's weights (not needed to predict or sample)")
+    export.set_defaults(run=_export)
 
     predict = verbs.add_parser("predict", help="virtual stains for phase images of any size")
     predict.add_argument("--checkpoint", required=True, help="a latest.pt of `train`")

@@ -358,7 +358,7 @@ class Trainer:
             from torchvision.utils import make_grid
 
             grid = make_grid(torch.cat(panels), nrow=3, padding=4, pad_value=1.0)
-            self.writer.add_image("val/phase_target_prediction", grid, self.epoch + 1)
+            self.writer.add_image("val/phase_target_prediction", grid, self.step)
         return {name: float(np.mean(values)) for name, values in scores.items() if values}
 
     def _log_scalars(self, numbers: dict[str, float]) -> None:
