@@ -26,7 +26,7 @@ from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
 from skimage.feature import peak_local_max
-from skimage.filters import threshold_otsu
+from skimage.filters import threshold_li, threshold_otsu
 from skimage.segmentation import relabel_sequential, watershed
 
 logger = logging.getLogger(__name__)
@@ -253,23 +253,30 @@ def hf_power_ratio(pred: np.ndarray, target: np.ndarray, cutoff: float = 0.25) -
 # --- nuclei segmentation -------------------------------------------------------------------------
 
 
+THRESHOLDS = {"li": threshold_li, "otsu": threshold_otsu}
+"""Automatic global thresholds that `segment_nuclei` accepts by name."""
+
+
 def segment_nuclei(
     image: np.ndarray,
     *,
-    sigma: float = 1.0,
-    threshold: str | float = "otsu",
-    min_distance: int = 5,
+    sigma: float = 2.0,
+    threshold: str | float = "li",
+    min_distance: int = 8,
     min_size: int = 30,
 ) -> np.ndarray:
     """Label the nuclei of a nuclear stain (H, W) with a classical pipeline; (H, W) int32, 0 = bg.
 
     Gaussian smoothing, a global threshold, holes filled (dim nucleoli), then touching nuclei are
     split by a watershed of the distance transform seeded at its local maxima, small objects
-    removed and labels renumbered 1 ... n. The defaults suit nuclei of about 10 - 25 pixels in
-    diameter (0.3 - 0.6 um pixels).
+    removed and labels renumbered 1 ... n. The defaults suit nuclei of about 15 - 40 pixels in
+    diameter (the built-in dataset's are 24 - 34).
 
     sigma: Gaussian smoothing in pixels before thresholding (noise, chromatin texture); 0 = none.
-    threshold: "otsu" (from the smoothed image's histogram) or an intensity in the image's units.
+    threshold: "li" (minimum cross-entropy), "otsu" (between-class variance), both from the
+        smoothed image's histogram, or an intensity in the image's units. Otsu sits too high
+        when a few nuclei are much brighter than the rest (mitoses, G2 cells) and cuts the
+        dim ones short; Li's threshold is lower and keeps whole nuclei.
     min_distance: the least distance in pixels between two nuclear centres; lower splits more.
         Keep it below the radius of the smallest nuclei.
     min_size: objects smaller than this many pixels are removed (debris, fragments).
@@ -283,9 +290,10 @@ def segment_nuclei(
     if smoothed.max() == smoothed.min():
         return np.zeros(image.shape, dtype=np.int32)
     if isinstance(threshold, str):
-        if threshold != "otsu":
-            raise ValueError(f'threshold must be "otsu" or a number; got {threshold!r}')
-        level = float(threshold_otsu(smoothed))
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"threshold must be one of {', '.join(THRESHOLDS)} or a number; "
+                             f"got {threshold!r}")
+        level = float(THRESHOLDS[threshold](smoothed))
     else:
         level = float(threshold)
     foreground = ndi.binary_fill_holes(smoothed > level)
