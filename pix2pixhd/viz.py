@@ -1,0 +1,754 @@
+"""The figures the notebook shows: every panel with a title, a colour bar and its unit.
+
+    fig = plot_dataset_examples("data", split="train", n=4)      # phase | nuclei | membrane | mask
+    plot_predictions(phase, stain, {"GAN": gan, "regression": l1}, crop=(slice(0, 128),) * 2)
+    plot_metric_distributions({"GAN": gan_table, "regression": l1_table})
+    plot_uncertainty_maps(maps["mean"], maps["std"], stain, cv=maps["cv"])
+    plot_training_curves(logs.read_scalars("runs/pix2pixhd_nuclei/logs"))
+
+Functions take arrays and tables (only `plot_dataset_examples` reads files), return a
+matplotlib Figure and, given a path, also save it as a PNG, so the command line and the
+notebook make the same pictures. Colour maps are perceptually uniform: gray for phase (rad),
+magma for stains (a.u.), viridis for spreads, a diverging map centred on 0 for signed
+differences. Every stain panel of one figure shares one colour scale, so brightness compares.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap, to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from scipy import ndimage as ndi
+from scipy.stats import spearmanr
+from skimage.segmentation import find_boundaries
+
+from pix2pixhd import layout, logs
+
+log = logging.getLogger(__name__)
+
+_PANELS = (
+    ("phase", "phase", "gray", "rad"),
+    ("nuclei", "nuclei (Hoechst)", "magma", "a.u."),
+    ("membrane", "membrane (CellMask)", "viridis", "a.u."),
+)
+
+PHASE_CMAP, STAIN_CMAP, SPREAD_CMAP, ERROR_CMAP, SIGNED_CMAP = (
+    "gray", "magma", "viridis", "inferno", "RdBu_r")
+PHASE_UNIT = "phase (rad)"
+STAIN_UNIT = "intensity (a.u.)"
+AU = "(a.u.)"
+STAIN_PERCENTILES = (1.0, 99.5)
+"""The stain colour scale: the real stain's 1st to 99.5th percentile, shared by all stain panels."""
+
+OUTLINE_COLOURS = {"truth": "#56B4E9", "prediction": "#E69F00"}
+"""Sky blue and orange (Okabe-Ito): distinct on gray and for colour-blind readers."""
+
+CROP_COLOUR = "#00E5FF"
+
+HF_CUTOFF = 0.25
+"""cycles/pixel: the default cutoff of `metrics.hf_power_ratio`, marked on the spectra."""
+
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM (1 = identical)",
+    "pearson": "Pearson r",
+    "mae": "MAE (a.u.)",
+    "nrmse": "NRMSE (fraction of range)",
+    "f1_iou50": "F1 of nuclei at IoU 0.5",
+    "f1_mean": "F1 averaged over IoU 0.5-0.95",
+    "hf_power_ratio": "HF power ratio (1 = as sharp as real)",
+    "mean_matched_iou": "mean IoU of matched nuclei",
+}
+
+REAL_STAIN = "real_stain_"
+"""Prefix of the columns scoring the real stain like a prediction (as `evaluate.REAL_STAIN`)."""
+
+DPI = 110
+
+
+def _save(figure: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=DPI, bbox_inches="tight")
+        log.info("wrote %s", path)
+    return figure
+
+
+# --- the data ------------------------------------------------------------------------------------
+
+
+def plot_dataset_examples(
+    root: str | Path, *, split: str = "train", n: int = 4, path: str | Path | None = None
+) -> Figure:
+    """Show `n` fields of view of a split, one row each: phase | nuclei | membrane | nuclei mask.
+
+    Intensities are shown between the 0.5th and 99.5th percentile of each image so one bright
+    pixel does not hide the rest. Channels missing on disk are left blank with a note.
+    """
+    fovs = layout.list_fovs(root, split)
+    if not fovs:
+        raise layout.DataError(f"{Path(root) / split} has no images; {layout.HOW_TO_GET_DATA}")
+    fovs = fovs[: max(n, 1)]
+    figure, axes = plt.subplots(
+        len(fovs), 4, figsize=(4 * 3.4, len(fovs) * 3.0), squeeze=False, layout="constrained"
+    )
+    for row, fov in zip(axes, fovs, strict=True):
+        for ax, (channel, title, cmap, unit) in zip(row[:3], _PANELS, strict=True):
+            file = layout.image_path(root, split, channel, fov)
+            if not file.is_file():
+                _blank(ax, f"{title}\n(no file)")
+                continue
+            image = layout.read_image(file)
+            low, high = np.percentile(image, layout.PERCENTILES)
+            shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
+            figure.colorbar(shown, ax=ax, shrink=0.85, label=unit)
+            ax.set_title(f"{fov}: {title}", fontsize=9)
+            ax.set_axis_off()
+        _show_mask(figure, row[3], layout.image_path(root, split, layout.MASKS, fov), fov)
+    figure.suptitle(f"{Path(root).name or root} / {split}: {len(fovs)} fields of view")
+    return _save(figure, path)
+
+
+def _show_mask(figure: Figure, ax: plt.Axes, file: Path, fov: str) -> None:
+    if not file.is_file():
+        _blank(ax, "nuclei mask\n(no file)")
+        return
+    labels = layout.read_mask(file)
+    count = int(len(np.unique(labels[labels > 0])))
+    shown = ax.imshow(labels, cmap=_label_colormap(int(labels.max())), interpolation="nearest")
+    figure.colorbar(shown, ax=ax, shrink=0.85, label="nucleus label")
+    ax.set_title(f"{fov}: nuclei mask ({count} nuclei)", fontsize=9)
+    ax.set_axis_off()
+
+
+def _label_colormap(n_labels: int) -> ListedColormap:
+    """Black background, then shuffled bright colours so touching nuclei differ."""
+    rng = np.random.default_rng(0)
+    colours = plt.get_cmap("hsv")(np.linspace(0, 1, max(n_labels, 1), endpoint=False))
+    colours = colours[rng.permutation(len(colours))]
+    colours[:, :3] = 0.35 + 0.65 * colours[:, :3]
+    return ListedColormap(np.vstack([[0, 0, 0, 1], colours]))
+
+
+def _blank(ax: plt.Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+# --- images side by side -------------------------------------------------------------------------
+
+
+def _images(**named: np.ndarray) -> dict[str, np.ndarray]:
+    """The named arrays as float 2-D images of one shape, or a ValueError naming the odd one."""
+    arrays = {name: np.asarray(value, dtype=np.float64) for name, value in named.items()}
+    shape = None
+    for name, array in arrays.items():
+        if array.ndim != 2:
+            raise ValueError(f"{name} has shape {array.shape}; expected one 2-D image (H, W)")
+        shape = shape or (next(iter(arrays)), array.shape)
+        if array.shape != shape[1]:
+            raise ValueError(f"{name} has shape {array.shape} but {shape[0]} has {shape[1]}; "
+                             "pass images of one field of view, aligned pixel for pixel")
+    return arrays
+
+
+def _range(image: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    """A colour scale (low, high) from robust percentiles; never empty, even for a flat image."""
+    low, high = (float(v) for v in np.percentile(image, percentiles))
+    if high <= low:
+        high = low + (abs(low) or 1.0) * 1e-3
+    return low, high
+
+
+def _show(
+    ax: plt.Axes, image: np.ndarray, title: str, cmap: str, limits: tuple[float, float]
+) -> plt.AxesImage:
+    shown = ax.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="antialiased")
+    ax.set_title(title, fontsize=10)
+    ax.set_axis_off()
+    return shown
+
+
+def _crop_box(crop: tuple[slice, slice], shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of a (rows, columns) crop, or a ValueError if it is empty."""
+    if len(crop) != 2 or not all(isinstance(s, slice) for s in crop):
+        raise ValueError(f"crop={crop!r} must be two slices (rows, columns), "
+                         "e.g. (slice(100, 228), slice(50, 178))")
+    (top, bottom, step_y), (left, right, step_x) = (
+        s.indices(n) for s, n in zip(crop, shape, strict=True))
+    if step_y != 1 or step_x != 1 or bottom <= top or right <= left:
+        raise ValueError(f"crop={crop!r} selects nothing (or has a step) in an image of {shape}")
+    return top, bottom, left, right
+
+
+def _outline_crop(ax: plt.Axes, box: tuple[int, int, int, int]) -> None:
+    top, bottom, left, right = box
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                           edgecolor=CROP_COLOUR, linewidth=1.3))
+
+
+def plot_predictions(
+    phase: np.ndarray,
+    target: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    *,
+    titles: Sequence[str] | None = None,
+    crop: tuple[slice, slice] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """One field of view: phase | real stain | each model's prediction, e.g. {"GAN": .., ...}.
+
+    All images (H, W); predictions in the real stain's units. Every stain panel uses the same
+    colour scale (the real stain's 1st to 99.5th percentile), so a dimmer or brighter
+    prediction looks dimmer or brighter. titles: one per column, replacing the defaults.
+    crop: (rows, columns) slices; draws that box on the first row and adds a second row with
+    the zoomed crop of every column, where blur and invented texture show.
+    """
+    images = _images(phase=phase, target=target,
+                     **{f"prediction {name!r}": image for name, image in predictions.items()})
+    columns = list(images.values())
+    names = ["phase", "real stain", *(f"{name} prediction" for name in predictions)]
+    if titles is not None:
+        if len(titles) != len(names):
+            raise ValueError(f"{len(titles)} titles for {len(names)} columns ({', '.join(names)})")
+        names = list(titles)
+    box = None if crop is None else _crop_box(crop, columns[0].shape)
+    rows = 1 if box is None else 2
+    figure, axes = plt.subplots(rows, len(columns), figsize=(3.2 * len(columns) + 1.6, 3.3 * rows),
+                                squeeze=False, layout="constrained")
+    phase_limits = _range(columns[0], layout.PERCENTILES)
+    stain_limits = _range(columns[1], STAIN_PERCENTILES)
+    for column, (image, name) in enumerate(zip(columns, names, strict=True)):
+        cmap, limits = (PHASE_CMAP, phase_limits) if column == 0 else (STAIN_CMAP, stain_limits)
+        _show(axes[0, column], image, name, cmap, limits)
+        if box is not None:
+            _outline_crop(axes[0, column], box)
+            top, bottom, left, right = box
+            _show(axes[1, column], image[top:bottom, left:right], f"{name} (zoom)", cmap, limits)
+    figure.colorbar(axes[0, 0].images[0], ax=axes[:, 0], location="left", shrink=0.8,
+                    label=PHASE_UNIT)
+    if len(columns) > 1:
+        figure.colorbar(axes[0, 1].images[0], ax=axes[:, 1:], shrink=0.8,
+                        label=f"stain {STAIN_UNIT}")
+    return _save(figure, path)
+
+
+def plot_prediction_grid(
+    phases: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    predictions: Sequence[np.ndarray],
+    fovs: Sequence[str],
+    *,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Several fields of view, one row each: phase | real stain | prediction (e.g. best, worst).
+
+    Each row's stain and prediction share that row's colour scale (its real stain's 1st to
+    99.5th percentile). fovs label the rows; put a score in them to say why a row is shown,
+    e.g. "fov_0003 (PSNR 31.2 dB)".
+    """
+    counts = {len(phases), len(targets), len(predictions), len(fovs)}
+    if len(counts) != 1 or not len(fovs):
+        raise ValueError(f"{len(phases)} phases, {len(targets)} targets, {len(predictions)} "
+                         f"predictions and {len(fovs)} fovs: pass one of each per row (>= 1 row)")
+    figure, axes = plt.subplots(len(fovs), 3, figsize=(11.5, 3.4 * len(fovs)), squeeze=False,
+                                layout="constrained")
+    for row, phase, target, prediction, fov in zip(axes, phases, targets, predictions, fovs,
+                                                   strict=True):
+        images = _images(**{f"phase of {fov}": phase, f"target of {fov}": target,
+                            f"prediction of {fov}": prediction})
+        phase, target, prediction = images.values()
+        shown = _show(row[0], phase, f"{fov}: phase", PHASE_CMAP,
+                      _range(phase, layout.PERCENTILES))
+        figure.colorbar(shown, ax=row[0], location="left", shrink=0.85, label=PHASE_UNIT)
+        limits = _range(target, STAIN_PERCENTILES)
+        _show(row[1], target, f"{fov}: real stain", STAIN_CMAP, limits)
+        shown = _show(row[2], prediction, f"{fov}: prediction", STAIN_CMAP, limits)
+        figure.colorbar(shown, ax=row[1:], shrink=0.85, label=f"stain {STAIN_UNIT}")
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
+
+
+def plot_segmentation_overlay(
+    stain: np.ndarray,
+    true_labels: np.ndarray,
+    predicted_labels: np.ndarray,
+    *,
+    title: str = "",
+    path: str | Path | None = None,
+) -> Figure:
+    """A stain (H, W) in gray with the outlines of true nuclei and of segmented nuclei on it.
+
+    Labels are integer images (H, W), 0 = background. True outlines are drawn just outside each
+    nucleus and predicted ones just inside, so where they agree both stay visible as a double
+    line; a lone colour is a nucleus missed (blue) or invented or misshapen (orange).
+    """
+    images = _images(stain=stain, true_labels=true_labels, predicted_labels=predicted_labels)
+    stain = images["stain"]
+    # int32, not int64: scikit-image's "outer" boundaries of 64-bit labels also mark pixels
+    # inside the nuclei (its erosion loses the 64-bit maximum it uses as a sentinel)
+    true_labels, predicted_labels = (np.asarray(a).astype(np.int32) for a in
+                                     (true_labels, predicted_labels))
+    figure, ax = plt.subplots(figsize=(7.0, 6.6), layout="constrained")
+    shown = _show(ax, stain, title or "nuclei outlines on the stain", "gray",
+                  _range(stain, STAIN_PERCENTILES))
+    figure.colorbar(shown, ax=ax, shrink=0.8, label=f"stain {STAIN_UNIT}")
+    width = max(1, round(max(stain.shape) / 300))  # a 1-pixel line vanishes in a large image
+    handles = []
+    for labels, mode, key, name in ((true_labels, "outer", "truth", "ground truth"),
+                                    (predicted_labels, "inner", "prediction", "segmented")):
+        outline = np.zeros((*stain.shape, 4))
+        outline[_outline(labels, mode, width)] = to_rgba(OUTLINE_COLOURS[key])
+        ax.imshow(outline, interpolation="nearest")
+        count = int(np.count_nonzero(np.unique(labels)))
+        handles.append(Line2D([], [], color=OUTLINE_COLOURS[key], lw=2.5,
+                              label=f"{name} ({count} {'nucleus' if count == 1 else 'nuclei'})"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2,
+              frameon=False, fontsize=9)
+    return _save(figure, path)
+
+
+def _outline(labels: np.ndarray, mode: str, width: int) -> np.ndarray:
+    """Boolean (H, W): the labels' boundaries, `width` pixels thick, grown only to the
+    side `mode` puts them on (outside the nuclei for "outer", inside for "inner")."""
+    line = find_boundaries(labels, mode=mode)
+    side = labels == 0 if mode == "outer" else labels != 0
+    for _ in range(width - 1):
+        line |= ndi.binary_dilation(line) & side
+    return line
+
+
+# --- tables of metrics ---------------------------------------------------------------------------
+
+
+def plot_metric_distributions(
+    tables: Mapping[str, pd.DataFrame],
+    metrics: Sequence[str] = ("psnr", "ssim", "pearson", "f1_iou50"),
+    *,
+    path: str | Path | None = None,
+) -> Figure:
+    """One panel per metric: each model's per-image values (from `evaluate_predictions`) as a
+    box (median, quartiles) with every image as a point.
+
+    A dashed line marks the mean of `real_stain_<metric>` where the tables have it: the real
+    stain segmented the same way, the ceiling of the instance metrics. Metrics that no table
+    has (e.g. F1 without ground-truth masks) are skipped with a warning; non-finite values
+    (an inf PSNR of a perfect prediction) are left out of their panel.
+    """
+    if not tables:
+        raise ValueError("no tables: pass {model name: evaluate_predictions table}")
+    shown = [m for m in metrics if any(m in table for table in tables.values())]
+    skipped = [m for m in metrics if m not in shown]
+    if skipped:
+        log.warning("no table has %s; those panels are left out", ", ".join(skipped))
+    if not shown:
+        known = sorted(set().union(*(t.columns for t in tables.values())))
+        raise ValueError(f"none of the metrics {list(metrics)} is a column of the tables; "
+                         f"they have: {', '.join(known)}")
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    panel_width = max(3.4, 1.4 + 1.0 * len(tables))
+    figure, axes = plt.subplots(1, len(shown), figsize=(panel_width * len(shown), 3.8),
+                                squeeze=False, layout="constrained")
+    for ax, metric in zip(axes[0], shown, strict=True):
+        names = [name for name, table in tables.items() if metric in table]
+        values = [_finite(tables[name][metric]) for name in names]
+        positions = np.arange(1, len(names) + 1)
+        ax.boxplot(values, positions=positions, widths=0.5, showfliers=False,
+                   medianprops={"color": "black"}, boxprops={"color": "0.35"},
+                   whiskerprops={"color": "0.35"}, capprops={"color": "0.35"})
+        for i, (position, points) in enumerate(zip(positions, values, strict=True)):
+            jitter = rng.uniform(-0.13, 0.13, len(points))
+            ax.scatter(position + jitter, points, s=14, alpha=0.7, color=f"C{i}", zorder=3,
+                       edgecolors="none")
+        ax.set_xticks(positions, [textwrap.fill(name, 14) for name in names], fontsize=9)
+        ax.set_xlim(0.4, len(names) + 0.6)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_title(f"{METRIC_LABELS.get(metric, metric).split(' (')[0]} per image", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        reference = [table[REAL_STAIN + metric] for table in tables.values()
+                     if REAL_STAIN + metric in table]
+        if reference:
+            mean = float(np.nanmean(_finite(reference[0])))
+            ax.axhline(mean, color="0.2", linestyle="--", lw=1.2,
+                       label=f"real stain: {mean:.3g}")
+            ax.legend(fontsize=8, loc="best")
+    n_images = ", ".join(f"{name}: {len(table)}" for name, table in tables.items())
+    figure.suptitle(f"per-image metrics on the test images ({n_images} images)", fontsize=11)
+    return _save(figure, path)
+
+
+def _finite(values: pd.Series | np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def plot_f1_vs_threshold(
+    curves: Mapping[str, pd.DataFrame], *, path: str | Path | None = None
+) -> Figure:
+    """F1 of the nuclei against the IoU a match needs, one line per model.
+
+    curves: {model: `evaluate.f1_per_threshold` table (threshold, f1, real_stain_f1)}. The
+    real stain, segmented the same way, is the dashed line: what a perfect virtual stain would
+    reach with this segmentation. A curve that falls early finds the nuclei but not their shape.
+    """
+    if not curves:
+        raise ValueError("no curves: pass {model name: evaluate.f1_per_threshold(table)}")
+    figure, ax = plt.subplots(figsize=(6.0, 4.2), layout="constrained")
+    for i, (name, curve) in enumerate(curves.items()):
+        _require(curve, ("threshold", "f1"), f"curve of {name!r}", "evaluate.f1_per_threshold")
+        ax.plot(curve["threshold"], curve["f1"], marker="o", ms=4, lw=1.8, color=f"C{i}",
+                label=name)
+    real = [curve for curve in curves.values() if "real_stain_f1" in curve]
+    if real:
+        ax.plot(real[0]["threshold"], real[0]["real_stain_f1"], color="black", linestyle="--",
+                lw=1.5, label="real stain (same segmentation)")
+    ax.set_xlabel("IoU threshold for a match")
+    ax.set_ylabel("F1 (mean over images)")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(0.48, 0.97)
+    ax.set_title("nuclei found in the virtual stain, by required overlap")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return _save(figure, path)
+
+
+def _require(table: pd.DataFrame, columns: Sequence[str], name: str, source: str) -> None:
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise ValueError(f"the {name} has no column {', '.join(missing)} (it has "
+                         f"{', '.join(map(str, table.columns))}); make it with {source}")
+
+
+def plot_power_spectra(
+    spectra: Mapping[str, pd.DataFrame],
+    *,
+    cutoff: float | None = HF_CUTOFF,
+    path: str | Path | None = None,
+) -> Figure:
+    """Radially averaged power against spatial frequency, one line per model and the real stain.
+
+    spectra: {model: `evaluate.radial_spectra` table (frequency in cycles/pixel, prediction,
+    real_stain)}; the real stain's curve is drawn once, from the first table. Fine detail is at
+    high frequency: a blurry model's curve drops below the real stain's there, a noisy or
+    hallucinating one stays at or above it. The band above `cutoff` (the sharpness measure's,
+    None = not marked) is shaded.
+    """
+    if not spectra:
+        raise ValueError("no spectra: pass {model name: evaluate.radial_spectra(...)}")
+    figure, ax = plt.subplots(figsize=(6.4, 4.3), layout="constrained")
+    for i, (name, table) in enumerate(spectra.items()):
+        _require(table, ("frequency", "prediction", "real_stain"), f"spectrum of {name!r}",
+                 "evaluate.radial_spectra")
+        if i == 0:
+            ax.plot(table["frequency"], _positive(table["real_stain"]), color="black", lw=2.2,
+                    label="real stain", zorder=3)
+        ax.plot(table["frequency"], _positive(table["prediction"]), color=f"C{i}", lw=1.6,
+                label=name)
+    if cutoff is not None:
+        ax.axvspan(cutoff, 0.5, color="0.9", alpha=0.6, zorder=0,
+                   label=f"high frequencies (> {cutoff:g} cycles/pixel)")
+        ax.axvline(cutoff, color="0.4", linestyle=":", lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlim(0, 0.5)
+    ax.set_xlabel("spatial frequency (cycles/pixel; 0.5 = Nyquist)")
+    ax.set_ylabel("mean power (a.u.²)")
+    ax.set_title("radially averaged power spectrum (mean over images)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    return _save(figure, path)
+
+
+def _positive(values: pd.Series) -> np.ndarray:
+    """Values for a log axis: zero or negative power (none in practice) becomes a gap."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(values > 0, values, np.nan)
+
+
+# --- MC-dropout ----------------------------------------------------------------------------------
+
+
+def plot_mc_samples(
+    phase: np.ndarray,
+    samples: np.ndarray,
+    target: np.ndarray,
+    *,
+    n_shown: int = 4,
+    crop: tuple[slice, slice] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Phase | a few MC-dropout samples | real stain, on one colour scale, to show they differ.
+
+    samples (n, H, W) in the stain's units; phase and target (H, W). A second row shows each
+    shown sample minus the mean of all n samples (diverging colours, 0 = white): where the
+    samples disagree. crop: (rows, columns) slices to zoom in, since the differences are small.
+    """
+    samples = np.asarray(samples, dtype=np.float64)
+    if samples.ndim != 3 or samples.shape[0] < 1:
+        raise ValueError(f"samples have shape {samples.shape}; expected (n, H, W)")
+    if n_shown < 1:
+        raise ValueError(f"n_shown={n_shown} must be at least 1")
+    images = _images(phase=phase, target=target, sample=samples[0])
+    phase, target = images["phase"], images["target"]
+    differences = samples - samples.mean(axis=0) if samples.shape[0] > 1 else None
+    stain_limits = _range(target, STAIN_PERCENTILES)
+    phase_limits = _range(phase, layout.PERCENTILES)
+    if crop is not None:
+        top, bottom, left, right = _crop_box(crop, phase.shape)
+        phase, target = phase[top:bottom, left:right], target[top:bottom, left:right]
+        samples = samples[:, top:bottom, left:right]
+        differences = None if differences is None else differences[:, top:bottom, left:right]
+    k = min(n_shown, samples.shape[0])
+    rows = 1 if differences is None else 2
+    figure, axes = plt.subplots(rows, k + 2, figsize=(2.9 * (k + 2) + 1.8, 3.0 * rows),
+                                squeeze=False, layout="constrained")
+    phase_shown = _show(axes[0, 0], phase, "phase", PHASE_CMAP, phase_limits)
+    for i in range(k):
+        _show(axes[0, i + 1], samples[i], f"sample {i + 1}", STAIN_CMAP, stain_limits)
+    _show(axes[0, -1], target, "real stain", STAIN_CMAP, stain_limits)
+    figure.colorbar(phase_shown, ax=axes[:, 0], location="left", shrink=0.8, label=PHASE_UNIT)
+    figure.colorbar(axes[0, -1].images[0], ax=axes[0, 1:], shrink=0.85,
+                    label=f"stain {STAIN_UNIT}")
+    if differences is not None:
+        spread = float(np.percentile(np.abs(differences[:k]), 99.5)) or 1.0
+        for i in range(k):
+            shown = _show(axes[1, i + 1], differences[i], f"sample {i + 1} − mean",
+                          SIGNED_CMAP, (-spread, spread))
+        figure.colorbar(shown, ax=axes[1, 1:], shrink=0.85, label=f"difference {AU}")
+        axes[1, 0].set_axis_off()
+        axes[1, -1].set_axis_off()
+    figure.suptitle(f"MC-dropout: {k} of {len(samples)} samples for one phase image")
+    return _save(figure, path)
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Rank correlation; nan (not a warning from scipy) when either is constant."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def plot_uncertainty_maps(
+    mean: np.ndarray,
+    std: np.ndarray,
+    target: np.ndarray,
+    *,
+    cv: np.ndarray | None = None,
+    max_pixels: int = 100_000,
+    path: str | Path | None = None,
+) -> Figure:
+    """Mean prediction | std | |mean - real stain| | (cv) | std against |error|, per pixel.
+
+    All maps (H, W) in the stain's units (cv is a ratio). If the spread is a useful
+    uncertainty, the std map is bright where the error map is, and the last panel's cloud
+    rises: its title gives the Spearman rank correlation over at most `max_pixels` pixels drawn
+    at random (seeded). The dashed line is |error| = std; points far above it mean the spread
+    is too narrow (typical of MC-dropout).
+    """
+    named = {"mean": mean, "std": std, "target": target} | ({} if cv is None else {"cv": cv})
+    images = _images(**named)
+    mean, std, target = images["mean"], images["std"], images["target"]
+    error = np.abs(mean - target)
+    panels = [("mean of the samples", mean, STAIN_CMAP, _range(target, STAIN_PERCENTILES),
+               f"stain {STAIN_UNIT}"),
+              ("std of the samples", std, SPREAD_CMAP, (0.0, _range(std, (0, 99.5))[1]),
+               f"std {AU}"),
+              ("|mean − real stain|", error, ERROR_CMAP, (0.0, _range(error, (0, 99.5))[1]),
+               f"absolute error {AU}")]
+    if cv is not None:
+        panels.append(("coefficient of variation", images["cv"], SPREAD_CMAP,
+                       (0.0, _range(images["cv"], (0, 99))[1]), "std / mean (ratio)"))
+    figure, axes = plt.subplots(1, len(panels) + 1, figsize=(3.9 * (len(panels) + 1), 3.9),
+                                squeeze=False, layout="constrained")
+    for ax, (title, image, cmap, limits, unit) in zip(axes[0], panels, strict=False):
+        shown = _show(ax, image, title, cmap, limits)
+        figure.colorbar(shown, ax=ax, shrink=0.8, label=unit)
+    rng = np.random.default_rng(0)
+    keep = rng.choice(error.size, size=min(max_pixels, error.size), replace=False)
+    x, y = std.ravel(), error.ravel()
+    x, y = x[keep], y[keep]
+    rho = _spearman(x, y)
+    # the axes end at the 99.9th percentiles: a few extreme pixels would squeeze the cloud
+    right, top = (_range(v, (0, 99.9))[1] for v in (x, y))
+    ax = axes[0, -1]
+    bins = ax.hexbin(x, y, gridsize=40, bins="log", cmap=SPREAD_CMAP, mincnt=1,
+                     extent=(0, right, 0, top))
+    figure.colorbar(bins, ax=ax, shrink=0.8, label="pixels per bin")
+    ax.plot([0, max(right, top)], [0, max(right, top)], color="white", linestyle="--", lw=1.2,
+            label="|error| = std")
+    ax.set_xlim(0, right)
+    ax.set_ylim(0, top)
+    ax.set_xlabel(f"std of the samples {AU}")
+    ax.set_ylabel(f"|mean − real stain| {AU}")
+    ax.set_title(f"std against error: Spearman ρ = {rho:.2f}\n({keep.size:,} random pixels)",
+                 fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_facecolor("0.15")
+    return _save(figure, path)
+
+
+def plot_sparsification(
+    curves: Mapping[str, Mapping[str, np.ndarray]] | Mapping[str, np.ndarray],
+    *,
+    path: str | Path | None = None,
+) -> Figure:
+    """Sparsification curves: the error left after removing the most uncertain pixels first.
+
+    curves: one `uncertainty.sparsification_curve` dict (fractions, model, oracle, random) or
+    {model name: such a dict}. The oracle removes the largest errors first (the best any
+    uncertainty can do); the shaded area between a model and its oracle is the AUSE (legend;
+    0 = perfect ranking). A curve near the random one means the uncertainty says nothing.
+    """
+    from pix2pixhd.uncertainty import ause  # imported here: it brings torch, only this needs it
+
+    named = {"model": curves} if "fractions" in curves else dict(curves)
+    if not named:
+        raise ValueError("no curves: pass uncertainty.sparsification_curve(std, |error|)")
+    figure, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
+    for i, (name, curve) in enumerate(named.items()):
+        missing = [key for key in ("fractions", "model", "oracle") if key not in curve]
+        if missing:
+            raise ValueError(f"the curve of {name!r} has no {', '.join(missing)}; make it with "
+                             "uncertainty.sparsification_curve")
+        x, colour = np.asarray(curve["fractions"]), f"C{i}"
+        prefix = "" if "fractions" in curves else f"{name}: "
+        ax.plot(x, curve["model"], color=colour, lw=2,
+                label=f"{prefix}most uncertain first (AUSE = {ause(curve):.3f}, shaded)")
+        ax.plot(x, curve["oracle"], color=colour, lw=1.3, linestyle="--",
+                label=f"{prefix}oracle: largest errors first")
+        ax.fill_between(x, curve["oracle"], curve["model"], color=colour, alpha=0.15, lw=0)
+    first = next(iter(named.values()))
+    if "random" in first:
+        ax.plot(first["fractions"], first["random"], color="0.5", lw=1.2, linestyle=":",
+                label="random order")
+    ax.set_xlabel("fraction of pixels removed (most uncertain first)")
+    ax.set_ylabel("MAE of the remaining pixels\n(relative to all pixels)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_title("sparsification: does removing uncertain pixels remove the error?",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              frameon=False)
+    return _save(figure, path)
+
+
+# --- training logs -------------------------------------------------------------------------------
+
+_D_LOSSES = ("loss/D_real", "loss/D_fake")
+_G_TERMS = ("loss/G_GAN", "loss/G_GAN_Feat", "loss/G_VGG", "loss/G_L1")
+_D_OUT_TRAIN = ("D_out/train_real", "D_out/train_fake")
+_D_OUT_VAL = ("D_out/val_real", "D_out/val_fake")
+_VAL = ("val/psnr", "val/ssim")
+
+
+def plot_training_curves(
+    scalars: pd.DataFrame, *, smoothing: float = 0.9, path: str | Path | None = None
+) -> Figure:
+    """The training run at a glance, from `logs.read_scalars`: up to four panels.
+
+    (a) discriminator losses, (b) generator loss terms, (c) the discriminator's mean output on
+    real and generated images, with the LSGAN targets 1 (real) and 0 (fake), (d) validation
+    PSNR and SSIM. Training curves are smoothed (an exponential average of weight
+    `smoothing`, raw values faint), per-epoch validation values are not. The weight is capped
+    so the average spans at most a tenth of a curve's points: on a short run 0.9 would lag
+    far behind the raw values. Panels whose tags were not logged are left out, so a
+    regression run (loss/G_L1 and val/* only) gives its L1 loss and validation panels.
+    """
+    _require(scalars, ("tag", "step", "value"), "scalars table", "logs.read_scalars")
+    logged = set(scalars["tag"])
+    panels = [(draw, [t for t in tags if t in logged]) for draw, tags in (
+        (_draw_d_losses, _D_LOSSES),
+        (_draw_g_terms, _G_TERMS),
+        (_draw_d_outputs, _D_OUT_TRAIN + _D_OUT_VAL),
+        (_draw_validation, _VAL),
+    )]
+    panels = [(draw, tags) for draw, tags in panels if tags]
+    if not panels:
+        raise ValueError(f"the scalars hold none of the Trainer's loss or validation tags; "
+                         f"they have: {', '.join(sorted(logged)) or 'nothing'}")
+    columns = min(len(panels), 2)
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 3.9 * rows),
+                                squeeze=False, layout="constrained")
+    for letter, ax, (draw, tags) in zip("abcd", axes.ravel(), panels, strict=False):
+        draw(scalars, tags, ax, smoothing)
+        ax.set_title(f"({letter}) {ax.get_title()}", fontsize=10)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_axis_off()
+    return _save(figure, path)
+
+
+def _capped_smoothing(scalars: pd.DataFrame, tags: Sequence[str], smoothing: float) -> float:
+    """`smoothing`, lowered so the average's span 1 / (1 - w) is at most a tenth of the points."""
+    points = int(scalars.loc[scalars["tag"].isin(tags), "tag"].value_counts().min())
+    return float(min(smoothing, max(0.0, 1 - 10 / max(points, 1))))
+
+
+def _mark_points(ax: plt.Axes, count: int) -> None:
+    """Markers on the last `count` lines: per-epoch values are few, a bare line hides them."""
+    for line in ax.get_lines()[-count:]:
+        line.set_marker("o")
+        line.set_markersize(4)
+
+
+def _draw_d_losses(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
+    logs.plot_scalars(scalars, tags, smoothing=_capped_smoothing(scalars, tags, smoothing), ax=ax,
+                      ylabel="LSGAN loss",
+                      title="discriminator losses")
+
+
+def _draw_g_terms(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
+    title = "generator loss (L1 only: a regression run)" if tags == ["loss/G_L1"] else (
+        "generator loss terms")
+    logs.plot_scalars(scalars, tags, smoothing=_capped_smoothing(scalars, tags, smoothing), ax=ax,
+                      ylabel="loss term (weighted)", title=title)
+    values = scalars.loc[scalars["tag"].isin(tags), "value"]
+    if len(tags) > 1 and (values > 0).all() and values.max() > 20 * values.min():
+        ax.set_yscale("log")  # feature matching is ~10x the adversarial term: both stay readable
+
+
+def _draw_d_outputs(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
+    train = [t for t in tags if t in _D_OUT_TRAIN]
+    val = [t for t in tags if t in _D_OUT_VAL]
+    if train:
+        logs.plot_scalars(scalars, train, smoothing=_capped_smoothing(scalars, train, smoothing),
+                          ax=ax)
+    if val:
+        logs.plot_scalars(scalars, val, ax=ax)
+        _mark_points(ax, len(val))
+    ax.axhline(1.0, color="0.3", linestyle="--", lw=1, label="target on real (1)")
+    ax.axhline(0.0, color="0.3", linestyle=":", lw=1, label="target on fake (0)")
+    ax.set_ylabel("mean D output")
+    ax.set_title("discriminator output on real and generated")
+    ax.legend(fontsize=8)
+
+
+def _draw_validation(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
+    axes = [ax, ax.twinx()] if len(tags) == 2 else [ax]
+    units = {"val/psnr": "PSNR (dB)", "val/ssim": "SSIM"}
+    handles = []
+    for i, (tag, target) in enumerate(zip(tags, axes, strict=True)):
+        logs.plot_scalars(scalars, [tag], ax=target, ylabel=units[tag])
+        line = target.get_lines()[-1]
+        line.set_color(f"C{i}")
+        _mark_points(target, 1)
+        target.yaxis.label.set_color(f"C{i}")
+        target.get_legend().remove()
+        handles.append(line)
+    if len(axes) == 2:
+        axes[1].grid(False)
+        axes[1].set_title("")
+    ax.legend(handles=handles, labels=[h.get_label() for h in handles], fontsize=8)
+    ax.set_title("validation (per epoch)")
