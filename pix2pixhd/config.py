@@ -145,10 +145,10 @@ def _pretrained() -> Config:
     """The quick model's architecture trained long on 256 crops: the models shipped in git."""
     config = _quick()
     config.data.crop_size = 256
-    config.data.val_crop_size = 512
+    config.data.val_crop_size = 256
     config.data.crops_per_image = 1
-    config.train.niter = 60
-    config.train.niter_decay = 60
+    config.train.niter = 50
+    config.train.niter_decay = 50
     config.train.save_every = 10
     return config
 
