@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 from skimage.segmentation import find_boundaries
 
-from pix2pixhd import layout, logs
+from pix2pixhd import layout, logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ OUTLINE_COLOURS = {"truth": "#56B4E9", "prediction": "#E69F00"}
 
 CROP_COLOUR = "#00E5FF"
 
-HF_CUTOFF = 0.25
+HF_CUTOFF = metrics.HF_CUTOFF
 """cycles/pixel: the default cutoff of `metrics.hf_power_ratio`, marked on the spectra."""
 
 METRIC_LABELS = {
