@@ -13,9 +13,7 @@ A checkpoint is one `torch.save`d dict of plain types and tensors, so it loads w
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 
 from pix2pixhd.config import Config, ModelConfig, from_dict
+from pix2pixhd.layout import write_atomically
 from pix2pixhd.networks import build_discriminator, build_generator
 
 ARCHITECTURE_OPTIONS = (
@@ -60,18 +59,8 @@ def channel_counts(config: Config) -> tuple[int, int]:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    """Written atomically: an interrupted save leaves the previous checkpoint intact."""
+    return write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

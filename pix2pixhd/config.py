@@ -147,8 +147,8 @@ def _pretrained() -> Config:
     config.data.crop_size = 256
     config.data.val_crop_size = 256
     config.data.crops_per_image = 1
-    config.train.niter = 50
-    config.train.niter_decay = 50
+    config.train.niter = 40
+    config.train.niter_decay = 40
     config.train.save_every = 10
     return config
 

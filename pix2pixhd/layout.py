@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,16 +104,23 @@ def write_mask(path: str | Path, labels: np.ndarray) -> None:
 def _write_atomic(path: str | Path, array: np.ndarray) -> None:
     if array.ndim != 2:
         raise DataError(f"refusing to write {path}: shape {array.shape} is not 2-D")
+    write_atomically(path, lambda temporary: tifffile.imwrite(temporary, array))
+
+
+def write_atomically(path: str | Path, write: Callable[[str], object]) -> Path:
+    """Let `write` fill a temporary file beside `path`, then rename it: a reader (or a resumed
+    download, or a crash) never sees a half-written file under the real name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".part")
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(handle)
     try:
-        tifffile.imwrite(temporary, array)
+        write(temporary)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
+    return path
 
 
 def channel_statistics(
