@@ -16,7 +16,6 @@ the issue notes, never in tests.
 
 from __future__ import annotations
 
-import json
 import platform
 import resource
 import statistics
@@ -162,6 +161,3 @@ def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int
     return {"mc_samples": n, "mc_batched_seconds": batched, "mc_sequential_seconds": sequential,
             "mc_batched_speedup": sequential / batched}
 
-
-def main_json(config: Config, **options: Any) -> str:
-    return json.dumps(run_benchmark(config, **options), indent=2)
