@@ -148,16 +148,22 @@ def _inference_seconds(trainer: Trainer, size: int, warmup: int, repeats: int) -
 
 
 def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int) -> dict:
-    """n MC-dropout samples as one batch against n sequential passes, side by side."""
+    """n MC-dropout samples in batches of several sizes against n sequential passes."""
     from pix2pixhd.uncertainty import mc_dropout_samples, mc_dropout_samples_sequential
 
     phase = torch.randn(1, 1, size, size, device=trainer.device)
     generator = trainer.generator
     repeats, warmup = max(3, repeats // 3), 1
-    batched = median_seconds(lambda: mc_dropout_samples(generator, phase, n, batch_size=n),
-                             trainer.device, warmup, repeats)
-    sequential = median_seconds(lambda: mc_dropout_samples_sequential(generator, phase, n),
-                                trainer.device, warmup, repeats)
-    return {"mc_samples": n, "mc_batched_seconds": batched, "mc_sequential_seconds": sequential,
-            "mc_batched_speedup": sequential / batched}
-
+    sequential = median_seconds(
+        lambda: mc_dropout_samples_sequential(generator, phase, n, progress=False),
+        trainer.device, warmup, repeats)
+    batched = {
+        chunk: median_seconds(
+            lambda chunk=chunk: mc_dropout_samples(generator, phase, n, batch_size=chunk,
+                                                   progress=False),
+            trainer.device, warmup, repeats)
+        for chunk in sorted({1, 4, n})
+    }
+    return {"mc_samples": n, "mc_sequential_seconds": sequential,
+            "mc_batched_seconds": {str(chunk): seconds for chunk, seconds in batched.items()},
+            "mc_batched_speedup": sequential / batched[n]}
