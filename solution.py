@@ -500,6 +500,10 @@ save_figure(plot_prediction_grid(
 # their median: smooth and blurry. The GAN must produce something that looks real to the
 # discriminator: sharp, even where it has to guess.
 #
+# If you have a VisCy model's predictions of these test images as TIFFs (one per field of view,
+# named like the phase images), put them in `predictions/viscy/` (or point
+# `PIX2PIXHD_VISCY_PREDICTIONS` at them) and they join every table and figure below.
+#
 # Sharpness is measured by the power spectrum: `hf_power_ratio` is the fraction of a
 # prediction's spectral power above 0.1 cycles/pixel (structures smaller than 10 pixels:
 # chromatin, nuclear edges) divided by the same fraction in the real stain (1 = as much fine
@@ -513,8 +517,14 @@ from pix2pixhd.viz import plot_f1_vs_threshold, plot_metric_distributions, plot_
 tables["regression"] = evaluate_predictions(predicted["regression"], DATA / "test")
 summaries["regression"] = write_evaluation(tables["regression"],
                                            RESULTS / "evaluation" / "regression")
-comparison = compare_models({"Pix2PixHD (GAN)": summaries["GAN"],
-                             "regression (L1)": summaries["regression"]})
+# a VisCy model's predictions of the same test images (TIFFs named like the FOVs) join in
+VISCY = Path(os.environ.get("PIX2PIXHD_VISCY_PREDICTIONS", "predictions/viscy"))
+if VISCY.is_dir():
+    predicted["VisCy"] = VISCY
+    tables["VisCy"] = evaluate_predictions(VISCY, DATA / "test")
+    summaries["VisCy"] = write_evaluation(tables["VisCy"], RESULTS / "evaluation" / "VisCy")
+names = {"GAN": "Pix2PixHD (GAN)", "regression": "regression (L1)", "VisCy": "VisCy"}
+comparison = compare_models({names[name]: summary for name, summary in summaries.items()})
 comparison.to_csv(RESULTS / "comparison.csv")
 print(comparison.round(3).to_string())
 
