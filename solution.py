@@ -301,8 +301,8 @@ print(f"untrained networks on one batch: G_GAN {gan_loss(fake_features, True):.3
 # ### 1.6 Train for a while
 #
 # The `Trainer` runs the loop of `pix2pixhd/train.py`; read its `train_step`, it is short. Each
-# step computes the fake stain, passes the real and the fake pair through the discriminator
-# *together* (instance norm treats each sample alone, so this is the same as two passes, only
+# step computes the fake stain, scores the real and the fake pair with the discriminator (on a
+# GPU in one pass: instance norm treats each sample alone, so that equals two passes, only
 # faster), then updates G with its loss and D with its own. Adam with lr 2e-4 and
 # $\beta_1=0.5$, constant and then linearly decayed, as in the paper.
 #

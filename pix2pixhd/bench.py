@@ -97,7 +97,7 @@ def run_benchmark(
     cpu_only = ["train.amp=none", "train.channels_last=false"]
     variants: dict[str, Callable[[], Any]] = {}
     if config.model.kind == "gan":
-        joint = _trainer(config, cpu_only)
+        joint = _trainer(config, cpu_only, joint_discriminator_pass=True)
         separate = _trainer(config, cpu_only, joint_discriminator_pass=False)
         original = _trainer(config, cpu_only)
         variants |= {"step_joint": lambda: joint.train_step(data),

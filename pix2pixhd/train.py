@@ -123,7 +123,7 @@ class Trainer:
         overwrite: bool = False,
         distributed: Distributed | None = None,
         loaders: tuple[Any, Any] | None = None,
-        joint_discriminator_pass: bool = True,
+        joint_discriminator_pass: bool | None = None,
     ) -> None:
         self.config = config
         self.distributed = distributed or Distributed()
@@ -131,7 +131,11 @@ class Trainer:
         self.run_dir = Path(config.train.checkpoints_dir) / config.train.name
         self.is_gan = config.model.kind == "gan"
         # instance norm normalises each sample alone, so real and fake pairs can share one D
-        # pass; batch norm would mix their statistics
+        # pass (batch norm would mix their statistics). One pass of 2B fills a GPU better and
+        # keeps DDP to one forward per step; on a CPU two passes of B measured 4-13 % faster
+        # (`python -m pix2pixhd bench`), since G's backward then skips the real half.
+        if joint_discriminator_pass is None:
+            joint_discriminator_pass = self.device.type == "cuda" or self.distributed.world_size > 1
         self.joint_discriminator_pass = joint_discriminator_pass and config.model.norm != "batch"
         self._prepare_run_dir(resume, overwrite)
 
