@@ -551,6 +551,10 @@ save_figure(plot_predictions(
 # - In the zoomed crop, find a nucleus whose texture the GAN drew but the real stain does not
 #   have. Is that "hallucination" harmful for counting nuclei? For measuring DNA content?
 # - Which model would you use to segment nuclei, and which to show a biologist a picture?
+# - In the power spectra, up to which frequency does the GAN follow the real stain? Above it
+#   the GAN's curve flattens far above the real stain's noise floor: find what makes that power
+#   in the zoomed crop (look for a fine checkerboard, a known artefact of transposed
+#   convolutions). What does that do to `hf_power_ratio`?
 # </div>
 #
 # <div class="alert alert-success">
