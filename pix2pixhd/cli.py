@@ -91,8 +91,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from pix2pixhd.predict import predict_folder
+    from pix2pixhd.train import resolve_device
 
-    written = predict_folder(args.checkpoint, args.input, args.out, device=_device(args.device),
+    written = predict_folder(args.checkpoint, args.input, args.out,
+                             device=resolve_device(args.device),
                              tile_size=args.tile_size, overlap=args.overlap)
     print(f"wrote {len(written)} predictions under {args.out}")
     return 0
@@ -109,11 +111,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from pix2pixhd.train import resolve_device
     from pix2pixhd.uncertainty import sample_folder
 
     summary = sample_folder(args.checkpoint, args.input, args.out, n=args.n, seed=args.seed,
                             batch_size=args.batch_size, calibration=args.calibration,
-                            max_images=args.max_images, device=_device(args.device))
+                            max_images=args.max_images, device=resolve_device(args.device))
     print(json.dumps(summary, indent=2) if summary else "no targets: maps written, no scores")
     print(f"mean and std maps in {args.out}")
     return 0
@@ -127,14 +130,6 @@ def _bench(args: argparse.Namespace) -> int:
                             repeats=args.repeats)
     print(json.dumps(results, indent=2))
     return 0
-
-
-def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 HEADLINE = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "real_stain_f1_iou50",
