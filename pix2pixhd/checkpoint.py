@@ -27,7 +27,7 @@ from pix2pixhd.networks import build_discriminator, build_generator
 
 ARCHITECTURE_OPTIONS = (
     "netG", "ngf", "n_downsample_global", "n_blocks_global", "n_local_enhancers",
-    "n_blocks_local", "norm", "use_dropout", "ndf", "n_layers_D", "num_D",
+    "n_blocks_local", "norm", "use_dropout", "upsample", "ndf", "n_layers_D", "num_D",
 )
 """Model options that change the shapes or names of the weights."""
 
@@ -42,6 +42,7 @@ def generator_from_config(model: ModelConfig, input_nc: int, output_nc: int) -> 
         n_downsample_global=model.n_downsample_global, n_blocks_global=model.n_blocks_global,
         n_local_enhancers=model.n_local_enhancers, n_blocks_local=model.n_blocks_local,
         norm=model.norm, use_dropout=model.use_dropout, dropout_p=model.dropout_p,
+        upsample=model.upsample,
     )
 
 

@@ -65,6 +65,9 @@ class ModelConfig:
     use_dropout: bool = True
     """Dropout in the residual blocks: a regulariser, and what MC-dropout samples from."""
     dropout_p: float = 0.2
+    upsample: str = "transpose"
+    """Decoder upsampling: 'transpose' (the original's transposed convolutions, whose state dicts
+    load) or 'resize' (nearest x2 then a 3x3 convolution, free of checkerboard artefacts)."""
     ndf: int = 32
     n_layers_D: int = 3
     num_D: int = 3
@@ -227,6 +230,7 @@ CHOICES = {
     "model.kind": ("gan", "regression"),
     "model.netG": ("global", "local"),
     "model.norm": ("instance", "batch"),
+    "model.upsample": ("transpose", "resize"),
     "loss.gan_mode": ("lsgan", "vanilla"),
     "train.amp": ("auto", "bf16", "fp16", "none"),
 }

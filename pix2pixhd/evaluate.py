@@ -49,6 +49,8 @@ REAL_STAIN = "real_stain_"
 
 SUMMARY_KEYS = (
     "psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "real_stain_f1_iou50", "hf_power_ratio",
+    "band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_high",
+    "log_spectral_distance",
 )
 """Keys every summary holds (null in summary.json when not measured, e.g. without masks)."""
 
@@ -247,11 +249,12 @@ def evaluate_predictions(
     hf_cutoff: cycles/pixel for `metrics.hf_power_ratio`; None = that function's default.
 
     Columns: fov; psnr, ssim, pearson, mae, nrmse (prediction vs real stain, the real stain's
-    range as data range); hf_power_ratio; the `instance_scores` of the prediction and the same
-    for the real stain prefixed `real_stain_`. Without masks the instance columns are left
-    out (with a warning). Values are nan where undefined (Pearson r or the sharpness ratio of
-    a constant prediction, mean matched IoU when nothing matched) and psnr is inf for a
-    prediction equal to the real stain.
+    range as data range); hf_power_ratio; band_power_ratio_low/mid/high and
+    log_spectral_distance (`metrics.spectral_metrics`); the `instance_scores` of the prediction
+    and the same for the real stain prefixed `real_stain_`. Without masks the instance columns
+    are left out (with a warning). Values are nan where undefined (Pearson r or the sharpness
+    ratio of a constant prediction, mean matched IoU when nothing matched) and psnr is inf for
+    a prediction equal to the real stain.
     """
     split = Path(data_split_dir)
     pairs = paired_files(pred_dir, split, channel, allow_missing=allow_missing)
@@ -264,6 +267,7 @@ def evaluate_predictions(
         row: dict = {"fov": fov}
         row.update(metrics.pixel_metrics(prediction, stain))
         row["hf_power_ratio"] = metrics.hf_power_ratio(prediction, stain, **sharpness)
+        row.update(metrics.spectral_metrics(prediction, stain))
         if masks is not None:
             true_labels = _read_same_shape(stain_path, stain.shape, masks[fov], mask=True)
             row.update(instance_scores(prediction, true_labels, segment=segment))

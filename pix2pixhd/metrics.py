@@ -257,6 +257,77 @@ def hf_power_ratio(pred: np.ndarray, target: np.ndarray, cutoff: float = HF_CUTO
     return pred_fraction / target_fraction
 
 
+SPECTRAL_BANDS = {"low": (0.05, 0.15), "mid": (0.15, 0.30), "high": (0.30, 0.45)}
+"""cycles/pixel. In the built-in data, low holds chromatin texture and nuclear edges, mid the
+fall of the point-spread function, high mostly camera noise, and a decoder's period-2
+checkerboard lands near its top (0.5 cycles/pixel is Nyquist)."""
+
+LSD_RANGE = (0.02, 0.45)
+"""cycles/pixel over which `log_spectral_distance` averages: above the slow background, below
+the corners of the spectrum where only diagonal directions are left."""
+
+
+def band_power(image: np.ndarray, low: float, high: float) -> float:
+    """Mean power of the Fourier coefficients whose radial frequency lies in [low, high).
+
+    Mean removed, Hann window (see `_power_spectrum_2d`), so white noise of variance s^2 gives s^2
+    in any band. Frequencies in cycles/pixel.
+    """
+    if not 0 <= low < high <= np.sqrt(0.5):
+        raise ValueError(f"band [{low}, {high}) cycles/pixel is empty or beyond the spectrum")
+    radius, power = _power_spectrum_2d(image)
+    in_band = (radius >= low) & (radius < high)
+    if not in_band.any():
+        raise ValueError(f"band [{low}, {high}) holds no frequency of a {image.shape} image")
+    return float(power[in_band].mean())
+
+
+def band_power_ratio(pred: np.ndarray, target: np.ndarray, band: str) -> float:
+    """Prediction's power over the real stain's in one of `SPECTRAL_BANDS`, in the stain's units.
+
+    Unlike `hf_power_ratio` this keeps absolute power: 1 means the prediction has as much
+    structure at those scales as the real stain; a blurry prediction is below 1, invented
+    texture or artefacts above. nan when the real stain has no power in the band.
+    """
+    if band not in SPECTRAL_BANDS:
+        raise ValueError(f"band {band!r} is not one of {', '.join(SPECTRAL_BANDS)}")
+    pred, target = _as_pair(pred, target)
+    low, high = SPECTRAL_BANDS[band]
+    target_power = band_power(target, low, high)
+    if not target_power > 0:
+        return float("nan")
+    return band_power(pred, low, high) / target_power
+
+
+def log_spectral_distance(
+    pred: np.ndarray, target: np.ndarray, frequency_range: tuple[float, float] = LSD_RANGE
+) -> float:
+    """Mean over `frequency_range` of |log10(P_pred / P_real)| of the radially averaged spectra.
+
+    0 for identical spectra; 1 means the prediction's power is off by a factor of 10 on average,
+    too much or too little alike. It sees both blur and artefacts in one number. nan where
+    a spectrum is zero in the range.
+    """
+    _as_pair(pred, target)
+    frequencies, pred_power = radial_power_spectrum(pred)
+    _, target_power = radial_power_spectrum(target)
+    low, high = frequency_range
+    keep = (frequencies >= low) & (frequencies <= high)
+    if not keep.any():
+        raise ValueError(f"no frequency of a {np.shape(pred)} image in [{low}, {high}]")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        distance = np.abs(np.log10(pred_power[keep] / target_power[keep]))
+    return float(distance.mean()) if np.all(np.isfinite(distance)) else float("nan")
+
+
+def spectral_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """`band_power_ratio_{low,mid,high}` and `log_spectral_distance` of one prediction."""
+    scores = {f"band_power_ratio_{band}": band_power_ratio(pred, target, band)
+              for band in SPECTRAL_BANDS}
+    scores["log_spectral_distance"] = log_spectral_distance(pred, target)
+    return scores
+
+
 # --- nuclei segmentation -------------------------------------------------------------------------
 
 

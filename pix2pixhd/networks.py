@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 NORMS = ("instance", "batch")
 GENERATORS = ("global", "local")
+UPSAMPLINGS = ("transpose", "resize")
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
@@ -59,6 +60,29 @@ def count_parameters(module: nn.Module) -> int:
 
 
 # --- generator -------------------------------------------------------------------------------
+
+
+def upsampling_layer(upsample: str, channels_in: int, channels_out: int) -> nn.Module:
+    """Double the height and width: (B, channels_in, H, W) -> (B, channels_out, 2H, 2W).
+
+    'transpose' is the original's 3x3 transposed convolution with stride 2. Its kernel overlaps
+    itself unevenly: along each axis an even output pixel receives one tap of the kernel and an
+    odd one two, so neighbouring pixels are sums of different weights. That is the period-2
+    "checkerboard" of Odena et al. (Distill, 2016), present from the first step and hard to
+    train away. 'resize' repeats every pixel
+    (nearest neighbour) and then applies an ordinary 3x3 convolution, which treats every output
+    pixel alike; same number of parameters.
+    """
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(
+            channels_in, channels_out, kernel_size=3, stride=2, padding=1, output_padding=1
+        )
+    if upsample == "resize":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(channels_in, channels_out, kernel_size=3, padding=1),
+        )
+    raise ValueError(f"upsample={upsample!r} is not one of {', '.join(UPSAMPLINGS)}")
 
 
 class ResnetBlock(nn.Module):
@@ -109,7 +133,8 @@ class GlobalGenerator(nn.Module):
 
     `model` is one Sequential: 7x7 convolution, `n_downsampling` stride-2 3x3 convolutions that
     double the channels, `n_blocks` residual blocks at ngf * 2**n_downsampling channels,
-    `n_downsampling` transposed convolutions that halve them, 7x7 convolution, tanh.
+    `n_downsampling` upsampling layers that halve them (transposed convolutions, as the original,
+    or resize-convolutions: `upsampling_layer`), 7x7 convolution, tanh.
     """
 
     def __init__(
@@ -122,6 +147,7 @@ class GlobalGenerator(nn.Module):
         norm: str = "instance",
         use_dropout: bool = False,
         dropout_p: float = 0.2,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         self.size_multiple = 2**n_downsampling
@@ -143,9 +169,7 @@ class GlobalGenerator(nn.Module):
         for i in range(n_downsampling):
             channels = ngf * 2 ** (n_downsampling - i)
             layers += [
-                nn.ConvTranspose2d(
-                    channels, channels // 2, kernel_size=3, stride=2, padding=1, output_padding=1
-                ),
+                upsampling_layer(upsample, channels, channels // 2),
                 norm_layer(norm, channels // 2),
                 nn.ReLU(inplace=True),
             ]
@@ -180,6 +204,7 @@ class LocalEnhancer(nn.Module):
         norm: str = "instance",
         use_dropout: bool = False,
         dropout_p: float = 0.2,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         self.n_local_enhancers = n_local_enhancers
@@ -193,6 +218,7 @@ class LocalEnhancer(nn.Module):
             norm,
             use_dropout,
             dropout_p,
+            upsample,
         )
         self.model = nn.Sequential(*list(global_generator.model)[:-3])
         for n in range(1, n_local_enhancers + 1):
@@ -210,9 +236,7 @@ class LocalEnhancer(nn.Module):
                 ResnetBlock(width * 2, norm, use_dropout, dropout_p) for _ in range(n_blocks_local)
             ]
             back += [
-                nn.ConvTranspose2d(
-                    width * 2, width, kernel_size=3, stride=2, padding=1, output_padding=1
-                ),
+                upsampling_layer(upsample, width * 2, width),
                 norm_layer(norm, width),
                 nn.ReLU(inplace=True),
             ]
@@ -346,13 +370,18 @@ def build_generator(
     norm: str = "instance",
     use_dropout: bool = False,
     dropout_p: float = 0.2,
+    upsample: str = "transpose",
 ) -> GlobalGenerator | LocalEnhancer:
     """G1 ('global') or G2 ('local', G1 inside n_local_enhancers enhancers), initialised as the
-    original. For 'local', ngf is the width of the finest enhancer; G1 gets ngf * 2**n."""
+    original. For 'local', ngf is the width of the finest enhancer; G1 gets ngf * 2**n.
+    upsample: 'transpose' (the original's layers, its state dicts load) or 'resize' (nearest x2
+    then a 3x3 convolution: no checkerboard; see `upsampling_layer`)."""
     if netG not in GENERATORS:
         raise ValueError(f"netG={netG!r} is not one of {', '.join(GENERATORS)}")
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
+    if upsample not in UPSAMPLINGS:
+        raise ValueError(f"upsample={upsample!r} is not one of {', '.join(UPSAMPLINGS)}")
     _check_positive(input_nc=input_nc, output_nc=output_nc, ngf=ngf)
     _check_positive(n_downsample_global=n_downsample_global, allow_zero=True)
     _check_positive(n_blocks_global=n_blocks_global, allow_zero=True)
@@ -361,14 +390,14 @@ def build_generator(
     if netG == "global":
         generator = GlobalGenerator(
             input_nc, output_nc, ngf, n_downsample_global, n_blocks_global, norm,
-            use_dropout, dropout_p,
+            use_dropout, dropout_p, upsample,
         )
     else:
         _check_positive(n_local_enhancers=n_local_enhancers)
         _check_positive(n_blocks_local=n_blocks_local, allow_zero=True)
         generator = LocalEnhancer(
             input_nc, output_nc, ngf, n_downsample_global, n_blocks_global, n_local_enhancers,
-            n_blocks_local, norm, use_dropout, dropout_p,
+            n_blocks_local, norm, use_dropout, dropout_p, upsample,
         )
     init_weights(generator)
     log.debug("generator %s: %d parameters", netG, count_parameters(generator))

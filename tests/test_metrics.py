@@ -9,10 +9,13 @@ from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, struct
 from pix2pixhd.metrics import (
     IOU_THRESHOLDS,
     PER_THRESHOLD_KEYS,
+    SPECTRAL_BANDS,
+    band_power_ratio,
     hf_power_ratio,
     high_frequency_power,
     instance_metrics,
     iou_matrix,
+    log_spectral_distance,
     mae,
     match_instances,
     nrmse,
@@ -22,6 +25,7 @@ from pix2pixhd.metrics import (
     radial_power_spectrum,
     segment_nuclei,
     segment_nuclei_cellpose,
+    spectral_metrics,
     ssim,
 )
 
@@ -144,6 +148,62 @@ def test_hf_power_ratio_falls_monotonically_with_blur():
 def test_hf_power_ratio_ignores_brightness_and_contrast():
     pred, target = textured_pair(shape=(96, 96))
     assert hf_power_ratio(3 * pred + 7, target) == pytest.approx(hf_power_ratio(pred, target))
+
+
+def sinusoid(frequency, shape=(128, 128), amplitude=1.0):
+    """A plane wave along x of `frequency` cycles/pixel."""
+    x = np.arange(shape[1])[None, :]
+    return np.broadcast_to(amplitude * np.sin(2 * np.pi * frequency * x), shape).copy()
+
+
+@pytest.mark.parametrize(("frequency", "band"), [(0.1, "low"), (0.22, "mid"), (0.38, "high")])
+def test_a_sinusoid_puts_its_power_in_its_own_band(frequency, band):
+    """Against white noise of tiny variance, a wave adds power only in the band holding it."""
+    rng = np.random.default_rng(4)
+    reference = rng.normal(scale=1e-3, size=(128, 128))
+    wave = sinusoid(frequency) + reference
+    ratios = {name: band_power_ratio(wave, reference, name) for name in SPECTRAL_BANDS}
+    assert ratios[band] > 1e3
+    for other in set(SPECTRAL_BANDS) - {band}:
+        # the Hann window spreads a line over about 2 bins, i.e. 0.016 cycles/pixel at 128 px
+        assert ratios[other] == pytest.approx(1.0, rel=0.5)
+
+
+def test_band_power_ratio_of_scaled_image_is_the_square_of_the_scale():
+    """Power is in the stain's units: twice the amplitude is four times the power, any band."""
+    _, target = textured_pair(shape=(96, 96))
+    for band in SPECTRAL_BANDS:
+        assert band_power_ratio(2 * target + 5, target, band) == pytest.approx(4.0)
+
+
+def test_white_noise_against_white_noise_has_band_ratios_of_the_variance_ratio():
+    rng = np.random.default_rng(5)
+    loud, quiet = rng.normal(scale=3.0, size=(256, 256)), rng.normal(scale=1.0, size=(256, 256))
+    for band in SPECTRAL_BANDS:
+        assert band_power_ratio(loud, quiet, band) == pytest.approx(9.0, rel=0.1)
+
+
+def test_log_spectral_distance_is_zero_for_equal_spectra_and_one_for_a_tenfold_power():
+    rng = np.random.default_rng(6)
+    image = rng.normal(size=(128, 128))
+    assert log_spectral_distance(image, image) == 0
+    # sqrt(10) times the amplitude is 10 times the power at every frequency: log10 = 1
+    assert log_spectral_distance(np.sqrt(10) * image, image) == pytest.approx(1.0)
+    assert log_spectral_distance(image, np.sqrt(10) * image) == pytest.approx(1.0)
+
+
+def test_log_spectral_distance_grows_with_blur():
+    _, target = textured_pair(shape=(128, 128))
+    target = target + np.random.default_rng(7).normal(scale=0.3, size=target.shape)
+    distances = [log_spectral_distance(ndi.gaussian_filter(target, s), target) for s in (0.5, 1, 2)]
+    assert all(a < b for a, b in zip(distances, distances[1:], strict=False))
+
+
+def test_spectral_metrics_returns_the_summary_keys():
+    pred, target = textured_pair(shape=(64, 64))
+    assert set(spectral_metrics(pred, target)) == {
+        "band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_high",
+        "log_spectral_distance"}
 
 
 # --- instance matching ---------------------------------------------------------------------------
