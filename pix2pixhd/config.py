@@ -99,6 +99,8 @@ class TrainConfig:
     niter_decay: int = 100
     """Epochs over which the learning rate then falls linearly to zero."""
     lr: float = 2e-4
+    lr_D_ratio: float = 1.0
+    """The discriminator's learning rate as a multiple of lr (1 as the original)."""
     beta1: float = 0.5
     beta2: float = 0.999
     seed: int = 0
