@@ -52,7 +52,7 @@ from pix2pixhd.checkpoint import (
     save_checkpoint,
 )
 from pix2pixhd.config import Config, TrainConfig, save_config, to_dict
-from pix2pixhd.data import make_loaders, set_loader_epoch
+from pix2pixhd.data import Normaliser, make_loaders, set_loader_epoch
 from pix2pixhd.losses import (
     VGGLoss,
     discriminator_loss,
@@ -121,8 +121,9 @@ class Trainer:
     """Trains a generator (and, for the GAN, a discriminator) from one Config.
 
     `fit()` runs the epochs: a `train_step` per batch (returns plain numbers), `validate` per
-    epoch, a checkpoint per epoch. Loaders are made from `config.data` unless given (the
-    benchmark passes none and calls `train_step` on its own batches).
+    epoch, a checkpoint per epoch. Loaders and normaliser are made from `config.data` unless
+    given (the benchmark passes empty loaders and calls `train_step` on its own batches;
+    without a normaliser, validation scores the normalised images).
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class Trainer:
         overwrite: bool = False,
         distributed: Distributed | None = None,
         loaders: tuple[Any, Any] | None = None,
+        normaliser: Normaliser | None = None,
     ) -> None:
         self.config = config
         self.distributed = distributed or Distributed()
@@ -145,9 +147,9 @@ class Trainer:
         if loaders is None:
             loaders = make_loaders(config, rank=self.distributed.rank,
                                    world_size=self.distributed.world_size)
+            normaliser = loaders[0].dataset.normaliser
         self.train_loader, self.val_loader = loaders
-        dataset = getattr(self.train_loader, "dataset", None)
-        self.normaliser = getattr(dataset, "normaliser", None)
+        self.normaliser = normaliser
 
         input_nc, output_nc = channel_counts(config)
         self.generator = generator_from_config(config.model, input_nc, output_nc).to(self.device)
