@@ -10,8 +10,8 @@ Every variant runs in the same process on the same random batch, so ratios are s
                       (three passes), G's backward also filling D's gradients
     step_bf16, step_compiled, step_channels_last   on CUDA only
 
-Times are medians over `repeats` steps after `warmup` steps. The numbers go in the README and
-the issue notes, never in tests.
+Times are medians over `repeats` steps after `warmup` steps. They depend on the machine, so
+they are reported (as in the README), never asserted in tests.
 """
 
 from __future__ import annotations
