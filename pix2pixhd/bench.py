@@ -149,7 +149,7 @@ def _inference_seconds(trainer: Trainer, size: int, warmup: int, repeats: int) -
 
 def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int) -> dict:
     """n MC-dropout samples in batches of several sizes against n sequential passes."""
-    from pix2pixhd.uncertainty import mc_dropout_samples, mc_dropout_samples_sequential
+    from pix2pixhd.sampling import mc_dropout_samples, mc_dropout_samples_sequential
 
     phase = torch.randn(1, 1, size, size, device=trainer.device)
     generator = trainer.generator
