@@ -574,12 +574,12 @@ save_figure(plot_predictions(
 # right (calibration error after one scale factor fitted on validation images)?
 
 # %%
+from pix2pixhd.sampling import calibrate_std_scale, sample_stains
 from pix2pixhd.uncertainty import (
     ause,
-    calibrate_std_scale,
     evaluate_uncertainty,
-    sample_stains,
     sparsification_curve,
+    spearman_uncertainty_error,
     uncertainty_maps,
 )
 from pix2pixhd.viz import plot_mc_samples, plot_sparsification, plot_uncertainty_maps
@@ -589,8 +589,9 @@ gan_generator, _, gan_normaliser = load_predictor(MODELS["GAN"], DEVICE)
 samples = sample_stains(gan_generator, gan_normaliser, test_phase, MC["samples"], seed=0)[:, 0]
 maps = uncertainty_maps(samples)
 save_figure(plot_mc_samples(test_phase, samples, test_stain, crop=crop), "mc_samples")
-save_figure(plot_uncertainty_maps(maps["mean"], maps["std"], test_stain, cv=maps["cv"]),
-            "uncertainty_maps")
+rho = spearman_uncertainty_error(maps["std"], np.abs(maps["mean"] - test_stain))
+save_figure(plot_uncertainty_maps(maps["mean"], maps["std"], test_stain, cv=maps["cv"],
+                                  spearman=rho), "uncertainty_maps")
 
 # %%
 std_scale = calibrate_std_scale(gan_generator, gan_normaliser, DATA / "val",

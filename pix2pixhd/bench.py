@@ -11,8 +11,8 @@ Every variant runs in the same process on the same random batch, so ratios are s
                       gradients
     step_bf16, step_compiled, step_channels_last   on CUDA only
 
-Times are medians over `repeats` steps after `warmup` steps. The numbers belong in the README,
-never in tests.
+Times are medians over `repeats` steps after `warmup` steps. They depend on the machine, so
+they are reported (as in the README), never asserted in tests.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def _inference_seconds(trainer: Trainer, size: int, warmup: int, repeats: int) -
 
 def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int) -> dict:
     """n MC-dropout samples in batches of several sizes against n sequential passes."""
-    from pix2pixhd.uncertainty import mc_dropout_samples, mc_dropout_samples_sequential
+    from pix2pixhd.sampling import mc_dropout_samples, mc_dropout_samples_sequential
 
     phase = torch.randn(1, 1, size, size, device=trainer.device)
     generator = trainer.generator
