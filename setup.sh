@@ -5,7 +5,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 ENV_NAME=06_image_translation
-EXTRAS="notebook,download,dev"
+EXTRAS="notebook,download,dev,viscy"
 cd "$(dirname "$0")"
 
 usage() {

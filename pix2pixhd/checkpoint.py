@@ -28,6 +28,7 @@ from pix2pixhd.networks import build_discriminator, build_generator
 ARCHITECTURE_OPTIONS = (
     "netG", "ngf", "n_downsample_global", "n_blocks_global", "n_local_enhancers",
     "n_blocks_local", "norm", "use_dropout", "upsample", "ndf", "n_layers_D", "num_D",
+    "encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size", "in_stack_depth",
 )
 """Model options that change the shapes or names of the weights."""
 
@@ -37,6 +38,10 @@ class CheckpointError(ValueError):
 
 
 def generator_from_config(model: ModelConfig, input_nc: int, output_nc: int) -> nn.Module:
+    if model.kind == "viscy":
+        from pix2pixhd.vscyto import build_viscy_generator  # vscyto reads checkpoints: no cycle
+
+        return build_viscy_generator(model, input_nc, output_nc)
     return build_generator(
         input_nc=input_nc, output_nc=output_nc, ngf=model.ngf, netG=model.netG,
         n_downsample_global=model.n_downsample_global, n_blocks_global=model.n_blocks_global,

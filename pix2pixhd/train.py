@@ -51,6 +51,7 @@ from pix2pixhd.config import Config, TrainConfig, save_config, to_dict
 from pix2pixhd.data import make_loaders, set_loader_epoch
 from pix2pixhd.losses import VGGLoss, discriminator_loss, feature_matching_loss, gan_loss
 from pix2pixhd.metrics import psnr, ssim
+from pix2pixhd.vscyto import viscy_mixed_loss
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,8 @@ class Trainer:
                     terms["loss/G_L1"] = weights.lambda_l1 * (fake - target).abs().mean()
                 loss_D, loss_D_real, loss_D_fake = discriminator_loss(
                     pred_real, pred_fake, weights.gan_mode)
+            elif self.config.model.kind == "viscy":
+                terms["loss/G_L1_MSDSSIM"] = viscy_mixed_loss(fake, target)
             else:
                 terms["loss/G_L1"] = (fake - target).abs().mean()
             if self.vgg is not None:
