@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     predict = verbs.add_parser("predict", help="virtual stains for phase images of any size")
-    predict.add_argument("--checkpoint", required=True, help="a latest.pt of `train`")
+    predict.add_argument("--checkpoint", required=True,
+                         help="a latest.pt of `train`, or a VisCy .ckpt")
     predict.add_argument("--input", required=True,
                          help="a phase TIFF, a folder of them, or a split folder (data/test)")
     predict.add_argument("--out", required=True, help="writes OUT/<channel>/<fov>.tif")
