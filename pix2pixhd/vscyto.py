@@ -133,10 +133,13 @@ def build_viscy_generator(model: ModelConfig, input_nc: int, output_nc: int) -> 
             f"model.dims {options['dims']} and model.encoder_blocks "
             f"{options['encoder_blocks']} must have one entry per encoder stage each"
         )
-    return VisCyGenerator(
-        FullyConvolutionalMAE(**options),
-        viscy_size_multiple(options["stem_kernel_size"], options["dims"]),
-    )
+    network = FullyConvolutionalMAE(**options)
+    # A stack of depth 1 goes through the stem's 2-D convolution; its 3-D one (for deeper
+    # stacks) never runs here. Frozen, it stays in the state dict (VisCy checkpoints hold it)
+    # but DDP does not wait for a gradient that never comes.
+    network.encoder.stem.conv3d.requires_grad_(False)
+    return VisCyGenerator(network, viscy_size_multiple(options["stem_kernel_size"],
+                                                       options["dims"]))
 
 
 # --- the loss ------------------------------------------------------------------------------

@@ -66,6 +66,14 @@ def test_generator_maps_2d_phase_to_stains_of_the_same_size(tiny_config):
         generator(torch.randn(1, 1, 40, 32))
 
 
+def test_every_trainable_weight_gets_a_gradient_as_ddp_requires(tiny_config):
+    generator = build_viscy_generator(apply_overrides(tiny_config, TINY_VISCY).model, 1, 1)
+    generator(torch.randn(1, 1, 32, 32)).mean().backward()
+    trainable = [name for name, p in generator.named_parameters() if p.requires_grad]
+    assert trainable and all(generator.get_parameter(name).grad is not None for name in trainable)
+    assert "model.encoder.stem.conv3d.weight" in generator.state_dict()
+
+
 def test_stack_depth_other_than_one_is_refused(tiny_config):
     config = apply_overrides(tiny_config, TINY_VISCY + ["model.in_stack_depth=5"])
     with pytest.raises(ValueError, match="in_stack_depth=5"):
