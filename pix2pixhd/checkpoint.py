@@ -28,9 +28,12 @@ from pix2pixhd.networks import build_discriminator, build_generator
 ARCHITECTURE_OPTIONS = (
     "netG", "ngf", "n_downsample_global", "n_blocks_global", "n_local_enhancers",
     "n_blocks_local", "norm", "use_dropout", "upsample", "ndf", "n_layers_D", "num_D",
-    "encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size", "in_stack_depth",
 )
 """Model options that change the shapes or names of the weights."""
+VISCY_ARCHITECTURE_OPTIONS = (
+    "encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size", "in_stack_depth",
+)
+"""The same for model.kind=viscy, whose network takes only these."""
 
 
 class CheckpointError(ValueError):
@@ -87,9 +90,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
     """'option: saved -> wanted' for every option that changes the weights' shapes."""
+    names = VISCY_ARCHITECTURE_OPTIONS if wanted.kind == "viscy" else ARCHITECTURE_OPTIONS
     return [
         f"{name}: {getattr(saved, name)!r} in the checkpoint, {getattr(wanted, name)!r} now"
-        for name in ARCHITECTURE_OPTIONS
+        for name in names
         if getattr(saved, name) != getattr(wanted, name)
     ]
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from viscy.translation.engine import FcmaeUNet, MixedLoss
 from viscy.translation.evaluation_metrics import ms_ssim_25d
 
-from pix2pixhd.checkpoint import CheckpointError, load_generator
-from pix2pixhd.config import apply_overrides, load_config
+from pix2pixhd.checkpoint import CheckpointError, architecture_differences, load_generator
+from pix2pixhd.config import ModelConfig, apply_overrides, load_config
 from pix2pixhd.layout import image_path, read_dataset_json, read_image
 from pix2pixhd.predict import predict_folder
 from pix2pixhd.train import Trainer
@@ -55,6 +55,16 @@ def test_course_preset_has_vscyto2d_sizes():
     assert (model.encoder_blocks, model.dims, model.decoder_conv_blocks,
             model.stem_kernel_size, model.in_stack_depth) == (
         [3, 3, 9, 3], [96, 192, 384, 768], 2, [1, 2, 2], 1)
+
+
+def test_viscy_options_matter_for_resuming_viscy_runs_only():
+    saved_before_viscy = load_config("quick").model  # saved without VisCy options: defaults
+    saved_before_viscy.dims = ModelConfig().dims
+    assert architecture_differences(saved_before_viscy, load_config("quick").model) == []
+    saved, wanted = ModelConfig(kind="viscy"), load_config("quick").model
+    wanted.kind = "viscy"
+    assert architecture_differences(saved, wanted) == [
+        "dims: [96, 192, 384, 768] in the checkpoint, [32, 64, 128, 256] now"]
 
 
 def test_generator_maps_2d_phase_to_stains_of_the_same_size(tiny_config):
