@@ -135,11 +135,19 @@ def build_viscy_generator(model: ModelConfig, input_nc: int, output_nc: int) -> 
         )
     network = FullyConvolutionalMAE(**options)
     # A stack of depth 1 goes through the stem's 2-D convolution; its 3-D one (for deeper
-    # stacks) never runs here. Frozen, it stays in the state dict (VisCy checkpoints hold it)
-    # but DDP does not wait for a gradient that never comes.
-    network.encoder.stem.conv3d.requires_grad_(False)
+    # stacks) never runs here. As buffers its weights stay in the state dict (VisCy checkpoints
+    # hold them) while the optimiser, backward and DDP see only weights that get gradients.
+    hold_as_buffers(network.encoder.stem.conv3d)
     return VisCyGenerator(network, viscy_size_multiple(options["stem_kernel_size"],
                                                        options["dims"]))
+
+
+def hold_as_buffers(module: nn.Module) -> None:
+    """Turn a module's own parameters into buffers of the same names: loaded and saved, moved
+    with the module, never trained."""
+    for name, parameter in list(module.named_parameters(recurse=False)):
+        delattr(module, name)
+        module.register_buffer(name, parameter.detach())
 
 
 # --- the loss ------------------------------------------------------------------------------
