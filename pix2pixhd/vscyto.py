@@ -40,12 +40,6 @@ from pix2pixhd.layout import read_dataset_json
 
 log = logging.getLogger(__name__)
 
-VSCYTO2D_URL = (
-    "https://public.czbiohub.org/comp.micro/viscy/VS_models/VSCyto2D/VSCyto2D/"
-    "epoch=399-step=23200.ckpt"
-)
-"""The published VSCyto2D checkpoint (Lightning, 2 outputs: nuclei then membrane)."""
-
 VISCY_OUTPUT_CHANNELS = ("nuclei", "membrane")
 """VSCyto2D's output channels in order, as VisCy's prediction example reads them."""
 
@@ -282,6 +276,8 @@ def load_viscy_checkpoint(
             f"{path}: the weights do not fit the network its model_config describes "
             f"({error})"
         ) from error
+    log.info("VisCy network from %s: dims %s, outputs %s", path, config.model.dims,
+             ", ".join(config.data.target_channels))
     return generator.to(device).eval(), config
 
 
