@@ -30,6 +30,10 @@ ARCHITECTURE_OPTIONS = (
     "n_blocks_local", "norm", "use_dropout", "upsample", "ndf", "n_layers_D", "num_D",
 )
 """Model options that change the shapes or names of the weights."""
+VISCY_ARCHITECTURE_OPTIONS = (
+    "encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size", "in_stack_depth",
+)
+"""The same for model.kind=viscy, whose network takes only these."""
 
 
 class CheckpointError(ValueError):
@@ -37,6 +41,10 @@ class CheckpointError(ValueError):
 
 
 def generator_from_config(model: ModelConfig, input_nc: int, output_nc: int) -> nn.Module:
+    if model.kind == "viscy":
+        from pix2pixhd.vscyto import build_viscy_generator  # vscyto reads checkpoints: no cycle
+
+        return build_viscy_generator(model, input_nc, output_nc)
     return build_generator(
         input_nc=input_nc, output_nc=output_nc, ngf=model.ngf, netG=model.netG,
         n_downsample_global=model.n_downsample_global, n_blocks_global=model.n_blocks_global,
@@ -82,9 +90,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
     """'option: saved -> wanted' for every option that changes the weights' shapes."""
+    names = VISCY_ARCHITECTURE_OPTIONS if wanted.kind == "viscy" else ARCHITECTURE_OPTIONS
     return [
         f"{name}: {getattr(saved, name)!r} in the checkpoint, {getattr(wanted, name)!r} now"
-        for name in ARCHITECTURE_OPTIONS
+        for name in names
         if getattr(saved, name) != getattr(wanted, name)
     ]
 

@@ -34,9 +34,13 @@ def _data_synthetic(args: argparse.Namespace) -> int:
 
 
 def _data_download(args: argparse.Namespace) -> int:
-    from pix2pixhd.download import DownloadError, download_dataset
+    from pix2pixhd.download import DownloadError, download_dataset, download_viscy_model
 
     try:
+        if args.viscy_model:
+            path = download_viscy_model(args.model_dir, timeout=args.timeout)
+            print(f"VisCy's VSCyto2D model is in {path}")
+            return 0
         download_dataset(args.out, timeout=args.timeout, val_fraction=args.val_fraction)
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -173,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--out", default="data")
     download.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     download.add_argument("--val-fraction", type=float, default=0.15)
+    download.add_argument("--viscy-model", action="store_true",
+                          help="fetch VisCy's published VSCyto2D checkpoint instead of the data")
+    download.add_argument("--model-dir", default=None,
+                          help="where --viscy-model puts it (default checkpoints/VSCyto2D)")
     download.set_defaults(run=_data_download)
 
     check = data_verbs.add_parser("check", help="validate a dataset folder")
@@ -211,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
 
     predict = verbs.add_parser("predict", help="virtual stains for phase images of any size")
-    predict.add_argument("--checkpoint", required=True, help="a latest.pt of `train`")
+    predict.add_argument("--checkpoint", required=True,
+                         help="a latest.pt of `train`, or a VisCy .ckpt")
     predict.add_argument("--input", required=True,
                          help="a phase TIFF, a folder of them, or a split folder (data/test)")
     predict.add_argument("--out", required=True, help="writes OUT/<channel>/<fov>.tif")

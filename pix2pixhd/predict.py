@@ -27,13 +27,19 @@ from pix2pixhd.checkpoint import load_generator
 from pix2pixhd.config import Config
 from pix2pixhd.data import Normaliser
 from pix2pixhd.layout import list_fovs, read_image, write_image
+from pix2pixhd.vscyto import is_viscy_checkpoint, load_viscy_predictor
 
 log = logging.getLogger(__name__)
 
 
 def load_predictor(
-    checkpoint: str | Path, device: str | torch.device = "cpu"
+    checkpoint: str | Path, device: str | torch.device = "cpu",
+    dataset_root: str | Path | None = None,
 ) -> tuple[nn.Module, Config, Normaliser]:
+    """Generator, config and normaliser of a `train` checkpoint (.pt) or a published VisCy one
+    (.ckpt; its stain units then come from `dataset_root`'s dataset.json)."""
+    if is_viscy_checkpoint(checkpoint):
+        return load_viscy_predictor(checkpoint, device, dataset_root)
     generator, config, normaliser = load_generator(checkpoint, device)
     if normaliser is None:
         raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
@@ -159,9 +165,15 @@ def predict_folder(
     device: str | torch.device = "cpu",
     tile_size: int = 1024,
     overlap: int = 128,
+    dataset_root: str | Path | None = None,
 ) -> list[Path]:
-    """Predict every phase image of `source`; write OUT/<channel>/<fov>.tif per target channel."""
-    generator, config, normaliser = load_predictor(checkpoint, device)
+    """Predict every phase image of `source`; write OUT/<channel>/<fov>.tif per target channel.
+
+    `dataset_root` (default: the parent of a split folder such as data/test) is needed only
+    for a VisCy .ckpt, whose outputs take their stain units from its dataset.json."""
+    if dataset_root is None and (Path(source) / "phase").is_dir():
+        dataset_root = Path(source).parent
+    generator, config, normaliser = load_predictor(checkpoint, device, dataset_root)
     written = []
     for fov, path in tqdm(input_files(source).items(), desc="predict"):
         stain = predict_image(generator, read_image(path), normaliser,

@@ -61,6 +61,7 @@ from pix2pixhd.losses import (
     l1_loss,
 )
 from pix2pixhd.metrics import psnr, ssim
+from pix2pixhd.vscyto import viscy_mixed_loss
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +268,12 @@ class Trainer:
                 generator_terms["loss/G_GAN_Feat"] = weights.lambda_feat * feature_matching_loss(
                     pred_real, pred_fake,
                     n_layers_D=self.config.model.n_layers_D, num_D=self.config.model.num_D)
-            lambda_l1 = weights.lambda_l1 if self.is_gan else 1.0
-            if lambda_l1 > 0:
-                generator_terms["loss/G_L1"] = lambda_l1 * l1_loss(fake, target)
+                if weights.lambda_l1 > 0:
+                    generator_terms["loss/G_L1"] = weights.lambda_l1 * l1_loss(fake, target)
+            elif self.config.model.kind == "viscy":
+                generator_terms["loss/G_L1_MSDSSIM"] = viscy_mixed_loss(fake, target)
+            else:  # the regression baseline: L1 alone
+                generator_terms["loss/G_L1"] = l1_loss(fake, target)
             if self.vgg is not None:
                 generator_terms["loss/G_VGG"] = weights.lambda_vgg * self.vgg(
                     fake.float(), target.float())
