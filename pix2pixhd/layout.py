@@ -27,6 +27,8 @@ CHANNELS = ("phase", "nuclei", "membrane")
 MASKS = "nuclei_masks"
 PERCENTILES = (0.5, 99.5)
 """Robust range used to scale images: ignores the brightest and darkest 0.5 % of pixels."""
+NORMALISE = ("dataset", "image")
+"""How new phase images are scaled: the train split's median and IQR, or the image's own."""
 
 HOW_TO_GET_DATA = (
     "make a dataset with `python -m pix2pixhd data synthetic --out data` "

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from pix2pixhd.checkpoint import load_checkpoint, load_generator, training_statistics
 from pix2pixhd.config import Config
 from pix2pixhd.data import Normaliser
-from pix2pixhd.layout import check_output_folder, list_fovs, read_image, write_image
+from pix2pixhd.layout import NORMALISE, check_output_folder, list_fovs, read_image, write_image
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ def foreign_input_message(image: np.ndarray, stats: dict[str, float], name: str)
             f"IQRs from the training median {stats['median']:.4g} and its IQR is {spread:.2g} "
             "times the training IQR; the prediction may be meaningless: check its units, or "
             "try --normalise image")
-
-
-NORMALISE = ("dataset", "image")
-"""Input scaling: the train split's median and IQR (as in training) or the image's own."""
 
 
 def input_normaliser(
