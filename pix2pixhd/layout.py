@@ -219,9 +219,13 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not valid JSON ({error}); {HOW_TO_GET_DATA}") from error
-    if not isinstance(info, dict) or not isinstance(info.get("normalisation", {}), dict):
+    if not isinstance(info, dict):
         raise DataError(f"{path} holds a {type(info).__name__}, not the mapping of source, "
                         f"counts and normalisation that pix2pixhd writes; {HOW_TO_GET_DATA}")
+    if not isinstance(info.get("normalisation", {}), dict):
+        raise DataError(f"{path}: 'normalisation' holds a "
+                        f"{type(info['normalisation']).__name__}, not a mapping of channels; "
+                        "rewrite it with pix2pixhd.layout.write_dataset_json")
     for channel in info.get("normalisation", {}):
         plain_name(channel, f"{path}: channel")
     return info
