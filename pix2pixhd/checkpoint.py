@@ -170,22 +170,25 @@ def _check_export_folder(run_dir: Path, out_dir: Path, overwrite: bool) -> None:
     if out_dir.resolve() == run_dir.resolve():
         raise CheckpointError(f"exporting {run_dir} into itself would drop its optimiser "
                               "states; choose another --out")
-    if overwrite or not out_dir.is_dir():
+    if overwrite or not out_dir.is_dir() or not foreign_files(out_dir, (".*.part",)):
         return
-    foreign = foreign_files(out_dir, EXPORT_FILES)
-    earlier = out_dir / "latest.pt"
-    if not foreign and earlier.is_file():
-        try:
-            if "optimizer_G" not in torch.load(earlier, map_location="cpu", weights_only=True):
-                return
-        except Exception:  # unreadable: not ours to replace silently
-            pass
-    elif not foreign and not earlier.exists():
+    foreign = foreign_files(out_dir, EXPORT_FILES) + [
+        str(path.relative_to(out_dir)) for path in out_dir.glob("logs/**/*")
+        if path.is_file() and not path.name.startswith("events.out.tfevents.")]
+    if not foreign and _is_export(out_dir / "latest.pt"):
         return
     raise CheckpointError(
         f"{out_dir} is not empty and is not an earlier export (it holds "
-        f"{', '.join(foreign) or 'a latest.pt with optimiser states'}); choose an empty or "
+        f"{', '.join(foreign) or 'no exported latest.pt'}); choose an empty or "
         "new --out, or pass --overwrite to replace latest.pt, config.yaml and logs/ there")
+
+
+def _is_export(path: Path) -> bool:
+    """Whether `path` is a checkpoint written by `export_run` (one without optimiser states)."""
+    try:
+        return "optimizer_G" not in load_checkpoint(path)
+    except CheckpointError:
+        return False
 
 
 def foreign_files(folder: Path, patterns: tuple[str, ...]) -> list[str]:
