@@ -60,6 +60,8 @@ def check_output_folder(out: str | Path, inputs: list[str | Path | None]) -> Pat
     Predictions written into a data split would replace the real images of the same name.
     Returns `out` unchanged.
     """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DataError(f"output folder {out} is a file; choose a folder (it will be made)")
     where = Path(out).resolve()
     for source in (s for s in inputs if s is not None):
         folder = Path(source).resolve()
