@@ -250,3 +250,31 @@ def test_ddp_ranks_end_with_identical_weights(tiny_config, tmp_path):
     initial = Trainer(apply_overrides(tiny_config, ["train.name=fresh"]), loaders=([], []))
     assert any(not torch.equal(initial.generator.state_dict()[k], v)
                for k, v in torch.load(tmp_path / "rank0.pt", weights_only=True).items())
+
+
+def test_a_bad_pixel_stops_the_trainer_before_anything_is_written(tiny_config, tmp_path):
+    import shutil
+
+    import tifffile
+
+    from pix2pixhd import layout
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_config.data.root, data)
+    path = layout.image_path(data, "val", "phase", "fov_0001")
+    image = layout.read_image(path)
+    image[5, 5] = np.nan
+    tifffile.imwrite(path, image)
+    config = apply_overrides(tiny_config, [f"data.root={data}"])
+    with pytest.raises(layout.DataError, match="fov_0001.tif has 1 NaN or infinite pixels"):
+        Trainer(config)
+    assert not Path(config.train.checkpoints_dir).exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_cuda_names_the_cpu_setting():
+    from pix2pixhd.config import ConfigError
+    from pix2pixhd.train import resolve_device
+
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible; use train.device=cpu"):
+        resolve_device("cuda")
