@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pix2pixhd import metrics
+from pix2pixhd import metrics, segmentation
 from pix2pixhd.checkpoint import load_checkpoint, training_statistics
 from pix2pixhd.data import Normaliser
 from pix2pixhd.layout import read_image, read_mask, write_image
@@ -403,12 +403,12 @@ def nuclei_count_spread(
     """How many nuclei each sample shows: the spread says how sure the model is of the count.
 
     samples (n, H, W) in the stain's units; segment: image -> integer labels (default
-    `metrics.segment_nuclei` with its defaults). Returns mean, std (ddof=1) and the counts.
+    `segmentation.segment_nuclei` with its defaults). Returns mean, std (ddof=1) and the counts.
     """
     samples = np.asarray(samples)
     if samples.ndim != 3 or samples.shape[0] < 2:
         raise ValueError(f"samples have shape {samples.shape}; expected (n, H, W) with n >= 2")
-    segment = metrics.segment_nuclei if segment is None else segment
+    segment = segmentation.segment_nuclei if segment is None else segment
     counts = []
     for sample in tqdm(samples, desc="segmenting samples", leave=False, disable=not progress):
         labels = np.asarray(segment(sample))
@@ -461,7 +461,7 @@ def evaluate_uncertainty(
     }
     if true_labels is not None:
         spread = nuclei_count_spread(samples, segment)
-        segment = metrics.segment_nuclei if segment is None else segment
+        segment = segmentation.segment_nuclei if segment is None else segment
         nuclei = per_nucleus_uncertainty(std, segment(maps["mean"]), true_labels)
         result["nuclei_true"] = int(len(nuclei))
         result["nuclei_count_mean"] = spread["mean"]
