@@ -72,7 +72,15 @@ def channel_counts(config: Config) -> tuple[int, int]:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Written atomically: an interrupted save leaves the previous checkpoint intact."""
-    return write_atomically(path, lambda temporary: torch.save(state, temporary))
+
+    def save(temporary: str) -> None:
+        try:
+            torch.save(state, temporary)
+        except RuntimeError as error:  # torch reports a full disk as a RuntimeError
+            raise CheckpointError(f"could not write {path} ({error}); is the disk full? The "
+                                  "previous checkpoint there is intact") from error
+
+    return write_atomically(path, save)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

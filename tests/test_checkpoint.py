@@ -158,3 +158,20 @@ def test_provenance_mismatch_names_both_sources(run, tmp_path):
     message = provenance_mismatch(latest, other)
     assert "trained on synthetic data" in message and "holds VSCyto2D A549 data" in message
     shutil.rmtree(other)
+
+
+def test_a_failed_save_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from pix2pixhd.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "latest.pt", {"epoch": 1})
+
+    def full_disk(state, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"could not write .*latest.pt .*disk full"):
+        save_checkpoint(tmp_path / "latest.pt", {"epoch": 2})
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "latest.pt", weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
