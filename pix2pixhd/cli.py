@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from pix2pixhd.layout import NORMALISE, DataError, check_output_folder, plain_name
 
@@ -286,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.run(args)
+        with logging_redirect_tqdm():  # a warning gets its own line, not the end of a bar
+            return args.run(args)
     except (DataError, ValueError, OSError) as error:
         if args.verbose:
             raise

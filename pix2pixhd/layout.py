@@ -50,14 +50,15 @@ def plain_name(name: object, what: str) -> str:
     if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
             or "\0" in name or Path(name).is_absolute()):
         raise DataError(f"{what} {name!r} is not a plain name: use one folder name without "
-                        "'/', '\\' or '..' (e.g. my_run)")
+                        "'/', '\\' or '..'")
     return name
 
 
 def check_output_folder(out: str | Path, inputs: list[str | Path | None]) -> Path:
-    """Refuse an output folder that is, or lies inside, an input (or its folder) or a dataset.
+    """Refuse an output folder that is, or lies inside, an input folder or a dataset.
 
-    Predictions written into a data split would replace the real images of the same name.
+    Predictions written into a data split would replace the real images of the same name. For
+    an input file, only its own folder is refused (a subfolder beside it is fine).
     Returns `out` unchanged.
     """
     if Path(out).exists() and not Path(out).is_dir():
@@ -65,8 +66,8 @@ def check_output_folder(out: str | Path, inputs: list[str | Path | None]) -> Pat
     where = Path(out).resolve()
     for source in (s for s in inputs if s is not None):
         folder = Path(source).resolve()
-        folder = folder.parent if folder.is_file() else folder
-        if where == folder or folder in where.parents:
+        inside = folder in where.parents and not folder.is_file()
+        if where == (folder.parent if folder.is_file() else folder) or inside:
             raise DataError(f"output folder {out} is inside the input {source}; outputs there "
                             "would mix with or replace the inputs: choose a folder outside it")
     for folder in (where, *where.parents):

@@ -68,6 +68,7 @@ def test_outputs_inside_an_input_or_a_dataset_are_refused(tmp_path):
     ]:
         with pytest.raises(DataError, match=words):
             layout.check_output_folder(out, inputs)
+    assert layout.check_output_folder(images / "pred", [images / "cell.tif"]) == images / "pred"
     assert layout.check_output_folder(tmp_path / "pred", [data / "test"]) == tmp_path / "pred"
 
 
