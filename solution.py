@@ -456,7 +456,8 @@ def f1_at_iou(iou, threshold=0.5):
 
 
 # %%
-from pix2pixhd.metrics import iou_matrix, match_instances, segment_nuclei
+from pix2pixhd.metrics import iou_matrix, match_instances
+from pix2pixhd.segmentation import segment_nuclei
 from pix2pixhd.viz import plot_prediction_grid, plot_segmentation_overlay
 
 true_labels = read_mask(DATA / "test" / "nuclei_masks" / f"{fov}.tif")

@@ -13,7 +13,8 @@ VisCy's own names (`encoder_blocks`, `dims`, ...).
 
 The allowed values of the options that take a name (NORMS, GAN_MODES, ...) live here, beside
 their fields, and nowhere else: the network and loss builders import them to check their own
-arguments. This module imports nothing of the package, so every layer can depend on it.
+arguments. Of the package it imports only `layout`'s check of plain names (which imports
+nothing of the package), so every layer can depend on it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+from pix2pixhd.layout import DataError, plain_name
 
 MODEL_KINDS = ("gan", "regression", "viscy")
 GENERATORS = ("global", "local")
@@ -229,6 +232,8 @@ def from_dict(values: dict[str, Any]) -> Config:
     for section, entries in values.items():
         if section not in _sections():
             raise ConfigError(f"unknown config section {section!r}; known: {sorted(_sections())}")
+        if not isinstance(entries, dict | None):
+            raise ConfigError(f"config section {section!r} holds {entries!r}, not a mapping")
         for key, value in (entries or {}).items():
             _set_value(config, section, key, value)
     return config
@@ -244,7 +249,14 @@ def load_config(name_or_path: str | Path) -> Config:
             f"config {str(name_or_path)!r} is neither a preset ({', '.join(PRESETS)}) "
             "nor an existing YAML file"
         )
-    return from_dict(yaml.safe_load(path.read_text()) or {})
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config {path} is not readable YAML ({error})") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path} holds a {type(values).__name__}, not a mapping of "
+                          "sections (data, model, loss, train); write one with `save_config`")
+    return from_dict(values)
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -269,6 +281,19 @@ def _sections() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
 
+AT_LEAST = {
+    "data.batch_size": 1, "data.crops_per_image": 1, "data.num_workers": 0,
+    "data.crop_size": 0, "data.val_crop_size": 0, "model.ngf": 1, "model.ndf": 1,
+    "model.n_downsample_global": 0, "model.n_blocks_global": 0, "model.n_local_enhancers": 0,
+    "model.n_blocks_local": 0, "model.n_layers_D": 1, "model.num_D": 1,
+    "train.niter": 0, "train.niter_decay": 0, "train.save_every": 1, "train.log_every": 1,
+}
+"""Smallest allowed value of the counts: a zero or negative count would fail late or do nothing."""
+
+NAMES = ("train.name", "data.input_channel", "data.target_channels")
+"""Options that become folder names, so must each be one plain path component."""
+
+
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     part = getattr(config, section)
     hints = get_type_hints(type(part))
@@ -279,11 +304,23 @@ def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     allowed = _fields(part)[key].metadata.get("choices")
     if allowed is not None and value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    if name in AT_LEAST and value < AT_LEAST[name]:
+        raise ConfigError(f"{name}={value} must be at least {AT_LEAST[name]}")
+    if name in NAMES:
+        for text in value if isinstance(value, list) else [value]:
+            _check_plain_name(text, name)
     setattr(part, key, value)
 
 
 def _fields(part: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(part)}
+
+
+def _check_plain_name(text: str, name: str) -> None:
+    try:
+        plain_name(text, name)
+    except DataError as error:
+        raise ConfigError(str(error)) from error
 
 
 def _coerce(value: Any, expected: Any, name: str) -> Any:

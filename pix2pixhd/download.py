@@ -289,6 +289,12 @@ def _reading(what: str) -> Iterator[None]:
         yield
     except (KeyError, FileNotFoundError) as error:
         raise DownloadError(f"{what} is not there ({error!r}); is the URL right?") from error
+    except ValueError as error:  # json's and zarr's parse errors: an HTML page, or garbage
+        raise DownloadError(
+            f"{what} answered with something that is not OME-Zarr metadata ({error}); the "
+            "server may have sent an HTML page (a login, proxy or error page): open the URL in "
+            "a browser, or set HTTPS_PROXY"
+        ) from error
     except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as error:
         raise DownloadError(
             f"lost the connection while reading {what} ({type(error).__name__}: {error}); "

@@ -393,6 +393,15 @@ def test_test_store_without_masks_warns_and_writes_no_masks(tmp_path, server, ca
     assert len(layout.list_fovs(out, "test")) == 4
 
 
+def test_an_html_answer_is_named_as_not_zarr_metadata(server, stores_root, tmp_path):
+    page = stores_root / "login_page.zarr"
+    page.mkdir(exist_ok=True)
+    (page / "zarr.json").write_text("<html><body>Please log in</body></html>")
+    with pytest.raises(DownloadError, match="not OME-Zarr metadata.*HTML page"):
+        download_dataset(tmp_path / "data", train_url=server.url("login_page.zarr"),
+                         test_url=server.url("login_page.zarr"), timeout=5.0)
+
+
 # --- single files: the published VisCy model ------------------------------------------------
 
 
