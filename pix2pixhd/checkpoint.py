@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pix2pixhd.config import Config, ModelConfig, from_dict
+from pix2pixhd.config import Config, ModelConfig, from_dict, save_config, to_dict
 from pix2pixhd.layout import DataError, data_provenance, read_dataset_json, write_atomically
 from pix2pixhd.networks import build_discriminator, build_generator
 
@@ -160,13 +160,18 @@ def export_run(
     The exported checkpoint predicts, samples and evaluates like the original, but cannot be
     resumed (the optimisers' moments are gone): that is what makes it a third of the size. The
     logs keep every scalar but the image grids of only `image_epochs` evenly spaced epochs.
+    Its config (in latest.pt and config.yaml) names `out_dir` as the run's folder.
     A non-empty `out_dir` must be an earlier export, unless `overwrite`. A checkpoint that
     records no provenance gets it from its config's data.root as that folder is now.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     state = load_checkpoint(run_dir / "latest.pt")
     _check_export_folder(run_dir, out_dir, overwrite)
-    kept = {key: state[key] for key in ("generator", "epoch", "step", "config", "normaliser")}
+    kept = {key: state[key] for key in ("generator", "epoch", "step", "normaliser")}
+    config = from_dict(state["config"])
+    # the exported model lives in out_dir now, wherever it was trained
+    config.train.checkpoints_dir, config.train.name = str(out_dir.parent), out_dir.name
+    kept["config"] = to_dict(config)
     kept["discriminator"] = state["discriminator"] if keep_discriminator else None
     kept["provenance"] = state.get("provenance") or _provenance_from_config(state["config"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,8 +180,7 @@ def export_run(
         if (out_dir / "logs").is_dir():
             shutil.rmtree(out_dir / "logs")  # an earlier export's, checked above
         thin_event_files(run_dir / "logs", out_dir / "logs", image_epochs)
-    if (run_dir / "config.yaml").is_file():
-        shutil.copy2(run_dir / "config.yaml", out_dir / "config.yaml")
+    save_config(config, out_dir / "config.yaml")
     return out_dir / "latest.pt"
 
 

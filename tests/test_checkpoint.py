@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pix2pixhd.checkpoint import CheckpointError, export_run, load_checkpoint, load_generator
+from pix2pixhd.config import from_dict
 from pix2pixhd.logs import read_scalars
 from pix2pixhd.train import Trainer
 
@@ -40,6 +41,20 @@ def test_export_keeps_what_prediction_needs_and_thins_the_images(tiny_config, tm
     all_steps = image_steps(trainer.run_dir / "logs")
     assert len(all_steps) == 5 and image_steps(tmp_path / "shared" / "logs") == [
         all_steps[0], all_steps[-1]]
+
+
+def test_an_export_names_its_own_folder_as_the_run(tiny_config, tmp_path):
+    """A shared model must not point back at the folder where it happened to be trained."""
+    from pix2pixhd.config import load_config
+
+    trainer = Trainer(tiny_config)
+    trainer.fit(epochs=1)
+    exported = export_run(trainer.run_dir, tmp_path / "models" / "shared_gan")
+    for config in (from_dict(load_checkpoint(exported)["config"]),
+                   load_config(tmp_path / "models" / "shared_gan" / "config.yaml")):
+        assert config.train.checkpoints_dir == str(tmp_path / "models")
+        assert config.train.name == "shared_gan"
+        assert config.model == trainer.config.model
 
 
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
