@@ -176,7 +176,7 @@ def _recipe(config: Config) -> Config:
     decoder (no checkerboard) and a lighter feature-matching weight, which lets the adversarial
     term put back the texture that feature matching alone averages away."""
     config.model.upsample = "resize"
-    config.loss.lambda_feat = 2.0
+    config.loss.lambda_feat = 1.0
     return config
 
 
