@@ -153,19 +153,20 @@ def load_generator(
 
 def export_run(
     run_dir: str | Path, out_dir: str | Path, *, keep_discriminator: bool = False,
-    image_epochs: int = 3, overwrite: bool = False,
+    image_epochs: int = 3, overwrite: bool = False, epoch: int | None = None,
 ) -> Path:
     """A trained run made small for sharing: latest.pt without optimiser states, and its logs.
 
     The exported checkpoint predicts, samples and evaluates like the original, but cannot be
     resumed (the optimisers' moments are gone): that is what makes it a third of the size. The
     logs keep every scalar but the image grids of only `image_epochs` evenly spaced epochs.
-    Its config (in latest.pt and config.yaml) names `out_dir` as the run's folder.
+    Its config (in latest.pt and config.yaml) names `out_dir` as the run's folder. `epoch`
+    exports the run's epoch_NNN.pt instead of its latest.pt (the logs are the whole run's).
     A non-empty `out_dir` must be an earlier export, unless `overwrite`. A checkpoint that
     records no provenance gets it from its config's data.root as that folder is now.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    state = load_checkpoint(run_dir / "latest.pt")
+    state = load_checkpoint(run_dir / ("latest.pt" if epoch is None else f"epoch_{epoch:03d}.pt"))
     _check_export_folder(run_dir, out_dir, overwrite)
     kept = {key: state[key] for key in ("generator", "epoch", "step", "normaliser")}
     config = from_dict(state["config"])
