@@ -111,8 +111,10 @@ def estimate_diameter(image: np.ndarray, threshold: str | float = "li") -> float
     components, count = ndi.label(foreground)
     if count == 0:
         return DIAMETER_RANGE[0]
-    index = np.arange(1, count + 1)
-    diameters = 2 * ndi.maximum(ndi.distance_transform_edt(foreground), components, index)
+    # the peak of the distance transform per object (ndi.maximum sorts every pixel: slower)
+    peaks = np.zeros(count + 1)
+    np.maximum.at(peaks, components.ravel(), ndi.distance_transform_edt(foreground).ravel())
+    diameters = 2 * peaks[1:]
     areas = np.bincount(components.ravel())[1:]
     order = np.argsort(diameters)
     cumulative = np.cumsum(areas[order])
