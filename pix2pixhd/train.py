@@ -9,7 +9,8 @@ discriminator D sees (phase, real stain) and (phase, fake stain). First D minimi
 Then G minimises the LSGAN loss of the updated D on its fakes plus lambda_feat times the
 feature-matching loss (and lambda_l1 times L1, when set). The original computes G's loss with
 D's weights from before D's update; updating D first is the order of most GAN code (pix2pix,
-CycleGAN) and lets the step read top to bottom. `python -m pix2pixhd bench` times both. The regression baseline is the same generator with L1 alone.
+CycleGAN) and lets the step read top to bottom; `python -m pix2pixhd bench` times both. The
+regression baseline is the same generator with L1 alone.
 
 TensorBoard tags written here (the notebook reads the same ones):
 
