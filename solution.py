@@ -78,6 +78,7 @@ from pix2pixhd.uncertainty import (
 from pix2pixhd.viz import (
     plot_dataset_examples,
     plot_f1_vs_threshold,
+    plot_intensity_histograms,
     plot_mc_samples,
     plot_metric_distributions,
     plot_power_spectra,
@@ -85,6 +86,7 @@ from pix2pixhd.viz import (
     plot_predictions,
     plot_segmentation_overlay,
     plot_sparsification,
+    plot_training_crops,
     plot_training_curves,
     plot_uncertainty_maps,
 )
@@ -166,19 +168,10 @@ save_figure(plot_dataset_examples(DATA, split="train", n=3), "data_examples")
 
 # %%
 train_fovs = list_fovs(DATA, "train")[:8]
-figure, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-for ax, channel, unit in zip(axes, ("phase", "nuclei"), ("rad", "a.u.")):
-    values = np.concatenate([read_image(image_path(DATA, "train", channel, fov)).ravel()
-                             for fov in train_fovs])
-    ax.hist(values, bins=200, color="0.3" if channel == "phase" else "m", log=True)
-    stats = dataset_info["normalisation"][channel]
-    for key in ("p_low", "median", "p_high"):
-        ax.axvline(stats[key], ls="--", lw=1, color="k")
-    ax.set(title=f"{channel}: pixel values of {len(train_fovs)} training images "
-                 "(dashed: 0.5th percentile, median, 99.5th percentile)",
-           xlabel=f"intensity ({unit})", ylabel="pixels (log scale)")
-    ax.title.set_fontsize(9)
-save_figure(figure, "intensity_histograms")
+pixels = {channel: np.concatenate([read_image(image_path(DATA, "train", channel, fov)).ravel()
+                                   for fov in train_fovs]) for channel in ("phase", "nuclei")}
+save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
+            "intensity_histograms")
 
 # %% [markdown]
 # <div class="alert alert-warning">
@@ -272,15 +265,7 @@ batch = next(iter(train_loader))
 print({key: tuple(value.shape) for key, value in batch.items() if hasattr(value, "shape")})
 print(f"{len(train_loader)} training batches of {config.data.batch_size} per epoch")
 
-figure, axes = plt.subplots(2, 4, figsize=(10, 5))
-for column in range(4):
-    axes[0, column].imshow(batch["input"][column, 0], cmap="gray")
-    axes[1, column].imshow(batch["target"][column, 0], cmap="magma", vmin=-1, vmax=1)
-    axes[0, column].set_title(f"crop {column}: phase")
-    axes[1, column].set_title("nuclei, normalised")
-for ax in axes.flat:
-    ax.axis("off")
-save_figure(figure, "training_crops")
+save_figure(plot_training_crops(batch["input"], batch["target"]), "training_crops")
 
 # %% [markdown]
 # ### 1.4 The generator and the discriminator

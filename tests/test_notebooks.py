@@ -162,6 +162,18 @@ def test_each_part_of_the_solution_runs_after_part_0_alone(part, quick_profile):
 
 
 @pytest.mark.slow
+def test_an_unknown_profile_stops_part_0_with_the_profiles_it_accepts(quick_profile, monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("PIX2PIXHD_PROFILE", "fast")
+    notebook, parts = notebook_parts("solution.ipynb")
+    with pytest.raises(CellExecutionError) as raised:
+        kernel_client(notebook, parts["Part 0"]).execute()
+    assert raised.value.ename == "ValueError"
+    assert all(name in raised.value.evalue for name in ("'fast'", "quick", "course", "pretrained"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("part", ["Part 1", "Part 3", "Part 4", "Part 5"])
 def test_exercise_stubs_raise_and_checks_reject_a_wrong_answer(part, quick_profile):
     """Up to its last check: each stub's check raises NotImplementedError naming the task, a
