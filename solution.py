@@ -477,7 +477,7 @@ for number, step_batch in enumerate(steps, start=1):
     yours = gan_training_step(
         yours_trainer.G, yours_trainer.D, yours_trainer.optimizer_G, yours_trainer.optimizer_D,
         step_batch["input"], step_batch["target"], lambda_feat=step_config.loss.lambda_feat,
-        **options)
+        n_layers_D=step_config.model.n_layers_D, num_D=step_config.model.num_D)
     torch.manual_seed(number)
     theirs = module_trainer.train_step(step_batch)
     print(f"step {number}: " + ", ".join(
