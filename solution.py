@@ -597,7 +597,7 @@ def first_and_last_tenth(values):
     return float(values.iloc[:tenth].mean()), float(values.iloc[-tenth:].mean())
 
 
-def direction(first, last, tolerance=0.05):
+def direction(first, last, tolerance=0.01):
     """'rises', 'falls' or 'flat' (changes by less than `tolerance` of its size)."""
     if abs(last - first) <= tolerance * max(abs(first), abs(last), 1e-12):
         return "flat"
