@@ -87,7 +87,6 @@ def test_every_image_the_text_references_exists():
 
 # --- running the notebooks: each part after Part 0 alone, in a fresh kernel ------------------
 
-PART_HEADING = re.compile(r"^## (Part \d+|Summary)", re.MULTILINE)
 MISTAKES = {
     "Task 1.1": ([("2 * (image - p_low)", "(image - p_low)")], "your normalise_stain maps"),
     "Task 1.2": ([("real_feature.detach()", "real_feature")],
@@ -103,23 +102,11 @@ MISTAKES = {
 message must then contain."""
 
 
-def split_into_parts(notebook_cells):
-    """{"Part 0": [...], "Part 1": [...], ..., "Summary": [...]}; the title joins Part 0."""
-    parts, current = {}, "Part 0"
-    for cell in notebook_cells:
-        text = "".join(cell["source"]) if cell["cell_type"] == "markdown" else ""
-        heading = PART_HEADING.search(text)
-        if heading:
-            current = heading.group(1)
-        parts.setdefault(current, []).append(cell)
-    return parts
-
-
 def notebook_parts(name):
     import nbformat
 
     notebook = nbformat.read(ROOT / name, as_version=4)
-    return notebook, split_into_parts(notebook.cells)
+    return notebook, load_build_script().split_parts(notebook.cells)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +168,7 @@ def test_exercise_stubs_raise_and_checks_reject_a_wrong_answer(part, quick_profi
     from nbclient.exceptions import CellExecutionError
 
     notebook, parts = notebook_parts("exercise.ipynb")
-    solutions = [c for c in split_into_parts(notebook_parts("solution.ipynb")[0].cells)[part]
+    solutions = [c for c in notebook_parts("solution.ipynb")[1][part]
                  if "solution" in tags(c) and c["cell_type"] == "code"]
     cells_ = parts["Part 0"] + parts[part]
     tasks = [i for i, c in enumerate(cells_) if "task" in tags(c)]
@@ -218,3 +205,18 @@ def with_mistake(cell, edits, words):
         assert old in source, f"the solution no longer contains {old!r}; update MISTAKES"
         source = source.replace(old, new)
     return nbformat.v4.new_code_cell(source)
+
+
+def test_every_part_has_a_start_here_cell_and_run_exercise_refuses_an_unknown_part(capsys):
+    notebook, parts = notebook_parts("solution.ipynb")
+    assert list(parts) == ["Part 0", "Part 1", "Part 2", "Part 3", "Part 4", "Part 5", "Summary"]
+    for name in ("Part 1", "Part 2", "Part 3", "Part 4", "Part 5"):
+        first_code = next(c for c in parts[name] if c.cell_type == "code")
+        assert first_code.source.startswith("# start here"), name
+    spec = importlib.util.spec_from_file_location("run_exercise",
+                                                  ROOT / "scripts" / "run_exercise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(["--part", "Part 9"])
+    assert "'Part 3'" in capsys.readouterr().err
