@@ -110,7 +110,7 @@ PRETRAINED = {  # the shipped models; Part 4 compares those whose checkpoint is 
     "regression": Path("checkpoints/regression_nuclei/latest.pt"),
     "VisCy": Path("checkpoints/viscy_nuclei/latest.pt"),
 }
-RESULTS.mkdir(exist_ok=True)
+RESULTS.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 np.random.seed(0)
 print(f"device {DEVICE}, profile {PROFILE}, data {DATA.resolve()}")

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("PIX2PIXHD_RESULTS", "results")
-    Path(os.environ["PIX2PIXHD_RESULTS"]).mkdir(exist_ok=True)
+    Path(os.environ["PIX2PIXHD_RESULTS"]).mkdir(parents=True, exist_ok=True)
     build = load_build_script()
     parts = build.split_parts(build.build_notebook(ROOT / "solution.py", "task").cells)
     unknown = [name for name in args.part if name not in parts or name == "Part 0"]
