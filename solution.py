@@ -1056,7 +1056,8 @@ save_figure(plot_sparsification(sparsification_curve(std_first, np.abs(mean_map 
 # - Where is the standard deviation high: inside nuclei, at their edges, in the background?
 #   Is that where the errors are?
 # - Is the fitted scale factor above or below 1, and what does that say about MC-dropout's
-#   error bars?
+#   error bars? Does scaling lower the UCE here? If not, why can one factor for all pixels
+#   not fix the calibration?
 # - The nuclei count varies between samples. Would you report a nuclei count from one
 #   virtual stain without this spread?
 # - Is a low uncertainty a guarantee that a virtual stain is right? Think of a nucleus the
@@ -1072,7 +1073,11 @@ save_figure(plot_sparsification(sparsification_curve(std_first, np.abs(mean_map 
 #   and an AUSE well below the random curve's area say.
 # - A scale factor above 1 means the raw spread is too narrow: the errors are larger than the
 #   std promises, so raw MC-dropout error bars are overconfident (the usual finding); below
-#   1, they are too cautious. UCE after scaling shows how much one factor fixes.
+#   1, they are too cautious. One factor can only stretch all error bars alike. If the
+#   errors are far too large in a few places (a missed or invented nucleus) and about right
+#   elsewhere, the factor fitted to all pixels over-widens the many good error bars to cover
+#   the few bad ones, and the UCE, which weighs every group of pixels, can rise: the spread
+#   has the wrong *shape*, not only the wrong size.
 # - No: when the count varies between samples by more than a nucleus or two, one virtual
 #   stain's count hides that spread; report the mean and the std over samples, or check with
 #   the real stain.

@@ -4,8 +4,8 @@
     python scripts/run_exercise.py --part "Part 3"   # Part 0, then Part 3 alone, timed
 
 Runs the code cells of solution.py (the solution notebook's cells) with a non-interactive
-matplotlib backend (figures are saved, not shown) in the profile that suits the machine, prints
-how long each part took, then results/summary.md.
+matplotlib backend (figures are saved, not shown) in the profile that suits the machine; the
+Summary part prints results/summary.md, and the script how long each part took.
 """
 
 from __future__ import annotations
@@ -57,9 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     chosen = ["Part 0", *args.part] if args.part else list(parts)
     namespace = {"__name__": "__main__"}
     seconds = {name: run_part(name, parts[name], namespace) for name in chosen}
-    summary = Path(os.environ["PIX2PIXHD_RESULTS"]) / "summary.md"
-    if summary.is_file() and "Summary" in chosen:
-        print(summary.read_text())
     for name, took in seconds.items():
         print(f"{name}: {took:.0f} s")
     print(f"make run: {sum(seconds.values()) / 60:.1f} min in all; figures and tables are in "
