@@ -3,7 +3,7 @@
 PYTHON ?= .venv/bin/python
 SETUP := .venv/.installed
 
-.PHONY: run test data notebooks lint clean
+.PHONY: run test data notebooks figures lint clean
 
 $(SETUP): pyproject.toml
 	sh setup.sh --venv --no-data
@@ -21,6 +21,9 @@ test: $(SETUP)
 
 notebooks: $(SETUP)
 	$(PYTHON) scripts/build_notebooks.py
+
+figures: $(SETUP)
+	$(PYTHON) scripts/make_figures.py
 
 lint: $(SETUP)
 	$(PYTHON) -m ruff check pix2pixhd tests scripts solution.py

@@ -68,11 +68,11 @@ from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
 from pix2pixhd.metrics import iou_matrix, match_instances, segment_nuclei
 from pix2pixhd.networks import count_parameters
 from pix2pixhd.predict import load_predictor, predict_folder, predict_image
+from pix2pixhd.sampling import sample_folder, sample_stains
 from pix2pixhd.train import Trainer
 from pix2pixhd.uncertainty import (
-    sample_folder,
-    sample_stains,
     sparsification_curve,
+    spearman_uncertainty_error,
     uncertainty_maps,
 )
 from pix2pixhd.viz import (
@@ -1011,7 +1011,8 @@ print("Task 5.1 passed: your std and error maps agree with the module's")
 size = min(96, *test_phase.shape)
 crop = (slice(0, size), slice(0, size))
 save_figure(plot_mc_samples(test_phase, samples, test_stain, crop=crop), "mc_samples")
-save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv"]),
+save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv"],
+                                  spearman=spearman_uncertainty_error(std_map, error_map)),
             "uncertainty_maps")
 
 # %% [markdown]

@@ -135,9 +135,8 @@ def export_run(
     if (run_dir / "logs").is_dir():
         shutil.rmtree(out_dir / "logs", ignore_errors=True)
         thin_event_files(run_dir / "logs", out_dir / "logs", image_epochs)
-    for extra in ("config.yaml",):
-        if (run_dir / extra).is_file():
-            shutil.copy2(run_dir / extra, out_dir / extra)
+    if (run_dir / "config.yaml").is_file():
+        shutil.copy2(run_dir / "config.yaml", out_dir / "config.yaml")
     return out_dir / "latest.pt"
 
 

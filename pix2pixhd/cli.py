@@ -101,18 +101,19 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pix2pixhd.evaluate import evaluate_folder
+    from pix2pixhd.evaluate import SUMMARY_KEYS, evaluate_folder
 
     summary = evaluate_folder(args.pred, args.data, args.out, channel=args.channel,
                               allow_missing=args.allow_missing)
-    print(json.dumps({k: summary[k] for k in HEADLINE if k in summary}, indent=2))
+    shown = (*SUMMARY_KEYS, "n_images")
+    print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
     print(f"per-image and summary tables in {args.out}")
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from pix2pixhd.sampling import sample_folder
     from pix2pixhd.train import resolve_device
-    from pix2pixhd.uncertainty import sample_folder
 
     summary = sample_folder(args.checkpoint, args.input, args.out, n=args.n, seed=args.seed,
                             batch_size=args.batch_size, calibration=args.calibration,
@@ -130,10 +131,6 @@ def _bench(args: argparse.Namespace) -> int:
                             repeats=args.repeats)
     print(json.dumps(results, indent=2))
     return 0
-
-
-HEADLINE = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "real_stain_f1_iou50",
-            "hf_power_ratio", "n_images")
 
 
 def training_config(args: argparse.Namespace) -> Config:

@@ -9,6 +9,10 @@ sensible starting points; `--set section.key=value` on the command line changes 
 
 Model option names follow the original Pix2PixHD (`ngf`, `n_downsample_global`, `ndf`, `num_D`,
 ...) so that they read the same as in the paper and its code.
+
+The allowed values of the options that take a name (NORMS, GAN_MODES, ...) live here, beside
+their fields, and nowhere else: the network and loss builders import them to check their own
+arguments. This module imports nothing of the package, so every layer can depend on it.
 """
 
 from __future__ import annotations
@@ -20,11 +24,33 @@ from typing import Any, get_origin, get_type_hints
 
 import yaml
 
-CHANNELS = ("phase", "nuclei", "membrane")
+MODEL_KINDS = ("gan", "regression")
+GENERATORS = ("global", "local")
+NORMS = ("instance", "batch")
+UPSAMPLINGS = ("transpose", "resize")
+GAN_MODES = ("lsgan", "vanilla")
+AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
 class ConfigError(ValueError):
     """A configuration value or key that cannot be used."""
+
+
+def _choice(default: str, allowed: tuple[str, ...]) -> Any:
+    """A field that takes one of `allowed`; `_set_value` refuses anything else."""
+    return field(default=default, metadata={"choices": allowed})
+
+
+def check_counts(*, allow_zero: bool = False, **counts: int) -> None:
+    """ValueError naming the first of `counts` that is not an integer >= 1 (>= 0 if allow_zero).
+
+    For sizes and counts passed as arguments (ngf, num_D, samples per batch, ...): a bool or a
+    float is refused, though Python would let both through as numbers.
+    """
+    low = 0 if allow_zero else 1
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
 @dataclass
@@ -52,20 +78,20 @@ class DataConfig:
 class ModelConfig:
     """The generator and discriminator, with the original Pix2PixHD option names."""
 
-    kind: str = "gan"
+    kind: str = _choice("gan", MODEL_KINDS)
     """'gan' (Pix2PixHD) or 'regression' (the same generator trained with L1 only)."""
-    netG: str = "global"
+    netG: str = _choice("global", GENERATORS)
     """'global' (G1 alone) or 'local' (G1 inside local enhancers G2)."""
     ngf: int = 64
     n_downsample_global: int = 4
     n_blocks_global: int = 9
     n_local_enhancers: int = 1
     n_blocks_local: int = 3
-    norm: str = "instance"
+    norm: str = _choice("instance", NORMS)
     use_dropout: bool = True
     """Dropout in the residual blocks: a regulariser, and what MC-dropout samples from."""
     dropout_p: float = 0.2
-    upsample: str = "transpose"
+    upsample: str = _choice("transpose", UPSAMPLINGS)
     """Decoder upsampling: 'transpose' (the original's transposed convolutions, whose state dicts
     load) or 'resize' (nearest x2 then a 3x3 convolution, free of checkerboard artefacts)."""
     ndf: int = 32
@@ -77,7 +103,7 @@ class ModelConfig:
 class LossConfig:
     """The terms of the objective and their weights."""
 
-    gan_mode: str = "lsgan"
+    gan_mode: str = _choice("lsgan", GAN_MODES)
     """'lsgan' (least squares, as Pix2PixHD) or 'vanilla' (binary cross-entropy)."""
     lambda_feat: float = 10.0
     """Weight of the discriminator feature-matching loss."""
@@ -99,6 +125,8 @@ class TrainConfig:
     niter_decay: int = 100
     """Epochs over which the learning rate then falls linearly to zero."""
     lr: float = 2e-4
+    lr_D_ratio: float = 1.0
+    """The discriminator's learning rate as a multiple of lr (1 as the original)."""
     beta1: float = 0.5
     beta2: float = 0.999
     seed: int = 0
@@ -108,7 +136,7 @@ class TrainConfig:
     """Write scalar logs every this many steps."""
     device: str = "auto"
     """'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
-    amp: str = "auto"
+    amp: str = _choice("auto", AMP_MODES)
     """Mixed precision on CUDA: 'auto' (bf16 where supported, else fp16), 'bf16', 'fp16', 'none'."""
     channels_last: bool = True
     """Memory layout that tensor cores prefer; used on CUDA only."""
@@ -226,16 +254,6 @@ def _sections() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
 
-CHOICES = {
-    "model.kind": ("gan", "regression"),
-    "model.netG": ("global", "local"),
-    "model.norm": ("instance", "batch"),
-    "model.upsample": ("transpose", "resize"),
-    "loss.gan_mode": ("lsgan", "vanilla"),
-    "train.amp": ("auto", "bf16", "fp16", "none"),
-}
-
-
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     part = getattr(config, section)
     hints = get_type_hints(type(part))
@@ -243,9 +261,14 @@ def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     if key not in hints:
         raise ConfigError(f"unknown option {name}; known: {', '.join(sorted(hints))}")
     value = _coerce(value, hints[key], name)
-    if name in CHOICES and value not in CHOICES[name]:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(CHOICES[name])}")
+    allowed = _fields(part)[key].metadata.get("choices")
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
     setattr(part, key, value)
+
+
+def _fields(part: Any) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(part)}
 
 
 def _coerce(value: Any, expected: Any, name: str) -> Any:

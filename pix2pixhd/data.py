@@ -15,6 +15,7 @@ run sees exactly the crops it would have seen.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -267,17 +268,11 @@ class PairedDataset(Dataset):
         return images[:, top : top + self.crop_size, left : left + self.crop_size]
 
     def _check_fov(self, fov: str) -> None:
-        shapes = {}
-        for channel in self.channels:
-            path = image_path(self.root, self.split, channel, fov)
-            if not path.is_file():
-                raise DataError(_missing_channel_message(path, fov, channel))
-            shapes[path] = _image_shape(path)
-        if len(set(shapes.values())) > 1:
-            raise DataError(_shape_mismatch_message(self.split, fov, shapes))
-        path, shape = next(iter(shapes.items()))
-        if self.crop_size and min(shape) < self.crop_size:
-            raise DataError(_too_small_message(path, shape, self.crop_size))
+        """Raise the first problem of a field of view; reads only the TIFF headers (fast)."""
+        problems, _ = _channel_problems(self.root, self.split, fov, self.channels,
+                                        self.crop_size, _image_shape)
+        if problems:
+            raise DataError(problems[0])
 
 
 def _draw_symmetry(rng: np.random.Generator, *, square: bool) -> int:
@@ -481,6 +476,24 @@ def _check_split(root: Path, split: str, crop_size: int | None) -> list[str]:
 def _check_fov(
     root: Path, split: str, fov: str, channels: list[str], has_masks: bool, crop_size: int | None
 ) -> list[str]:
+    """Every problem of a field of view; reads the whole images (NaN, non-2-D) and the mask."""
+    problems, shapes = _channel_problems(root, split, fov, channels, crop_size,
+                                         lambda path: read_image(path).shape)
+    if has_masks:
+        problems += _check_mask(image_path(root, split, MASKS, fov), fov, shapes)
+    return problems
+
+
+def _channel_problems(
+    root: Path,
+    split: str,
+    fov: str,
+    channels: Sequence[str],
+    crop_size: int | None,
+    shape_of: Callable[[Path], tuple[int, ...]],
+) -> tuple[list[str], dict[Path, tuple[int, ...]]]:
+    """Missing channels, unreadable files, shapes that differ or are smaller than crop_size
+    (0 or None: no crop), in that order; and the shape `shape_of` read for each file."""
     problems = []
     shapes: dict[Path, tuple[int, ...]] = {}
     for channel in channels:
@@ -489,7 +502,7 @@ def _check_fov(
             problems.append(_missing_channel_message(path, fov, channel))
             continue
         try:
-            shapes[path] = read_image(path).shape
+            shapes[path] = shape_of(path)
         except DataError as error:
             problems.append(str(error))
     if len(set(shapes.values())) > 1:
@@ -498,9 +511,7 @@ def _check_fov(
         path, shape = next(iter(shapes.items()))
         if crop_size and min(shape) < crop_size:
             problems.append(_too_small_message(path, shape, crop_size))
-    if has_masks:
-        problems += _check_mask(image_path(root, split, MASKS, fov), fov, shapes)
-    return problems
+    return problems, shapes
 
 
 def _check_mask(path: Path, fov: str, shapes: dict[Path, tuple[int, ...]]) -> list[str]:

@@ -18,7 +18,6 @@ anywhere (our `predict`, a VisCy model exported to TIFF) are scored the same way
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ from pix2pixhd.layout import (
     list_fovs,
     read_image,
     read_mask,
+    write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,15 @@ Segmenter = Callable[[np.ndarray], np.ndarray]
 REAL_STAIN = "real_stain_"
 """Prefix of the columns that score the real stain itself (segmented like the predictions)."""
 
+HEADLINE_METRICS = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "hf_power_ratio")
+"""The columns of `compare_models`' table."""
+
 SUMMARY_KEYS = (
-    "psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "real_stain_f1_iou50", "hf_power_ratio",
+    *HEADLINE_METRICS, REAL_STAIN + "f1_iou50",
     "band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_high",
     "log_spectral_distance",
 )
 """Keys every summary holds (null in summary.json when not measured, e.g. without masks)."""
-
-HEADLINE_METRICS = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "hf_power_ratio")
-"""The columns of `compare_models`' table."""
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -310,9 +310,7 @@ def write_evaluation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, floa
     summary = summarise(table)
     table.to_csv(out / "per_image.csv", index=False)
     pd.DataFrame([summary]).to_csv(out / "summary.csv", index=False)
-    plain = {key: value if math.isfinite(value) else None for key, value in summary.items()}
-    text = json.dumps(plain, indent=2, sort_keys=True, allow_nan=False)
-    (out / "summary.json").write_text(text + "\n")
+    write_json(out / "summary.json", summary)
     log.info("wrote %s, summary.csv and summary.json", out / "per_image.csv")
     return summary
 

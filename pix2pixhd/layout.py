@@ -11,6 +11,8 @@ reported once, by name, with what to do about it.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import tempfile
 from collections.abc import Callable
@@ -121,6 +123,18 @@ def write_atomically(path: str | Path, write: Callable[[str], object]) -> Path:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def write_json(path: str | Path, values: dict[str, Any]) -> Path:
+    """Write a flat dict (e.g. a summary of metrics) as JSON, atomically; nan and inf -> null.
+
+    JSON has no nan or inf (Python would write invalid tokens), so a score that is undefined
+    (nan) or unbounded (the inf PSNR of a perfect prediction) is stored as null.
+    """
+    plain = {key: None if isinstance(value, numbers.Real) and not math.isfinite(value)
+             else value for key, value in values.items()}
+    text = json.dumps(plain, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    return write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def channel_statistics(

@@ -21,25 +21,32 @@ def find_event_files(logdir: str | Path) -> list[Path]:
 
 
 def read_scalars(logdir: str | Path) -> pd.DataFrame:
-    """Every scalar in the event files under `logdir`: columns tag, step, value, wall_time.
+    """Every scalar in the event files under `logdir`: columns run, tag, step, value, wall_time.
 
-    When a run was resumed, later event files repeat some steps; the last written value wins.
+    `run` is the sub-folder of `logdir` that holds the file ("" for the folder itself).
+    `SummaryWriter.add_scalars("PSNR", {"train": ..., "validation": ...})` writes each series
+    to its own sub-folder (PSNR_train/, PSNR_validation/) under the same tag, so the run is
+    what tells them apart. When a run was resumed, later event files repeat some steps; the
+    last written value wins.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    logdir = Path(logdir)
     files = find_event_files(logdir)
     if not files:
         raise FileNotFoundError(f"no TensorBoard event files under {logdir}")
     rows = []
     for order, path in enumerate(files):
+        run = path.parent.relative_to(logdir).as_posix()
         accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
-            rows += [(tag, e.step, e.value, e.wall_time, order)
+            rows += [("" if run == "." else run, tag, e.step, e.value, e.wall_time, order)
                      for e in accumulator.Scalars(tag)]
-    table = pd.DataFrame(rows, columns=["tag", "step", "value", "wall_time", "file"])
-    table = table.sort_values(["tag", "step", "file", "wall_time"])
-    table = table.drop_duplicates(["tag", "step"], keep="last").drop(columns="file")
+    columns = ["run", "tag", "step", "value", "wall_time", "file"]
+    table = pd.DataFrame(rows, columns=columns)
+    table = table.sort_values(["run", "tag", "step", "file", "wall_time"])
+    table = table.drop_duplicates(["run", "tag", "step"], keep="last").drop(columns="file")
     return table.reset_index(drop=True)
 
 
@@ -64,7 +71,8 @@ def plot_scalars(
     title: str | None = None,
     ylabel: str = "value",
 ) -> plt.Axes:
-    """Curves of some tags against the training step, raw (faint) and smoothed."""
+    """Curves of some tags against the training step, raw (faint) and smoothed; one curve per
+    run where a tag has several (add_scalars series)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     missing = [t for t in tags if t not in set(scalars["tag"])]
@@ -72,13 +80,17 @@ def plot_scalars(
         known = ", ".join(sorted(set(scalars["tag"])))
         raise KeyError(f"no scalars tagged {missing}; the logs have: {known}")
     for tag in tags:
-        curve = scalars[scalars["tag"] == tag]
-        line, = ax.plot(curve["step"], curve["value"], alpha=0.3 if smoothing else 1.0, lw=1)
-        if smoothing:
-            ax.plot(curve["step"], smooth(curve["value"].to_numpy(), smoothing),
-                    color=line.get_color(), lw=1.8, label=tag)
-        else:
-            line.set_label(tag)
+        series = scalars[scalars["tag"] == tag]
+        runs = series["run"].unique() if "run" in series else [None]
+        for run in runs:
+            curve = series if run is None else series[series["run"] == run]
+            label = tag if len(runs) == 1 else f"{tag} ({run or '.'})"
+            line, = ax.plot(curve["step"], curve["value"], alpha=0.3 if smoothing else 1.0, lw=1)
+            if smoothing:
+                ax.plot(curve["step"], smooth(curve["value"].to_numpy(), smoothing),
+                        color=line.get_color(), lw=1.8, label=label)
+            else:
+                line.set_label(label)
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.set_title(title or ", ".join(tags))

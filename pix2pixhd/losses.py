@@ -19,9 +19,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from pix2pixhd.config import GAN_MODES
+
 log = logging.getLogger(__name__)
 
-GAN_MODES = ("lsgan", "vanilla")
 Predictions = list[list[Tensor]]
 
 

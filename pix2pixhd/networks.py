@@ -27,11 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
+from pix2pixhd.config import GENERATORS, NORMS, UPSAMPLINGS, check_counts
 
-NORMS = ("instance", "batch")
-GENERATORS = ("global", "local")
-UPSAMPLINGS = ("transpose", "resize")
+log = logging.getLogger(__name__)
 
 
 def norm_layer(norm: str, channels: int) -> nn.Module:
@@ -382,9 +380,9 @@ def build_generator(
         raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
     if upsample not in UPSAMPLINGS:
         raise ValueError(f"upsample={upsample!r} is not one of {', '.join(UPSAMPLINGS)}")
-    _check_positive(input_nc=input_nc, output_nc=output_nc, ngf=ngf)
-    _check_positive(n_downsample_global=n_downsample_global, allow_zero=True)
-    _check_positive(n_blocks_global=n_blocks_global, allow_zero=True)
+    check_counts(input_nc=input_nc, output_nc=output_nc, ngf=ngf)
+    check_counts(allow_zero=True, n_downsample_global=n_downsample_global,
+                 n_blocks_global=n_blocks_global)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p={dropout_p} must be in [0, 1)")
     if netG == "global":
@@ -393,8 +391,8 @@ def build_generator(
             use_dropout, dropout_p, upsample,
         )
     else:
-        _check_positive(n_local_enhancers=n_local_enhancers)
-        _check_positive(n_blocks_local=n_blocks_local, allow_zero=True)
+        check_counts(n_local_enhancers=n_local_enhancers)
+        check_counts(allow_zero=True, n_blocks_local=n_blocks_local)
         generator = LocalEnhancer(
             input_nc, output_nc, ngf, n_downsample_global, n_blocks_global, n_local_enhancers,
             n_blocks_local, norm, use_dropout, dropout_p, upsample,
@@ -416,18 +414,11 @@ def build_discriminator(
     condition and the image together (phase + stains, concatenated on channels)."""
     if norm not in NORMS:
         raise ValueError(f"norm={norm!r} is not one of {', '.join(NORMS)}")
-    _check_positive(input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D, num_D=num_D)
+    check_counts(input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D, num_D=num_D)
     discriminator = MultiscaleDiscriminator(input_nc, ndf, n_layers_D, num_D, norm)
     init_weights(discriminator)
     log.debug("discriminator: %d parameters", count_parameters(discriminator))
     return discriminator
-
-
-def _check_positive(allow_zero: bool = False, **options: int) -> None:
-    low = 0 if allow_zero else 1
-    for name, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}={value!r} must be an integer >= {low}")
 
 
 # --- state dicts from the original implementation -----------------------------------------

@@ -3,11 +3,13 @@
     trainer = Trainer(load_config("quick"))
     trainer.fit()                      # checkpoints/<name>/latest.pt and logs/ for TensorBoard
 
-The GAN step (Wang et al. 2018, as the original code): the generator G turns phase into a stain;
-the multi-scale discriminator D sees (phase, real stain) and (phase, fake stain); G minimises the
-LSGAN loss of D on its fakes plus lambda_feat times the feature-matching loss; D minimises
-0.5 * (LSGAN on real + LSGAN on fake). Both losses come from the same forward pass, G's update
-first, as in the original. The regression baseline is the same generator with L1 alone.
+The GAN step (Wang et al. 2018): the generator G turns phase into a stain; the multi-scale
+discriminator D sees (phase, real stain) and (phase, fake stain). First D minimises
+0.5 * (LSGAN on real + LSGAN on fake), with the fake detached so that no gradient reaches G.
+Then G minimises the LSGAN loss of the updated D on its fakes plus lambda_feat times the
+feature-matching loss (and lambda_l1 times L1, when set). The original computes G's loss with
+D's weights from before D's update; updating D first is the order of most GAN code, and
+measured the same speed. The regression baseline is the same generator with L1 alone.
 
 TensorBoard tags written here (the notebook reads the same ones):
 
@@ -18,6 +20,8 @@ TensorBoard tags written here (the notebook reads the same ones):
     val/psnr, val/ssim                                   per epoch, in the stain's own units
     lr, throughput/images_per_s                          learning rate, training speed
     val/phase_target_prediction                          image grid per epoch
+    epoch/<tag>                                          the epoch's mean of each loss and
+                                                         D score above, at its last step
 """
 
 from __future__ import annotations
@@ -48,8 +52,14 @@ from pix2pixhd.checkpoint import (
     save_checkpoint,
 )
 from pix2pixhd.config import Config, TrainConfig, save_config, to_dict
-from pix2pixhd.data import make_loaders, set_loader_epoch
-from pix2pixhd.losses import VGGLoss, discriminator_loss, feature_matching_loss, gan_loss
+from pix2pixhd.data import Normaliser, make_loaders, set_loader_epoch
+from pix2pixhd.losses import (
+    VGGLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    gan_loss,
+    l1_loss,
+)
 from pix2pixhd.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -111,8 +121,9 @@ class Trainer:
     """Trains a generator (and, for the GAN, a discriminator) from one Config.
 
     `fit()` runs the epochs: a `train_step` per batch (returns plain numbers), `validate` per
-    epoch, a checkpoint per epoch. Loaders are made from `config.data` unless given (the
-    benchmark passes none and calls `train_step` on its own batches).
+    epoch, a checkpoint per epoch. Loaders and normaliser are made from `config.data` unless
+    given (the benchmark passes empty loaders and calls `train_step` on its own batches;
+    without a normaliser, validation scores the normalised images).
     """
 
     def __init__(
@@ -123,29 +134,22 @@ class Trainer:
         overwrite: bool = False,
         distributed: Distributed | None = None,
         loaders: tuple[Any, Any] | None = None,
-        joint_discriminator_pass: bool | None = None,
+        normaliser: Normaliser | None = None,
     ) -> None:
         self.config = config
         self.distributed = distributed or Distributed()
         self.device = resolve_device(config.train.device, self.distributed.local_rank)
         self.run_dir = Path(config.train.checkpoints_dir) / config.train.name
         self.is_gan = config.model.kind == "gan"
-        # instance norm normalises each sample alone, so real and fake pairs can share one D
-        # pass (batch norm would mix their statistics). One pass of 2B fills a GPU better and
-        # keeps DDP to one forward per step; on a CPU two passes of B measured 4-13 % faster
-        # (`python -m pix2pixhd bench`), since G's backward then skips the real half.
-        if joint_discriminator_pass is None:
-            joint_discriminator_pass = self.device.type == "cuda" or self.distributed.world_size > 1
-        self.joint_discriminator_pass = joint_discriminator_pass and config.model.norm != "batch"
         self._prepare_run_dir(resume, overwrite)
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         if loaders is None:
             loaders = make_loaders(config, rank=self.distributed.rank,
                                    world_size=self.distributed.world_size)
+            normaliser = loaders[0].dataset.normaliser
         self.train_loader, self.val_loader = loaders
-        dataset = getattr(self.train_loader, "dataset", None)
-        self.normaliser = getattr(dataset, "normaliser", None)
+        self.normaliser = normaliser
 
         input_nc, output_nc = channel_counts(config)
         self.generator = generator_from_config(config.model, input_nc, output_nc).to(self.device)
@@ -156,7 +160,8 @@ class Trainer:
         betas = (config.train.beta1, config.train.beta2)
         self.optimizer_G = torch.optim.Adam(self.generator.parameters(), config.train.lr, betas)
         self.optimizer_D = (
-            torch.optim.Adam(self.discriminator.parameters(), config.train.lr, betas)
+            torch.optim.Adam(self.discriminator.parameters(),
+                             config.train.lr * config.train.lr_D_ratio, betas)
             if self.is_gan else None
         )
         self.amp_dtype = autocast_dtype(self.device, config.train.amp)
@@ -216,10 +221,15 @@ class Trainer:
     def discriminate(
         self, phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor
     ) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
-        """D's features on (phase, real stain) and on (phase, fake stain)."""
+        """D's features on (phase, real stain) and on (phase, fake stain), per scale and layer.
+
+        Instance norm treats each sample alone, so both pairs go through D in one pass of
+        twice the batch (faster, and one forward per backward as DDP wants); batch norm
+        would mix real and fake statistics, so it gets two passes.
+        """
         real_pair = torch.cat([phase, target], dim=1)
         fake_pair = torch.cat([phase, fake], dim=1)
-        if not self.joint_discriminator_pass:
+        if self.config.model.norm == "batch":
             return self.D(real_pair), self.D(fake_pair)
         both = self.D(torch.cat([real_pair, fake_pair], dim=0))
         halves = [[feature.chunk(2, dim=0) for feature in scale] for scale in both]
@@ -228,44 +238,50 @@ class Trainer:
         return real, fake
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One update of D and then G (or of G alone for regression); plain numbers out."""
         phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
         weights = self.config.loss
         with self._autocast():
             fake = self.G(phase)
-            terms: dict[str, torch.Tensor] = {}
+        terms: dict[str, torch.Tensor] = {}
+
+        if self.is_gan:
+            # --- discriminator step: real pairs towards 1, fake pairs towards 0 ---
+            # fake.detach(): D's loss must not send gradients into G
+            with self._autocast():
+                pred_real, pred_fake = self.discriminate(phase, target, fake.detach())
+                loss_D, terms["loss/D_real"], terms["loss/D_fake"] = discriminator_loss(
+                    pred_real, pred_fake, weights.gan_mode)
+            self.optimizer_D.zero_grad(set_to_none=True)
+            self.scaler.scale(loss_D).backward()
+            self.scaler.step(self.optimizer_D)
+            terms["D_out/train_real"] = mean_score(pred_real)
+            terms["D_out/train_fake"] = mean_score(pred_fake)
+
+        # --- generator step: fool the updated D and match its features on the real pair ---
+        with self._autocast():
+            generator_terms = {}
             if self.is_gan:
                 pred_real, pred_fake = self.discriminate(phase, target, fake)
-                terms["loss/G_GAN"] = gan_loss(pred_fake, True, weights.gan_mode)
-                terms["loss/G_GAN_Feat"] = weights.lambda_feat * feature_matching_loss(
+                generator_terms["loss/G_GAN"] = gan_loss(pred_fake, True, weights.gan_mode)
+                generator_terms["loss/G_GAN_Feat"] = weights.lambda_feat * feature_matching_loss(
                     pred_real, pred_fake,
                     n_layers_D=self.config.model.n_layers_D, num_D=self.config.model.num_D)
-                if weights.lambda_l1 > 0:
-                    terms["loss/G_L1"] = weights.lambda_l1 * (fake - target).abs().mean()
-                loss_D, loss_D_real, loss_D_fake = discriminator_loss(
-                    pred_real, pred_fake, weights.gan_mode)
-            else:
-                terms["loss/G_L1"] = (fake - target).abs().mean()
+            lambda_l1 = weights.lambda_l1 if self.is_gan else 1.0
+            if lambda_l1 > 0:
+                generator_terms["loss/G_L1"] = lambda_l1 * l1_loss(fake, target)
             if self.vgg is not None:
-                terms["loss/G_VGG"] = weights.lambda_vgg * self.vgg(fake.float(), target.float())
-            loss_G = sum(terms.values())
-
-        # --- generator step: gradients of loss_G go to G's weights only ---
+                generator_terms["loss/G_VGG"] = weights.lambda_vgg * self.vgg(
+                    fake.float(), target.float())
+            loss_G = sum(generator_terms.values())
+        # G's loss also leaves gradients in D's weights; D's next zero_grad clears them
         self.optimizer_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_G).backward(inputs=list(self.generator.parameters()),
-                                           retain_graph=self.is_gan)
-        if self.is_gan:
-            # --- discriminator step: only D's weights receive gradients, so the fake enters
-            # D's loss as if detached, exactly as the original's fake.detach() ---
-            self.optimizer_D.zero_grad(set_to_none=True)
-            self.scaler.scale(loss_D).backward(inputs=list(self.discriminator.parameters()))
-            self.scaler.step(self.optimizer_D)
-            terms |= {"loss/D_real": loss_D_real, "loss/D_fake": loss_D_fake,
-                      "D_out/train_real": mean_score(pred_real),
-                      "D_out/train_fake": mean_score(pred_fake)}
+        self.scaler.scale(loss_G).backward()
         self.scaler.step(self.optimizer_G)
         self.scaler.update()
         self.step += 1
-        numbers = {name: value.item() for name, value in terms.items()}
+
+        numbers = {name: value.item() for name, value in (terms | generator_terms).items()}
         bad = [name for name, value in numbers.items() if not np.isfinite(value)]
         if bad:
             raise NonFiniteLossError(
@@ -291,10 +307,10 @@ class Trainer:
         metrics: dict[str, float] = {}
         try:
             while self.epoch < total:
-                self.train_epoch()
+                means = self.train_epoch(total)
                 metrics = self.validate()
                 self.epoch += 1
-                self._log_scalars(metrics)
+                self._log_scalars(means | metrics)
                 log.info("epoch %d/%d: %s", self.epoch, total,
                          ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
                 self.save()
@@ -307,18 +323,25 @@ class Trainer:
                 self.writer.close()
         return metrics
 
-    def train_epoch(self) -> None:
+    def train_epoch(self, total_epochs: int | None = None) -> dict[str, float]:
+        """One pass over the training loader; returns the mean of each logged term, `epoch/...`.
+        total_epochs only labels the progress bar."""
+        total_epochs = total_epochs or self.config.epochs
         lr = learning_rate(self.epoch, self.config.train)
-        for optimizer in (self.optimizer_G, self.optimizer_D):
-            for group in optimizer.param_groups if optimizer else []:
-                group["lr"] = lr
+        for group in self.optimizer_G.param_groups:
+            group["lr"] = lr
+        for group in self.optimizer_D.param_groups if self.is_gan else []:
+            group["lr"] = lr * self.config.train.lr_D_ratio
         set_loader_epoch(self.train_loader, self.epoch)  # new crops and order every epoch
         self.G.train()
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.config.epochs}",
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{total_epochs}",
                    disable=not self.distributed.is_main, leave=False, dynamic_ncols=True)
         images, started = 0, time.perf_counter()
+        sums: dict[str, float] = {}
         for batch in bar:
             numbers = self.train_step(batch)
+            for name, value in numbers.items():
+                sums[name] = sums.get(name, 0.0) + value
             images += len(batch["input"]) * self.distributed.world_size
             bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in numbers.items()
                              if k.startswith("loss/")})
@@ -327,6 +350,9 @@ class Trainer:
                 numbers["lr"] = lr
                 self._log_scalars(numbers)
                 images, started = 0, time.perf_counter()
+        n_steps = max(len(bar), 1)
+        # the epoch's mean of every term, so even a one-epoch run on a few images has curves
+        return {f"epoch/{name}": total / n_steps for name, total in sums.items()}
 
     @torch.no_grad()
     def validate(self, n_images_logged: int = 4) -> dict[str, float]:

@@ -1,17 +1,15 @@
-"""MC-dropout: many plausible virtual stains for one phase image, and whether their spread
-tells where the model is wrong.
+"""Whether the spread of MC-dropout samples tells where the model is wrong: numpy only.
 
-    samples = mc_dropout_samples(generator, phase, n=32, seed=0)        # (n, C, H, W) tensor
-    stains = normaliser.denormalise_target(samples.cpu().numpy())[:, 0]  # (n, H, W), stain units
-    maps = uncertainty_maps(stains)                                      # mean, std, cv
+    stains = sampling.sample_stains(generator, normaliser, phase, n=32)[:, 0]  # (n, H, W)
+    maps = uncertainty_maps(stains)                                          # mean, std, cv
     scores = evaluate_uncertainty(stains, target, true_labels=masks, std_scale=s)
 
-Dropout left on at inference turns one trained network into a family of slightly different
-networks; the spread of their outputs is a cheap (approximate) Bayesian uncertainty (Gal and
-Ghahramani 2016). It is not free of assumptions: MC-dropout spreads are usually too narrow, so
-`fit_std_scale` rescales them on validation images before they are read as error bars.
+The samples come from `sampling` (dropout left on at inference); everything here takes arrays
+and returns numbers, so it scores any set of samples (an ensemble, test-time augmentation) the
+same way. MC-dropout spreads are usually too narrow, so `fit_std_scale` rescales them on
+validation images before they are read as error bars.
 
-Does the uncertainty point at the errors? Three views, all numpy:
+Does the uncertainty point at the errors? Three views:
 
 - rank correlation (`spearman_uncertainty_error`): do uncertain pixels have larger errors?
 - sparsification (`sparsification_curve`, `ause`): remove the most uncertain pixels first and
@@ -23,176 +21,22 @@ Does the uncertainty point at the errors? Three views, all numpy:
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
-from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pix2pixhd import metrics
-from pix2pixhd.data import Normaliser
-from pix2pixhd.layout import read_image, read_mask, write_image
-from pix2pixhd.predict import input_files, load_predictor, pad_to_multiple
 
 log = logging.getLogger(__name__)
 
-DROPOUT_TYPES = (
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-)
-
 CV_EPS_FRACTION = 0.01
 """Default eps of the coefficient of variation, as a fraction of the mean map's 99th percentile."""
-
-
-# --- sampling ----------------------------------------------------------------------------------
-
-
-def dropout_modules(generator: nn.Module) -> list[nn.Module]:
-    """The dropout layers of a network that actually drop something (p > 0)."""
-    return [m for m in generator.modules() if isinstance(m, DROPOUT_TYPES) and m.p > 0]
-
-
-@contextmanager
-def mc_dropout(generator: nn.Module) -> Iterator[nn.Module]:
-    """The generator in evaluation mode except its dropout layers, which keep dropping.
-
-    Normalisation layers stay as in evaluation (batch norm uses its running statistics and does
-    not update them; instance norm is per sample either way), so the only randomness is dropout.
-    Every module's train/eval flag is restored on exit, also after an error.
-    """
-    if not dropout_modules(generator):
-        raise ValueError(
-            "the generator has no dropout layer with p > 0, so MC-dropout would give n copies "
-            "of one prediction; train a model with model.use_dropout=true (and dropout_p > 0)"
-        )
-    modes = [(module, module.training) for module in generator.modules()]
-    try:
-        generator.eval()
-        for module in dropout_modules(generator):
-            module.train()
-        yield generator
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-@contextmanager
-def _seeded(device: torch.device, seed: int) -> Iterator[None]:
-    """Seed the RNG that `device`'s dropout draws from, and put the caller's state back after.
-
-    Only that one generator is forked and seeded (not every GPU's), so nothing else in the
-    process sees a different random stream because samples were drawn.
-    """
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        with torch.random.fork_rng(devices=[index], device_type="cuda"):
-            torch.random.default_generator.manual_seed(seed)
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-            yield
-    elif device.type == "cpu":
-        with torch.random.fork_rng(devices=[]):
-            torch.random.default_generator.manual_seed(seed)
-            yield
-    else:  # mps, xpu, ...: fork that backend's generator, seed through the global call
-        with torch.random.fork_rng(device_type=device.type):
-            torch.manual_seed(seed)
-            yield
-
-
-def _prepared_input(generator: nn.Module, phase: Tensor, multiple: int | None) -> Tensor:
-    """phase (1, C, H, W) on the generator's device and dtype; checks shape and multiple."""
-    if phase.ndim != 4 or phase.shape[0] != 1:
-        raise ValueError(
-            f"phase has shape {tuple(phase.shape)}; expected one normalised image (1, C, H, W): "
-            "use phase[None, None] for an (H, W) tensor"
-        )
-    if multiple is not None and multiple < 1:
-        raise ValueError(f"multiple={multiple} must be a positive integer (or None)")
-    parameter = next(generator.parameters())
-    return phase.to(device=parameter.device, dtype=parameter.dtype)
-
-
-def _size_multiple(generator: nn.Module, multiple: int | None) -> int:
-    """The multiple to pad to: the one given, else the generator's own `size_multiple`
-    (looked up through a DistributedDataParallel wrapper too)."""
-    if multiple is not None:
-        return multiple
-    inner = getattr(generator, "module", generator)
-    return int(getattr(generator, "size_multiple", getattr(inner, "size_multiple", 1)))
-
-
-def mc_dropout_samples(
-    generator: nn.Module,
-    phase: Tensor,
-    n: int = 16,
-    *,
-    seed: int = 0,
-    batch_size: int = 16,
-    multiple: int | None = None,
-    progress: bool = True,
-) -> Tensor:
-    """n stochastic predictions for one input, computed as batches: (n, C_out, H, W).
-
-    phase: one normalised phase image (1, C_in, H, W), any H and W: it is reflect-padded to a
-    multiple of `multiple` (None: the generator's `size_multiple`) and the output cropped back.
-    The input is repeated along the batch axis, `batch_size` copies at a time, so a GPU computes
-    many samples in the time of a few passes. Each copy draws its own dropout masks and instance
-    norm is per sample, so the batch has the distribution of n separate passes (not the same
-    numbers: the masks are drawn in another order). Returned on the generator's device, in the
-    normalised target units ([-1, 1]).
-
-    seed makes the draw reproducible for one (n, batch_size, device); the caller's RNG state is
-    the same afterwards as before.
-    """
-    _check_counts(n=n, batch_size=batch_size)
-    phase = _prepared_input(generator, phase, multiple)
-    padded, (height, width) = pad_to_multiple(phase, _size_multiple(generator, multiple))
-    chunks = [min(batch_size, n - start) for start in range(0, n, batch_size)]
-    outputs = []
-    with mc_dropout(generator), torch.no_grad(), _seeded(padded.device, seed):
-        for size in tqdm(chunks, desc="MC-dropout batches", leave=False,
-                         disable=not progress or len(chunks) < 2):
-            batch = padded.repeat(size, 1, 1, 1)
-            outputs.append(generator(batch)[..., :height, :width])
-    return torch.cat(outputs)
-
-
-def mc_dropout_samples_sequential(
-    generator: nn.Module,
-    phase: Tensor,
-    n: int = 16,
-    *,
-    seed: int = 0,
-    multiple: int | None = None,
-    progress: bool = True,
-) -> Tensor:
-    """The same as `mc_dropout_samples`, one forward pass per sample: (n, C_out, H, W).
-
-    The slow reference, for the benchmark and to check that batching changes nothing but speed.
-    """
-    _check_counts(n=n)
-    phase = _prepared_input(generator, phase, multiple)
-    padded, (height, width) = pad_to_multiple(phase, _size_multiple(generator, multiple))
-    outputs = []
-    with mc_dropout(generator), torch.no_grad(), _seeded(padded.device, seed):
-        for _ in tqdm(range(n), desc="MC-dropout passes", leave=False, disable=not progress):
-            outputs.append(generator(padded)[..., :height, :width])
-    return torch.cat(outputs)
-
-
-def _check_counts(**counts: int) -> None:
-    for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be a positive integer")
 
 
 # --- uncertainty maps --------------------------------------------------------------------------
@@ -256,10 +100,17 @@ def spearman_uncertainty_error(
     if std.size > max_pixels:
         keep = np.random.default_rng(seed).choice(std.size, size=max_pixels, replace=False)
         std, abs_error = std[keep], abs_error[keep]
-    if np.ptp(std) == 0 or np.ptp(abs_error) == 0:
-        log.warning("std or error is constant: their rank correlation is undefined (nan)")
-        return float("nan")
-    return float(spearmanr(std, abs_error).statistic)
+    return _rank_correlation(std, abs_error, "std and error")
+
+
+def _rank_correlation(x: np.ndarray, y: np.ndarray, what: str) -> float:
+    """Spearman's rho of two 1-D samples; nan (with a warning naming `what`, instead of
+    scipy's) when either is constant, as the correlation is then undefined."""
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        log.warning("%s: one of them is constant, so their rank correlation is undefined (nan)",
+                    what)
+        return math.nan
+    return float(spearmanr(x, y).statistic)
 
 
 def _remaining_mean_error(
@@ -277,7 +128,7 @@ def sparsification_curve(
     error: np.ndarray,
     fractions: np.ndarray | None = None,
     seed: int = 0,
-) -> dict[str, np.ndarray]:
+) -> dict[str, np.ndarray | float]:
     """Mean absolute error of the pixels kept after removing the most uncertain ones.
 
     uncertainty: any per-pixel score, larger = less sure (std, variance: only the order counts).
@@ -288,7 +139,8 @@ def sparsification_curve(
     Returns fractions and three curves, each divided by the MAE with nothing removed so that
     all start at 1: `model` removes the highest uncertainty first, `oracle` the highest error
     first (the best any ranking can do), `random` a random order (what an uninformative
-    uncertainty does: flat at 1 up to noise). A useful uncertainty falls well below 1.
+    uncertainty does: flat at 1 up to noise). A useful uncertainty falls well below 1. Also
+    `ause`, the area between model and oracle (a float; see `ause`).
     """
     uncertainty, error = _flat_pair(uncertainty, error, ("uncertainty", "error"))
     fractions = np.linspace(0, 0.99, 100) if fractions is None else np.asarray(fractions, float)
@@ -305,10 +157,11 @@ def sparsification_curve(
     }
     curves = {name: _remaining_mean_error(order, error, fractions) / total
               for name, order in orders.items()}
-    return {"fractions": fractions, **curves}
+    curve = {"fractions": fractions, **curves}
+    return curve | {"ause": ause(curve)}
 
 
-def ause(curve: dict[str, np.ndarray]) -> float:
+def ause(curve: dict[str, np.ndarray | float]) -> float:
     """Area between a sparsification curve's model and oracle curves (trapezoid over fractions).
 
     0 when the uncertainty ranks the pixels exactly as their errors do; it grows as the ranking
@@ -453,7 +306,7 @@ def evaluate_uncertainty(
         "mae": float(np.mean(np.abs(error))),
         "mean_std": float(std.mean()),
         "spearman_std_abs_error": spearman_uncertainty_error(std, np.abs(error)),
-        "ause": ause(sparsification_curve(std, np.abs(error))),
+        "ause": sparsification_curve(std, np.abs(error))["ause"],
         "uce": uncertainty_calibration_error((std_scale * std) ** 2, error**2, n_bins),
         "uce_unscaled": uncertainty_calibration_error(std**2, error**2, n_bins),
         "std_scale": float(std_scale),
@@ -466,110 +319,8 @@ def evaluate_uncertainty(
         result["nuclei_count_mean"] = spread["mean"]
         result["nuclei_count_std"] = spread["std"]
         result["nucleus_spearman_std_iou"] = (
-            float(spearmanr(nuclei["mean_std"], nuclei["iou"]).statistic)
-            if len(nuclei) > 2 and nuclei["mean_std"].nunique() > 1 and nuclei["iou"].nunique() > 1
-            else float("nan")
+            _rank_correlation(nuclei["mean_std"].to_numpy(), nuclei["iou"].to_numpy(),
+                              "per-nucleus std and IoU")
+            if len(nuclei) > 2 else math.nan
         )
     return result
-
-
-# --- whole folders ---------------------------------------------------------------------------
-
-
-def sample_stains(
-    generator: nn.Module,
-    normaliser: Normaliser,
-    phase: np.ndarray,
-    n: int = 16,
-    *,
-    seed: int = 0,
-    batch_size: int = 16,
-) -> np.ndarray:
-    """n MC-dropout stains for one raw phase image (H, W), in the stain's units: (n, C, H, W)."""
-    device = next(generator.parameters()).device
-    normalised = np.asarray(normaliser.normalise_input(phase), dtype=np.float32)
-    tensor = torch.from_numpy(normalised)[None, None].to(device)
-    samples = mc_dropout_samples(generator, tensor, n, seed=seed, batch_size=batch_size,
-                                 progress=False)
-    return np.asarray(normaliser.denormalise_target(samples.float().cpu().numpy()))
-
-
-def _split_images(source: Path, channel: str) -> dict[str, dict[str, Path | None]]:
-    """{fov: {phase, target, masks}} of a folder; target and masks only in a split folder."""
-    images = {}
-    for fov, phase in input_files(source).items():
-        target = source / channel / f"{fov}.tif"
-        masks = source / "nuclei_masks" / f"{fov}.tif"
-        images[fov] = {"phase": phase, "target": target if target.is_file() else None,
-                       "masks": masks if masks.is_file() else None}
-    return images
-
-
-def calibrate_std_scale(
-    generator: nn.Module, normaliser: Normaliser, split: str | Path, *, n: int = 16,
-    seed: int = 0, batch_size: int = 16, max_images: int | None = 8,
-) -> float:
-    """`fit_std_scale` on the MC-dropout spreads and errors of a validation split, pooled."""
-    channel = normaliser.target_channels[0]
-    images = _split_images(Path(split), channel)
-    stds, errors = [], []
-    for fov, paths in list(images.items())[:max_images]:
-        if paths["target"] is None:
-            raise FileNotFoundError(f"{split} has no {channel}/{fov}.tif to calibrate against")
-        stains = sample_stains(generator, normaliser, read_image(paths["phase"]), n, seed=seed,
-                               batch_size=batch_size)[:, 0]
-        maps = uncertainty_maps(stains)
-        stds.append(maps["std"].ravel())
-        errors.append((maps["mean"] - read_image(paths["target"])).ravel())
-    return fit_std_scale(np.concatenate(stds), np.concatenate(errors))
-
-
-def sample_folder(
-    checkpoint: str | Path,
-    source: str | Path,
-    out: str | Path,
-    *,
-    n: int = 16,
-    seed: int = 0,
-    batch_size: int | None = None,
-    calibration: str | Path | None = None,
-    max_images: int | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
-
-    Writes OUT/mean/<fov>.tif and OUT/std/<fov>.tif (first target channel, stain units). When
-    `source` is a split folder with the real stain, every image is also scored
-    (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
-    scale is fitted on `calibration` (a validation split) when given, else left at 1.
-    """
-    generator, _, normaliser = load_predictor(checkpoint, device)
-    batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
-    std_scale = 1.0
-    if calibration is not None:
-        std_scale = calibrate_std_scale(generator, normaliser, calibration, n=n, seed=seed,
-                                        batch_size=batch_size)
-        log.info("std scale fitted on %s: %.3f", calibration, std_scale)
-    channel = normaliser.target_channels[0]
-    rows = []
-    images = list(_split_images(Path(source), channel).items())[:max_images]
-    for fov, paths in tqdm(images, desc="MC-dropout"):
-        stains = sample_stains(generator, normaliser, read_image(paths["phase"]), n, seed=seed,
-                               batch_size=batch_size)[:, 0]
-        maps = uncertainty_maps(stains)
-        write_image(Path(out) / "mean" / f"{fov}.tif", maps["mean"])
-        write_image(Path(out) / "std" / f"{fov}.tif", maps["std"])
-        if paths["target"] is not None:
-            masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
-            scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
-                                          std_scale=std_scale)
-            rows.append({"fov": fov, **scores})
-    if not rows:
-        return {}
-    table = pd.DataFrame(rows)
-    table.to_csv(Path(out) / "per_image.csv", index=False)
-    summary = {name: float(table[name].mean()) for name in table.columns if name != "fov"}
-    summary |= {"n_images": len(table), "n_samples": n, "seed": seed}
-    summary = {k: (v if np.isfinite(v) else None) for k, v in summary.items()}
-    (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return summary

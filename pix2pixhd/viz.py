@@ -29,10 +29,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from scipy import ndimage as ndi
-from scipy.stats import spearmanr
 from skimage.segmentation import find_boundaries
 
 from pix2pixhd import layout, logs, metrics
+from pix2pixhd.evaluate import REAL_STAIN
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,6 @@ METRIC_LABELS = {
     "hf_power_ratio": "HF power ratio (1 = as sharp as real)",
     "mean_matched_iou": "mean IoU of matched nuclei",
 }
-
-REAL_STAIN = "real_stain_"
-"""Prefix of the columns scoring the real stain like a prediction (as `evaluate.REAL_STAIN`)."""
 
 DPI = 110
 
@@ -532,29 +529,24 @@ def plot_mc_samples(
     return _save(figure, path)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Rank correlation; nan (not a warning from scipy) when either is constant."""
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(spearmanr(x, y).statistic)
-
-
 def plot_uncertainty_maps(
     mean: np.ndarray,
     std: np.ndarray,
     target: np.ndarray,
     *,
     cv: np.ndarray | None = None,
+    spearman: float | None = None,
     max_pixels: int = 100_000,
     path: str | Path | None = None,
 ) -> Figure:
     """Mean prediction | std | |mean - real stain| | (cv) | std against |error|, per pixel.
 
     All maps (H, W) in the stain's units (cv is a ratio). If the spread is a useful
-    uncertainty, the std map is bright where the error map is, and the last panel's cloud
-    rises: its title gives the Spearman rank correlation over at most `max_pixels` pixels drawn
-    at random (seeded). The dashed line is |error| = std; points far above it mean the spread
-    is too narrow (typical of MC-dropout).
+    uncertainty, the std map is bright where the error map is, and the last panel's cloud of
+    at most `max_pixels` pixels (drawn at random, seeded) rises. spearman: the rank correlation
+    of std and |error| (`uncertainty.spearman_uncertainty_error`), given in that panel's title.
+    The dashed line is |error| = std; points far above it mean the spread is too narrow
+    (typical of MC-dropout).
     """
     named = {"mean": mean, "std": std, "target": target} | ({} if cv is None else {"cv": cv})
     images = _images(**named)
@@ -578,7 +570,6 @@ def plot_uncertainty_maps(
     keep = rng.choice(error.size, size=min(max_pixels, error.size), replace=False)
     x, y = std.ravel(), error.ravel()
     x, y = x[keep], y[keep]
-    rho = _spearman(x, y)
     # the axes end at the 99.9th percentiles: a few extreme pixels would squeeze the cloud
     right, top = (_range(v, (0, 99.9))[1] for v in (x, y))
     ax = axes[0, -1]
@@ -591,8 +582,8 @@ def plot_uncertainty_maps(
     ax.set_ylim(0, top)
     ax.set_xlabel(f"std of the samples {AU}")
     ax.set_ylabel(f"|mean − real stain| {AU}")
-    ax.set_title(f"std against error: Spearman ρ = {rho:.2f}\n({keep.size:,} random pixels)",
-                 fontsize=10)
+    rho = "" if spearman is None else f": Spearman ρ = {spearman:.2f}"
+    ax.set_title(f"std against error{rho}\n({keep.size:,} random pixels)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_facecolor("0.15")
     return _save(figure, path)
@@ -605,13 +596,12 @@ def plot_sparsification(
 ) -> Figure:
     """Sparsification curves: the error left after removing the most uncertain pixels first.
 
-    curves: one `uncertainty.sparsification_curve` dict (fractions, model, oracle, random) or
-    {model name: such a dict}. The oracle removes the largest errors first (the best any
-    uncertainty can do); the shaded area between a model and its oracle is the AUSE (legend;
-    0 = perfect ranking). A curve near the random one means the uncertainty says nothing.
+    curves: one `uncertainty.sparsification_curve` dict (fractions, model, oracle, random,
+    ause) or {model name: such a dict}. The oracle removes the largest errors first (the best
+    any uncertainty can do); the shaded area between a model and its oracle is the AUSE (in
+    the legend where the curve has it; 0 = perfect ranking). A curve near the random one means
+    the uncertainty says nothing.
     """
-    from pix2pixhd.uncertainty import ause  # imported here: it brings torch, only this needs it
-
     named = {"model": curves} if "fractions" in curves else dict(curves)
     if not named:
         raise ValueError("no curves: pass uncertainty.sparsification_curve(std, |error|)")
@@ -623,8 +613,9 @@ def plot_sparsification(
                              "uncertainty.sparsification_curve")
         x, colour = np.asarray(curve["fractions"]), f"C{i}"
         prefix = "" if "fractions" in curves else f"{name}: "
+        area = f"AUSE = {curve['ause']:.3f}, shaded" if "ause" in curve else "gap to oracle shaded"
         ax.plot(x, curve["model"], color=colour, lw=2,
-                label=f"{prefix}most uncertain first (AUSE = {ause(curve):.3f}, shaded)")
+                label=f"{prefix}most uncertain first ({area})")
         ax.plot(x, curve["oracle"], color=colour, lw=1.3, linestyle="--",
                 label=f"{prefix}oracle: largest errors first")
         ax.fill_between(x, curve["oracle"], curve["model"], color=colour, alpha=0.15, lw=0)

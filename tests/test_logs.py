@@ -51,3 +51,22 @@ def test_plot_names_missing_tags(tmp_path):
 def test_no_event_files_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         read_scalars(tmp_path)
+
+
+def test_add_scalars_series_are_all_read_with_their_run(tmp_path):
+    """add_scalars puts each series in a sub-folder under one tag; none may be dropped."""
+    writer = SummaryWriter(tmp_path)
+    for step in range(3):
+        writer.add_scalars("PSNR", {"train": 30.0 + step, "validation": 20.0 + step}, step)
+        writer.add_scalar("lr", 0.1, step)
+    writer.close()
+    table = read_scalars(tmp_path)
+    psnr = table[table.tag == "PSNR"]
+    assert sorted(psnr.run.unique()) == ["PSNR_train", "PSNR_validation"]
+    for run, start in (("PSNR_train", 30.0), ("PSNR_validation", 20.0)):
+        series = psnr[psnr.run == run]
+        assert list(series.step) == [0, 1, 2]
+        np.testing.assert_allclose(series.value, [start, start + 1, start + 2])
+    assert list(table[table.tag == "lr"].run.unique()) == [""]
+    lines = plot_scalars(table, ["PSNR"]).get_lines()
+    assert {line.get_label() for line in lines} == {"PSNR (PSNR_train)", "PSNR (PSNR_validation)"}

@@ -1,5 +1,6 @@
 """The Trainer: exact resume, the loss terms, logs and checkpoints, clear failures, DDP."""
 
+import copy
 import socket
 from pathlib import Path
 
@@ -59,22 +60,64 @@ def test_resume_is_exact(tiny_config, tmp_path):
         assert_same_weights(a[part], b[part])
 
 
-def test_joint_and_separate_discriminator_passes_give_the_same_step(tiny_config, tiny_dataset):
-    """Instance norm is per sample, so one D pass over real and fake equals two passes."""
+def _record_gradients(optimizer, store):
+    """Keep a copy of the gradients an optimiser is about to apply."""
+    def hook(opt, args, kwargs):
+        store.extend(p.grad.clone() for group in opt.param_groups for p in group["params"])
+    optimizer.register_step_pre_hook(hook)
+
+
+def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_config):
+    """The Trainer's step (one joint D pass for real and fake) against the textbook version:
+    D(real) and D(fake.detach()) for D's loss, then D(real) and D(fake) for G's. A tiny lr keeps
+    D's update from turning float rounding into different weights before G's loss."""
+    from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
+
+    config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-9"])
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
-    results = []
-    for joint in (True, False):
-        trainer = Trainer(tiny_config, loaders=([], []), joint_discriminator_pass=joint)
-        numbers = trainer.train_step(batch)
-        results.append((numbers, gradients(trainer.generator), gradients(trainer.discriminator)))
-    (n1, g1, d1), (n2, g2, d2) = results
-    for name in n1:
-        assert n1[name] == pytest.approx(n2[name], rel=1e-5), name
-    # compare gradients, not weights: Adam's first step is lr * sign(gradient) for each weight,
-    # which turns float rounding of a near-zero gradient into a full-size difference
-    for a, b in ((g1, g2), (d1, d2)):
-        for name in a:
-            torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-7)
+    trainer = Trainer(config, loaders=([], []))
+    G, D = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
+    grads_D, grads_G = [], []
+    _record_gradients(trainer.optimizer_D, grads_D)
+    _record_gradients(trainer.optimizer_G, grads_G)
+    numbers = trainer.train_step(batch)
+
+    phase, target = batch["input"], batch["target"]
+    fake = G(phase)
+    real_scores = D(torch.cat([phase, target], 1))
+    fake_scores = D(torch.cat([phase, fake.detach()], 1))
+    loss_D, loss_D_real, loss_D_fake = discriminator_loss(real_scores, fake_scores)
+    reference_D = torch.autograd.grad(loss_D, list(D.parameters()))
+    fake_scores = D(torch.cat([phase, fake], 1))
+    loss_G_GAN = gan_loss(fake_scores, True)
+    loss_G_feat = config.loss.lambda_feat * feature_matching_loss(
+        real_scores, fake_scores, n_layers_D=config.model.n_layers_D, num_D=config.model.num_D)
+    reference_G = torch.autograd.grad(loss_G_GAN + loss_G_feat, list(G.parameters()))
+
+    expected = {"loss/D_real": loss_D_real, "loss/D_fake": loss_D_fake,
+                "loss/G_GAN": loss_G_GAN, "loss/G_GAN_Feat": loss_G_feat}
+    for name, value in expected.items():
+        assert numbers[name] == pytest.approx(value.item(), rel=1e-5), name
+    # biases before an instance norm have a true gradient of 0: there, only rounding is left
+    for ours, reference in zip(grads_D + grads_G, reference_D + reference_G, strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-3, atol=1e-5)
+
+
+def test_generator_loss_is_computed_through_the_updated_discriminator(tiny_config):
+    """D is updated first; G's adversarial loss then scores the fake with D's new weights."""
+    from pix2pixhd.losses import gan_loss
+
+    config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-2"])
+    batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
+    trainer = Trainer(config, loaders=([], []))
+    G_before, D_before = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
+    numbers = trainer.train_step(batch)
+    with torch.no_grad():
+        fake_pair = torch.cat([batch["input"], G_before(batch["input"])], 1)
+        with_new_D = gan_loss(trainer.discriminator(fake_pair), True).item()
+        with_old_D = gan_loss(D_before(fake_pair), True).item()
+    assert numbers["loss/G_GAN"] == pytest.approx(with_new_D, rel=1e-5)
+    assert with_old_D != pytest.approx(with_new_D, rel=1e-3)
 
 
 def test_generator_loss_does_not_train_the_discriminator(tiny_config):
@@ -119,6 +162,24 @@ def test_fit_writes_checkpoints_and_the_documented_tensorboard_tags(tiny_config)
     assert np.isfinite(metrics["val/psnr"]) and -1 <= metrics["val/ssim"] <= 1
     generator, config, normaliser = load_generator(f"{run}/latest.pt")
     assert not generator.training and config.model.ngf == 4 and normaliser is not None
+
+
+def test_every_epoch_logs_the_mean_of_its_steps_even_without_step_logs(tiny_config):
+    """A one-epoch run shorter than log_every still has one point per term: the epoch's mean."""
+    config = apply_overrides(tiny_config, ["train.log_every=1000"])
+    trainer = Trainer(config)
+    step_values = []
+    original_step = trainer.train_step
+    trainer.train_step = lambda batch: step_values.append(original_step(batch)) or step_values[-1]
+    trainer.fit(epochs=1)
+    scalars = read_scalars(trainer.run_dir / "logs")
+    assert not (scalars.tag == "loss/G_GAN").any()  # no step reached log_every
+    for name in ("loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake",
+                 "D_out/train_real", "D_out/train_fake"):
+        logged = scalars[scalars.tag == f"epoch/{name}"]
+        assert list(logged.step) == [trainer.step] == [len(step_values)]
+        expected = np.mean([values[name] for values in step_values])
+        assert logged.value.iloc[0] == pytest.approx(expected, rel=1e-5), name
 
 
 def test_a_checkpoint_from_other_options_names_them(tiny_config):

@@ -1,18 +1,12 @@
 import numpy as np
 import pytest
-import torch
 from skimage.draw import disk
 from skimage.measure import label
-from torch import nn
 
-from pix2pixhd.networks import build_generator
 from pix2pixhd.uncertainty import (
     ause,
     evaluate_uncertainty,
     fit_std_scale,
-    mc_dropout,
-    mc_dropout_samples,
-    mc_dropout_samples_sequential,
     nuclei_count_spread,
     per_nucleus_uncertainty,
     sparsification_curve,
@@ -20,126 +14,6 @@ from pix2pixhd.uncertainty import (
     uncertainty_calibration_error,
     uncertainty_maps,
 )
-
-
-def tiny_generator(**options):
-    torch.manual_seed(0)
-    settings = dict(ngf=4, n_downsample_global=2, n_blocks_global=1, use_dropout=True,
-                    dropout_p=0.5)
-    return build_generator(**(settings | options))
-
-
-@pytest.fixture
-def generator():
-    return tiny_generator()
-
-
-@pytest.fixture
-def phase():
-    return torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-# --- sampling ----------------------------------------------------------------------------------
-
-
-def test_batched_samples_are_reproducible_with_a_seed_and_differ_with_another(generator, phase):
-    first = mc_dropout_samples(generator, phase, 6, seed=3, batch_size=4, progress=False)
-    again = mc_dropout_samples(generator, phase, 6, seed=3, batch_size=4, progress=False)
-    other = mc_dropout_samples(generator, phase, 6, seed=4, batch_size=4, progress=False)
-    assert first.shape == (6, 1, 32, 32)
-    assert torch.equal(first, again)
-    assert not torch.allclose(first, other)
-
-
-def test_batched_and_sequential_samples_agree_in_distribution(generator, phase):
-    # two independent batched draws show how far two estimates differ by sampling noise alone;
-    # batched against sequential must differ no more than that
-    n = 64
-    batched = mc_dropout_samples(generator, phase, n, seed=0, batch_size=16, progress=False)
-    repeat = mc_dropout_samples(generator, phase, n, seed=1, batch_size=16, progress=False)
-    sequential = mc_dropout_samples_sequential(generator, phase, n, seed=2, progress=False)
-    for statistic in (lambda s: s.mean(0), lambda s: s.std(0)):
-        noise = (statistic(batched) - statistic(repeat)).abs().mean()
-        difference = (statistic(batched) - statistic(sequential)).abs().mean()
-        assert noise > 0
-        assert difference < 1.5 * noise
-
-
-def test_sampling_leaves_the_global_rng_unchanged(generator, phase):
-    torch.manual_seed(123)
-    before = torch.get_rng_state()
-    mc_dropout_samples(generator, phase, 4, seed=7, batch_size=2, progress=False)
-    mc_dropout_samples_sequential(generator, phase, 4, seed=7, progress=False)
-    assert torch.equal(torch.get_rng_state(), before)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_samples_are_reproducible_and_leave_the_cuda_rng_unchanged(generator, phase):
-    generator = generator.cuda()
-    torch.cuda.manual_seed(5)
-    before = torch.cuda.get_rng_state()
-    first = mc_dropout_samples(generator, phase, 4, seed=3, batch_size=2, progress=False)
-    again = mc_dropout_samples(generator, phase.cuda(), 4, seed=3, batch_size=2, progress=False)
-    assert first.device.type == "cuda"
-    assert torch.equal(first, again)
-    assert torch.equal(torch.cuda.get_rng_state(), before)
-
-
-def test_samples_differ_while_the_eval_forward_is_deterministic(generator, phase):
-    samples = mc_dropout_samples(generator, phase, 8, progress=False)
-    assert samples.std(0).mean() > 1e-3
-    assert not torch.allclose(samples[0], samples[1])
-    generator.eval()
-    with torch.no_grad():
-        assert torch.equal(generator(phase), generator(phase))
-
-
-@pytest.mark.parametrize("start_in_training", [True, False])
-def test_mc_dropout_turns_on_only_dropout_and_restores_every_mode(generator, start_in_training):
-    generator.train(start_in_training)
-    generator.model[0].training = not start_in_training  # a mixed state must come back as it was
-    before = {name: m.training for name, m in generator.named_modules()}
-    with mc_dropout(generator):
-        for module in generator.modules():
-            assert module.training == isinstance(module, nn.Dropout)
-    assert {name: m.training for name, m in generator.named_modules()} == before
-
-
-def test_mc_dropout_restores_modes_after_an_error(generator):
-    generator.train()
-    with pytest.raises(RuntimeError, match="inside"), mc_dropout(generator):
-        raise RuntimeError("inside")
-    assert all(module.training for module in generator.modules())
-
-
-def test_batch_norm_keeps_its_running_statistics_while_sampling(phase):
-    generator = tiny_generator(norm="batch").train()
-    before = {k: v.clone() for k, v in generator.state_dict().items() if "running" in k}
-    mc_dropout_samples(generator, phase, 4, progress=False)
-    after = generator.state_dict()
-    assert all(torch.equal(value, after[key]) for key, value in before.items())
-
-
-def test_generator_without_dropout_raises_a_clear_error(phase):
-    generator = tiny_generator(use_dropout=False)
-    with pytest.raises(ValueError, match="use_dropout"):
-        mc_dropout_samples(generator, phase, 2, progress=False)
-    with pytest.raises(ValueError, match="use_dropout"), mc_dropout(generator):
-        pass
-
-
-def test_odd_sizes_are_padded_and_cropped_back(generator):
-    phase = torch.randn(1, 1, 30, 27)
-    samples = mc_dropout_samples(generator, phase, 5, batch_size=2, progress=False)
-    sequential = mc_dropout_samples_sequential(generator, phase, 3, multiple=4, progress=False)
-    assert samples.shape == (5, 1, 30, 27)
-    assert sequential.shape == (3, 1, 30, 27)
-
-
-def test_a_phase_without_its_batch_axis_is_rejected(generator):
-    with pytest.raises(ValueError, match=r"\(1, C, H, W\)"):
-        mc_dropout_samples(generator, torch.randn(1, 32, 32), 2, progress=False)
-
 
 # --- maps --------------------------------------------------------------------------------------
 
@@ -195,6 +69,7 @@ def test_sparsification_and_ause_on_a_hand_computed_case():
     np.testing.assert_allclose(curve["oracle"], np.array([2.5, 2.0, 1.5, 1.0]) / 2.5)
     # gaps 0, 0.4, 0.8, 1.2 at steps of 0.25: 0.25 * (0.2 + 0.6 + 1.0)
     assert ause(curve) == pytest.approx(0.45)
+    assert curve["ause"] == pytest.approx(0.45)
 
 
 def test_uce_is_zero_when_squared_errors_match_variances_by_bin():

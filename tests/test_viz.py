@@ -252,11 +252,13 @@ def test_mc_samples_show_at_most_the_samples_there_are(images):
     assert len(image_axes(figure)) == 3  # phase, the one sample, real stain; no differences
 
 
-def test_uncertainty_maps_report_the_rank_correlation_of_std_and_error(images, rng, tmp_path):
+def test_uncertainty_maps_report_the_given_rank_correlation_of_std_and_error(images, rng,
+                                                                             tmp_path):
     std = rng.uniform(1, 10, (SIZE, SIZE))
     mean = images["stain"] + std * rng.normal(0, 1, std.shape)
     cv = std / np.abs(mean)
-    figure = viz.plot_uncertainty_maps(mean, std, images["stain"], cv=cv,
+    expected = spearmanr(std.ravel(), np.abs(mean - images["stain"]).ravel()).statistic
+    figure = viz.plot_uncertainty_maps(mean, std, images["stain"], cv=cv, spearman=expected,
                                        path=tmp_path / "uncertainty.png")
     axes = image_axes(figure)
     assert len(axes) == 4
@@ -264,7 +266,6 @@ def test_uncertainty_maps_report_the_rank_correlation_of_std_and_error(images, r
         "mean of the samples", "std of the samples", "|mean − real stain|",
         "coefficient of variation"]
     np.testing.assert_allclose(axes[2].images[0].get_array(), np.abs(mean - images["stain"]))
-    expected = spearmanr(std.ravel(), np.abs(mean - images["stain"]).ravel()).statistic
     assert any(f"ρ = {expected:.2f}" in ax.get_title() for ax in figure.axes)
     labels = colorbar_labels(figure)
     assert sum("a.u." in label for label in labels) == 3
@@ -279,12 +280,12 @@ def test_uncertainty_maps_subsample_pixels_for_the_correlation(images, rng):
                                        max_pixels=100)
     assert len(image_axes(figure)) == 3
     assert any("100 random pixels" in ax.get_title() for ax in figure.axes)
+    assert not any("ρ" in ax.get_title() for ax in figure.axes)  # no correlation was given
 
 
-def test_sparsification_legend_gives_the_area_between_model_and_oracle(tmp_path):
-    # model - oracle is 0 at fraction 0 and 0.4 at 0.5: the trapezoid is 0.5 * 0.4 / 2 = 0.1
+def test_sparsification_legend_gives_the_curves_ause(tmp_path):
     curve = {"fractions": np.array([0.0, 0.5]), "model": np.array([1.0, 0.6]),
-             "oracle": np.array([1.0, 0.2]), "random": np.array([1.0, 1.0])}
+             "oracle": np.array([1.0, 0.2]), "random": np.array([1.0, 1.0]), "ause": 0.1}
     figure = viz.plot_sparsification(curve, path=tmp_path / "sparsification.png")
     ax = figure.axes[0]
     labels = legend_texts(ax)
@@ -297,13 +298,21 @@ def test_sparsification_legend_gives_the_area_between_model_and_oracle(tmp_path)
 
 def test_sparsification_of_several_models_has_one_ause_each():
     good = {"fractions": np.linspace(0, 0.9, 10), "model": np.linspace(1, 0.1, 10),
-            "oracle": np.linspace(1, 0.1, 10)}
-    bad = dict(good, model=np.ones(10))
+            "oracle": np.linspace(1, 0.1, 10), "ause": 0.0}
+    bad = dict(good, model=np.ones(10), ause=0.405)
     ax = viz.plot_sparsification({"GAN": good, "regression": bad}).axes[0]
     labels = [label for label in legend_texts(ax) if "AUSE" in label]
     assert len(labels) == 2
     assert labels[0].startswith("GAN") and "AUSE = 0.000" in labels[0]
     assert labels[1].startswith("regression") and "AUSE = 0.405" in labels[1]
+
+
+def test_sparsification_without_an_ause_draws_the_curves_without_one():
+    curve = {"fractions": np.array([0.0, 0.5]), "model": np.array([1.0, 0.6]),
+             "oracle": np.array([1.0, 0.2])}
+    ax = viz.plot_sparsification(curve).axes[0]
+    assert not any("AUSE" in label for label in legend_texts(ax))
+    assert len(ax.collections) == 1
 
 
 # --- training logs -------------------------------------------------------------------------------

@@ -1,0 +1,274 @@
+"""MC-dropout sampling: many plausible virtual stains for one phase image, and folders of them.
+
+    samples = mc_dropout_samples(generator, phase, n=32, seed=0)        # (n, C, H, W) tensor
+    stains = sample_stains(generator, normaliser, raw_phase, n=32)      # (n, C, H, W), stain units
+    summary = sample_folder("checkpoints/pix2pixhd_nuclei/latest.pt", "data/test", "mc")
+
+Dropout left on at inference turns one trained network into a family of slightly different
+networks; the spread of their outputs is a cheap (approximate) Bayesian uncertainty (Gal and
+Ghahramani 2016). This module draws the samples (torch) and runs whole folders; what the
+spread says, and whether it points at the errors, is scored in `uncertainty` (numpy only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from pix2pixhd.config import check_counts
+from pix2pixhd.data import Normaliser
+from pix2pixhd.layout import MASKS, image_path, read_image, read_mask, write_image, write_json
+from pix2pixhd.predict import input_files, load_predictor, pad_to_multiple
+from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
+
+log = logging.getLogger(__name__)
+
+DROPOUT_TYPES = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+)
+
+
+# --- sampling ----------------------------------------------------------------------------------
+
+
+def dropout_modules(generator: nn.Module) -> list[nn.Module]:
+    """The dropout layers of a network that actually drop something (p > 0)."""
+    return [m for m in generator.modules() if isinstance(m, DROPOUT_TYPES) and m.p > 0]
+
+
+@contextmanager
+def mc_dropout(generator: nn.Module) -> Iterator[nn.Module]:
+    """The generator in evaluation mode except its dropout layers, which keep dropping.
+
+    Normalisation layers stay as in evaluation (batch norm uses its running statistics and does
+    not update them; instance norm is per sample either way), so the only randomness is dropout.
+    Every module's train/eval flag is restored on exit, also after an error.
+    """
+    if not dropout_modules(generator):
+        raise ValueError(
+            "the generator has no dropout layer with p > 0, so MC-dropout would give n copies "
+            "of one prediction; train a model with model.use_dropout=true (and dropout_p > 0)"
+        )
+    modes = [(module, module.training) for module in generator.modules()]
+    try:
+        generator.eval()
+        for module in dropout_modules(generator):
+            module.train()
+        yield generator
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def _seeded(device: torch.device, seed: int) -> Iterator[None]:
+    """Seed the RNG that `device`'s dropout draws from, and put the caller's state back after.
+
+    Only that one generator is forked and seeded (not every GPU's), so nothing else in the
+    process sees a different random stream because samples were drawn.
+    """
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with torch.random.fork_rng(devices=[index], device_type="cuda"):
+            torch.random.default_generator.manual_seed(seed)
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+            yield
+    elif device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed)
+            yield
+    else:  # mps, xpu, ...: fork that backend's generator, seed through the global call
+        with torch.random.fork_rng(device_type=device.type):
+            torch.manual_seed(seed)
+            yield
+
+
+def _prepared_input(generator: nn.Module, phase: Tensor, multiple: int | None) -> Tensor:
+    """phase (1, C, H, W) on the generator's device and dtype; checks shape and multiple."""
+    if phase.ndim != 4 or phase.shape[0] != 1:
+        raise ValueError(
+            f"phase has shape {tuple(phase.shape)}; expected one normalised image (1, C, H, W): "
+            "use phase[None, None] for an (H, W) tensor"
+        )
+    if multiple is not None and multiple < 1:
+        raise ValueError(f"multiple={multiple} must be a positive integer (or None)")
+    parameter = next(generator.parameters())
+    return phase.to(device=parameter.device, dtype=parameter.dtype)
+
+
+def _size_multiple(generator: nn.Module, multiple: int | None) -> int:
+    """The multiple to pad to: the one given, else the generator's own `size_multiple`
+    (looked up through a DistributedDataParallel wrapper too)."""
+    if multiple is not None:
+        return multiple
+    inner = getattr(generator, "module", generator)
+    return int(getattr(generator, "size_multiple", getattr(inner, "size_multiple", 1)))
+
+
+def mc_dropout_samples(
+    generator: nn.Module,
+    phase: Tensor,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    batch_size: int = 16,
+    multiple: int | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """n stochastic predictions for one input, computed as batches: (n, C_out, H, W).
+
+    phase: one normalised phase image (1, C_in, H, W), any H and W: it is reflect-padded to a
+    multiple of `multiple` (None: the generator's `size_multiple`) and the output cropped back.
+    The input is repeated along the batch axis, `batch_size` copies at a time, so a GPU computes
+    many samples in the time of a few passes. Each copy draws its own dropout masks and instance
+    norm is per sample, so the batch has the distribution of n separate passes (not the same
+    numbers: the masks are drawn in another order). Returned on the generator's device, in the
+    normalised target units ([-1, 1]).
+
+    seed makes the draw reproducible for one (n, batch_size, device); the caller's RNG state is
+    the same afterwards as before.
+    """
+    check_counts(n=n, batch_size=batch_size)
+    phase = _prepared_input(generator, phase, multiple)
+    padded, (height, width) = pad_to_multiple(phase, _size_multiple(generator, multiple))
+    chunks = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    outputs = []
+    with mc_dropout(generator), torch.no_grad(), _seeded(padded.device, seed):
+        for size in tqdm(chunks, desc="MC-dropout batches", leave=False,
+                         disable=not progress or len(chunks) < 2):
+            batch = padded.repeat(size, 1, 1, 1)
+            outputs.append(generator(batch)[..., :height, :width])
+    return torch.cat(outputs)
+
+
+def mc_dropout_samples_sequential(
+    generator: nn.Module,
+    phase: Tensor,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    multiple: int | None = None,
+    progress: bool = True,
+) -> Tensor:
+    """The same as `mc_dropout_samples`, one forward pass per sample: (n, C_out, H, W).
+
+    The slow reference, for the benchmark and to check that batching changes nothing but speed.
+    """
+    check_counts(n=n)
+    phase = _prepared_input(generator, phase, multiple)
+    padded, (height, width) = pad_to_multiple(phase, _size_multiple(generator, multiple))
+    outputs = []
+    with mc_dropout(generator), torch.no_grad(), _seeded(padded.device, seed):
+        for _ in tqdm(range(n), desc="MC-dropout passes", leave=False, disable=not progress):
+            outputs.append(generator(padded)[..., :height, :width])
+    return torch.cat(outputs)
+
+
+# --- whole folders ---------------------------------------------------------------------------
+
+
+def sample_stains(
+    generator: nn.Module,
+    normaliser: Normaliser,
+    phase: np.ndarray,
+    n: int = 16,
+    *,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """n MC-dropout stains for one raw phase image (H, W), in the stain's units: (n, C, H, W)."""
+    device = next(generator.parameters()).device
+    normalised = np.asarray(normaliser.normalise_input(phase), dtype=np.float32)
+    tensor = torch.from_numpy(normalised)[None, None].to(device)
+    samples = mc_dropout_samples(generator, tensor, n, seed=seed, batch_size=batch_size,
+                                 progress=False)
+    return np.asarray(normaliser.denormalise_target(samples.float().cpu().numpy()))
+
+
+def _split_images(source: Path, channel: str) -> dict[str, dict[str, Path | None]]:
+    """{fov: {phase, target, masks}} of a folder; target and masks only in a split folder."""
+    images = {}
+    for fov, phase in input_files(source).items():
+        target = image_path(source.parent, source.name, channel, fov)
+        masks = image_path(source.parent, source.name, MASKS, fov)
+        images[fov] = {"phase": phase, "target": target if target.is_file() else None,
+                       "masks": masks if masks.is_file() else None}
+    return images
+
+
+def calibrate_std_scale(
+    generator: nn.Module, normaliser: Normaliser, split: str | Path, *, n: int = 16,
+    seed: int = 0, batch_size: int = 16, max_images: int | None = 8,
+) -> float:
+    """`fit_std_scale` on the MC-dropout spreads and errors of a validation split, pooled."""
+    channel = normaliser.target_channels[0]
+    images = _split_images(Path(split), channel)
+    stds, errors = [], []
+    for fov, paths in list(images.items())[:max_images]:
+        if paths["target"] is None:
+            raise FileNotFoundError(f"{split} has no {channel}/{fov}.tif to calibrate against")
+        stains = sample_stains(generator, normaliser, read_image(paths["phase"]), n, seed=seed,
+                               batch_size=batch_size)[:, 0]
+        maps = uncertainty_maps(stains)
+        stds.append(maps["std"].ravel())
+        errors.append((maps["mean"] - read_image(paths["target"])).ravel())
+    return fit_std_scale(np.concatenate(stds), np.concatenate(errors))
+
+
+def sample_folder(
+    checkpoint: str | Path,
+    source: str | Path,
+    out: str | Path,
+    *,
+    n: int = 16,
+    seed: int = 0,
+    batch_size: int | None = None,
+    calibration: str | Path | None = None,
+    max_images: int | None = None,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
+
+    Writes OUT/mean/<fov>.tif and OUT/std/<fov>.tif (first target channel, stain units). When
+    `source` is a split folder with the real stain, every image is also scored
+    (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
+    scale is fitted on `calibration` (a validation split) when given, else left at 1.
+    """
+    generator, _, normaliser = load_predictor(checkpoint, device)
+    batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
+    std_scale = 1.0
+    if calibration is not None:
+        std_scale = calibrate_std_scale(generator, normaliser, calibration, n=n, seed=seed,
+                                        batch_size=batch_size)
+        log.info("std scale fitted on %s: %.3f", calibration, std_scale)
+    channel = normaliser.target_channels[0]
+    rows = []
+    images = list(_split_images(Path(source), channel).items())[:max_images]
+    for fov, paths in tqdm(images, desc="MC-dropout"):
+        stains = sample_stains(generator, normaliser, read_image(paths["phase"]), n, seed=seed,
+                               batch_size=batch_size)[:, 0]
+        maps = uncertainty_maps(stains)
+        write_image(Path(out) / "mean" / f"{fov}.tif", maps["mean"])
+        write_image(Path(out) / "std" / f"{fov}.tif", maps["std"])
+        if paths["target"] is not None:
+            masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
+            scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
+                                          std_scale=std_scale)
+            rows.append({"fov": fov, **scores})
+    if not rows:
+        return {}
+    table = pd.DataFrame(rows)
+    table.to_csv(Path(out) / "per_image.csv", index=False)
+    summary = {name: float(table[name].mean()) for name in table.columns if name != "fov"}
+    summary |= {"n_images": len(table), "n_samples": n, "seed": seed}
+    write_json(Path(out) / "summary.json", summary)
+    return summary
