@@ -466,6 +466,12 @@ step_config = configs.apply_overrides(config, [
     "train.amp=none", "loss.lambda_l1=0", "loss.lambda_vgg=0"])
 yours_trainer = Trainer(step_config, loaders=([], []))
 module_trainer = Trainer(step_config, loaders=([], []))
+# Adam makes every update about lr in size, even where a gradient is rounding noise (the biases
+# in front of instance norm), so two correct steps could differ by 2 lr there; plain SGD keeps
+# each update proportional to its gradient, and the comparison sees only real differences
+for trainer in (yours_trainer, module_trainer):
+    trainer.optimizer_G = torch.optim.SGD(trainer.generator.parameters(), lr=0.01)
+    trainer.optimizer_D = torch.optim.SGD(trainer.discriminator.parameters(), lr=0.01)
 small = {key: batch[key][:2, :, :64, :64] for key in ("input", "target")}
 steps = [small, {key: value.flip(-1) for key, value in small.items()}]
 gradients_into_G = []
@@ -473,6 +479,9 @@ next(yours_trainer.generator.parameters()).register_hook(
     lambda gradient: gradients_into_G.append(1))
 for number, step_batch in enumerate(steps, start=1):
     gradients_into_G.clear()
+    before = {network: {name: weight.detach().clone() for name, weight
+                        in getattr(module_trainer, network).named_parameters()}
+              for network in ("generator", "discriminator")}
     torch.manual_seed(number)  # the same dropout masks in both generators
     yours = gan_training_step(
         yours_trainer.G, yours_trainer.D, yours_trainer.optimizer_G, yours_trainer.optimizer_D,
@@ -498,12 +507,14 @@ for number, step_batch in enumerate(steps, start=1):
             "detached), and multiply feature matching by lambda_feat")
     for network in ("generator", "discriminator"):
         mine = dict(getattr(yours_trainer, network).named_parameters())
-        for name, weight in getattr(module_trainer, network).named_parameters():
+        theirs = dict(getattr(module_trainer, network).named_parameters())
+        update = max(float((theirs[name] - before[network][name]).abs().max()) for name in theirs)
+        for name, weight in theirs.items():
             difference = float((mine[name] - weight).abs().max())
-            assert difference <= 1e-5, (
+            assert difference <= 1e-2 * update, (
                 f"after step {number} the {network}'s {name} differs from the module's by "
-                f"{difference:.2e}: zero each optimiser's gradients before its backward and "
-                "step it once per training step")
+                f"{difference:.2e} (the largest update is {update:.2e}): zero each optimiser's "
+                "gradients before its backward and step it once per training step")
 print("Task 1.3 passed: your step gives the module's losses and updated weights")
 
 # %% [markdown]
