@@ -5,7 +5,7 @@ if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 set -euo pipefail
 
 ENV_NAME=06_image_translation
-EXTRAS="notebook,download,dev"
+EXTRAS="notebook,download,dev,viscy"
 cd "$(dirname "$0")"
 
 usage() {
@@ -18,7 +18,8 @@ and prepares data/: the real A549 dataset when it can be reached, otherwise the 
 synthetic dataset.
 
   --synthetic  make the built-in synthetic dataset (offline, about 30 s)
-  --real       download the real A549 dataset; fail if it cannot be reached
+  --real       download the real A549 dataset and VisCy's published VSCyto2D model
+               (checkpoints/VSCyto2D/); fail if they cannot be reached
   --no-data    set up the environment only
   --venv       use .venv even where conda exists (what `make` uses)
   --no-env     skip the environment; only prepare data with the active python
@@ -110,6 +111,11 @@ else
             rm -f "$log" ;;
     esac
     $PY -m pix2pixhd data check data || fail "data/ did not pass its check (see above)"
+fi
+
+if [ "$DATA_MODE" = real ]; then
+    $PY -m pix2pixhd data download --viscy-model \
+        || fail "download of VisCy's VSCyto2D model failed; run 'sh setup.sh --real' again to resume"
 fi
 
 say "done. Next: source .venv/bin/activate (or conda activate $ENV_NAME), then open exercise.ipynb"

@@ -50,9 +50,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pix2pixhd import checkpoint as checkpoints
 from pix2pixhd import config as configs
-from pix2pixhd.checkpoint import channel_counts, discriminator_from_config, generator_from_config
+from pix2pixhd.checkpoint import (
+    channel_counts,
+    discriminator_from_config,
+    generator_from_config,
+    provenance_mismatch,
+)
 from pix2pixhd.data import Normaliser, make_loaders
 from pix2pixhd.evaluate import (
     compare_models,
@@ -65,10 +69,11 @@ from pix2pixhd.evaluate import (
 from pix2pixhd.layout import MASKS, image_path, list_fovs, read_dataset_json, read_image, read_mask
 from pix2pixhd.logs import read_scalars
 from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
-from pix2pixhd.metrics import iou_matrix, match_instances, segment_nuclei
+from pix2pixhd.metrics import iou_matrix, match_instances
 from pix2pixhd.networks import count_parameters
 from pix2pixhd.predict import load_predictor, predict_folder, predict_image
 from pix2pixhd.sampling import sample_folder, sample_stains
+from pix2pixhd.segmentation import segment_nuclei
 from pix2pixhd.train import Trainer
 from pix2pixhd.uncertainty import (
     sparsification_curve,
@@ -711,10 +716,9 @@ print(f"regression L1 loss: first tenth {first_and_last_tenth(regression_l1)[0]:
 # start here: the GAN's predictions of the test images, and their scores
 fov = list_fovs(DATA, "test")[0]
 test_phase, test_stain, true_labels = read_test_fov(fov)
-provenance_mismatch = getattr(checkpoints, "provenance_mismatch", None)
-message = provenance_mismatch(PRETRAINED["GAN"], DATA) if provenance_mismatch else None
-if message:
-    warnings.warn(f"{message}: read the scores below with that in mind", stacklevel=1)
+mismatch = provenance_mismatch(PRETRAINED["GAN"], DATA)  # None when trained on this data
+if mismatch:
+    warnings.warn(mismatch, stacklevel=1)
 gan_folder = predict_test_split("GAN")
 gan_table = evaluate_predictions(gan_folder, DATA / "test")
 gan_summary = write_evaluation(gan_table, RESULTS / "evaluation" / "GAN")

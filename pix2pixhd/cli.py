@@ -11,10 +11,13 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from pix2pixhd.layout import DataError
+from pix2pixhd.layout import NORMALISE, DataError, check_output_folder, plain_name
 
 log = logging.getLogger("pix2pixhd")
 
@@ -34,9 +37,13 @@ def _data_synthetic(args: argparse.Namespace) -> int:
 
 
 def _data_download(args: argparse.Namespace) -> int:
-    from pix2pixhd.download import DownloadError, download_dataset
+    from pix2pixhd.download import DownloadError, download_dataset, download_viscy_model
 
     try:
+        if args.viscy_model:
+            path = download_viscy_model(args.model_dir, timeout=args.timeout)
+            print(f"VisCy's VSCyto2D model is in {path}")
+            return 0
         download_dataset(args.out, timeout=args.timeout, val_fraction=args.val_fraction)
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -84,7 +91,8 @@ def _train(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pix2pixhd.checkpoint import export_run
 
-    path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator)
+    path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator,
+                      overwrite=args.overwrite)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and its logs")
     return 0
 
@@ -94,8 +102,8 @@ def _predict(args: argparse.Namespace) -> int:
     from pix2pixhd.train import resolve_device
 
     written = predict_folder(args.checkpoint, args.input, args.out,
-                             device=resolve_device(args.device),
-                             tile_size=args.tile_size, overlap=args.overlap)
+                             device=resolve_device(args.device), tile_size=args.tile_size,
+                             overlap=args.overlap, normalise=args.normalise)
     print(f"wrote {len(written)} predictions under {args.out}")
     return 0
 
@@ -103,6 +111,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pix2pixhd.evaluate import SUMMARY_KEYS, evaluate_folder
 
+    check_output_folder(args.out, [args.pred, args.data])
     summary = evaluate_folder(args.pred, args.data, args.out, channel=args.channel,
                               allow_missing=args.allow_missing)
     shown = (*SUMMARY_KEYS, "n_images")
@@ -115,9 +124,11 @@ def _sample(args: argparse.Namespace) -> int:
     from pix2pixhd.sampling import sample_folder
     from pix2pixhd.train import resolve_device
 
+    check_output_folder(args.out, [args.input, args.calibration])
     summary = sample_folder(args.checkpoint, args.input, args.out, n=args.n, seed=args.seed,
                             batch_size=args.batch_size, calibration=args.calibration,
-                            max_images=args.max_images, device=resolve_device(args.device))
+                            max_images=args.max_images, device=resolve_device(args.device),
+                            normalise=args.normalise)
     print(json.dumps(summary, indent=2) if summary else "no targets: maps written, no scores")
     print(f"mean and std maps in {args.out}")
     return 0
@@ -133,14 +144,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+NORMALISE_HELP = ("scale the phase images by the train split's median and IQR (dataset, as in "
+                  "training) or by each image's own (image: for inputs in other units)")
+
 def training_config(args: argparse.Namespace) -> Config:
-    """The preset or YAML, or on --resume the run's own saved config; then the flags on top."""
+    """The preset or YAML, or on --resume the run's own saved config; then the flags on top.
+
+    On --resume the run continues in the folder given (or the config's default), never in the
+    folder recorded in the checkpoint: a copied run must not advance its original.
+    """
     if args.resume:
         from pix2pixhd.checkpoint import load_checkpoint
 
-        name = args.name or load_config(args.config).train.name
-        folder = Path(args.checkpoints_dir or load_config(args.config).train.checkpoints_dir)
+        defaults = load_config(args.config).train
+        name = plain_name(args.name or defaults.name, "run name (--name)")
+        folder = Path(args.checkpoints_dir or defaults.checkpoints_dir)
         config = from_dict(load_checkpoint(folder / name / "latest.pt")["config"])
+        config.train.name, config.train.checkpoints_dir = name, str(folder)
     else:
         config = load_config(args.config)
     flags = [f"data.root={args.data}"] if args.data else []
@@ -162,10 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     synthetic = data_verbs.add_parser("synthetic", help="write the built-in synthetic dataset")
     synthetic.add_argument("--out", default="data")
-    synthetic.add_argument("--n-train", type=int, default=200)
-    synthetic.add_argument("--n-val", type=int, default=40)
-    synthetic.add_argument("--n-test", type=int, default=40)
-    synthetic.add_argument("--size", type=int, default=512, help="side of each image, pixels")
+    synthetic.add_argument("--n-train", type=at_least(1), default=200)
+    synthetic.add_argument("--n-val", type=at_least(1), default=40)
+    synthetic.add_argument("--n-test", type=at_least(1), default=40)
+    synthetic.add_argument("--size", type=at_least(16), default=512,
+                           help="side of each image, pixels")
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(run=_data_synthetic)
 
@@ -173,17 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--out", default="data")
     download.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     download.add_argument("--val-fraction", type=float, default=0.15)
+    download.add_argument("--viscy-model", action="store_true",
+                          help="fetch VisCy's published VSCyto2D checkpoint instead of the data")
+    download.add_argument("--model-dir", default=None,
+                          help="where --viscy-model puts it (default checkpoints/VSCyto2D)")
     download.set_defaults(run=_data_download)
 
     check = data_verbs.add_parser("check", help="validate a dataset folder")
     check.add_argument("root", nargs="?", default="data")
-    check.add_argument("--crop-size", type=int, default=None, help="fail on smaller images")
+    check.add_argument("--crop-size", type=at_least(1), default=None, help="fail on smaller images")
     check.set_defaults(run=_data_check)
 
     show = data_verbs.add_parser("show", help="write a PNG of example images")
     show.add_argument("root", nargs="?", default="data")
     show.add_argument("--split", default="train")
-    show.add_argument("--n", type=int, default=4, help="fields of view to show")
+    show.add_argument("--n", type=at_least(1), default=4, help="fields of view to show")
     show.add_argument("--out", default=None, help="PNG path (default ROOT/examples.png)")
     show.set_defaults(run=_data_show)
 
@@ -192,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="preset (quick, pretrained, course) or YAML file (default quick)")
     train.add_argument("--data", help="dataset folder (data.root)")
     train.add_argument("--name", help="run name: checkpoints/<name>/ (train.name)")
-    train.add_argument("--epochs", type=int,
+    train.add_argument("--epochs", type=at_least(1),
                        help="total epochs, half constant and half decaying learning rate")
     train.add_argument("--checkpoints-dir", help="folder of the runs (train.checkpoints_dir)")
     train.add_argument("--resume", action="store_true",
@@ -208,17 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--keep-discriminator", action="store_true",
                         help="also keep D's weights (not needed to predict or sample)")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace latest.pt, config.yaml and logs/ in a non-empty --out")
     export.set_defaults(run=_export)
 
     predict = verbs.add_parser("predict", help="virtual stains for phase images of any size")
-    predict.add_argument("--checkpoint", required=True, help="a latest.pt of `train`")
+    predict.add_argument("--checkpoint", required=True,
+                         help="a latest.pt of `train`, or a VisCy .ckpt")
     predict.add_argument("--input", required=True,
                          help="a phase TIFF, a folder of them, or a split folder (data/test)")
     predict.add_argument("--out", required=True, help="writes OUT/<channel>/<fov>.tif")
-    predict.add_argument("--tile-size", type=int, default=1024,
+    predict.add_argument("--tile-size", type=at_least(16), default=1024,
                          help="larger images go in overlapping tiles of this side")
-    predict.add_argument("--overlap", type=int, default=128)
+    predict.add_argument("--overlap", type=at_least(0), default=128)
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--normalise", choices=NORMALISE, default="dataset", help=NORMALISE_HELP)
     predict.set_defaults(run=_predict)
 
     evaluate = verbs.add_parser("evaluate", help="pixel and nuclei metrics of predictions")
@@ -235,23 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", required=True)
     sample.add_argument("--input", required=True,
                         help="a phase TIFF, a folder, or a split folder (then also scores)")
-    sample.add_argument("--n", type=int, default=16, help="samples per image")
+    sample.add_argument("--n", type=at_least(2), default=16, help="samples per image")
     sample.add_argument("--out", required=True)
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--batch-size", type=int, default=None,
+    sample.add_argument("--batch-size", type=at_least(1), default=None,
                         help="samples per pass (default 16 on a GPU, 4 on a CPU)")
     sample.add_argument("--calibration", default=None,
                         help="validation split to fit the std scale on (e.g. data/val)")
-    sample.add_argument("--max-images", type=int, default=None)
+    sample.add_argument("--max-images", type=at_least(1), default=None)
     sample.add_argument("--device", default="auto")
+    sample.add_argument("--normalise", choices=NORMALISE, default="dataset", help=NORMALISE_HELP)
     sample.set_defaults(run=_sample)
 
     bench = verbs.add_parser("bench", help="time training steps, inference, MC sampling (JSON)")
     bench.add_argument("--config", default="quick")
-    bench.add_argument("--batch", type=int, default=4)
-    bench.add_argument("--size", type=int, default=256)
-    bench.add_argument("--warmup", type=int, default=3)
-    bench.add_argument("--repeats", type=int, default=10)
+    bench.add_argument("--batch", type=at_least(1), default=4)
+    bench.add_argument("--size", type=at_least(16), default=256)
+    bench.add_argument("--warmup", type=at_least(0), default=3)
+    bench.add_argument("--repeats", type=at_least(1), default=10)
     bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     bench.set_defaults(run=_bench)
     return parser
@@ -264,15 +294,40 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.run(args)
-    except (DataError, FileNotFoundError, ValueError) as error:
+        with logging_redirect_tqdm():  # a warning gets its own line, not the end of a bar
+            return args.run(args)
+    except (DataError, ValueError, OSError) as error:
         if args.verbose:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(error: Exception) -> str:
+    """The message of a failed read or write names the file and what to check."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return (f"cannot use {error.filename}: {error.strerror or error}; check that the path "
+                "is a folder you can write to (or a file you can read) and that the disk has "
+                "space")
+    return str(error)
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum` (counts, sizes, overlaps)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 if __name__ == "__main__":

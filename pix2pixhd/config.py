@@ -8,11 +8,13 @@ sensible starting points; `--set section.key=value` on the command line changes 
     save_config(config, "run.yaml")
 
 Model option names follow the original Pix2PixHD (`ngf`, `n_downsample_global`, `ndf`, `num_D`,
-...) so that they read the same as in the paper and its code.
+...) so that they read the same as in the paper and its code; the options of `kind: viscy` follow
+VisCy's own names (`encoder_blocks`, `dims`, ...).
 
 The allowed values of the options that take a name (NORMS, GAN_MODES, ...) live here, beside
 their fields, and nowhere else: the network and loss builders import them to check their own
-arguments. This module imports nothing of the package, so every layer can depend on it.
+arguments. Of the package it imports only `layout`'s check of plain names (which imports
+nothing of the package), so every layer can depend on it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-MODEL_KINDS = ("gan", "regression")
+from pix2pixhd.layout import DataError, plain_name
+
+MODEL_KINDS = ("gan", "regression", "viscy")
 GENERATORS = ("global", "local")
 NORMS = ("instance", "batch")
 UPSAMPLINGS = ("transpose", "resize")
@@ -79,7 +83,8 @@ class ModelConfig:
     """The generator and discriminator, with the original Pix2PixHD option names."""
 
     kind: str = _choice("gan", MODEL_KINDS)
-    """'gan' (Pix2PixHD) or 'regression' (the same generator trained with L1 only)."""
+    """'gan' (Pix2PixHD), 'regression' (the same generator trained with L1 only) or 'viscy'
+    (VisCy's 2-D UNeXt2 network, as VSCyto2D, trained with VisCy's L1 + MS-DSSIM loss)."""
     netG: str = _choice("global", GENERATORS)
     """'global' (G1 alone) or 'local' (G1 inside local enhancers G2)."""
     ngf: int = 64
@@ -97,6 +102,16 @@ class ModelConfig:
     ndf: int = 32
     n_layers_D: int = 3
     num_D: int = 3
+    # kind=viscy: VisCy's FullyConvolutionalMAE options under VisCy's names; defaults are VSCyto2D's
+    encoder_blocks: list[int] = field(default_factory=lambda: [3, 3, 9, 3])
+    """ConvNeXt V2 blocks in each of the four encoder stages."""
+    dims: list[int] = field(default_factory=lambda: [96, 192, 384, 768])
+    """Channels of the four encoder stages (the decoder mirrors them)."""
+    decoder_conv_blocks: int = 2
+    stem_kernel_size: list[int] = field(default_factory=lambda: [1, 2, 2])
+    """(Z, Y, X) kernel and stride of the stem: the first 2x downsampling in Y and X."""
+    in_stack_depth: int = 1
+    """Z slices per input; 1 for 2-D images (the only depth our data has)."""
 
 
 @dataclass
@@ -166,6 +181,7 @@ def _quick() -> Config:
     config.model.n_downsample_global = 3
     config.model.n_blocks_global = 6
     config.model.ndf = 16
+    config.model.dims = [32, 64, 128, 256]  # kind=viscy: about 3.6 M parameters, not 31 M
     config.train.niter = 4
     config.train.niter_decay = 2
     config.train.save_every = 2
@@ -195,6 +211,8 @@ def _course() -> Config:
     config.model.n_blocks_global = 9
     config.model.ndf = 32
     config.model.num_D = 3
+    config.model.encoder_blocks = [3, 3, 9, 3]  # kind=viscy: VSCyto2D's sizes, about 31 M
+    config.model.dims = [96, 192, 384, 768]
     config.train.niter = 50
     config.train.niter_decay = 50
     return config
@@ -214,6 +232,8 @@ def from_dict(values: dict[str, Any]) -> Config:
     for section, entries in values.items():
         if section not in _sections():
             raise ConfigError(f"unknown config section {section!r}; known: {sorted(_sections())}")
+        if not isinstance(entries, dict | None):
+            raise ConfigError(f"config section {section!r} holds {entries!r}, not a mapping")
         for key, value in (entries or {}).items():
             _set_value(config, section, key, value)
     return config
@@ -229,7 +249,14 @@ def load_config(name_or_path: str | Path) -> Config:
             f"config {str(name_or_path)!r} is neither a preset ({', '.join(PRESETS)}) "
             "nor an existing YAML file"
         )
-    return from_dict(yaml.safe_load(path.read_text()) or {})
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"config {path} is not readable YAML ({error})") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path} holds a {type(values).__name__}, not a mapping of "
+                          "sections (data, model, loss, train); write one with `save_config`")
+    return from_dict(values)
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -254,6 +281,19 @@ def _sections() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
 
+AT_LEAST = {
+    "data.batch_size": 1, "data.crops_per_image": 1, "data.num_workers": 0,
+    "data.crop_size": 0, "data.val_crop_size": 0, "model.ngf": 1, "model.ndf": 1,
+    "model.n_downsample_global": 0, "model.n_blocks_global": 0, "model.n_local_enhancers": 0,
+    "model.n_blocks_local": 0, "model.n_layers_D": 1, "model.num_D": 1,
+    "train.niter": 0, "train.niter_decay": 0, "train.save_every": 1, "train.log_every": 1,
+}
+"""Smallest allowed value of the counts: a zero or negative count would fail late or do nothing."""
+
+NAMES = ("train.name", "data.input_channel", "data.target_channels")
+"""Options that become folder names, so must each be one plain path component."""
+
+
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     part = getattr(config, section)
     hints = get_type_hints(type(part))
@@ -264,11 +304,23 @@ def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     allowed = _fields(part)[key].metadata.get("choices")
     if allowed is not None and value not in allowed:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    if name in AT_LEAST and value < AT_LEAST[name]:
+        raise ConfigError(f"{name}={value} must be at least {AT_LEAST[name]}")
+    if name in NAMES:
+        for text in value if isinstance(value, list) else [value]:
+            _check_plain_name(text, name)
     setattr(part, key, value)
 
 
 def _fields(part: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(part)}
+
+
+def _check_plain_name(text: str, name: str) -> None:
+    try:
+        plain_name(text, name)
+    except DataError as error:
+        raise ConfigError(str(error)) from error
 
 
 def _coerce(value: Any, expected: Any, name: str) -> Any:
@@ -279,10 +331,14 @@ def _coerce(value: Any, expected: Any, name: str) -> Any:
         except ValueError:
             pass
     if get_origin(expected) is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return value
+        (item_type,) = get_args(expected)
+        if isinstance(value, str):  # "nuclei,membrane" or "32,64,128,256"
+            value = [yaml.safe_load(v.strip()) if item_type is int else v.strip()
+                     for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and all(
+            isinstance(v, item_type) and not isinstance(v, bool) for v in value
+        ):
+            return list(value)
     elif isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{name} expects {getattr(expected, '__name__', expected)}, got {value!r}")

@@ -123,6 +123,20 @@ class Normaliser:
     def from_dict(cls, values: dict[str, Any]) -> Normaliser:
         return cls(values["input_channel"], list(values["target_channels"]), values["stats"])
 
+    def for_image(self, image: np.ndarray) -> Normaliser:
+        """A copy that scales the input by `image`'s own median and IQR (targets unchanged).
+
+        For phase images in other units or offsets than the training data: the model then
+        sees the same typical value and spread as in training, whatever the units.
+        """
+        q25, median, q75 = np.percentile(np.asarray(image, np.float64), [25, 50, 75])
+        if not q75 > q25:
+            raise DataError(f"the image has an interquartile range of {q75 - q25}: it is "
+                            "(nearly) constant, so it cannot be scaled by its own statistics")
+        stats = {channel: dict(values) for channel, values in self.stats.items()}
+        stats[self.input_channel] |= {"median": float(median), "iqr": float(q75 - q25)}
+        return Normaliser(self.input_channel, self.target_channels, stats)
+
     def normalise_input(self, x: Array) -> Array:
         """Phase image(s) of any shape -> median 0, interquartile range 1."""
         stats = self.stats[self.input_channel]
@@ -456,6 +470,21 @@ def check_dataset(root: str | Path, crop_size: int | None = None) -> list[str]:
     if info is not None:
         problems += _check_statistics(root, info)
     return problems
+
+
+def check_training_data(data: Any) -> None:
+    """Raise one DataError if the train or val split has a problem `check_dataset` reports.
+
+    `data` is a `config.DataConfig`. Reads every pixel (finite values, pixel type, readable
+    file), so a broken file stops the run before the first epoch, not in a loader worker.
+    """
+    root = Path(data.root)
+    read_dataset_json(root)  # a missing folder or dataset.json says how to get data
+    problems = _check_split(root, "train", data.crop_size or None)
+    problems += _check_split(root, "val", data.val_crop_size or None)
+    if problems:
+        more = f" (and {len(problems) - 1} more: `python -m pix2pixhd data check {root}`)"
+        raise DataError(problems[0] + (more if len(problems) > 1 else ""))
 
 
 def _check_split(root: Path, split: str, crop_size: int | None) -> list[str]:

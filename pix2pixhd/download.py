@@ -1,6 +1,7 @@
 """Fetch the real A549 images (VSCyto2D, CZ Biohub) from their OME-Zarr stores into the TIFF layout.
 
     download_dataset("data")    # data/{train,val,test}/{phase,nuclei,membrane,nuclei_masks}/*.tif
+    download_viscy_model()      # checkpoints/VSCyto2D/epoch=399-step=23200.ckpt, VisCy's model
 
 Both stores are HCS plates: plate -> wells -> fields of view (FOVs), each FOV an array
 (T, C, Z, Y, X) whose channel names sit in the OMERO metadata. We walk that metadata rather
@@ -15,6 +16,7 @@ dataset.json is written last: a folder without it is an unfinished download.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import threading
@@ -25,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -52,6 +54,12 @@ TEST_URL = (
     "a549_hoechst_cellmask_test.zarr"
 )
 SOURCE = "VSCyto2D A549 (CZ Biohub)"
+VSCYTO2D_MODEL_URL = (
+    "https://public.czbiohub.org/comp.micro/viscy/VS_models/VSCyto2D/VSCyto2D/"
+    "epoch=399-step=23200.ckpt"
+)
+"""VisCy's published VSCyto2D model (a Lightning checkpoint; outputs nuclei, then membrane)."""
+VSCYTO2D_MODEL_DIR = "checkpoints/VSCyto2D"
 
 # Substrings matched case-insensitively against the channel labels, best first. The VisCy
 # course material names the A549 channels "Phase3D", "Nucl", "Mem" and "nuclei_segmentation".
@@ -63,6 +71,10 @@ DYES_NAMED_MASK = ("cellmask",)
 """Stains whose name contains "mask" but that are images, not segmentations."""
 
 OFFLINE_HINT = "offline? use the built-in dataset: python -m pix2pixhd data synthetic --out {out}"
+MODEL_OFFLINE_HINT = (
+    "the published VisCy model is optional (Part 4 compares with it); everything else works "
+    "without it"
+)
 
 
 class DownloadError(RuntimeError):
@@ -231,7 +243,7 @@ def _best_match(labels: list[str], candidates: list[int], names: Sequence[str]) 
 # --- reaching the server -------------------------------------------------------------------
 
 
-def _check_reachable(url: str, timeout: float, out: Path) -> None:
+def _check_reachable(url: str, timeout: float, out: Path, hint: str | None = None) -> None:
     """One HEAD request, answered within `timeout` seconds (DNS included) or DownloadError.
 
     Any HTTP answer, even an error status or a redirect (not followed), shows that the server
@@ -259,7 +271,8 @@ def _check_reachable(url: str, timeout: float, out: Path) -> None:
         f"no answer within {timeout:g} s"
     )
     host = urlparse(url).netloc or url
-    raise DownloadError(f"cannot reach {host} ({reason}): {OFFLINE_HINT.format(out=out)}")
+    hint = hint if hint is not None else OFFLINE_HINT.format(out=out)
+    raise DownloadError(f"cannot reach {host} ({reason}): {hint}")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -276,6 +289,12 @@ def _reading(what: str) -> Iterator[None]:
         yield
     except (KeyError, FileNotFoundError) as error:
         raise DownloadError(f"{what} is not there ({error!r}); is the URL right?") from error
+    except ValueError as error:  # json's and zarr's parse errors: an HTML page, or garbage
+        raise DownloadError(
+            f"{what} answered with something that is not OME-Zarr metadata ({error}); the "
+            "server may have sent an HTML page (a login, proxy or error page): open the URL in "
+            "a browser, or set HTTPS_PROXY"
+        ) from error
     except (OSError, aiohttp.ClientError, asyncio.TimeoutError) as error:
         raise DownloadError(
             f"lost the connection while reading {what} ({type(error).__name__}: {error}); "
@@ -461,3 +480,70 @@ def _remove_empty_folders(out: Path, *, remove_out: bool) -> None:
 def _rmdir_if_empty(folder: Path) -> None:
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+
+
+# --- single files: the published VisCy model ------------------------------------------------
+
+
+def download_viscy_model(
+    out_dir: str | Path | None = None, *, url: str = VSCYTO2D_MODEL_URL, timeout: float = 10.0,
+) -> Path:
+    """Fetch VisCy's published VSCyto2D checkpoint into `out_dir` (default
+    checkpoints/VSCyto2D; resumable) and return its path."""
+    out_dir = VSCYTO2D_MODEL_DIR if out_dir is None else out_dir
+    name = unquote(urlparse(url).path.rsplit("/", 1)[-1])
+    if not name:
+        raise DownloadError(f"{url} names no file to download")
+    return download_file(url, Path(out_dir) / name, timeout=timeout)
+
+
+def download_file(url: str, path: str | Path, *, timeout: float = 10.0,
+                  chunk_size: int = 1 << 20) -> Path:
+    """Fetch `url` into `path`; a cut transfer resumes where it stopped on the next call.
+
+    Bytes arrive in `path` + ".part"; a later call asks the server for the rest (an HTTP Range
+    request) and the finished file is renamed into place, so `path` is only ever whole.
+    """
+    path = Path(path)
+    if path.is_file():
+        log.info("%s is already there", path)
+        return path
+    _check_reachable(url, timeout, path, hint=MODEL_OFFLINE_HINT)
+    partial = path.with_name(path.name + ".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = partial.stat().st_size if partial.is_file() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            if done and response.status != 206:  # the server ignored the range: start over
+                done = 0
+            total = done + int(response.headers.get("Content-Length") or 0) or None
+            _stream(response, partial, done, total, chunk_size, path.name)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and done:  # nothing left to send: the part file is whole
+            total = done
+        else:
+            raise DownloadError(f"{url} answered HTTP {error.code} ({error.reason})") from error
+    except (OSError, http.client.HTTPException) as error:  # timeouts, resets, short bodies
+        raise DownloadError(
+            f"lost the connection while fetching {url} ({type(error).__name__}: {error}); "
+            "run the same command again to resume"
+        ) from error
+    size = partial.stat().st_size
+    if total is not None and size != total:
+        raise DownloadError(f"{url} sent {size} of {total} bytes; run the same command again "
+                            "to resume")
+    partial.replace(path)
+    log.info("wrote %s (%.1f MB)", path, size / 1e6)
+    return path
+
+
+def _stream(response: Any, partial: Path, done: int, total: int | None, chunk_size: int,
+            name: str) -> None:
+    """Append the response body to `partial` (or rewrite it when `done` is 0), with progress."""
+    with open(partial, "ab" if done else "wb") as file, tqdm(
+        total=total, initial=done, unit="B", unit_scale=True, desc=name
+    ) as bar:
+        while chunk := response.read(chunk_size):
+            file.write(chunk)
+            bar.update(len(chunk))

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pix2pixhd import metrics
+from pix2pixhd import metrics, segmentation
 from pix2pixhd.layout import (
     HOW_TO_GET_DATA,
     MASKS,
@@ -42,7 +42,7 @@ from pix2pixhd.layout import (
 log = logging.getLogger(__name__)
 
 Segmenter = Callable[[np.ndarray], np.ndarray]
-"""A nuclear stain (H, W) -> integer labels (H, W), 0 = background; e.g. metrics.segment_nuclei."""
+"""A nuclear stain (H, W) -> integer labels (H, W), 0 = background (segment_nuclei, for one)."""
 
 REAL_STAIN = "real_stain_"
 """Prefix of the columns that score the real stain itself (segmented like the predictions)."""
@@ -193,7 +193,7 @@ def _f1_column(threshold: float) -> str:
 
 
 def instance_scores(
-    image: np.ndarray, true_labels: np.ndarray, *, segment: Segmenter = metrics.segment_nuclei
+    image: np.ndarray, true_labels: np.ndarray, *, segment: Segmenter = segmentation.segment_nuclei
 ) -> dict[str, float]:
     """Segment the nuclei of one stain (H, W) and score them against the true labels (H, W).
 
@@ -236,7 +236,7 @@ def evaluate_predictions(
     data_split_dir: str | Path,
     *,
     channel: str = "nuclei",
-    segment: Segmenter = metrics.segment_nuclei,
+    segment: Segmenter = segmentation.segment_nuclei,
     hf_cutoff: float | None = None,
     allow_missing: bool = False,
     progress: bool = True,

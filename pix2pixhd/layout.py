@@ -10,6 +10,8 @@ reported once, by name, with what to do about it.
 
 from __future__ import annotations
 
+import functools
+import glob
 import json
 import math
 import numbers
@@ -27,6 +29,8 @@ CHANNELS = ("phase", "nuclei", "membrane")
 MASKS = "nuclei_masks"
 PERCENTILES = (0.5, 99.5)
 """Robust range used to scale images: ignores the brightest and darkest 0.5 % of pixels."""
+NORMALISE = ("dataset", "image")
+"""How new phase images are scaled: the train split's median and IQR, or the image's own."""
 
 HOW_TO_GET_DATA = (
     "make a dataset with `python -m pix2pixhd data synthetic --out data` "
@@ -37,6 +41,42 @@ HOW_TO_GET_DATA = (
 
 class DataError(ValueError):
     """A dataset file or folder that cannot be used as it is."""
+
+
+def plain_name(name: object, what: str) -> str:
+    """`name` if it is one plain path component, else a DataError naming `what`.
+
+    Run and channel names, from options or read from checkpoints and dataset.json, become
+    folder names: a separator, '..' or an absolute path would let them point anywhere on disk.
+    """
+    if (not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name
+            or "\0" in name or Path(name).is_absolute()):
+        raise DataError(f"{what} {name!r} is not a plain name: use one folder name without "
+                        "'/', '\\' or '..'")
+    return name
+
+
+def check_output_folder(out: str | Path, inputs: list[str | Path | None]) -> Path:
+    """Refuse an output folder that is, or lies inside, an input folder or a dataset.
+
+    Predictions written into a data split would replace the real images of the same name. For
+    an input file, only its own folder is refused (a subfolder beside it is fine).
+    Returns `out` unchanged.
+    """
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DataError(f"output folder {out} is a file; choose a folder (it will be made)")
+    where = Path(out).resolve()
+    for source in (s for s in inputs if s is not None):
+        folder = Path(source).resolve()
+        inside = folder in where.parents and not folder.is_file()
+        if where == (folder.parent if folder.is_file() else folder) or inside:
+            raise DataError(f"output folder {out} is inside the input {source}; outputs there "
+                            "would mix with or replace the inputs: choose a folder outside it")
+    for folder in (where, *where.parents):
+        if dataset_json_path(folder).is_file():
+            raise DataError(f"output folder {out} is inside the dataset {folder} (it has a "
+                            "dataset.json); choose a folder outside the dataset")
+    return Path(out)
 
 
 def image_path(root: str | Path, split: str, channel: str, fov: str) -> Path:
@@ -111,12 +151,19 @@ def _write_atomic(path: str | Path, array: np.ndarray) -> None:
 
 def write_atomically(path: str | Path, write: Callable[[str], object]) -> Path:
     """Let `write` fill a temporary file beside `path`, then rename it: a reader (or a resumed
-    download, or a crash) never sees a half-written file under the real name."""
+    download, or a crash) never sees a half-written file under the real name.
+
+    Leftover temporaries of `path` from a killed earlier write are removed first, and the file
+    takes the mode the umask gives new files (mkstemp alone would make it private, 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        leftover.unlink(missing_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~current_umask())
         write(temporary)
         os.replace(temporary, path)
     finally:
@@ -186,9 +233,70 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} is missing; {HOW_TO_GET_DATA}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not valid JSON ({error}); {HOW_TO_GET_DATA}") from error
+    if not isinstance(info, dict):
+        raise DataError(f"{path} holds a {type(info).__name__}, not the mapping of source, "
+                        f"counts and normalisation that pix2pixhd writes; {HOW_TO_GET_DATA}")
+    if not isinstance(info.get("normalisation", {}), dict):
+        raise DataError(f"{path}: 'normalisation' holds a "
+                        f"{type(info['normalisation']).__name__}, not a mapping of channels; "
+                        "rewrite it with pix2pixhd.layout.write_dataset_json")
+    for channel in info.get("normalisation", {}):
+        plain_name(channel, f"{path}: channel")
+    return info
+
+
+def input_statistics(root: str | Path, channel: str = "phase") -> dict[str, float]:
+    """median, iqr, p1 and p99 of one channel over the train split (a strided subsample).
+
+    What a model saw: recorded in its checkpoints, so that new inputs can be compared with it.
+    Measured once per version of dataset.json (a Trainer saves every epoch).
+    """
+    path = dataset_json_path(root)
+    stamp = path.stat().st_mtime_ns if path.is_file() else 0
+    return dict(_input_statistics(str(Path(root).resolve()), channel, stamp))
+
+
+@functools.lru_cache(maxsize=8)
+def _input_statistics(root: str, channel: str, stamp: int) -> dict[str, float]:
+    fovs = list_fovs(root, "train", channel)
+    if not fovs:
+        raise DataError(f"{Path(root) / 'train' / channel} has no images; {HOW_TO_GET_DATA}")
+    values = np.concatenate([_subsample(read_image(image_path(root, "train", channel, fov)),
+                                        65536) for fov in fovs]).astype(np.float64)
+    q1, q25, q50, q75, q99 = np.percentile(values, [1, 25, 50, 75, 99])
+    return {"median": float(q50), "iqr": float(q75 - q25), "p1": float(q1), "p99": float(q99)}
+
+
+PROVENANCE_DROPPED = ("normalisation", "positions", "counts", "percentiles")
+"""dataset.json entries not copied into a checkpoint's provenance (long, or kept elsewhere)."""
+
+
+def data_provenance(root: str | Path, channel: str = "phase") -> dict[str, Any]:
+    """Where a model's data came from, for its checkpoints: plain types only.
+
+    {"source": "synthetic" or the real dataset's name, "details": the rest of dataset.json
+    (seed and simulator parameters, or URLs), "counts": fields of view per split,
+    "input_statistics": `input_statistics` of the input channel, "root": the folder}.
+    """
+    info = read_dataset_json(root)
+    return {
+        "source": str(info.get("source", "unknown")),
+        "details": {k: v for k, v in info.items() if k not in PROVENANCE_DROPPED
+                    and k != "source"},
+        "counts": {split: len(list_fovs(root, split)) for split in SPLITS},
+        "input_statistics": input_statistics(root, channel),
+        "root": str(root),
+    }
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_dataset_json(root: str | Path, info: dict[str, Any]) -> None:

@@ -1,6 +1,6 @@
-"""How good is a virtual stain: pixel metrics, sharpness, nuclei segmentation, instance matching.
+"""How good is a virtual stain: pixel metrics, sharpness, instance matching.
 
-Everything here takes numpy arrays and returns plain Python numbers (or label images), so the
+Everything here takes numpy arrays and returns plain Python numbers, so the
 notebook can put the results straight into a pandas table. Nothing here knows about torch,
 models or files.
 
@@ -8,8 +8,6 @@ models or files.
   the real stain, both 2-D float arrays in the same units (e.g. both normalised the same way).
 - Sharpness (`hf_power_ratio`): how much of an image's spectral power lies at high spatial
   frequencies, relative to the real stain; regression models score below 1 (blurry).
-- Nuclei (`segment_nuclei`): a classical Otsu + watershed segmentation, the same for the real
-  and the virtual stain, so the two can be compared against the ground-truth masks.
 - Instances (`match_instances`, `instance_metrics`): optimal one-to-one matching of labelled
   objects by IoU, with precision, recall and F1 across IoU thresholds, plus splits and merges.
 """
@@ -18,16 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
-from skimage.feature import peak_local_max
-from skimage.filters import threshold_li, threshold_otsu
-from skimage.segmentation import relabel_sequential, watershed
 
 logger = logging.getLogger(__name__)
 
@@ -326,114 +320,6 @@ def spectral_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
               for band in SPECTRAL_BANDS}
     scores["log_spectral_distance"] = log_spectral_distance(pred, target)
     return scores
-
-
-# --- nuclei segmentation -------------------------------------------------------------------------
-
-
-THRESHOLDS = {"li": threshold_li, "otsu": threshold_otsu}
-"""Automatic global thresholds that `segment_nuclei` accepts by name."""
-
-
-def segment_nuclei(
-    image: np.ndarray,
-    *,
-    sigma: float = 2.0,
-    threshold: str | float = "li",
-    min_distance: int = 8,
-    min_size: int = 30,
-) -> np.ndarray:
-    """Label the nuclei of a nuclear stain (H, W) with a classical pipeline; (H, W) int32, 0 = bg.
-
-    Gaussian smoothing, a global threshold, holes filled (dim nucleoli), then touching nuclei are
-    split by a watershed of the distance transform seeded at its local maxima, small objects
-    removed and labels renumbered 1 ... n. The defaults suit nuclei of about 15 - 40 pixels in
-    diameter (the built-in dataset's are 24 - 34).
-
-    sigma: Gaussian smoothing in pixels before thresholding (noise, chromatin texture); 0 = none.
-    threshold: "li" (minimum cross-entropy), "otsu" (between-class variance), both from the
-        smoothed image's histogram, or an intensity in the image's units. Otsu sits too high
-        when a few nuclei are much brighter than the rest (mitoses, G2 cells) and cuts the
-        dim ones short; Li's threshold is lower and keeps whole nuclei.
-    min_distance: the least distance in pixels between two nuclear centres; lower splits more.
-        Keep it below the radius of the smallest nuclei.
-    min_size: objects smaller than this many pixels are removed (debris, fragments).
-    """
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim != 2:
-        raise ValueError(f"segment_nuclei takes one 2-D image; got shape {image.shape}")
-    if not np.all(np.isfinite(image)):
-        raise ValueError("the image has NaN or infinite pixels; fix them before segmenting")
-    smoothed = ndi.gaussian_filter(image, sigma) if sigma > 0 else image
-    if smoothed.max() == smoothed.min():
-        return np.zeros(image.shape, dtype=np.int32)
-    if isinstance(threshold, str):
-        if threshold not in THRESHOLDS:
-            raise ValueError(f"threshold must be one of {', '.join(THRESHOLDS)} or a number; "
-                             f"got {threshold!r}")
-        level = float(THRESHOLDS[threshold](smoothed))
-    else:
-        level = float(threshold)
-    foreground = ndi.binary_fill_holes(smoothed > level)
-    components, _ = ndi.label(foreground)
-    foreground = _remove_small(components, min_size) > 0
-
-    # a slightly smoothed distance map has one maximum per round object, not a ridge of
-    # pixel-sized bumps along a jagged outline, so elongated nuclei are not cut in pieces
-    distance = ndi.gaussian_filter(ndi.distance_transform_edt(foreground), 1.0)
-    components, _ = ndi.label(foreground)
-    peaks = peak_local_max(
-        distance, min_distance=min_distance, labels=components, exclude_border=False
-    )
-    markers = np.zeros(image.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    labels = watershed(-distance, markers, mask=foreground)
-    # a component without a seed would vanish from the watershed: keep it as one object
-    unseeded = foreground & (labels == 0)
-    if unseeded.any():
-        extra, _ = ndi.label(unseeded)
-        labels[unseeded] = extra[unseeded] + labels.max()
-
-    labels = _remove_small(labels, min_size)
-    labels = relabel_sequential(labels)[0].astype(np.int32)
-    logger.debug("segment_nuclei: threshold %.4g, %d nuclei", level, labels.max())
-    return labels
-
-
-def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """The label image with objects of fewer than `min_size` pixels set to background."""
-    sizes = np.bincount(labels.ravel())
-    too_small = sizes < min_size
-    too_small[0] = False
-    labels = labels.copy()
-    labels[too_small[labels]] = 0
-    return labels
-
-
-def segment_nuclei_cellpose(
-    image: np.ndarray, model_path: str | Path, *, diameter: float | None = None, gpu: bool = False
-) -> np.ndarray:
-    """Label nuclei (H, W) with a Cellpose model whose weights are already on disk; int32 labels.
-
-    Never downloads: `model_path` must be an existing Cellpose model file, and the `cellpose`
-    package must be installed. `diameter` in pixels (None = the model's own estimate).
-    """
-    path = Path(model_path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Cellpose weights {path} not found; this function never downloads: put a Cellpose "
-            "model file there, or use segment_nuclei (classical, no weights)"
-        )
-    try:
-        from cellpose import models
-    except ImportError as error:
-        raise ImportError(
-            "segment_nuclei_cellpose needs the cellpose package: `pip install cellpose`, "
-            "or use segment_nuclei (classical, no extra packages)"
-        ) from error
-    model = models.CellposeModel(gpu=gpu, pretrained_model=str(path))
-    masks = np.asarray(model.eval(np.asarray(image, dtype=np.float32), diameter=diameter)[0])
-    return relabel_sequential(masks.astype(np.int64))[0].astype(np.int32)
 
 
 # --- instance matching ---------------------------------------------------------------------------

@@ -23,17 +23,66 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pix2pixhd.checkpoint import load_generator
+from pix2pixhd.checkpoint import load_checkpoint, load_generator, training_statistics
 from pix2pixhd.config import Config
 from pix2pixhd.data import Normaliser
-from pix2pixhd.layout import list_fovs, read_image, write_image
+from pix2pixhd.layout import NORMALISE, check_output_folder, list_fovs, read_image, write_image
+from pix2pixhd.vscyto import is_viscy_checkpoint, load_viscy_predictor
 
 log = logging.getLogger(__name__)
 
 
+FOREIGN_SHIFT = 2.0
+FOREIGN_SPREAD = 4.0
+"""An input is far from the training data when its median lies more than FOREIGN_SHIFT
+training IQRs from the training median, or its IQR is over FOREIGN_SPREAD times larger or
+smaller than the training IQR. The training images' own medians stay within 0.5 IQR and their
+IQRs within 0.4-1.2 times the pooled one on the built-in data, so these leave a wide margin,
+while other units (8-bit counts, degrees) exceed them by far."""
+
+
+def foreign_input_message(image: np.ndarray, stats: dict[str, float], name: str) -> str | None:
+    """One warning line when `image` (H, W) is far from the training input `stats`, else None."""
+    if not stats.get("iqr"):
+        return None
+    q25, median, q75 = np.percentile(image, [25, 50, 75])
+    shift = abs(median - stats["median"]) / stats["iqr"]
+    spread = (q75 - q25) / stats["iqr"]
+    if shift <= FOREIGN_SHIFT and 1 / FOREIGN_SPREAD <= spread <= FOREIGN_SPREAD:
+        return None
+    return (f"{name} is far from the training data: median {median:.4g} is {shift:.1f} training "
+            f"IQRs from the training median {stats['median']:.4g} and its IQR is {spread:.2g} "
+            "times the training IQR; the prediction may be meaningless: check its units, or "
+            "try --normalise image")
+
+
+def input_normaliser(
+    phase: np.ndarray, normaliser: Normaliser, stats: dict[str, float], name: str,
+    normalise: str = "dataset",
+) -> Normaliser:
+    """The normaliser for one input image; warns (one line) when `phase` is far from `stats`.
+
+    normalise="dataset" keeps the training statistics; "image" uses the image's own median and
+    IQR, which rescues inputs in other units at the cost of its absolute level.
+    """
+    if normalise not in NORMALISE:
+        raise ValueError(f"normalise={normalise!r} is not one of {', '.join(NORMALISE)}")
+    if normalise == "image":
+        return normaliser.for_image(phase)
+    message = foreign_input_message(phase, stats, name)
+    if message:
+        log.warning(message)
+    return normaliser
+
+
 def load_predictor(
-    checkpoint: str | Path, device: str | torch.device = "cpu"
+    checkpoint: str | Path, device: str | torch.device = "cpu",
+    dataset_root: str | Path | None = None,
 ) -> tuple[nn.Module, Config, Normaliser]:
+    """Generator, config and normaliser of a `train` checkpoint (.pt) or a published VisCy one
+    (.ckpt; its stain units then come from `dataset_root`'s dataset.json)."""
+    if is_viscy_checkpoint(checkpoint):
+        return load_viscy_predictor(checkpoint, device, dataset_root)
     generator, config, normaliser = load_generator(checkpoint, device)
     if normaliser is None:
         raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
@@ -42,9 +91,13 @@ def load_predictor(
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad (B, C, H, W) at the bottom and right; returns the original (H, W)."""
+    """Reflect-pad (B, C, H, W) at the bottom and right; returns the original (H, W).
+
+    At least two multiples: instance norm needs more than one pixel at the coarsest scale.
+    """
     height, width = image.shape[-2:]
-    pad_h, pad_w = -height % multiple, -width % multiple
+    pad_h = max(-height % multiple, 2 * multiple - height)
+    pad_w = max(-width % multiple, 2 * multiple - width)
     if pad_h or pad_w:
         mode = "reflect" if pad_h < height and pad_w < width else "replicate"
         image = F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
@@ -104,6 +157,12 @@ def predict_image(
     """
     if phase.ndim != 2:
         raise ValueError(f"expected one 2-D phase image (H, W), got shape {phase.shape}")
+    if min(phase.shape) < 2:
+        raise ValueError(f"a phase image of {phase.shape[0]}x{phase.shape[1]} pixels is too "
+                         "small to predict; it needs at least 2 pixels on each side")
+    if tile_size < 1 or overlap < 0:
+        raise ValueError(f"tile size {tile_size} must be positive and overlap {overlap} must "
+                         "not be negative")
     if overlap >= tile_size // 2:
         raise ValueError(f"overlap {overlap} must be below half the tile size {tile_size}")
     device = device or next(generator.parameters()).device
@@ -159,13 +218,28 @@ def predict_folder(
     device: str | torch.device = "cpu",
     tile_size: int = 1024,
     overlap: int = 128,
+    dataset_root: str | Path | None = None,
+    normalise: str = "dataset",
 ) -> list[Path]:
-    """Predict every phase image of `source`; write OUT/<channel>/<fov>.tif per target channel."""
-    generator, config, normaliser = load_predictor(checkpoint, device)
+    """Predict every phase image of `source`; write OUT/<channel>/<fov>.tif per target channel.
+
+    `out` may not be `source` nor lie inside it or inside a dataset (it would replace real
+    stains). Inputs far from the training data get a warning line (see `input_normaliser`).
+    `dataset_root` (default: the parent of a split folder such as data/test) is needed only
+    for a VisCy .ckpt, whose outputs take their stain units from its dataset.json; such a
+    model scales every input by its own statistics, so it gets no foreign-input warning.
+    """
+    check_output_folder(out, [source])
+    if dataset_root is None and (Path(source) / "phase").is_dir():
+        dataset_root = Path(source).parent
+    generator, config, normaliser = load_predictor(checkpoint, device, dataset_root)
+    stats = {} if is_viscy_checkpoint(checkpoint) else training_statistics(
+        load_checkpoint(checkpoint))
     written = []
     for fov, path in tqdm(input_files(source).items(), desc="predict"):
-        stain = predict_image(generator, read_image(path), normaliser,
-                              tile_size=tile_size, overlap=overlap)
+        phase = read_image(path)
+        scaling = input_normaliser(phase, normaliser, stats, str(path), normalise)
+        stain = predict_image(generator, phase, scaling, tile_size=tile_size, overlap=overlap)
         for channel, image in zip(config.data.target_channels, stain, strict=True):
             target = Path(out) / channel / f"{fov}.tif"
             write_image(target, image)

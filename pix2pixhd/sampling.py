@@ -23,10 +23,11 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pix2pixhd.checkpoint import load_checkpoint, training_statistics
 from pix2pixhd.config import check_counts
 from pix2pixhd.data import Normaliser
 from pix2pixhd.layout import MASKS, image_path, read_image, read_mask, write_image, write_json
-from pix2pixhd.predict import input_files, load_predictor, pad_to_multiple
+from pix2pixhd.predict import input_files, input_normaliser, load_predictor, pad_to_multiple
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def sample_folder(
     calibration: str | Path | None = None,
     max_images: int | None = None,
     device: str | torch.device = "cpu",
+    normalise: str = "dataset",
 ) -> dict[str, float]:
     """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
 
@@ -242,8 +244,10 @@ def sample_folder(
     `source` is a split folder with the real stain, every image is also scored
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
+    `normalise` and the warning on inputs far from the training data: `predict.input_normaliser`.
     """
     generator, _, normaliser = load_predictor(checkpoint, device)
+    stats = training_statistics(load_checkpoint(checkpoint))
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
     std_scale = 1.0
     if calibration is not None:
@@ -254,7 +258,9 @@ def sample_folder(
     rows = []
     images = list(_split_images(Path(source), channel).items())[:max_images]
     for fov, paths in tqdm(images, desc="MC-dropout"):
-        stains = sample_stains(generator, normaliser, read_image(paths["phase"]), n, seed=seed,
+        phase = read_image(paths["phase"])
+        scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), normalise)
+        stains = sample_stains(generator, scaling, phase, n, seed=seed,
                                batch_size=batch_size)[:, 0]
         maps = uncertainty_maps(stains)
         write_image(Path(out) / "mean" / f"{fov}.tif", maps["mean"])

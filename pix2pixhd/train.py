@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -46,13 +45,16 @@ from pix2pixhd.checkpoint import (
     CheckpointError,
     channel_counts,
     check_compatible,
+    clear_run_folder,
     discriminator_from_config,
     generator_from_config,
     load_checkpoint,
+    run_provenance,
     save_checkpoint,
 )
-from pix2pixhd.config import Config, TrainConfig, save_config, to_dict
-from pix2pixhd.data import Normaliser, make_loaders, set_loader_epoch
+from pix2pixhd.config import Config, ConfigError, TrainConfig, save_config, to_dict
+from pix2pixhd.data import Normaliser, check_training_data, make_loaders, set_loader_epoch
+from pix2pixhd.layout import plain_name
 from pix2pixhd.losses import (
     VGGLoss,
     discriminator_loss,
@@ -61,6 +63,7 @@ from pix2pixhd.losses import (
     l1_loss,
 )
 from pix2pixhd.metrics import psnr, ssim
+from pix2pixhd.vscyto import viscy_mixed_loss
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,15 @@ def learning_rate(epoch: int, train: TrainConfig) -> float:
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"device {name!r} is not a device name ({error}); use auto, cpu, "
+                          "cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but no CUDA GPU is visible; use "
+                          "train.device=cpu (or auto, or --device cpu)")
+    return device
 
 
 def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
@@ -139,12 +150,13 @@ class Trainer:
         self.config = config
         self.distributed = distributed or Distributed()
         self.device = resolve_device(config.train.device, self.distributed.local_rank)
-        self.run_dir = Path(config.train.checkpoints_dir) / config.train.name
+        self.run_dir = Path(config.train.checkpoints_dir) / plain_name(config.train.name, "run")
         self.is_gan = config.model.kind == "gan"
         self._prepare_run_dir(resume, overwrite)
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         if loaders is None:
+            check_training_data(config.data)  # every pixel, before any work can be lost
             loaders = make_loaders(config, rank=self.distributed.rank,
                                    world_size=self.distributed.world_size)
             normaliser = loaders[0].dataset.normaliser
@@ -172,6 +184,7 @@ class Trainer:
         self.channels_last = config.train.channels_last and self.device.type == "cuda"
         self.epoch = 0  # epochs completed
         self.step = 0   # optimiser steps taken
+        self.saved_epoch: int | None = None  # what latest.pt holds from this session
         if resume:
             self.load_state(load_checkpoint(self.run_dir / "latest.pt", self.device))
         self.G, self.D = self._wrap(self.generator), self._wrap(self.discriminator)
@@ -190,7 +203,7 @@ class Trainer:
                     f"{latest} exists; pass --resume to continue that run, --overwrite to "
                     "start it again, or choose another --name")
             if self.distributed.is_main:
-                shutil.rmtree(self.run_dir)
+                clear_run_folder(self.run_dir)
 
     def _wrap(self, module: nn.Module | None) -> nn.Module | None:
         """The module as trained: channels_last, DDP across processes, compiled if asked."""
@@ -267,9 +280,12 @@ class Trainer:
                 generator_terms["loss/G_GAN_Feat"] = weights.lambda_feat * feature_matching_loss(
                     pred_real, pred_fake,
                     n_layers_D=self.config.model.n_layers_D, num_D=self.config.model.num_D)
-            lambda_l1 = weights.lambda_l1 if self.is_gan else 1.0
-            if lambda_l1 > 0:
-                generator_terms["loss/G_L1"] = lambda_l1 * l1_loss(fake, target)
+                if weights.lambda_l1 > 0:
+                    generator_terms["loss/G_L1"] = weights.lambda_l1 * l1_loss(fake, target)
+            elif self.config.model.kind == "viscy":
+                generator_terms["loss/G_L1_MSDSSIM"] = viscy_mixed_loss(fake, target)
+            else:  # the regression baseline: L1 alone
+                generator_terms["loss/G_L1"] = l1_loss(fake, target)
             if self.vgg is not None:
                 generator_terms["loss/G_VGG"] = weights.lambda_vgg * self.vgg(
                     fake.float(), target.float())
@@ -295,7 +311,8 @@ class Trainer:
     def fit(self, epochs: int | None = None) -> dict[str, float]:
         """Train until `epochs` are completed (default: niter + niter_decay); returns val metrics.
 
-        Ctrl-C saves latest.pt (the interrupted epoch is repeated on --resume) and re-raises.
+        Ctrl-C leaves latest.pt as the last finished epoch wrote it (mid-epoch weights would
+        make the resume inexact), says which epoch --resume repeats, and re-raises.
         """
         total = epochs if epochs is not None else self.config.epochs
         if self.distributed.is_main:
@@ -315,8 +332,7 @@ class Trainer:
                          ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
                 self.save()
         except KeyboardInterrupt:
-            log.warning("interrupted: saving %s", self.run_dir / "latest.pt")
-            self.save()
+            log.warning("interrupted: %s", self._resume_note())
             raise
         finally:
             if self.writer is not None:
@@ -413,6 +429,7 @@ class Trainer:
             "normaliser": self.normaliser.to_dict() if self.normaliser is not None else None,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "provenance": run_provenance(self.config),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -436,8 +453,18 @@ class Trainer:
             return
         state = self.state_dict()
         save_checkpoint(self.run_dir / "latest.pt", state)
+        self.saved_epoch = self.epoch
         if self.epoch % self.config.train.save_every == 0 or self.epoch == self.config.epochs:
             save_checkpoint(self.run_dir / f"epoch_{self.epoch:03d}.pt", state)
+
+    def _resume_note(self) -> str:
+        """What an interrupted fit left on disk, and what --resume will do with it."""
+        saved = self.saved_epoch
+        if saved is None:
+            return (f"no epoch finished in this session; {self.run_dir / 'latest.pt'} is as it "
+                    "was (if it exists, --resume continues from it)")
+        return (f"{self.run_dir / 'latest.pt'} holds epoch {saved}, the last one finished; "
+                f"--resume repeats epoch {saved + 1} from its start")
 
 
 def _display_panel(phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

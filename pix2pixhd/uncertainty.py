@@ -31,7 +31,7 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from pix2pixhd import metrics
+from pix2pixhd import metrics, segmentation
 
 log = logging.getLogger(__name__)
 
@@ -255,12 +255,12 @@ def nuclei_count_spread(
     """How many nuclei each sample shows: the spread says how sure the model is of the count.
 
     samples (n, H, W) in the stain's units; segment: image -> integer labels (default
-    `metrics.segment_nuclei` with its defaults). Returns mean, std (ddof=1) and the counts.
+    `segmentation.segment_nuclei` with its defaults). Returns mean, std (ddof=1) and the counts.
     """
     samples = np.asarray(samples)
     if samples.ndim != 3 or samples.shape[0] < 2:
         raise ValueError(f"samples have shape {samples.shape}; expected (n, H, W) with n >= 2")
-    segment = metrics.segment_nuclei if segment is None else segment
+    segment = segmentation.segment_nuclei if segment is None else segment
     counts = []
     for sample in tqdm(samples, desc="segmenting samples", leave=False, disable=not progress):
         labels = np.asarray(segment(sample))
@@ -313,7 +313,7 @@ def evaluate_uncertainty(
     }
     if true_labels is not None:
         spread = nuclei_count_spread(samples, segment)
-        segment = metrics.segment_nuclei if segment is None else segment
+        segment = segmentation.segment_nuclei if segment is None else segment
         nuclei = per_nucleus_uncertainty(std, segment(maps["mean"]), true_labels)
         result["nuclei_true"] = int(len(nuclei))
         result["nuclei_count_mean"] = spread["mean"]

@@ -31,6 +31,7 @@ VARIANTS = {
     "original": [],
     "resize": ["model.upsample=resize"],
     "resize_feat2": ["model.upsample=resize", "loss.lambda_feat=2"],
+    "resize_feat1": ["model.upsample=resize", "loss.lambda_feat=1"],
     "resize_l1": ["model.upsample=resize", "loss.lambda_l1=10"],
     "resize_ndf32": ["model.upsample=resize", "model.ndf=32"],
     "resize_lrD_half": ["model.upsample=resize", "train.lr_D_ratio=0.5"],

@@ -1,6 +1,7 @@
 """Checkpoints: atomic writes, safe loading, export for sharing."""
 
 import glob
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,3 +50,128 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="load_original_state_dict"):
         load_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def run(tiny_dataset, tmp_path_factory):
+    """One trained epoch: a run folder with latest.pt, config.yaml and logs/."""
+    from pix2pixhd.config import apply_overrides, load_config
+
+    from .conftest import TINY
+
+    config = apply_overrides(load_config("quick"), TINY + [
+        f"data.root={tiny_dataset}",
+        f"train.checkpoints_dir={tmp_path_factory.mktemp('runs')}"])
+    trainer = Trainer(config)
+    trainer.fit(epochs=1)
+    return trainer
+
+
+def test_every_checkpoint_records_the_data_it_was_trained_on(run):
+    provenance = load_checkpoint(run.run_dir / "latest.pt")["provenance"]
+    assert provenance["source"] == "synthetic" and provenance["details"]["seed"] == 0
+    assert provenance["counts"] == {"train": 6, "val": 2, "test": 2}
+    assert {"median", "iqr", "p1", "p99"} <= set(provenance["input_statistics"])
+
+
+def test_export_fills_the_provenance_of_an_older_checkpoint_from_its_data_root(run, tmp_path):
+    older = tmp_path / "older"
+    older.mkdir()
+    state = load_checkpoint(run.run_dir / "latest.pt")
+    del state["provenance"]
+    torch.save(state, older / "latest.pt")
+    exported = load_checkpoint(export_run(older, tmp_path / "shared"))
+    assert exported["provenance"]["source"] == "synthetic"
+    assert exported["provenance"]["root"] == state["config"]["data"]["root"]
+
+
+def test_export_replaces_only_an_earlier_export_unless_told(run, tmp_path):
+    shared = tmp_path / "shared"
+    export_run(run.run_dir, shared)
+    export_run(run.run_dir, shared)  # an earlier export is replaced
+    (shared / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"not an earlier export .*notes.txt.*--overwrite"):
+        export_run(run.run_dir, shared)
+    export_run(run.run_dir, shared, overwrite=True)
+    assert (shared / "notes.txt").read_text() == "mine"
+    other = tmp_path / "other"
+    (other / "logs").mkdir(parents=True)
+    (other / "logs" / "mine.txt").write_text("kept")
+    with pytest.raises(CheckpointError, match="not an earlier export"):
+        export_run(run.run_dir, other)
+    assert (other / "logs" / "mine.txt").read_text() == "kept"
+    with pytest.raises(CheckpointError, match="into itself"):
+        export_run(run.run_dir, run.run_dir, overwrite=True)
+
+
+def test_export_does_not_replace_a_resumable_checkpoint(run, tmp_path):
+    other = tmp_path / "other_run"
+    other.mkdir()
+    (other / "latest.pt").write_bytes((run.run_dir / "latest.pt").read_bytes())
+    with pytest.raises(CheckpointError, match="not an earlier export .*no exported latest.pt"):
+        export_run(run.run_dir, other)
+
+
+def test_resuming_an_exported_checkpoint_says_how_to_fine_tune(run, tmp_path):
+    from pix2pixhd.config import apply_overrides
+
+    export_run(run.run_dir, tmp_path / "exported" / run.config.train.name)
+    config = apply_overrides(run.config, [f"train.checkpoints_dir={tmp_path / 'exported'}"])
+    with pytest.raises(CheckpointError, match="no optimiser state.*fine-tune"):
+        Trainer(config, resume=True)
+
+
+def test_overwrite_clears_only_a_folder_of_run_files(run, tmp_path):
+    from pix2pixhd.config import apply_overrides
+
+    folder = tmp_path / "runs" / run.config.train.name
+    folder.mkdir(parents=True)
+    (folder / "latest.pt").write_bytes((run.run_dir / "latest.pt").read_bytes())
+    (folder / "thesis.tex").write_text("years of work")
+    (folder / "checkpoints").mkdir()
+    config = apply_overrides(run.config, [f"train.checkpoints_dir={tmp_path / 'runs'}"])
+    with pytest.raises(CheckpointError, match=r"holds files that training did not write "
+                                              r"\(checkpoints, thesis.tex\)"):
+        Trainer(config, overwrite=True)
+    assert (folder / "thesis.tex").is_file() and (folder / "latest.pt").is_file()
+    (folder / "thesis.tex").unlink()
+    (folder / "checkpoints").rmdir()
+    (folder / "epoch_001.pt").write_bytes(b"")
+    (folder / ".latest.pt.x.part").write_bytes(b"")
+    Trainer(config, overwrite=True)
+    assert list(folder.iterdir()) == [] and folder.is_dir()
+
+
+def test_provenance_mismatch_names_both_sources(run, tmp_path):
+    import json
+    import shutil
+
+    from pix2pixhd.checkpoint import provenance_mismatch
+
+    latest = run.run_dir / "latest.pt"
+    assert provenance_mismatch(latest, run.config.data.root) is None
+    other = tmp_path / "real"
+    other.mkdir()
+    info = json.loads((Path(run.config.data.root) / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps({**info, "source": "VSCyto2D A549",
+                                                    "seed": 0}))
+    message = provenance_mismatch(latest, other)
+    assert "trained on synthetic data" in message and "holds VSCyto2D A549 data" in message
+    shutil.rmtree(other)
+
+
+def test_a_failed_save_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from pix2pixhd.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "latest.pt", {"epoch": 1})
+
+    def full_disk(state, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"could not write .*latest.pt .*disk full"):
+        save_checkpoint(tmp_path / "latest.pt", {"epoch": 2})
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "latest.pt", weights_only=True)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]

@@ -81,3 +81,147 @@ def test_errors_are_one_line_with_a_nonzero_exit(tmp_path, capsys):
     assert "does not exist" in err and "synthetic" in err
     assert main(["train", "--set", "model.ngf=abc"]) == 2
     assert "model.ngf expects int" in capsys.readouterr().err
+
+
+def _run_files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_run_names_must_be_one_plain_folder_name(workspace, tmp_path, monkeypatch, capsys):
+    """`--name .. --overwrite` once deleted the working folder that held checkpoints/."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "latest.pt").write_bytes(b"x")
+    (tmp_path / "thesis.tex").write_text("years of work")
+    monkeypatch.chdir(tmp_path / "checkpoints")
+    data = str(workspace / "data")
+    for name in ("..", "../escape", str(tmp_path / "abs")):
+        assert main(["train", "--data", data, "--name", name, "--checkpoints-dir", ".",
+                     "--overwrite"]) == 2
+        assert "is not a plain name" in capsys.readouterr().err
+    assert (tmp_path / "thesis.tex").is_file() and not (tmp_path / "escape").exists()
+    assert not (tmp_path / "abs").exists()
+
+
+def test_outputs_into_a_data_split_or_the_input_are_refused(workspace, capsys):
+    data, test = workspace / "data", workspace / "data" / "test"
+    before = _run_files(test)
+    checkpoint = str(workspace / "runs" / "gan" / "latest.pt")
+    commands = [
+        ["predict", "--checkpoint", checkpoint, "--input", str(test), "--out", str(test)],
+        ["predict", "--checkpoint", checkpoint, "--input", str(test / "phase"),
+         "--out", str(test / "phase" / "pred")],
+        ["evaluate", "--pred", str(workspace / "pred"), "--data", str(test),
+         "--out", str(data / "eval")],
+        ["sample", "--checkpoint", checkpoint, "--input", str(test), "--n", "2",
+         "--out", str(test / "mc")],
+    ]
+    for command in commands:
+        assert main(command) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: output folder") and err.count("\n") == 1, err
+    assert _run_files(test) == before
+
+
+def test_resume_continues_the_run_in_the_folder_given(workspace, tmp_path):
+    import shutil
+
+    import torch
+
+    original = workspace / "runs" / "gan"
+    shutil.copytree(original, tmp_path / "copy" / "gan")
+    epoch = torch.load(original / "latest.pt", weights_only=True)["epoch"]
+    before = (original / "latest.pt").read_bytes()
+    assert main(["train", "--resume", "--name", "gan", "--checkpoints-dir",
+                 str(tmp_path / "copy"), "--epochs", str(epoch + 1)]) == 0
+    copy = torch.load(tmp_path / "copy" / "gan" / "latest.pt", weights_only=True)
+    assert copy["epoch"] == epoch + 1
+    assert (original / "latest.pt").read_bytes() == before
+
+
+def test_channel_names_from_a_checkpoint_cannot_leave_out(workspace, tmp_path, capsys):
+    import torch
+
+    state = torch.load(workspace / "runs" / "gan" / "latest.pt", weights_only=True)
+    state["config"]["data"]["target_channels"] = ["../../../x"]
+    torch.save(state, tmp_path / "hostile.pt")
+    out = tmp_path / "a" / "b" / "c" / "out"
+    assert main(["predict", "--checkpoint", str(tmp_path / "hostile.pt"), "--input",
+                 str(workspace / "data" / "test"), "--out", str(out)]) == 2
+    assert "'../../../x' is not a plain name" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["train", "--epochs", "-3"], "argument --epochs: must be at least 1, got -3"),
+        (["predict", "--checkpoint", "c", "--input", "i", "--out", "o", "--overlap", "-5"],
+         "argument --overlap: must be at least 0, got -5"),
+        (["sample", "--checkpoint", "c", "--input", "i", "--out", "o", "--max-images", "0"],
+         "argument --max-images: must be at least 1, got 0"),
+    ],
+)
+def test_negative_or_zero_counts_are_refused(arguments, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    assert exit_.value.code == 2 and words in capsys.readouterr().err
+
+
+def _predict(workspace, out):
+    return main(["predict", "--checkpoint", str(workspace / "runs" / "gan" / "latest.pt"),
+                 "--input", str(workspace / "data" / "test"), "--out", str(out)])
+
+
+def test_an_out_that_is_a_file_or_a_full_disk_is_one_line(workspace, tmp_path, capsys,
+                                                          monkeypatch):
+    import errno
+
+    (tmp_path / "file").write_text("")
+    assert _predict(workspace, tmp_path / "file") == 2
+    assert capsys.readouterr().err == (f"error: output folder {tmp_path / 'file'} is a file; "
+                                       "choose a folder (it will be made)\n")
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr("pix2pixhd.layout.tifffile.imwrite", full)
+    assert _predict(workspace, tmp_path / "pred") == 2
+    err = capsys.readouterr().err  # after the progress bar: one line, no traceback
+    assert err.splitlines()[-1].startswith("error: cannot use ") and "Traceback" not in err
+    assert "No space left on device" in err.splitlines()[-1]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_names_the_cpu_setting(workspace, tmp_path, capsys):
+    assert main(["train", "--data", str(workspace / "data"), "--checkpoints-dir",
+                 str(tmp_path), "--set", "train.device=cuda"]) == 2
+    assert "no CUDA GPU is visible; use train.device=cpu" in capsys.readouterr().err
+
+
+def test_a_dataset_json_that_is_a_list_is_one_line(workspace, tmp_path, capsys):
+    (tmp_path / "dataset.json").write_text("[1, 2]")
+    assert main(["train", "--data", str(tmp_path), "--checkpoints-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a list, not the mapping" in err and err.count("\n") == 1
+
+
+def test_an_input_in_other_units_gets_one_warning_line(workspace, tmp_path, caplog):
+    import numpy as np
+
+    from pix2pixhd.layout import read_image, write_image
+
+    phase = read_image(workspace / "data" / "test" / "phase" / "fov_0000.tif")
+    eight_bit = np.round(255 * (phase - phase.min()) / np.ptp(phase))
+    write_image(tmp_path / "images" / "camera.tif", eight_bit)
+    with caplog.at_level("WARNING"):
+        assert main(["predict", "--checkpoint", str(workspace / "runs" / "gan" / "latest.pt"),
+                     "--input", str(tmp_path / "images"), "--out", str(tmp_path / "pred")]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "camera.tif is far from the training data" in warnings[0]
+    assert "--normalise image" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(["predict", "--checkpoint", str(workspace / "runs" / "gan" / "latest.pt"),
+                     "--input", str(tmp_path / "images"), "--out", str(tmp_path / "pred2"),
+                     "--normalise", "image"]) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

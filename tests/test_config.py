@@ -53,6 +53,13 @@ def test_overrides_leave_the_original_untouched():
         ("model.ngf", "section.key=value"),
         ("model.use_dropout=3", "model.use_dropout expects bool"),
         ("model.kind=diffusion", "not one of gan, regression"),
+        ("train.save_every=0", "train.save_every=0 must be at least 1"),
+        ("train.niter=-3", "train.niter=-3 must be at least 0"),
+        ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
+        ("train.name=..", "train.name '..' is not a plain name"),
+        ("train.name=../escape", "train.name '../escape' is not a plain name"),
+        ("train.name=/abs/path", "train.name '/abs/path' is not a plain name"),
+        ("data.target_channels=[../../../x]", "data.target_channels '../../../x' is not a plain"),
     ],
 )
 def test_bad_overrides_name_the_option(override, words):
@@ -68,3 +75,19 @@ def test_unknown_yaml_keys_are_refused():
 def test_missing_config_file_says_what_is_accepted(tmp_path):
     with pytest.raises(ConfigError, match="quick"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_a_config_file_that_is_not_a_mapping_is_named(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- data\n- model\n")
+    with pytest.raises(ConfigError, match="list.yaml holds a list, not a mapping"):
+        load_config(path)
+    path.write_text("train: 3\n")
+    with pytest.raises(ConfigError, match="section 'train' holds 3, not a mapping"):
+        load_config(path)
+
+
+def test_channel_names_read_from_a_checkpoint_are_checked():
+    """A checkpoint's config goes through from_dict, so its names are checked like options."""
+    with pytest.raises(ConfigError, match="not a plain name"):
+        from_dict({"data": {"target_channels": ["../../../x"]}})

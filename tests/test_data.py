@@ -16,6 +16,7 @@ from pix2pixhd.data import (
     Normaliser,
     PairedDataset,
     check_dataset,
+    check_training_data,
     make_loaders,
     set_loader_epoch,
 )
@@ -413,3 +414,49 @@ def test_check_dataset_on_a_missing_folder_says_how_to_get_data(tmp_path):
     problems = check_dataset(tmp_path / "nowhere")
     assert len(problems) == 1
     assert "nowhere" in problems[0] and "pix2pixhd data synthetic" in problems[0]
+
+
+def _write_pixels(kind: str):
+    def damage(root: Path) -> Path:
+        import tifffile
+
+        path = image_path(root, "train", "phase", "fov_0001")
+        image = np.ones((SIZE, SIZE), np.float32)
+        if kind == "inf":
+            image[3, 3] = np.inf
+            tifffile.imwrite(path, image)
+        elif kind == "complex":
+            tifffile.imwrite(path, image.astype(np.complex64))
+        elif kind == "bool":
+            tifffile.imwrite(path, image > 0)
+        elif kind == "truncated":
+            tifffile.imwrite(path, image)
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path
+
+    return damage
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("inf", "NaN or infinite pixels"), ("complex", "pixel type complex64"),
+    ("bool", "pixel type bool"), ("truncated", "not a readable TIFF"),
+])
+def test_training_start_and_data_check_find_the_same_bad_pixels(dataset_root, kind, words):
+    path = _write_pixels(kind)(dataset_root)
+    problems = check_dataset(dataset_root)
+    assert len(problems) == 1 and str(path) in problems[0] and words in problems[0]
+    with pytest.raises(DataError) as error:
+        check_training_data(small_config(dataset_root).data)
+    assert str(error.value) == problems[0]
+
+
+def test_normalising_by_the_image_undoes_its_units():
+    """An image in other units (a * phase + b) gives the same network input as the phase."""
+    rng = np.random.default_rng(0)
+    phase = rng.normal(0.3, 0.5, (32, 32)).astype(np.float64)
+    normaliser = hand_normaliser()
+    native = normaliser.for_image(phase).normalise_input(phase)
+    other_units = normaliser.for_image(200 * phase + 1000).normalise_input(200 * phase + 1000)
+    np.testing.assert_allclose(other_units, native, atol=1e-9)
+    q25, q50, q75 = np.percentile(native, [25, 50, 75])
+    assert abs(q50) < 1e-12 and q75 - q25 == pytest.approx(1)

@@ -22,6 +22,7 @@ from pix2pixhd.download import (  # noqa: E402
     DownloadError,
     assign_splits,
     download_dataset,
+    download_viscy_model,
     match_channels,
 )
 
@@ -390,3 +391,78 @@ def test_test_store_without_masks_warns_and_writes_no_masks(tmp_path, server, ca
     assert "has no nuclei mask channel among ['Phase3D', 'Nucl', 'Mem']" in caplog.text
     assert layout.list_fovs(out, "test", layout.MASKS) == []
     assert len(layout.list_fovs(out, "test")) == 4
+
+
+def test_an_html_answer_is_named_as_not_zarr_metadata(server, stores_root, tmp_path):
+    page = stores_root / "login_page.zarr"
+    page.mkdir(exist_ok=True)
+    (page / "zarr.json").write_text("<html><body>Please log in</body></html>")
+    with pytest.raises(DownloadError, match="not OME-Zarr metadata.*HTML page"):
+        download_dataset(tmp_path / "data", train_url=server.url("login_page.zarr"),
+                         test_url=server.url("login_page.zarr"), timeout=5.0)
+
+
+# --- single files: the published VisCy model ------------------------------------------------
+
+
+class RangeServer:
+    """Serves one file's bytes, honouring `Range: bytes=N-`; can hang up after `cut_after`."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body, self.cut_after, self.ranges = body, None, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_HEAD(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.end_headers()
+
+            def do_GET(self) -> None:  # noqa: N802
+                asked = self.headers.get("Range")
+                server.ranges.append(asked)
+                start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+                body = server.body[start:]
+                self.send_response(206 if asked else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: server.cut_after] if server.cut_after else body)
+                self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/models/epoch%3D399-step%3D1.ckpt"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def test_viscy_model_download_resumes_a_cut_transfer(tmp_path):
+    body = np.random.default_rng(0).bytes(300_000)
+    server = RangeServer(body)
+    try:
+        server.cut_after = 100_000
+        with pytest.raises(DownloadError, match="again to resume"):
+            download_viscy_model(tmp_path / "models", url=server.url, timeout=5.0)
+        path = tmp_path / "models" / "epoch=399-step=1.ckpt"
+        assert not path.exists()
+        server.cut_after = None
+        assert download_viscy_model(tmp_path / "models", url=server.url, timeout=5.0) == path
+        assert path.read_bytes() == body
+        assert server.ranges == [None, "bytes=100000-"]
+        download_viscy_model(tmp_path / "models", url=server.url, timeout=5.0)
+        assert len(server.ranges) == 2  # a whole file is not fetched again
+    finally:
+        server.close()
+
+
+def test_viscy_model_download_offline_fails_in_one_line_naming_the_host(tmp_path):
+    closed = f"http://127.0.0.1:{_closed_port()}/model.ckpt"
+    with pytest.raises(DownloadError, match=r"cannot reach 127\.0\.0\.1:\d+ .*optional"):
+        download_viscy_model(tmp_path / "models", url=closed, timeout=2.0)
+    assert not (tmp_path / "models").exists()

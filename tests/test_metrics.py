@@ -23,8 +23,6 @@ from pix2pixhd.metrics import (
     pixel_metrics,
     psnr,
     radial_power_spectrum,
-    segment_nuclei,
-    segment_nuclei_cellpose,
     spectral_metrics,
     ssim,
 )
@@ -348,57 +346,3 @@ def test_instance_metrics_row_matches_match_instances_at_0_5():
     assert row["f1_iou50"] == full["f1"][0] and row["recall_iou50"] == full["recall"][0]
     assert row["f1_mean"] == full["f1_mean"] and row["merges"] == full["merges"]
     assert set(PER_THRESHOLD_KEYS) <= set(full)
-
-
-# --- nuclei segmentation -------------------------------------------------------------------------
-
-
-def disk_field(seed=0, size=256, cell=50):
-    """Synthetic nuclear stain of disks (radius 7-11 px), some in touching pairs, and its labels.
-
-    One disk or one touching pair per grid cell; pixels shared by a pair go to the nearer centre.
-    """
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[:size, :size]
-    labels = np.zeros((size, size), np.int32)
-    best = np.full((size, size), np.inf)
-    brightness = np.zeros((size, size))
-    n = 0
-    for r0 in range(0, size - cell + 1, cell):
-        for c0 in range(0, size - cell + 1, cell):
-            centre = np.array([r0 + cell / 2, c0 + cell / 2]) + rng.uniform(-3, 3, 2)
-            radii = rng.uniform(7, 11, 2)
-            if rng.random() < 0.3:  # a touching pair, centres radius1 + radius2 - 1 apart
-                angle = rng.uniform(0, np.pi)
-                step = (radii.sum() - 1) / 2 * np.array([np.sin(angle), np.cos(angle)])
-                disks = [(centre - step, radii[0]), (centre + step, radii[1])]
-            else:
-                disks = [(centre, radii[0])]
-            for (cr, cc), radius in disks:
-                n += 1
-                distance = np.hypot(rows - cr, cols - cc)
-                inside = (distance <= radius) & (distance < best)
-                labels[inside], best[inside] = n, distance[inside]
-                brightness[inside] = rng.uniform(0.6, 1.0)
-    image = ndi.gaussian_filter(brightness, 1.0) + 0.05
-    image += rng.normal(scale=0.03, size=image.shape)
-    return image, labels
-
-
-def test_segment_nuclei_recovers_disks_including_touching_ones():
-    image, truth = disk_field()
-    labels = segment_nuclei(image)
-    assert labels.dtype == np.int32
-    assert labels.max() == len(np.unique(truth)) - 1
-    row = instance_metrics(truth, labels)
-    assert row["f1_iou50"] > 0.9
-    assert row["merges"] == 0
-
-
-def test_segment_nuclei_of_a_blank_image_is_empty():
-    assert segment_nuclei(np.full((32, 32), 3.0)).max() == 0
-
-
-def test_cellpose_backend_never_downloads_missing_weights(tmp_path):
-    with pytest.raises(FileNotFoundError, match="never downloads"):
-        segment_nuclei_cellpose(np.zeros((16, 16)), tmp_path / "nuclei_model")

@@ -78,3 +78,29 @@ def test_predict_folder_writes_one_tiff_per_fov_and_channel(checkpoint, tiny_dat
     assert all(p.parent.name == "nuclei" for p in written)
     assert read_image(written[0]).shape == read_image(
         tiny_dataset / "test" / "phase" / f"{fovs[0]}.tif").shape
+
+
+def test_small_images_predict_and_a_single_pixel_is_refused(checkpoint):
+    generator, _, normaliser = load_predictor(checkpoint)
+    rng = np.random.default_rng(0)
+    for shape in [(2, 2), (3, 5), (5, 40)]:
+        phase = rng.normal(size=shape).astype(np.float32)
+        assert predict_image(generator, phase, normaliser).shape == (1, *shape)
+    with pytest.raises(ValueError, match="1x1 pixels is too small"):
+        predict_image(generator, np.ones((1, 1), np.float32), normaliser)
+    with pytest.raises(ValueError, match="overlap -5 must not be negative"):
+        predict_image(generator, np.ones((8, 8), np.float32), normaliser, overlap=-5)
+
+
+def test_the_foreign_input_warning_fires_only_far_from_the_training_data():
+    from pix2pixhd.predict import FOREIGN_SHIFT, FOREIGN_SPREAD, foreign_input_message
+
+    stats = {"median": 0.3, "iqr": 0.6}
+    rng = np.random.default_rng(1)
+    typical = rng.normal(0.3, 0.6 / 1.349, (64, 64))  # a normal's IQR is 1.349 sigma
+    assert foreign_input_message(typical, stats, "typical.tif") is None
+    shifted = typical + 0.6 * (FOREIGN_SHIFT + 0.5)
+    assert "shifted.tif is far from the training data" in foreign_input_message(
+        shifted, stats, "shifted.tif")
+    assert foreign_input_message(typical * (FOREIGN_SPREAD + 1), stats, "wide.tif")
+    assert foreign_input_message(0.3 + (typical - 0.3) / (FOREIGN_SPREAD + 1), stats, "flat.tif")

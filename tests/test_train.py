@@ -210,8 +210,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_config):
     assert_same_weights(before["generator"], after["generator"])
 
 
-def test_ctrl_c_saves_a_checkpoint(tiny_config):
+def test_ctrl_c_leaves_the_last_finished_epoch_in_latest(tiny_config):
     trainer = Trainer(tiny_config)
+    trainer.fit(epochs=1)
     first_batch = next(iter(trainer.train_loader))
 
     def interrupted():
@@ -222,7 +223,62 @@ def test_ctrl_c_saves_a_checkpoint(tiny_config):
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     state = load_checkpoint(trainer.run_dir / "latest.pt")
-    assert (state["epoch"], state["step"]) == (0, 1)
+    assert (state["epoch"], state["step"]) == (1, 3)
+
+
+INTERRUPTED_RUN = """
+import sys, time
+from pathlib import Path
+from pix2pixhd.config import load_config
+from pix2pixhd.train import Trainer
+
+config = load_config(sys.argv[1])
+trainer = Trainer(config)
+step = trainer.train_step
+
+def step_then_wait(batch):
+    numbers = step(batch)
+    if trainer.step == 4:  # the first step of the second epoch (3 steps per epoch)
+        Path(sys.argv[2]).touch()
+        time.sleep(120)
+    return numbers
+
+trainer.train_step = step_then_wait
+trainer.fit()
+"""
+
+
+def test_sigint_in_the_second_epoch_then_resume_equals_a_straight_run(tiny_config, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pix2pixhd.config import save_config
+
+    three = ["train.niter=2", "train.niter_decay=1"]
+    straight = apply_overrides(tiny_config, [*three, f"train.checkpoints_dir={tmp_path / 'a'}"])
+    Trainer(straight).fit()
+    split = apply_overrides(tiny_config, [*three, f"train.checkpoints_dir={tmp_path / 'b'}"])
+    save_config(split, tmp_path / "split.yaml")
+    marker = tmp_path / "in_second_epoch"
+    process = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_RUN, str(tmp_path / "split.yaml"), str(marker)],
+        cwd=Path(__file__).parents[1], start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), "the training subprocess did not reach the second epoch"
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) != 0
+    assert load_checkpoint(tmp_path / "b" / split.train.name / "latest.pt")["epoch"] == 1
+    Trainer(split, resume=True).fit()
+    a = load_checkpoint(tmp_path / "a" / straight.train.name / "latest.pt")
+    b = load_checkpoint(tmp_path / "b" / split.train.name / "latest.pt")
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (3, 9)
+    for part in ("generator", "discriminator"):
+        assert_same_weights(a[part], b[part])
 
 
 def _train_rank(rank, world_size, port, config, out):
@@ -255,3 +311,31 @@ def test_ddp_ranks_end_with_identical_weights(tiny_config, tmp_path):
     initial = Trainer(apply_overrides(tiny_config, ["train.name=fresh"]), loaders=([], []))
     assert any(not torch.equal(initial.generator.state_dict()[k], v)
                for k, v in torch.load(tmp_path / "rank0.pt", weights_only=True).items())
+
+
+def test_a_bad_pixel_stops_the_trainer_before_anything_is_written(tiny_config, tmp_path):
+    import shutil
+
+    import tifffile
+
+    from pix2pixhd import layout
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_config.data.root, data)
+    path = layout.image_path(data, "val", "phase", "fov_0001")
+    image = layout.read_image(path)
+    image[5, 5] = np.nan
+    tifffile.imwrite(path, image)
+    config = apply_overrides(tiny_config, [f"data.root={data}"])
+    with pytest.raises(layout.DataError, match="fov_0001.tif has 1 NaN or infinite pixels"):
+        Trainer(config)
+    assert not Path(config.train.checkpoints_dir).exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_cuda_names_the_cpu_setting():
+    from pix2pixhd.config import ConfigError
+    from pix2pixhd.train import resolve_device
+
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible; use train.device=cpu"):
+        resolve_device("cuda")

@@ -152,8 +152,8 @@ def test_nuclei_count_spread_counts_objects_per_sample():
 def test_evaluate_uncertainty_with_nuclei_reports_every_score():
     rng = np.random.default_rng(0)
     always = [(15, 15), (45, 45)]
-    samples = np.stack([
-        blobs(always + ([(15, 45)] if i % 2 else [])) + rng.normal(0, 2, (64, 64))
+    samples = np.stack([  # the doubtful nucleus also sits 3 px off, so its IoU is the lowest
+        blobs(always + ([(15, 48)] if i % 2 else [])) + rng.normal(0, 2, (64, 64))
         for i in range(8)
     ])
     target = blobs(always + [(15, 45)])
