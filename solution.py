@@ -15,15 +15,19 @@
 # You will
 # 0. set up the device and a profile that fits your machine,
 # 1. look at the data, build the loaders, the coarse-to-fine generator and the multi-scale
-#    discriminator, and train them for a while,
-# 2. read the training logs of a pre-trained model,
-# 3. evaluate it with pixel metrics and by segmenting nuclei,
-# 4. compare it with a regression model,
+#    discriminator, write the GAN's training step, and train for a while,
+# 2. read the training logs of a pre-trained GAN and of a regression model,
+# 3. evaluate the GAN with pixel metrics and by segmenting nuclei,
+# 4. compare it with the regression model,
 # 5. (bonus) sample many stains per input with MC-dropout and ask where the model is unsure.
 #
+# Every part starts from Part 0 alone: after a restart, run Part 0 and then any part you like.
+# Each part's first code cell ("start here") loads what the part needs.
+#
 # <div class="alert alert-info">
-# Blue boxes are tasks: fill in the cells marked <code>TODO</code>. Yellow boxes are
-# questions to discuss with your neighbours. Green boxes are checkpoints.
+# Blue boxes are tasks: replace the <code>raise NotImplementedError</code> in the cell below
+# the box, then run the check cell after it. Yellow boxes are questions to discuss with your
+# neighbours. Green boxes are checkpoints.
 # </div>
 
 # %% [markdown]
@@ -31,26 +35,87 @@
 #
 # **You will learn** which device and which problem size suit your machine. The `course`
 # profile is the real thing on a GPU; the `quick` profile shrinks crops, model and epochs so
-# that every cell runs on a laptop CPU in minutes. Set the environment variable
-# `PIX2PIXHD_PROFILE` to choose yourself.
+# that every cell runs on a laptop CPU in minutes; `pretrained` is the recipe of the shipped
+# models (the quick model on larger crops). Set the environment variable `PIX2PIXHD_PROFILE`
+# to choose yourself.
 
 # %%
+import logging
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 from pix2pixhd import config as configs
+from pix2pixhd.checkpoint import (
+    channel_counts,
+    discriminator_from_config,
+    generator_from_config,
+    provenance_mismatch,
+)
+from pix2pixhd.data import Normaliser, make_loaders
+from pix2pixhd.evaluate import (
+    compare_models,
+    evaluate_predictions,
+    f1_per_threshold,
+    find_predictions,
+    radial_spectra,
+    write_evaluation,
+)
+from pix2pixhd.layout import MASKS, image_path, list_fovs, read_dataset_json, read_image, read_mask
+from pix2pixhd.logs import read_scalars
+from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
+from pix2pixhd.metrics import iou_matrix, match_instances
+from pix2pixhd.networks import count_parameters
+from pix2pixhd.predict import load_predictor, predict_folder, predict_image
+from pix2pixhd.sampling import sample_folder, sample_stains
+from pix2pixhd.segmentation import segment_nuclei
+from pix2pixhd.train import Trainer
+from pix2pixhd.uncertainty import (
+    sparsification_curve,
+    spearman_uncertainty_error,
+    uncertainty_maps,
+)
+from pix2pixhd.viz import (
+    plot_dataset_examples,
+    plot_f1_vs_threshold,
+    plot_intensity_histograms,
+    plot_mc_samples,
+    plot_metric_distributions,
+    plot_power_spectra,
+    plot_prediction_grid,
+    plot_predictions,
+    plot_segmentation_overlay,
+    plot_sparsification,
+    plot_training_crops,
+    plot_training_curves,
+    plot_uncertainty_maps,
+)
 
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+SIZES = {  # per profile: epochs of your training run (Part 1), MC-dropout samples and images
+    "quick": {"epochs": 6, "mc_samples": 16, "mc_images": 4},
+    "pretrained": {"epochs": 10, "mc_samples": 16, "mc_images": 8},
+    "course": {"epochs": 10, "mc_samples": 64, "mc_images": 40},
+}
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 PROFILE = os.environ.get("PIX2PIXHD_PROFILE", "course" if DEVICE.type == "cuda" else "quick")
+if PROFILE not in SIZES:
+    raise ValueError(f"PIX2PIXHD_PROFILE={PROFILE!r} is not a profile; use one of "
+                     f"{', '.join(SIZES)} (or leave it unset)")
 DATA = Path(os.environ.get("PIX2PIXHD_DATA", "data"))
 RESULTS = Path(os.environ.get("PIX2PIXHD_RESULTS", "results"))
 RUNS = Path(os.environ.get("PIX2PIXHD_RUNS", "runs"))
-PRETRAINED = Path("checkpoints")
-RESULTS.mkdir(exist_ok=True)
+PRETRAINED = {  # the shipped models; Part 4 compares those whose checkpoint is present
+    "GAN": Path("checkpoints/pix2pixhd_nuclei/latest.pt"),
+    "regression": Path("checkpoints/regression_nuclei/latest.pt"),
+    "VisCy": Path("checkpoints/viscy_nuclei/latest.pt"),
+}
+RESULTS.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 np.random.seed(0)
 print(f"device {DEVICE}, profile {PROFILE}, data {DATA.resolve()}")
@@ -63,12 +128,35 @@ def save_figure(figure, name):
     plt.close(figure)
 
 
+def show_tensorboard(logdir):
+    """TensorBoard inside Jupyter; a hint elsewhere (scripts, headless runs)."""
+    shell = globals().get("get_ipython", lambda: None)()
+    if shell is None or "IPKernelApp" not in shell.config or os.environ.get("PIX2PIXHD_HEADLESS"):
+        print(f"to watch the curves: tensorboard --logdir {logdir}")
+        return
+    shell.run_line_magic("load_ext", "tensorboard")
+    shell.run_line_magic("tensorboard", f"--logdir {logdir}")
+
+
+def read_test_fov(fov):
+    """One test field of view: phase (rad), real nuclei stain (a.u.), nuclei labels."""
+    return (read_image(image_path(DATA, "test", "phase", fov)),
+            read_image(image_path(DATA, "test", "nuclei", fov)),
+            read_mask(image_path(DATA, "test", MASKS, fov)))
+
+
+def predict_test_split(name):
+    """A shipped model's stains for every test image, in results/predictions/<name>/nuclei/."""
+    folder = RESULTS / "predictions" / name
+    predict_folder(PRETRAINED[name], DATA / "test", folder, device=DEVICE)
+    return folder
+
 # %% [markdown]
 # ## Part 1: data, model and training
 #
 # **You will learn** what the two kinds of image look like, how they are normalised for the
-# network, how Pix2PixHD's generator and discriminator are built, which losses train them, and
-# what a few minutes of GAN training produce.
+# network, how Pix2PixHD's generator and discriminator are built, which losses train them, how
+# one GAN training step updates both networks, and what a few minutes of training produce.
 #
 # ### 1.1 The data
 #
@@ -78,30 +166,17 @@ def save_figure(figure, name):
 # of what the microscope records (see `pix2pixhd/synthetic.py`).
 
 # %%
-from pix2pixhd.layout import read_dataset_json
-from pix2pixhd.viz import plot_dataset_examples
-
+# start here: the dataset's description and a few training images
 dataset_info = read_dataset_json(DATA)
 print("source:", dataset_info["source"], "| fields of view per split:", dataset_info["counts"])
 save_figure(plot_dataset_examples(DATA, split="train", n=3), "data_examples")
 
 # %%
-from pix2pixhd.layout import list_fovs, read_image, read_mask
-
 train_fovs = list_fovs(DATA, "train")[:8]
-figure, axes = plt.subplots(1, 2, figsize=(10, 3.2), layout="constrained")
-for ax, channel, unit in zip(axes, ("phase", "nuclei"), ("rad", "a.u.")):
-    values = np.concatenate([read_image(DATA / "train" / channel / f"{f}.tif").ravel()
-                             for f in train_fovs])
-    ax.hist(values, bins=200, color="0.3" if channel == "phase" else "m", log=True)
-    stats = dataset_info["normalisation"][channel]
-    for key in ("p_low", "median", "p_high"):
-        ax.axvline(stats[key], ls="--", lw=1, color="k")
-    ax.set(title=f"{channel}: pixel values of {len(train_fovs)} training images "
-                 "(dashed: 0.5th percentile, median, 99.5th percentile)",
-           xlabel=f"intensity ({unit})", ylabel="pixels (log scale)")
-    ax.title.set_fontsize(9)
-save_figure(figure, "intensity_histograms")
+pixels = {channel: np.concatenate([read_image(image_path(DATA, "train", channel, fov)).ravel()
+                                   for fov in train_fovs]) for channel in ("phase", "nuclei")}
+save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
+            "intensity_histograms")
 
 # %% [markdown]
 # <div class="alert alert-warning">
@@ -110,7 +185,17 @@ save_figure(figure, "intensity_histograms")
 # predict the Hoechst image from phase? Most Hoechst pixels are dark background: what does
 # the long bright tail of the histogram hold?
 # </div>
-#
+
+# %% [markdown] tags=["solution"]
+# **Answers.** Nuclei are easiest to spot in flat, well-spread cells, where the nucleus is the
+# thickest part and its nucleoli add dots of extra phase; in thick or rounded cells the whole
+# cell is bright in phase and the nucleus hardly stands out. The contrast varies from cell to
+# cell (thickness and refractive index vary), so for some cells the phase image does not
+# decide where the nucleus ends: the model has to guess, and a regression model will blur
+# there. The bright tail of the Hoechst histogram is the nuclei themselves, brightest where
+# DNA is condensed (dividing cells) or doubled; the peak near the left is background.
+
+# %% [markdown]
 # ### 1.2 Normalisation
 #
 # Networks train best on inputs of a known scale. We normalise with statistics of the
@@ -118,7 +203,8 @@ save_figure(figure, "intensity_histograms")
 # images. The phase image is centred on its median and divided by its interquartile range;
 # robust statistics ignore the few very bright or dark pixels. The stain is the generator's
 # output, which ends in a `tanh`, so it must live in [-1, 1]: its 0.5th percentile `p_low`
-# maps to -1 and its 99.5th percentile `p_high` to +1.
+# maps to -1 and its 99.5th percentile `p_high` to +1, linearly (values outside the range
+# land outside [-1, 1]; nothing is clipped).
 #
 # <div class="alert alert-info">
 # Task 1.1: write the stain normalisation and its inverse (which you need to measure errors in
@@ -128,12 +214,12 @@ save_figure(figure, "intensity_histograms")
 # %% tags=["task"]
 def normalise_stain(image, p_low, p_high):
     """Map [p_low, p_high] linearly onto [-1, 1]."""
-    return ...  # TODO
+    raise NotImplementedError("Task 1.1: map p_low to -1 and p_high to +1, linearly")
 
 
 def denormalise_stain(normalised, p_low, p_high):
     """The inverse of normalise_stain."""
-    return ...  # TODO
+    raise NotImplementedError("Task 1.1: map -1 back to p_low and +1 back to p_high")
 
 
 # %% tags=["solution"]
@@ -148,15 +234,25 @@ def denormalise_stain(normalised, p_low, p_high):
 
 
 # %%
-from pix2pixhd.data import Normaliser
-
+# check Task 1.1 against the module's normaliser, inside and outside [p_low, p_high]
 normaliser = Normaliser.from_dataset(DATA, "phase", ["nuclei"])
 stats = dataset_info["normalisation"]["nuclei"]
-example = np.linspace(stats["p_low"], stats["p_high"], 5)
-yours = normalise_stain(example, stats["p_low"], stats["p_high"])
-print("your normalisation:  ", np.round(yours, 3))
-print("the module's:        ", np.round(normaliser.normalise_target(example[None]), 3)[0])
-assert np.allclose(denormalise_stain(yours, stats["p_low"], stats["p_high"]), example)
+p_low, p_high = stats["p_low"], stats["p_high"]
+span = p_high - p_low
+examples = np.array([p_low - 0.2 * span, p_low, p_low + 0.25 * span, stats["median"], p_high,
+                     p_high + 0.5 * span])
+yours = np.asarray(normalise_stain(examples, p_low, p_high), dtype=float)
+expected = normaliser.normalise_target(examples[None])[0]
+for value, mine, right in zip(examples, yours, expected):
+    assert np.isclose(mine, right, atol=1e-5), (
+        f"your normalise_stain maps {value:.4g} to {mine:.4f}, it should be {right:.4f} "
+        f"(p_low = {p_low:.4g} goes to -1, p_high = {p_high:.4g} to +1, linearly)")
+back = np.asarray(denormalise_stain(expected, p_low, p_high), dtype=float)
+for value, right, mine in zip(expected, examples, back):
+    assert np.isclose(mine, right, rtol=1e-5, atol=1e-6 * span), (
+        f"your denormalise_stain maps {value:.4f} to {mine:.4g}, it should be {right:.4g} "
+        "(-1 goes back to p_low, +1 to p_high)")
+print("Task 1.1 passed: your normalisation and its inverse agree with the module's")
 
 # %% [markdown]
 # ### 1.3 Loaders: crops and augmentation
@@ -167,8 +263,6 @@ assert np.allclose(denormalise_stain(yours, stats["p_low"], stats["p_high"]), ex
 # examples. Validation uses a fixed centre crop, so the numbers are comparable between epochs.
 
 # %%
-from pix2pixhd.data import make_loaders
-
 config = configs.load_config(PROFILE)
 config = configs.apply_overrides(config, [f"data.root={DATA}", "data.num_workers=0"])
 train_loader, val_loader = make_loaders(config)
@@ -176,15 +270,7 @@ batch = next(iter(train_loader))
 print({key: tuple(value.shape) for key, value in batch.items() if hasattr(value, "shape")})
 print(f"{len(train_loader)} training batches of {config.data.batch_size} per epoch")
 
-figure, axes = plt.subplots(2, 4, figsize=(10, 5))
-for column in range(4):
-    axes[0, column].imshow(batch["input"][column, 0], cmap="gray")
-    axes[1, column].imshow(batch["target"][column, 0], cmap="magma", vmin=-1, vmax=1)
-    axes[0, column].set_title(f"crop {column}: phase")
-    axes[1, column].set_title("nuclei, normalised")
-for ax in axes.flat:
-    ax.axis("off")
-save_figure(figure, "training_crops")
+save_figure(plot_training_crops(batch["input"], batch["target"]), "training_crops")
 
 # %% [markdown]
 # ### 1.4 The generator and the discriminator
@@ -207,9 +293,6 @@ save_figure(figure, "training_crops")
 # than one number: the finest judges texture, the coarsest the layout of whole nuclei.
 
 # %%
-from pix2pixhd.checkpoint import channel_counts, discriminator_from_config, generator_from_config
-from pix2pixhd.networks import count_parameters
-
 input_nc, output_nc = channel_counts(config)
 generator = generator_from_config(config.model, input_nc, output_nc)
 discriminator = discriminator_from_config(config.model, input_nc + output_nc)
@@ -234,7 +317,17 @@ for scale, layers in enumerate(features):
 # coarsest scale return the fewest scores, and what does each of them "see"? Why would a
 # single score for the whole image be a worse teacher for the generator?
 # </div>
-#
+
+# %% [markdown] tags=["solution"]
+# **Answers.** Each scale works on a copy of the pair downsampled by 2 more, through the same
+# strided layers, so its grid of scores is 2 times coarser in each direction. Each score has a
+# receptive field of the same number of pixels *of its input*, which is 2x or 4x larger in the
+# original image: the coarsest scores judge whole nuclei and their arrangement, the finest
+# judge texture and edges. A single score for the whole image tells the generator only
+# "somewhere this looks fake"; a grid says where, so each region of the fake gets its own
+# gradient, and many patches per image are many training examples for D.
+
+# %% [markdown]
 # ### 1.5 The losses
 #
 # ![The multi-scale discriminator D1, D2, D3 at full, 1/2 and 1/4 resolution, and the feature-matching loss over their intermediate features](imgs/multiscale_discriminator.svg)
@@ -263,9 +356,9 @@ for scale, layers in enumerate(features):
 # %% tags=["task"]
 def my_feature_matching_loss(real, fake, n_layers_D, num_D):
     """Weighted L1 distance between D's intermediate features on real and fake pairs."""
-    loss = 0.0
-    ...  # TODO: loop over scales and layers (all but the last of each scale)
-    return loss
+    raise NotImplementedError(
+        "Task 1.2: sum over scales and layers (all but the last of each scale) of "
+        "weight * mean |fake - real|, with the real features detached")
 
 
 # %% tags=["solution"]
@@ -281,30 +374,162 @@ def my_feature_matching_loss(real, fake, n_layers_D, num_D):
 
 
 # %%
-from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
-
-with torch.no_grad():
-    real_features = discriminator(torch.cat([phase, target], dim=1))
-    fake_features = discriminator(torch.cat([phase, fake], dim=1))
+# check Task 1.2: the value against the module's loss, and where the gradient goes
+real_features = discriminator(torch.cat([phase, target], dim=1))
+fake_features = discriminator(torch.cat([phase, fake], dim=1))
+real_leaves = [[f.detach().clone().requires_grad_() for f in scale] for scale in real_features]
+fake_leaves = [[f.detach().clone().requires_grad_() for f in scale] for scale in fake_features]
 options = {"n_layers_D": config.model.n_layers_D, "num_D": config.model.num_D}
-yours = my_feature_matching_loss(real_features, fake_features, **options)
+yours = my_feature_matching_loss(real_leaves, fake_leaves, **options)
 reference = feature_matching_loss(real_features, fake_features, **options)
 print(f"feature matching: yours {float(yours):.5f}, the module's {float(reference):.5f}")
-assert torch.isclose(torch.as_tensor(yours), reference, rtol=1e-5)
+assert torch.isclose(torch.as_tensor(float(yours)), reference.detach(), rtol=1e-5), (
+    f"your loss is {float(yours):.5f}, the module's {float(reference):.5f}: leave out the last "
+    "entry of each scale, take the mean |fake - real| of each feature map, and weight it by "
+    "4 / (n_layers_D + 1) and 1 / num_D")
+yours.backward()
+assert all(f.grad is None or not f.grad.any() for scale in real_leaves for f in scale), (
+    "a gradient reached the real features: they are targets, use real_feature.detach()")
+assert all(f.grad is not None for scale in fake_leaves for f in scale[:-1]), (
+    "no gradient reached some fake features: every layer but the last of each scale must "
+    "take part")
+print("Task 1.2 passed: same value as the module's, and gradients reach only the fake side")
 
-loss_D, loss_D_real, loss_D_fake = discriminator_loss(real_features, fake_features)
-print(f"untrained networks on one batch: G_GAN {gan_loss(fake_features, True):.3f}, "
-      f"G_GAN_Feat {config.loss.lambda_feat * reference:.3f} (x lambda_feat), "
-      f"D_real {loss_D_real:.3f}, D_fake {loss_D_fake:.3f}")
+with torch.no_grad():
+    loss_D, loss_D_real, loss_D_fake = discriminator_loss(real_features, fake_features)
+    print(f"untrained networks on one batch: G_GAN {gan_loss(fake_features, True):.3f}, "
+          f"G_GAN_Feat {config.loss.lambda_feat * reference:.3f} (x lambda_feat), "
+          f"D_real {loss_D_real:.3f}, D_fake {loss_D_fake:.3f}")
 
 # %% [markdown]
-# ### 1.6 Train for a while
+# ### 1.6 One training step
 #
-# The `Trainer` runs the loop of `pix2pixhd/train.py`; read its `train_step`, it is short. Each
-# step computes the fake stain, scores the real and the fake pair with the discriminator (on a
-# GPU in one pass: instance norm treats each sample alone, so that equals two passes, only
-# faster), then updates G with its loss and D with its own. Adam with lr 2e-4 and
-# $\beta_1=0.5$, constant and then linearly decayed, as in the paper.
+# A GAN step updates two networks with two losses, in turn:
+#
+# 1. **Discriminator step.** G makes `fake = G(phase)`. D scores the real pair and the pair
+#    with `fake.detach()`: detached, the fake is a fixed input, so D's loss trains D alone
+#    (without it, D's loss would also push gradients into G, towards *worse* fakes).
+#    Update D.
+# 2. **Generator step.** Score the pairs again with the *updated* D, this time with `fake`
+#    itself, so the gradient flows through D into G. G's loss is the LSGAN term plus
+#    $\lambda_{feat}$ times feature matching. Update G. (D's weights also receive gradients
+#    here; they are cleared by D's `zero_grad` at the next step.)
+#
+# <div class="alert alert-info">
+# Task 1.3: write one GAN step with the functions of <code>pix2pixhd.losses</code> imported in
+# Part 0 (<code>discriminator_loss</code>, <code>gan_loss</code>,
+# <code>feature_matching_loss</code>). The check runs it and the module's
+# <code>Trainer.train_step</code> on two batches, from the same starting weights, and compares
+# the losses and the updated weights.
+# </div>
+
+# %% tags=["task"]
+def gan_training_step(G, D, optimizer_G, optimizer_D, phase, target, *, lambda_feat,
+                      n_layers_D, num_D):
+    """One Pix2PixHD update of D, then of G, on phase and target (B, 1, H, W), target in [-1, 1].
+
+    Returns the floats {"loss/G_GAN", "loss/G_GAN_Feat" (times lambda_feat), "loss/D_real",
+    "loss/D_fake"}.
+    """
+    raise NotImplementedError(
+        "Task 1.3: fake = G(phase); D step on fake.detach(); then G step through the updated D")
+
+
+# %% tags=["solution"]
+def gan_training_step(G, D, optimizer_G, optimizer_D, phase, target, *, lambda_feat,
+                      n_layers_D, num_D):
+    """One Pix2PixHD update of D, then of G, on phase and target (B, 1, H, W), target in [-1, 1].
+
+    Returns the floats {"loss/G_GAN", "loss/G_GAN_Feat" (times lambda_feat), "loss/D_real",
+    "loss/D_fake"}.
+    """
+    fake = G(phase)
+    # --- discriminator step: the fake is detached, so this loss trains D only ---
+    pred_real = D(torch.cat([phase, target], dim=1))
+    pred_fake = D(torch.cat([phase, fake.detach()], dim=1))
+    loss_D, loss_D_real, loss_D_fake = discriminator_loss(pred_real, pred_fake)
+    optimizer_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    optimizer_D.step()
+    # --- generator step: through the updated D, with the gradient flowing into G ---
+    pred_real = D(torch.cat([phase, target], dim=1))
+    pred_fake = D(torch.cat([phase, fake], dim=1))
+    loss_G_GAN = gan_loss(pred_fake, True)
+    loss_G_feat = lambda_feat * feature_matching_loss(pred_real, pred_fake,
+                                                      n_layers_D=n_layers_D, num_D=num_D)
+    optimizer_G.zero_grad(set_to_none=True)
+    (loss_G_GAN + loss_G_feat).backward()
+    optimizer_G.step()
+    return {"loss/G_GAN": loss_G_GAN.item(), "loss/G_GAN_Feat": loss_G_feat.item(),
+            "loss/D_real": loss_D_real.item(), "loss/D_fake": loss_D_fake.item()}
+
+
+# %%
+# check Task 1.3: two trainers with the same initial weights, yours and the module's step
+step_config = configs.apply_overrides(config, [
+    "train.name=step_check", f"train.checkpoints_dir={RUNS}", "train.device=cpu",
+    "train.amp=none", "loss.lambda_l1=0", "loss.lambda_vgg=0"])
+yours_trainer = Trainer(step_config, loaders=([], []))
+module_trainer = Trainer(step_config, loaders=([], []))
+# Adam makes every update about lr in size, even where a gradient is rounding noise (the biases
+# in front of instance norm), so two correct steps could differ by 2 lr there; plain SGD keeps
+# each update proportional to its gradient, and the comparison sees only real differences
+for trainer in (yours_trainer, module_trainer):
+    trainer.optimizer_G = torch.optim.SGD(trainer.generator.parameters(), lr=0.01)
+    trainer.optimizer_D = torch.optim.SGD(trainer.discriminator.parameters(), lr=0.01)
+small = {key: batch[key][:2, :, :64, :64] for key in ("input", "target")}
+steps = [small, {key: value.flip(-1) for key, value in small.items()}]
+gradients_into_G = []
+next(yours_trainer.generator.parameters()).register_hook(
+    lambda gradient: gradients_into_G.append(1))
+for number, step_batch in enumerate(steps, start=1):
+    gradients_into_G.clear()
+    before = {network: {name: weight.detach().clone() for name, weight
+                        in getattr(module_trainer, network).named_parameters()}
+              for network in ("generator", "discriminator")}
+    torch.manual_seed(number)  # the same dropout masks in both generators
+    yours = gan_training_step(
+        yours_trainer.G, yours_trainer.D, yours_trainer.optimizer_G, yours_trainer.optimizer_D,
+        step_batch["input"], step_batch["target"], lambda_feat=step_config.loss.lambda_feat,
+        n_layers_D=step_config.model.n_layers_D, num_D=step_config.model.num_D)
+    torch.manual_seed(number)
+    theirs = module_trainer.train_step(step_batch)
+    print(f"step {number}: " + ", ".join(
+        f"{name.split('/')[1]} yours {yours[name]:.5f} / module {theirs[name]:.5f}"
+        for name in ("loss/D_real", "loss/D_fake", "loss/G_GAN", "loss/G_GAN_Feat")))
+    assert len(gradients_into_G) == 1, (
+        f"at step {number} gradients reached G's weights {len(gradients_into_G)} times: D's "
+        "loss must see fake.detach(), so that only G's loss reaches G")
+    for name in ("loss/D_real", "loss/D_fake"):
+        assert abs(yours[name] - theirs[name]) <= 1e-5 * max(1, abs(theirs[name])), (
+            f"step {number}: your {name} is {yours[name]:.5f}, the module's {theirs[name]:.5f}: "
+            "D scores (phase, target) as real and (phase, fake.detach()) as fake, and "
+            "discriminator_loss returns (loss_D, loss_D_real, loss_D_fake)")
+    for name in ("loss/G_GAN", "loss/G_GAN_Feat"):
+        assert abs(yours[name] - theirs[name]) <= 1e-5 * max(1, abs(theirs[name])), (
+            f"step {number}: your {name} is {yours[name]:.5f}, the module's {theirs[name]:.5f}: "
+            "compute G's losses from a new pass through D after D's update, with fake (not "
+            "detached), and multiply feature matching by lambda_feat")
+    for network in ("generator", "discriminator"):
+        mine = dict(getattr(yours_trainer, network).named_parameters())
+        theirs = dict(getattr(module_trainer, network).named_parameters())
+        update = max(float((theirs[name] - before[network][name]).abs().max()) for name in theirs)
+        for name, weight in theirs.items():
+            difference = float((mine[name] - weight).abs().max())
+            assert difference <= 1e-2 * update, (
+                f"after step {number} the {network}'s {name} differs from the module's by "
+                f"{difference:.2e} (the largest update is {update:.2e}): zero each optimiser's "
+                "gradients before its backward and step it once per training step")
+print("Task 1.3 passed: your step gives the module's losses and updated weights")
+
+# %% [markdown]
+# ### 1.7 Train for a while
+#
+# The `Trainer` runs the loop of `pix2pixhd/train.py`; its `train_step` is the step you just
+# wrote, plus mixed precision and multi-GPU details. On a GPU it scores the real and the fake
+# pair in one pass of D: instance norm treats each sample alone, so that equals two passes,
+# only faster. Adam with lr 2e-4 and $\beta_1=0.5$, constant and then linearly decayed over the
+# last third of the epochs, as in the paper.
 #
 # On a CPU (`quick`) this takes about a minute and learns where nuclei are, not what they look
 # like; on a GPU (`course`) it runs longer at full size. Watch it live in TensorBoard: in
@@ -313,41 +538,20 @@ print(f"untrained networks on one batch: G_GAN {gan_loss(fake_features, True):.3
 # open the address it prints.
 
 # %%
-from pix2pixhd.train import Trainer
-
-TRAIN_EPOCHS = {"quick": config.epochs, "course": 10}[PROFILE]
-config = configs.apply_overrides(config, ["train.name=my_gan", f"train.checkpoints_dir={RUNS}"])
-
-
-def show_tensorboard(logdir):
-    """TensorBoard inside Jupyter; a hint elsewhere (scripts, headless runs)."""
-    shell = globals().get("get_ipython", lambda: None)()
-    if shell is None or "IPKernelApp" not in shell.config or os.environ.get("PIX2PIXHD_HEADLESS"):
-        print(f"to watch the curves: tensorboard --logdir {logdir}")
-        return
-    shell.run_line_magic("load_ext", "tensorboard")
-    shell.run_line_magic("tensorboard", f"--logdir {logdir}")
-
-
+epochs = SIZES[PROFILE]["epochs"]
+config = configs.apply_overrides(config, [
+    "train.name=my_gan", f"train.checkpoints_dir={RUNS}",
+    f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}"])
 show_tensorboard(RUNS)
 trainer = Trainer(config, overwrite=True)
-final = trainer.fit(epochs=TRAIN_EPOCHS)
-print(f"after {TRAIN_EPOCHS} epochs ({trainer.step} steps): validation PSNR "
+final = trainer.fit()
+print(f"after {trainer.epoch} epochs ({trainer.step} steps): validation PSNR "
       f"{final['val/psnr']:.2f} dB, SSIM {final['val/ssim']:.3f}")
 
 # %%
-from pix2pixhd.logs import read_scalars
-from pix2pixhd.viz import plot_predictions, plot_training_curves
-
-my_curves = read_scalars(trainer.run_dir / "logs")
-save_figure(plot_training_curves(my_curves), "my_gan_training")
-
-from pix2pixhd.predict import load_predictor, predict_image  # noqa: E402
-
-test_fovs = list_fovs(DATA, "test")
-fov = test_fovs[0]
-test_phase = read_image(DATA / "test" / "phase" / f"{fov}.tif")
-test_stain = read_image(DATA / "test" / "nuclei" / f"{fov}.tif")
+save_figure(plot_training_curves(read_scalars(trainer.run_dir / "logs")), "my_gan_training")
+fov = list_fovs(DATA, "test")[0]
+test_phase, test_stain, _ = read_test_fov(fov)
 my_generator, _, my_normaliser = load_predictor(trainer.run_dir / "latest.pt", DEVICE)
 my_prediction = predict_image(my_generator, test_phase, my_normaliser)[0]
 save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
@@ -356,75 +560,168 @@ save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
 # %% [markdown]
 # <div class="alert alert-success">
 # Checkpoint 1: you have seen the data and its normalisation, built the coarse-to-fine
-# generator and the multi-scale discriminator, written the feature-matching loss and trained
-# a GAN. Its first stains are blotchy; the pre-trained model of the next parts trained for
-# much longer with exactly this code.
+# generator and the multi-scale discriminator, written the feature-matching loss and the GAN
+# step, and trained a GAN. Its first stains are blotchy; the pre-trained model of the next
+# parts trained for much longer with exactly this code.
 # </div>
+
+# %% [markdown]
+# ## Part 2: reading the training logs of the pre-trained models
 #
-# ## Part 2: reading the training logs of a pre-trained model
+# **You will learn** to read a GAN's training curves: unlike a regression loss they need not
+# fall to zero, because G and D play against each other.
 #
-# **You will learn** to read a GAN's training curves: unlike a regression loss they do not fall
-# to zero, because G and D play against each other.
+# Two models come with the exercise, both trained with the project's own commands (see the
+# README) on the same data and with the same generator:
 #
-# The model in `checkpoints/pix2pixhd_nuclei` was trained with `python -m pix2pixhd train
-# --config pretrained` (the command is in the README) on the same data. Its logs are in
-# `checkpoints/pix2pixhd_nuclei/logs`: open them in TensorBoard, or read the same curves below.
+# - `checkpoints/pix2pixhd_nuclei`: the **GAN**, as in Part 1, trained much longer;
+# - `checkpoints/regression_nuclei`: a **regression model**, the same generator trained with
+#   an L1 loss alone and no discriminator, as the models of part 1 of the course (and VisCy's)
+#   are trained with a pixel loss. It is the baseline: Part 4 compares the two in detail.
+#
+# Their logs are in `checkpoints/*/logs`: open them in TensorBoard, or read the same curves
+# below.
 
 # %%
-show_tensorboard(PRETRAINED)
-gan_curves = read_scalars(PRETRAINED / "pix2pixhd_nuclei" / "logs")
-regression_curves = read_scalars(PRETRAINED / "regression_nuclei" / "logs")
+# start here: the logs of the two shipped models
+show_tensorboard("checkpoints")
+gan_curves = read_scalars(PRETRAINED["GAN"].parent / "logs")
+regression_curves = read_scalars(PRETRAINED["regression"].parent / "logs")
 save_figure(plot_training_curves(gan_curves), "pretrained_gan_training")
 save_figure(plot_training_curves(regression_curves), "pretrained_regression_training")
 
-last = gan_curves.sort_values("step").groupby("tag").value.last()
-print(f"end of training: D on real {last['D_out/val_real']:.2f}, D on fake "
-      f"{last['D_out/val_fake']:.2f} (validation); val PSNR {last['val/psnr']:.2f} dB")
+# %% [markdown]
+# The curves are noisy, so we read them by numbers: for each curve, the mean of its first and
+# of its last tenth (per-epoch means where the run logged them, `epoch/<tag>`), and the epoch
+# where validation was best.
+
+# %%
+def curve(curves, tag):
+    """One tag's values in step order: its per-epoch means (`epoch/<tag>`) where logged."""
+    if "run" in curves.columns:
+        curves = curves[curves["run"] == ""]
+    for name in (f"epoch/{tag}", tag):
+        rows = curves[curves["tag"] == name]
+        if len(rows):
+            return rows.sort_values("step")["value"].reset_index(drop=True)
+    raise KeyError(f"no {tag!r} in these logs; they hold {sorted(curves['tag'].unique())}")
+
+
+def first_and_last_tenth(values):
+    """Mean of the first and of the last tenth of a curve (at least one point each)."""
+    tenth = max(len(values) // 10, 1)
+    return float(values.iloc[:tenth].mean()), float(values.iloc[-tenth:].mean())
+
+
+def direction(first, last, tolerance=0.01):
+    """'rises', 'falls' or 'flat' (changes by less than `tolerance` of its size)."""
+    if abs(last - first) <= tolerance * max(abs(first), abs(last), 1e-12):
+        return "flat"
+    return "rises" if last > first else "falls"
+
+
+TAGS = ("loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "D_out/train_real",
+        "D_out/train_fake", "D_out/val_real", "D_out/val_fake", "val/psnr", "val/ssim")
+trends = {}
+for tag in TAGS:
+    first, last = first_and_last_tenth(curve(gan_curves, tag))
+    trends[tag] = {"first tenth": first, "last tenth": last, "trend": direction(first, last)}
+trends = pd.DataFrame.from_dict(trends, orient="index")
+print("GAN:\n" + trends.round(3).to_string())
+
+val_ssim = curve(gan_curves, "val/ssim")
+best_epoch = int(val_ssim.idxmax()) + 1  # validation runs once per epoch
+psnr_gan = curve(gan_curves, "val/psnr")
+psnr_regression = curve(regression_curves, "val/psnr")
+print(f"\nGAN: best validation SSIM {val_ssim.max():.3f} at epoch {best_epoch} of "
+      f"{len(val_ssim)} (last epoch: {val_ssim.iloc[-1]:.3f})")
+higher = "GAN" if psnr_gan.iloc[-1] > psnr_regression.iloc[-1] else "regression"
+print(f"final validation PSNR: GAN {psnr_gan.iloc[-1]:.2f} dB, regression "
+      f"{psnr_regression.iloc[-1]:.2f} dB; higher: {higher}")
+regression_l1 = curve(regression_curves, "loss/G_L1")
+print(f"regression L1 loss: first tenth {first_and_last_tenth(regression_l1)[0]:.4f}, last "
+      f"tenth {first_and_last_tenth(regression_l1)[1]:.4f}")
 
 # %% [markdown]
 # <div class="alert alert-warning">
-# Questions:
+# Questions (the table above answers the first part of each):
 #
-# - D's mean score on real pairs stays below 1 and on fakes above 0. What would it mean if
-#   D_fake went to 0 and stayed there? And if D_real and D_fake met at 0.5?
-# - The feature-matching term falls while the adversarial terms hover. Which of the two
-#   carries most of the generator's learning signal?
+# - Does D's mean score on fake pairs (`D_out/*_fake`) head for 0, or stay between 0 and 1?
+#   What would it mean if it went to 0 and stayed there? And if real and fake scores met at
+#   0.5?
+# - Does the feature-matching term (`loss/G_GAN_Feat`) fall or rise? It measures the distance
+#   between D's features of real and fake pairs, and D keeps changing: can it rise while the
+#   generator gets better?
 # - Compare the validation PSNR of the GAN with the regression model's. Which is higher, and
 #   does a higher PSNR mean a better virtual stain?
+# - Is the last epoch the best one by validation SSIM? Which checkpoint would you keep?
 # - Which hyper-parameter would you change if D won too easily? (Think of `ndf`, `num_D`,
 #   `lambda_feat`, the learning rates, dropout.)
 # </div>
+
+# %% [markdown] tags=["solution"]
+# **Answers.** Read the numbers off the table printed above; they belong to the shipped run.
 #
+# - In a healthy run D's scores on fakes stay clearly above 0 and below its scores on real
+#   pairs: D is ahead but not winning outright. Scores on fakes stuck at 0 mean D rejects
+#   every fake with certainty; the generator then learns little from the adversarial term
+#   (feature matching still teaches it). Real and fake meeting at 0.5 means D cannot tell
+#   them apart: either G is excellent or D has stopped learning (too small, too low a
+#   learning rate); the stains tell which.
+# - Feature matching compares G's fakes with the real stain *through D's current features*.
+#   As D learns sharper features, the same fake can look further from the real pair, so
+#   this term can rise while the images improve; it is a moving target, not a score. The
+#   adversarial terms hover because G and D improve together.
+# - The cell says which is higher in this run. Expect the regression model to win on PSNR:
+#   it predicts the conditional median, which minimises pixel errors, while the GAN draws one
+#   plausible stain, whose fine detail is scored as error wherever it is not exactly in
+#   place. A higher PSNR means closer on average, not more realistic: Part 4 measures
+#   sharpness as well.
+# - If the best validation epoch is well before the last, the later epochs overfit or drift;
+#   keep the checkpoint chosen on validation images (never on the test images).
+# - If D wins too easily: a smaller D (`ndf`, fewer layers or scales), a lower learning rate
+#   for D than for G, or a larger `lambda_feat` so G
+#   leans on feature matching.
+
+# %% [markdown]
 # <div class="alert alert-success">
-# Checkpoint 2: you can tell a healthy GAN run (D neither wins nor loses outright, feature
-# matching falls, validation metrics rise and level off) from a collapsed one.
+# Checkpoint 2: you can read from the curves whether D wins or loses outright, which way the
+# feature-matching term goes, and whether validation keeps improving, and you know which
+# numbers above say so for the shipped GAN.
 # </div>
-#
+
+# %% [markdown]
 # ## Part 3: evaluating the virtual stain
 #
 # **You will learn** to judge a virtual stain twice: pixel by pixel against the real stain,
 # and by what a biologist does with it, segmenting nuclei.
 #
 # Pixel metrics (data range taken from the real stain): PSNR (dB), SSIM (structure, 1 is
-# perfect), Pearson r (linear agreement, blind to scale), MAE and NRMSE. Instance metrics:
-# nuclei are segmented in the virtual stain (smoothing, a global threshold, a watershed to split
-# touching nuclei) and matched one to one with the ground-truth masks by their overlap (IoU).
-# A match above an IoU threshold is a true positive. The same segmentation of the *real*
-# stain gives the best a virtual stain could reach with this segmentation.
+# perfect), Pearson r (linear agreement, blind to scale), MAE and NRMSE.
+#
+# Instance metrics: nuclei are segmented in the virtual stain by smoothing, a global
+# threshold, and a watershed that splits touching nuclei. The threshold is **Li's**: the
+# intensity that minimises the cross-entropy between the image and its two-level version
+# (each side replaced by its mean), found by iteration; it sits lower than Otsu's and keeps dim
+# nuclei whole. Each segmented nucleus is matched to at most one true nucleus by their overlap,
+# the IoU (intersection over union). At an IoU threshold, a match above it is a true positive
+# (TP), a predicted nucleus left unmatched a false positive (FP), a true nucleus left
+# unmatched a false negative (FN). **Precision** = TP / (TP + FP) is the share of found
+# nuclei that are real, **recall** = TP / (TP + FN) the share of real nuclei that are found,
+# and **F1** is their harmonic mean, 2 P R / (P + R) = 2 TP / (2 TP + FP + FN): high only
+# when both are. The same segmentation of the *real* stain gives the best a virtual stain
+# could reach with this segmentation.
 
 # %%
-from pix2pixhd.evaluate import evaluate_predictions, write_evaluation
-from pix2pixhd.predict import predict_folder
-
-MODELS = {"GAN": PRETRAINED / "pix2pixhd_nuclei" / "latest.pt",
-          "regression": PRETRAINED / "regression_nuclei" / "latest.pt"}
-predicted, tables, summaries = {}, {}, {}
-for name, checkpoint in MODELS.items():
-    predicted[name] = RESULTS / "predictions" / name
-    predict_folder(checkpoint, DATA / "test", predicted[name], device=DEVICE)
-tables["GAN"] = evaluate_predictions(predicted["GAN"], DATA / "test")
-summaries["GAN"] = write_evaluation(tables["GAN"], RESULTS / "evaluation" / "GAN")
-gan_summary = summaries["GAN"]
+# start here: the GAN's predictions of the test images, and their scores
+fov = list_fovs(DATA, "test")[0]
+test_phase, test_stain, true_labels = read_test_fov(fov)
+mismatch = provenance_mismatch(PRETRAINED["GAN"], DATA)  # None when trained on this data
+if mismatch:
+    warnings.warn(mismatch, stacklevel=1)
+gan_folder = predict_test_split("GAN")
+gan_table = evaluate_predictions(gan_folder, DATA / "test")
+gan_summary = write_evaluation(gan_table, RESULTS / "evaluation" / "GAN")
 print(f"GAN on {gan_summary['n_images']} test images: PSNR {gan_summary['psnr']:.2f} dB, "
       f"SSIM {gan_summary['ssim']:.3f}, r {gan_summary['pearson']:.3f}; nuclei F1 at IoU 0.5 "
       f"{gan_summary['f1_iou50']:.3f} (real stain: {gan_summary['real_stain_f1_iou50']:.3f})")
@@ -440,10 +737,9 @@ print(f"GAN on {gan_summary['n_images']} test images: PSNR {gan_summary['psnr']:
 # %% tags=["task"]
 def f1_at_iou(iou, threshold=0.5):
     """F1 of nuclei matching from an IoU matrix (n_true, n_pred), threshold >= 0.5."""
-    true_positives = ...  # TODO
-    false_positives = ...  # TODO
-    false_negatives = ...  # TODO
-    return 2 * true_positives / max(2 * true_positives + false_positives + false_negatives, 1)
+    raise NotImplementedError(
+        "Task 3.1: count TP (pairs with IoU >= threshold), FP and FN, return 2 TP / "
+        "(2 TP + FP + FN)")
 
 
 # %% tags=["solution"]
@@ -456,113 +752,221 @@ def f1_at_iou(iou, threshold=0.5):
 
 
 # %%
-from pix2pixhd.metrics import iou_matrix, match_instances
-from pix2pixhd.segmentation import segment_nuclei
-from pix2pixhd.viz import plot_prediction_grid, plot_segmentation_overlay
-
-true_labels = read_mask(DATA / "test" / "nuclei_masks" / f"{fov}.tif")
-gan_stain = read_image(predicted["GAN"] / "nuclei" / f"{fov}.tif")
+# check Task 3.1 against the module's matching: a small made-up case, then a test image
+made_up_true = np.zeros((30, 60), dtype=np.int32)
+made_up_predicted = np.zeros((30, 60), dtype=np.int32)
+for label, (top, left) in enumerate([(0, 0), (0, 20), (0, 40)], start=1):
+    made_up_true[top:top + 10, left:left + 10] = label
+for label, (top, left) in enumerate([(0, 0), (0, 22), (20, 0), (20, 20)], start=1):
+    made_up_predicted[top:top + 10, left:left + 10] = label
+gan_stain = read_image(find_predictions(gan_folder)[fov])
 gan_labels = segment_nuclei(gan_stain)
-_, _, iou = iou_matrix(true_labels, gan_labels)
-for threshold in (0.5, 0.75):
-    module_f1 = match_instances(true_labels, gan_labels, [threshold])["f1"][0]
-    print(f"IoU {threshold}: your F1 {f1_at_iou(iou.toarray(), threshold):.3f}, "
-          f"the module's {module_f1:.3f}")
+cases = {"a made-up case (3 true nuclei, 4 predicted, IoUs 1 and 0.67)": (made_up_true,
+                                                                         made_up_predicted),
+         f"{fov} segmented in the GAN's stain": (true_labels, gan_labels)}
+for case, (true, predicted) in cases.items():
+    for threshold in (0.5, 0.75, 0.9):
+        yours = f1_at_iou(iou_matrix(true, predicted)[2].toarray(), threshold)
+        theirs = match_instances(true, predicted, [threshold])["f1"][0]
+        print(f"{case}, IoU {threshold}: your F1 {yours:.3f}, the module's {theirs:.3f}")
+        assert np.isclose(yours, theirs, atol=1e-6), (
+            f"{case} at IoU {threshold}: your F1 is {yours:.3f}, the module's {theirs:.3f}; a "
+            "true positive is a pair with IoU >= threshold, every other predicted nucleus is a "
+            "false positive and every other true nucleus a false negative")
+print("Task 3.1 passed: your F1 agrees with the module's matching")
+
+# %%
 save_figure(plot_segmentation_overlay(gan_stain, true_labels, gan_labels,
                                       title=f"{fov}: nuclei in the GAN's virtual stain"),
             "gan_segmentation")
-
-ranked = tables["GAN"].sort_values("f1_iou50")
-shown = list(ranked.fov[:2]) + list(ranked.fov[-2:])
+ranked = gan_table.sort_values("f1_iou50").set_index("fov")
+shown = list(ranked.index[:2]) + list(ranked.index[-2:])
+images = {name: read_test_fov(name) for name in shown}
 save_figure(plot_prediction_grid(
-    [read_image(DATA / "test" / "phase" / f"{f}.tif") for f in shown],
-    [read_image(DATA / "test" / "nuclei" / f"{f}.tif") for f in shown],
-    [read_image(predicted["GAN"] / "nuclei" / f"{f}.tif") for f in shown],
-    [f"{f} (F1 {ranked.set_index('fov').f1_iou50[f]:.2f})" for f in shown],
+    [images[name][0] for name in shown], [images[name][1] for name in shown],
+    [read_image(find_predictions(gan_folder)[name]) for name in shown],
+    [f"{name} (F1 {ranked.f1_iou50[name]:.2f})" for name in shown],
     title="GAN: the two worst and the two best test images by nuclei F1"), "gan_worst_best")
+print(f"F1 over IoU thresholds 0.5 ... 0.95, averaged over the test images: GAN "
+      f"{gan_summary['f1_mean']:.3f}, real stain {gan_summary['real_stain_f1_mean']:.3f}")
 
 # %% [markdown]
 # <div class="alert alert-warning">
 # Questions: which nuclei does the GAN miss or invent in the worst images, and what do they
-# look like in the phase image? Is the F1 at IoU 0.5 far from the real stain's? Why does F1
-# drop faster with the IoU threshold than the real stain's does?
+# look like in the phase image? Is the F1 at IoU 0.5 far from the real stain's? Does F1 drop
+# faster with the IoU threshold than the real stain's does, and why would it?
 # </div>
-#
+
+# %% [markdown] tags=["solution"]
+# **Answers.** The numbers are the ones printed above. The misses are typically nuclei with
+# weak phase contrast (thick or rounded cells, where the nucleus does not stand out) and
+# touching nuclei that the stain merges; inventions sit where the cytoplasm is thick or
+# granular enough to look like a nucleus in phase. Compare the GAN's F1 at IoU 0.5 with the
+# real stain's: the real stain is the ceiling of this segmentation, so the gap is what the
+# virtual stain loses. At high IoU thresholds a match needs the outline almost exactly right;
+# the GAN places nuclei well but draws their edges from its own idea of a nucleus, so its F1
+# usually falls faster with the threshold than the real stain's (the mean F1 over thresholds
+# printed above says by how much).
+
+# %% [markdown]
 # <div class="alert alert-success">
 # Checkpoint 3: you have scored a virtual stain by pixels and by nuclei, and seen where the
 # two disagree.
 # </div>
-#
+
+# %% [markdown]
 # ## Part 4: GAN against regression
 #
-# **You will learn** what the objective does to a virtual stain. The regression model has
-# exactly the GAN's generator, trained with an L1 loss alone (as VisCy's models are trained
-# with a pixel loss). Where phase cannot decide between several plausible stains, L1 predicts
-# their median: smooth and blurry. The GAN must produce something that looks real to the
-# discriminator: sharp, even where it has to guess.
+# **You will learn** what the objective does to a virtual stain. The regression model of
+# Part 2 has exactly the GAN's generator, trained with an L1 loss alone (as VisCy's models are
+# trained with a pixel loss). Where phase cannot decide between several plausible stains, L1
+# predicts their median: smooth and blurry. The GAN must produce something that looks real to
+# the discriminator: sharp, even where it has to guess.
 #
-# If you have a VisCy model's predictions of these test images as TIFFs (one per field of view,
-# named like the phase images), put them in `predictions/viscy/` (or point
-# `PIX2PIXHD_VISCY_PREDICTIONS` at them) and they join every table and figure below.
+# Every shipped model whose checkpoint is in `checkpoints/` joins the tables and figures below.
 #
-# Sharpness is measured by the power spectrum: `hf_power_ratio` is the fraction of a
-# prediction's spectral power above 0.1 cycles/pixel (structures smaller than 10 pixels:
-# chromatin, nuclear edges) divided by the same fraction in the real stain (1 = as much fine
-# detail as the real stain, below 1 = blurrier, above 1 = texture or artefacts the real stain
-# does not have). Above about 0.25 cycles/pixel the real stain holds only camera noise.
+# Sharpness is measured by the power spectrum, the image's power at each spatial frequency
+# (cycles/pixel; a period of 10 pixels is 0.1 cycles/pixel). `band_power_ratio_low`, `_mid` and
+# `_high` are a prediction's power in 0.05-0.15, 0.15-0.30 and 0.30-0.45 cycles/pixel divided
+# by the real stain's (1 = as much detail as the real stain at that scale, below 1 = blurrier,
+# above 1 = texture or artefacts the real stain does not have): the low band holds chromatin
+# and nuclear edges, the high band little but camera noise. `log_spectral_distance` is the
+# mean |log10| of the ratio of the two spectra over 0.02-0.45 cycles/pixel (0 = the same
+# spectrum). `hf_power_ratio` is the share of power above 0.1 cycles/pixel over the real
+# stain's share.
 
 # %%
-from pix2pixhd.evaluate import compare_models, f1_per_threshold, radial_spectra
-from pix2pixhd.viz import plot_f1_vs_threshold, plot_metric_distributions, plot_power_spectra
-
-tables["regression"] = evaluate_predictions(predicted["regression"], DATA / "test")
-summaries["regression"] = write_evaluation(tables["regression"],
-                                           RESULTS / "evaluation" / "regression")
-# a VisCy model's predictions of the same test images (TIFFs named like the FOVs) join in
-VISCY = Path(os.environ.get("PIX2PIXHD_VISCY_PREDICTIONS", "predictions/viscy"))
-if VISCY.is_dir():
-    predicted["VisCy"] = VISCY
-    tables["VisCy"] = evaluate_predictions(VISCY, DATA / "test")
-    summaries["VisCy"] = write_evaluation(tables["VisCy"], RESULTS / "evaluation" / "VisCy")
-names = {"GAN": "Pix2PixHD (GAN)", "regression": "regression (L1)", "VisCy": "VisCy"}
-comparison = compare_models({names[name]: summary for name, summary in summaries.items()})
+# start here: every shipped model that is present predicts and is scored on the test images
+MODELS = {name: path for name, path in PRETRAINED.items() if path.is_file()}
+LABELS = {"GAN": "Pix2PixHD (GAN)", "regression": "regression (L1)", "VisCy": "VisCy UNeXt2"}
+predicted, tables, summaries = {}, {}, {}
+for name in MODELS:
+    predicted[name] = predict_test_split(name)
+    tables[name] = evaluate_predictions(predicted[name], DATA / "test")
+    summaries[name] = write_evaluation(tables[name], RESULTS / "evaluation" / name)
+columns = ["psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "band_power_ratio_low",
+           "band_power_ratio_mid", "band_power_ratio_high", "log_spectral_distance"]
+comparison = compare_models({LABELS[name]: summary for name, summary in summaries.items()},
+                            columns=columns)
 comparison.to_csv(RESULTS / "comparison.csv")
 print(comparison.round(3).to_string())
 
+# %%
 save_figure(plot_metric_distributions(tables), "metric_distributions")
 save_figure(plot_f1_vs_threshold({name: f1_per_threshold(t) for name, t in tables.items()}),
             "f1_vs_threshold")
 save_figure(plot_power_spectra({name: radial_spectra(folder, DATA / "test")
                                 for name, folder in predicted.items()}), "power_spectra")
 
+models = comparison.drop(index="real stain", errors="ignore")
+print("highest PSNR:", models["psnr"].idxmax(), "| highest SSIM:", models["ssim"].idxmax(),
+      "| highest F1 at IoU 0.5:", models["f1_iou50"].idxmax())
+print("spectrum closest to the real stain's (lowest log-spectral distance):",
+      models["log_spectral_distance"].idxmin())
+for band in ("low", "mid", "high"):
+    ratios = models[f"band_power_ratio_{band}"]
+    print(f"{band} band power / real stain's: " + ", ".join(
+        f"{model} {ratio:.2f}" for model, ratio in ratios.items()))
+
+# %% [markdown]
+# ### A closer look
+#
+# Differences in sharpness hide in a whole field of view: zoom in on one nucleus.
+#
+# <div class="alert alert-info">
+# Task 4.1: write <code>crop_around(centre, size, shape)</code>: the square window of
+# <code>size</code> x <code>size</code> pixels centred on <code>centre</code> (row, column),
+# moved as little as needed to lie inside an image of <code>shape</code> (height, width),
+# as a pair of slices (rows, columns). The cell after the check uses it to zoom in on the
+# largest nucleus of a test image, in the phase image, the real stain and every model's
+# prediction, side by side.
+# </div>
+
+# %% tags=["task"]
+def crop_around(centre, size, shape):
+    """(rows, columns) slices of a size x size window around centre, inside an image of shape."""
+    raise NotImplementedError(
+        "Task 4.1: start at centre - size // 2, clamp to [0, shape - size], return slices")
+
+
+# %% tags=["solution"]
+def crop_around(centre, size, shape):
+    """(rows, columns) slices of a size x size window around centre, inside an image of shape."""
+    starts = [min(max(int(c) - size // 2, 0), length - size) for c, length in zip(centre, shape)]
+    return tuple(slice(start, start + size) for start in starts)
+
+
 # %%
-size = test_phase.shape[0] // 3
-crop = (slice(size, 2 * size), slice(size, 2 * size))
+# check Task 4.1 on windows inside the image and at its edges
+expected_windows = {((100, 100), 64, (256, 256)): ((68, 132), (68, 132)),
+                    ((5, 250), 64, (256, 256)): ((0, 64), (192, 256)),
+                    ((130, 40), 32, (140, 300)): ((108, 140), (24, 56))}
+for (centre, size, shape), right in expected_windows.items():
+    window = crop_around(centre, size, shape)
+    mine = tuple((part.start, part.stop) for part in window)
+    assert mine == right, (
+        f"crop_around({centre}, {size}, {shape}) gives rows {mine[0][0]}:{mine[0][1]}, columns "
+        f"{mine[1][0]}:{mine[1][1]}; it should be rows {right[0][0]}:{right[0][1]}, columns "
+        f"{right[1][0]}:{right[1][1]} (centred, then moved inside the image)")
+print("Task 4.1 passed: your windows are centred and stay inside the image")
+
+# %%
+fov = list_fovs(DATA, "test")[0]
+test_phase, test_stain, true_labels = read_test_fov(fov)
+largest = np.bincount(true_labels.ravel())[1:].argmax() + 1
+centre = np.argwhere(true_labels == largest).mean(axis=0).round().astype(int)
+crop = crop_around(centre, min(96, *test_phase.shape), test_phase.shape)
 save_figure(plot_predictions(
     test_phase, test_stain,
-    {name: read_image(folder / "nuclei" / f"{fov}.tif") for name, folder in predicted.items()},
-    crop=crop), "gan_vs_regression")
+    {LABELS[name]: read_image(find_predictions(folder)[fov]) for name, folder in predicted.items()},
+    crop=crop), "models_side_by_side")
 
 # %% [markdown]
 # <div class="alert alert-warning">
 # Questions:
 #
-# - Which model wins on PSNR and SSIM, and which on sharpness? Why do pixel metrics reward the
-#   blurry answer?
-# - In the zoomed crop, find a nucleus whose texture the GAN drew but the real stain does not
-#   have. Is that "hallucination" harmful for counting nuclei? For measuring DNA content?
+# - Which model wins on PSNR and SSIM, and which on sharpness (band power ratios near 1, a low
+#   log-spectral distance)? Why do pixel metrics reward the blurry answer?
+# - In the zoomed crop, look for nuclear texture that one model drew but the real stain does
+#   not have. Is such a "hallucination" harmful for counting nuclei? For measuring DNA
+#   content?
 # - Which model would you use to segment nuclei, and which to show a biologist a picture?
-# - In the power spectra, up to which frequency does the GAN follow the real stain? Above it
-#   the GAN's curve flattens far above the real stain's noise floor: find what makes that power
-#   in the zoomed crop (look for a fine checkerboard, a known artefact of transposed
-#   convolutions). What does that do to `hf_power_ratio`?
+# - In the power spectra, up to which frequency does each model follow the real stain? If a
+#   curve stays far above the real stain's at the highest frequencies, look for what makes
+#   that power in the zoomed crop (a fine checkerboard is a known artefact of transposed
+#   convolutions). How does it show in `band_power_ratio_high`?
 # </div>
+
+# %% [markdown] tags=["solution"]
+# **Answers.** The lines printed under the figures name the winners of this run.
 #
+# - Pixel metrics reward the model whose prediction is closest *on average*: where the phase
+#   image leaves the stain uncertain, the median (L1) or mean (L2) of the plausible stains
+#   scores best, and that is a blur. A sharp guess that puts texture slightly off is penalised
+#   twice, once where it drew detail and once where the detail really is. So expect the
+#   regression model to lead on PSNR and SSIM and the GAN's band power ratios to be closer to
+#   1 in the low and mid bands; where the printed numbers say otherwise, the GAN has learnt
+#   to put its detail in the right places, or the regression model's spectrum is not as
+#   flat as expected.
+# - Texture invented inside a true nucleus does not change how many nuclei are found; an
+#   invented or missed nucleus does. Measuring DNA content from intensity needs each nucleus's
+#   total brightness, which an invented texture can bias: no virtual stain replaces the real
+#   one for that.
+# - For segmentation, the model with the higher F1 in the table (often the regression model:
+#   smooth nuclei with clean edges threshold well); for a picture that looks like a real
+#   stain, the one whose spectrum is closest to the real stain's.
+# - A model follows the real stain up to where its curve departs from the real stain's; a
+#   plateau at high frequencies far above the real stain's is periodic texture (a
+#   checkerboard), and `band_power_ratio_high` well above 1 measures it.
+
+# %% [markdown]
 # <div class="alert alert-success">
-# Checkpoint 4: you can say in numbers how a GAN's virtual stain differs from a regression
-# model's: sharper, with a realistic spectrum, at some cost in pixel-wise agreement.
+# Checkpoint 4: you can say in numbers how the virtual stains of the models differ: which one
+# agrees best pixel by pixel, which finds nuclei best, and whose detail is closest to the real
+# stain's at each scale.
 # </div>
-#
+
+# %% [markdown]
 # ## Part 5 (bonus): many stains for one input with MC-dropout
 #
 # **You will learn** to turn one GAN into many plausible stains, and to test whether their
@@ -570,54 +974,96 @@ save_figure(plot_predictions(
 #
 # The generator's residual blocks contain dropout. Left on at inference, every pass drops other
 # units and draws another stain (MC-dropout, Gal and Ghahramani 2016). The per-pixel standard
-# deviation across samples is an uncertainty map. Is it a useful one? Three checks: does it
-# rank pixels by their error (Spearman correlation, sparsification curve), and is its size
-# right (calibration error after one scale factor fitted on validation images)?
+# deviation across samples is an uncertainty map; the **coefficient of variation** (CV) is that
+# standard deviation divided by the mean, the spread relative to the signal (so a bright
+# nucleus and a dim one with the same relative spread look alike).
 
 # %%
-from pix2pixhd.sampling import calibrate_std_scale, sample_stains
-from pix2pixhd.uncertainty import (
-    ause,
-    evaluate_uncertainty,
-    sparsification_curve,
-    spearman_uncertainty_error,
-    uncertainty_maps,
-)
-from pix2pixhd.viz import plot_mc_samples, plot_sparsification, plot_uncertainty_maps
+# start here: the shipped GAN draws many stains for one test image
+fov = list_fovs(DATA, "test")[0]
+test_phase, test_stain, true_labels = read_test_fov(fov)
+n_samples, n_images = SIZES[PROFILE]["mc_samples"], SIZES[PROFILE]["mc_images"]
+gan_generator, _, gan_normaliser = load_predictor(PRETRAINED["GAN"], DEVICE)
+samples = sample_stains(gan_generator, gan_normaliser, test_phase, n_samples, seed=0)[:, 0]
+print(f"{n_samples} MC-dropout samples of {fov}: {samples.shape} (samples, height, width)")
 
-MC = {"quick": {"samples": 16, "images": 4}, "course": {"samples": 64, "images": 40}}[PROFILE]
-gan_generator, _, gan_normaliser = load_predictor(MODELS["GAN"], DEVICE)
-samples = sample_stains(gan_generator, gan_normaliser, test_phase, MC["samples"], seed=0)[:, 0]
+# %% [markdown]
+# <div class="alert alert-info">
+# Task 5.1: from the samples (n, H, W), compute the standard deviation map (the sample
+# standard deviation over the n draws, as numpy's <code>ddof=1</code>) and the error map of
+# their mean, |mean - real stain|, both (H, W) in the stain's units.
+# </div>
+
+# %% tags=["task"]
+def std_and_error_maps(samples, stain):
+    """Per-pixel sample std over the draws (n, H, W) and |mean - stain|, both (H, W)."""
+    raise NotImplementedError(
+        "Task 5.1: std over axis 0 with ddof=1, and the absolute error of the mean over axis 0")
+
+
+# %% tags=["solution"]
+def std_and_error_maps(samples, stain):
+    """Per-pixel sample std over the draws (n, H, W) and |mean - stain|, both (H, W)."""
+    return samples.std(axis=0, ddof=1), np.abs(samples.mean(axis=0) - stain)
+
+
+# %%
+# check Task 5.1 against the module's maps
+std_map, error_map = std_and_error_maps(samples, test_stain)
 maps = uncertainty_maps(samples)
+for name, mine, right in (("std", std_map, maps["std"]),
+                          ("error", error_map, np.abs(maps["mean"] - test_stain))):
+    assert np.shape(mine) == right.shape, (
+        f"your {name} map has shape {np.shape(mine)}, it should be {right.shape}: reduce over "
+        "the samples axis (0)")
+    worst = float(np.max(np.abs(mine - right)))
+    assert worst <= 1e-4 * float(np.abs(right).max()), (
+        f"your {name} map differs from the module's by up to {worst:.3g}: "
+        + ("use the sample standard deviation, ddof=1" if name == "std" else
+           "take |mean of the samples - real stain|"))
+print("Task 5.1 passed: your std and error maps agree with the module's")
+
+size = min(96, *test_phase.shape)
+crop = (slice(0, size), slice(0, size))
 save_figure(plot_mc_samples(test_phase, samples, test_stain, crop=crop), "mc_samples")
-rho = spearman_uncertainty_error(maps["std"], np.abs(maps["mean"] - test_stain))
-save_figure(plot_uncertainty_maps(maps["mean"], maps["std"], test_stain, cv=maps["cv"],
-                                  spearman=rho), "uncertainty_maps")
+save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv"],
+                                  spearman=spearman_uncertainty_error(std_map, error_map)),
+            "uncertainty_maps")
+
+# %% [markdown]
+# Is the spread a useful uncertainty? Three checks, over several test images:
+#
+# - **Ranking**: the Spearman rank correlation between std and |error| per pixel (1 = the
+#   more uncertain a pixel, the larger its error).
+# - **Sparsification**: remove pixels from the most uncertain down and watch the mean error
+#   of those left fall; the *oracle* removes the largest errors first, the best any ranking
+#   can do. **AUSE** (area under the sparsification error) is the area between the model's
+#   curve and the oracle's: 0 for a perfect ranking, larger the worse it ranks.
+# - **Calibration**: is the std the right *size*? Pixels are grouped by predicted variance
+#   (std squared); in each group the mean squared error should equal the mean variance. **UCE**
+#   (uncertainty calibration error) is the average gap between the two, weighted by group size,
+#   in squared stain units: 0 for perfect error bars. MC-dropout spreads are usually too
+#   narrow, so the std is first multiplied by one scale factor fitted on validation images,
+#   and UCE is given before and after.
+#
+# `sample_folder` does all this for a folder of images and writes the mean and std maps, a
+# table per image and a summary.
 
 # %%
-std_scale = calibrate_std_scale(gan_generator, gan_normaliser, DATA / "val",
-                                n=MC["samples"], max_images=MC["images"])
-mc_rows, curves = [], {}
-for name in test_fovs[:MC["images"]]:
-    phase_image = read_image(DATA / "test" / "phase" / f"{name}.tif")
-    stain = read_image(DATA / "test" / "nuclei" / f"{name}.tif")
-    stains = sample_stains(gan_generator, gan_normaliser, phase_image, MC["samples"])[:, 0]
-    scores = evaluate_uncertainty(stains, stain, read_mask(
-        DATA / "test" / "nuclei_masks" / f"{name}.tif"), std_scale=std_scale)
-    mc_rows.append({"fov": name, **scores})
-    spread = uncertainty_maps(stains)
-    curves[name] = sparsification_curve(spread["std"], np.abs(spread["mean"] - stain))
-
-import pandas as pd  # noqa: E402
-
-mc_table = pd.DataFrame(mc_rows)
-mc_table.to_csv(RESULTS / "mc_dropout.csv", index=False)
-mc_summary = mc_table.drop(columns="fov").mean()
+mc_folder = RESULTS / "mc_dropout"
+mc_summary = sample_folder(PRETRAINED["GAN"], DATA / "test", mc_folder, n=n_samples,
+                           calibration=DATA / "val", max_images=n_images, device=DEVICE)
+mc_table = pd.read_csv(mc_folder / "per_image.csv")
 print(mc_table[["fov", "spearman_std_abs_error", "ause", "uce_unscaled", "uce",
                 "nuclei_count_mean", "nuclei_count_std", "nuclei_true"]].round(3).to_string())
-print(f"std scale fitted on validation images: {std_scale:.2f}")
-save_figure(plot_sparsification(curves[test_fovs[0]]), "sparsification")
-print(f"AUSE of {test_fovs[0]}: {ause(curves[test_fovs[0]]):.3f}")
+print(f"std scale fitted on validation images: {mc_summary['std_scale']:.2f}; mean UCE "
+      f"{mc_summary['uce_unscaled']:.4g} before and {mc_summary['uce']:.4g} after scaling")
+first = mc_table.fov[0]
+mean_map = read_image(find_predictions(mc_folder, "mean")[first])
+std_first = read_image(find_predictions(mc_folder, "std")[first])
+stain_first = read_test_fov(first)[1]
+save_figure(plot_sparsification(sparsification_curve(std_first, np.abs(mean_map - stain_first))),
+            "sparsification")
 
 # %% [markdown]
 # <div class="alert alert-warning">
@@ -625,22 +1071,48 @@ print(f"AUSE of {test_fovs[0]}: {ause(curves[test_fovs[0]]):.3f}")
 #
 # - Where is the standard deviation high: inside nuclei, at their edges, in the background?
 #   Is that where the errors are?
-# - The fitted scale factor is above 1. What does that say about MC-dropout's error bars?
+# - Is the fitted scale factor above or below 1, and what does that say about MC-dropout's
+#   error bars? Does scaling lower the UCE here? If not, why can one factor for all pixels
+#   not fix the calibration?
 # - The nuclei count varies between samples. Would you report a nuclei count from one
 #   virtual stain without this spread?
 # - Is a low uncertainty a guarantee that a virtual stain is right? Think of a nucleus the
 #   model invents in every sample.
 # </div>
+
+# %% [markdown] tags=["solution"]
+# **Answers.** The numbers are those printed above.
 #
+# - The std is highest at the edges of nuclei and on dim or ambiguous nuclei, where the samples
+#   disagree on where a nucleus ends or whether it is there; it is low in the background.
+#   The errors sit largely in the same places, which is what a positive Spearman correlation
+#   and an AUSE well below the random curve's area say.
+# - A scale factor above 1 means the raw spread is too narrow: the errors are larger than the
+#   std promises, so raw MC-dropout error bars are overconfident (the usual finding); below
+#   1, they are too cautious. One factor can only stretch all error bars alike. If the
+#   errors are far too large in a few places (a missed or invented nucleus) and about right
+#   elsewhere, the factor fitted to all pixels over-widens the many good error bars to cover
+#   the few bad ones, and the UCE, which weighs every group of pixels, can rise: the spread
+#   has the wrong *shape*, not only the wrong size.
+# - No: when the count varies between samples by more than a nucleus or two, one virtual
+#   stain's count hides that spread; report the mean and the std over samples, or check with
+#   the real stain.
+# - No. MC-dropout measures how much the model's own guesses vary, not whether they are right:
+#   a nucleus the model confidently invents appears in every sample with a low std. It
+#   cannot flag inputs unlike the training data either; that needs other checks.
+
+# %% [markdown]
 # <div class="alert alert-success">
 # Checkpoint 5: you have sampled many stains from one GAN and tested whether their spread
 # points at the model's errors. Uncertainty you have checked is useful; uncertainty you have
 # not checked is decoration.
 # </div>
-#
+
+# %% [markdown]
 # ## Summary
 #
-# The numbers of this run, also written to `results/summary.md`.
+# The numbers of this run, from the files the parts wrote (a part you skipped is named
+# instead), also written to `results/summary.md`.
 
 # %%
 def markdown_table(table):
@@ -652,21 +1124,32 @@ def markdown_table(table):
     return "\n".join([header, rule, *rows])
 
 
-summary = "\n".join([
-    f"# Virtual staining with Pix2PixHD: results ({PROFILE} profile, {DEVICE.type})",
-    "",
-    f"Your GAN after {TRAIN_EPOCHS} epochs: validation PSNR {final['val/psnr']:.2f} dB, "
-    f"SSIM {final['val/ssim']:.3f}.",
-    "",
-    f"Pre-trained models on {gan_summary['n_images']} test images of `{DATA}`:",
-    "",
-    markdown_table(comparison),
-    "",
-    f"MC-dropout ({MC['samples']} samples, {len(mc_table)} images): Spearman(std, |error|) "
-    f"{mc_summary['spearman_std_abs_error']:.3f}, AUSE {mc_summary['ause']:.3f}, UCE "
-    f"{mc_summary['uce_unscaled']:.4g} before and {mc_summary['uce']:.4g} after scaling the "
-    f"std by {std_scale:.2f}.",
-    "",
-])
+lines = [f"# Virtual staining with Pix2PixHD: results ({PROFILE} profile, {DEVICE.type})", ""]
+my_logs = RUNS / "my_gan" / "logs"
+if list(my_logs.glob("events.out.tfevents.*")):
+    my_curves = read_scalars(my_logs)
+    my_psnr = my_curves[my_curves.tag == "val/psnr"].sort_values("step").value
+    my_ssim = my_curves[my_curves.tag == "val/ssim"].sort_values("step").value
+    lines.append(f"Your GAN after {len(my_psnr)} epochs: validation PSNR {my_psnr.iloc[-1]:.2f} "
+                 f"dB, SSIM {my_ssim.iloc[-1]:.3f}.")
+else:
+    lines.append("Your GAN: no training run in this session (Part 1 trains one).")
+lines.append("")
+if (RESULTS / "comparison.csv").is_file():
+    comparison = pd.read_csv(RESULTS / "comparison.csv", index_col="model")
+    lines += [f"Pre-trained models on the test images of `{DATA}`:", "",
+              markdown_table(comparison)]
+else:
+    lines.append("Pre-trained models: not compared in this session (Part 4 compares them).")
+lines.append("")
+if (RESULTS / "mc_dropout" / "summary.json").is_file():
+    mc = pd.read_json(RESULTS / "mc_dropout" / "summary.json", typ="series")
+    lines.append(f"MC-dropout ({mc['n_samples']:.0f} samples, {mc['n_images']:.0f} images): "
+                 f"Spearman(std, |error|) {mc['spearman_std_abs_error']:.3f}, AUSE "
+                 f"{mc['ause']:.3f}, UCE {mc['uce_unscaled']:.4g} before and {mc['uce']:.4g} "
+                 f"after scaling the std by {mc['std_scale']:.2f}.")
+else:
+    lines.append("MC-dropout: not run in this session (Part 5 runs it).")
+summary = "\n".join([*lines, ""])
 (RESULTS / "summary.md").write_text(summary)
 print(summary)

@@ -743,3 +743,73 @@ def _draw_validation(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoot
         axes[1].set_title("")
     ax.legend(handles=handles, labels=[h.get_label() for h in handles], fontsize=8)
     ax.set_title("validation (per epoch)")
+
+
+# --- the data as the network sees it -------------------------------------------------------------
+
+
+HISTOGRAM_MARKS = ("p_low", "median", "p_high")
+"""The normalisation statistics of dataset.json drawn on the histograms (dashed lines)."""
+
+
+def plot_intensity_histograms(
+    values: Mapping[str, np.ndarray],
+    statistics: Mapping[str, Mapping[str, float]],
+    *,
+    bins: int = 200,
+    path: str | Path | None = None,
+) -> Figure:
+    """One histogram per channel of its pixel values (log counts), with the train split's
+    normalisation statistics (p_low, median, p_high of dataset.json) as dashed lines.
+
+    values: {channel: pixel values of any shape}, e.g. {"phase": .., "nuclei": ..}; phase in
+    rad, stains in a.u. statistics: {channel: {"p_low": .., "median": .., "p_high": ..}}.
+    Shows what normalisation maps to [-1, 1] and how much of the histogram falls outside.
+    """
+    missing = [c for c in values if not set(HISTOGRAM_MARKS) <= set(statistics.get(c, {}))]
+    if missing or not values:
+        raise ValueError(f"no {'/'.join(HISTOGRAM_MARKS)} statistics for {missing or 'any'} "
+                         "channel; pass dataset.json's 'normalisation' entry")
+    figure, axes = plt.subplots(1, len(values), figsize=(5 * len(values), 3.2), squeeze=False,
+                                layout="constrained")
+    for ax, (channel, pixels) in zip(axes[0], values.items(), strict=True):
+        phase = channel == "phase"
+        ax.hist(np.ravel(pixels), bins=bins, log=True, color="0.3" if phase else "m")
+        for key in HISTOGRAM_MARKS:
+            ax.axvline(statistics[channel][key], ls="--", lw=1, color="k")
+        ax.set(xlabel=PHASE_UNIT if phase else f"{channel} {STAIN_UNIT}",
+               ylabel="pixels (log scale)")
+        ax.set_title(f"{channel}: dashed at the 0.5th percentile, median and 99.5th percentile "
+                     "of the train split", fontsize=9)
+    return _save(figure, path)
+
+
+def plot_training_crops(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    *,
+    n: int = 4,
+    path: str | Path | None = None,
+) -> Figure:
+    """The first `n` crops of a training batch as the network sees them: normalised phase on
+    top, normalised stain below on the fixed [-1, 1] scale of the generator's tanh output.
+
+    inputs, targets: (B, 1, h, w) arrays (or CPU tensors) from the train loader.
+    """
+    inputs, targets = np.asarray(inputs, dtype=np.float64), np.asarray(targets, np.float64)
+    same_crops = targets.shape[:1] + targets.shape[2:] == inputs.shape[:1] + inputs.shape[2:]
+    if inputs.ndim != 4 or targets.ndim != 4 or not same_crops:
+        raise ValueError(f"inputs {inputs.shape} and targets {targets.shape} must be one batch "
+                         "(B, C, h, w) of crops of one size")
+    n = max(1, min(n, len(inputs)))
+    figure, axes = plt.subplots(2, n, figsize=(2.6 * n + 1.2, 5.2), squeeze=False,
+                                layout="constrained")
+    phase_limits = _range(inputs[:n, 0], layout.PERCENTILES)
+    for column in range(n):
+        phase = _show(axes[0, column], inputs[column, 0], f"crop {column}: phase", PHASE_CMAP,
+                      phase_limits)
+        stain = _show(axes[1, column], targets[column, 0], f"crop {column}: nuclei", STAIN_CMAP,
+                      (-1.0, 1.0))
+    figure.colorbar(phase, ax=axes[0, :], shrink=0.8, label="phase, normalised (median 0, IQR 1)")
+    figure.colorbar(stain, ax=axes[1, :], shrink=0.8, label="stain, normalised to [-1, 1]")
+    return _save(figure, path)

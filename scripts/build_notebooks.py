@@ -11,6 +11,7 @@ written without outputs, with stable cell ids, for the kernel 06_image_translati
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,8 @@ KERNEL = {"name": "06_image_translation", "display_name": "Python (06_image_tran
           "language": "python"}
 NOTEBOOKS = {"exercise.ipynb": "solution", "solution.ipynb": "task"}
 """Each notebook and the tag of the cells it leaves out."""
+PART_HEADING = re.compile(r"^## (Part \d+|Summary)", re.MULTILINE)
+"""A markdown cell holding such a heading starts a part."""
 
 
 def build_notebook(source: Path, remove_tag: str) -> nbformat.NotebookNode:
@@ -41,6 +44,21 @@ def build_notebook(source: Path, remove_tag: str) -> nbformat.NotebookNode:
         tags = cell.metadata.get("tags", [])
         cell.metadata = nbformat.from_dict({"tags": tags} if tags else {})
     return notebook
+
+
+def split_parts(cells: list) -> dict[str, list]:
+    """{"Part 0": cells, "Part 1": cells, ..., "Summary": cells}; the title joins Part 0.
+
+    Every part is meant to run after Part 0 alone (tests and `run_exercise.py --part`).
+    """
+    parts: dict[str, list] = {}
+    current = "Part 0"
+    for cell in cells:
+        heading = PART_HEADING.search(cell.source) if cell.cell_type == "markdown" else None
+        if heading:
+            current = heading.group(1)
+        parts.setdefault(current, []).append(cell)
+    return parts
 
 
 def render(notebook: nbformat.NotebookNode) -> str:

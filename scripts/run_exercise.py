@@ -1,13 +1,18 @@
 """`make run`: the exercise headless, ending with a short summary under results/.
 
-Runs solution.py as a plain script with a non-interactive matplotlib backend (figures are saved,
-not shown) in the profile that suits the machine, then prints results/summary.md.
+    python scripts/run_exercise.py                   # every part, in order, timed
+    python scripts/run_exercise.py --part "Part 3"   # Part 0, then Part 3 alone, timed
+
+Runs the code cells of solution.py (the solution notebook's cells) with a non-interactive
+matplotlib backend (figures are saved, not shown) in the profile that suits the machine; the
+Summary part prints results/summary.md, and the script how long each part took.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
-import runpy
 import sys
 import time
 from pathlib import Path
@@ -15,18 +20,47 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
+def load_build_script():
+    """scripts/build_notebooks.py: it knows how solution.py becomes the solution notebook."""
+    spec = importlib.util.spec_from_file_location("build_notebooks",
+                                                  ROOT / "scripts" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_part(name: str, cells: list, namespace: dict) -> float:
+    """Execute one part's code cells in `namespace`; returns the seconds it took."""
+    start = time.perf_counter()
+    for cell in cells:
+        if cell.cell_type == "code":
+            exec(compile(cell.source, f"solution.py ({name})", "exec"), namespace)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", action="append", default=[], metavar="NAME",
+                        help='run Part 0 and then only this part, e.g. "Part 3" or "Summary" '
+                             "(repeat to run several in order)")
+    args = parser.parse_args(argv)
     os.chdir(ROOT)
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("PIX2PIXHD_RESULTS", "results")
-    Path("results").mkdir(exist_ok=True)
-    start = time.perf_counter()
-    runpy.run_path(str(ROOT / "solution.py"), run_name="__main__")
-    minutes = (time.perf_counter() - start) / 60
-    summary = Path("results/summary.md")
-    if summary.is_file():
-        print(summary.read_text())
-    print(f"make run: the exercise ran in {minutes:.1f} min; figures and tables are in results/")
+    Path(os.environ["PIX2PIXHD_RESULTS"]).mkdir(parents=True, exist_ok=True)
+    build = load_build_script()
+    parts = build.split_parts(build.build_notebook(ROOT / "solution.py", "task").cells)
+    unknown = [name for name in args.part if name not in parts or name == "Part 0"]
+    if unknown:
+        parser.error(f"no part {', '.join(map(repr, unknown))}; choose from "
+                     f"{', '.join(repr(name) for name in parts if name != 'Part 0')}")
+    chosen = ["Part 0", *args.part] if args.part else list(parts)
+    namespace = {"__name__": "__main__"}
+    seconds = {name: run_part(name, parts[name], namespace) for name in chosen}
+    for name, took in seconds.items():
+        print(f"{name}: {took:.0f} s")
+    print(f"make run: {sum(seconds.values()) / 60:.1f} min in all; figures and tables are in "
+          f"{os.environ['PIX2PIXHD_RESULTS']}/")
     return 0
 
 

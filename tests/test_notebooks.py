@@ -39,7 +39,27 @@ def test_exercise_has_no_solution_cells_and_solution_has_no_task_cells():
 
 def test_every_task_pairs_with_a_solution():
     source = (ROOT / "solution.py").read_text()
-    assert source.count('tags=["task"]') == source.count('tags=["solution"]')
+    assert source.count('# %% tags=["task"]') == source.count('# %% tags=["solution"]')
+
+
+def test_every_questions_block_is_followed_by_an_answer_in_the_solution_only():
+    notebook = cells("solution.ipynb")
+    questions = [i for i, c in enumerate(notebook)
+                 if c["cell_type"] == "markdown" and "Questions" in "".join(c["source"])]
+    assert questions, "the notebook asks no questions"
+    for index in questions:
+        answer = notebook[index + 1]
+        assert answer["cell_type"] == "markdown" and "solution" in tags(answer), index
+        assert "".join(answer["source"]).startswith("**Answer"), index
+    assert not [c for c in cells("exercise.ipynb") if "".join(c["source"]).startswith("**Answer")]
+
+
+def test_every_task_stub_raises_not_implemented_error_naming_its_task():
+    stubs = [c for c in cells("exercise.ipynb") if "task" in tags(c)]
+    for cell in stubs:
+        code = "".join(cell["source"])
+        assert re.search(r'NotImplementedError\(\s*"Task \d\.\d: ', code), code
+        assert "= ..." not in code and "return ..." not in code, code
 
 
 @pytest.mark.parametrize("name", ["exercise.ipynb", "solution.ipynb"])
@@ -63,25 +83,140 @@ def test_every_image_the_text_references_exists():
         assert (ROOT / path).is_file(), path
 
 
-@pytest.mark.slow
-def test_solution_notebook_runs_top_to_bottom_in_a_kernel(tmp_path, monkeypatch):
-    """The quick profile on CPU, on a small synthetic dataset, with the pre-trained models."""
+
+
+# --- running the notebooks: each part after Part 0 alone, in a fresh kernel ------------------
+
+MISTAKES = {
+    "Task 1.1": ([("2 * (image - p_low)", "(image - p_low)")], "your normalise_stain maps"),
+    "Task 1.2": ([("real_feature.detach()", "real_feature")],
+                 "a gradient reached the real features"),
+    "Task 1.3": ([("fake.detach()", "fake"),
+                  ("loss_D.backward()", "loss_D.backward(retain_graph=True)")], "fake.detach()"),
+    "Task 3.1": ([("iou >= threshold", "iou > 0")], "your F1 is"),
+    "Task 4.1": ([("min(max(int(c) - size // 2, 0), length - size)", "int(c) - size // 2")],
+                 "it should be rows"),
+    "Task 5.1": ([("ddof=1", "ddof=0")], "use the sample standard deviation"),
+}
+"""Per task: edits that put one typical mistake into the solution, and words its check's
+message must then contain."""
+
+
+def notebook_parts(name):
+    import nbformat
+
+    notebook = nbformat.read(ROOT / name, as_version=4)
+    return notebook, load_build_script().split_parts(notebook.cells)
+
+
+@pytest.fixture(scope="module")
+def notebook_data(tmp_path_factory):
+    """A small synthetic dataset, large enough for the quick profile's 128-pixel crops."""
+    from pix2pixhd.synthetic import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("notebook_data"), n_train=4, n_val=2,
+                        n_test=2, size=256, seed=3)
+
+
+@pytest.fixture
+def quick_profile(notebook_data, tmp_path, monkeypatch):
+    """What a kernel started now inherits: the quick profile on CPU, results under tmp_path."""
+    for name, value in {"PIX2PIXHD_PROFILE": "quick", "PIX2PIXHD_DATA": str(notebook_data),
+                        "PIX2PIXHD_RESULTS": str(tmp_path / "results"),
+                        "PIX2PIXHD_RUNS": str(tmp_path / "runs"), "PIX2PIXHD_HEADLESS": "1",
+                        "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"}.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path / "results"
+
+
+def kernel_client(notebook, cells):
     import nbclient
     import nbformat
 
-    from pix2pixhd.synthetic import make_dataset
+    part = nbformat.v4.new_notebook(cells=cells, metadata=notebook.metadata)
+    return nbclient.NotebookClient(part, timeout=600, kernel_name="python3",
+                                   resources={"metadata": {"path": str(ROOT)}})
 
-    data = make_dataset(tmp_path / "data", n_train=16, n_val=4, n_test=4, size=256, seed=3)
-    monkeypatch.setenv("PIX2PIXHD_PROFILE", "quick")
-    monkeypatch.setenv("PIX2PIXHD_DATA", str(data))
-    monkeypatch.setenv("PIX2PIXHD_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("PIX2PIXHD_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setenv("PIX2PIXHD_HEADLESS", "1")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    notebook = nbformat.read(ROOT / "solution.ipynb", as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
-                                     resources={"metadata": {"path": str(ROOT)}})
-    client.execute()
-    summary = (tmp_path / "results" / "summary.md").read_text()
-    assert "Pix2PixHD (GAN)" in summary and "regression (L1)" in summary
-    assert len(list((tmp_path / "results").glob("*.png"))) >= 15
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", ["Part 1", "Part 2", "Part 3", "Part 4", "Part 5", "Summary"])
+def test_each_part_of_the_solution_runs_after_part_0_alone(part, quick_profile):
+    notebook, parts = notebook_parts("solution.ipynb")
+    kernel_client(notebook, parts["Part 0"] + parts[part]).execute()
+    if part == "Summary":
+        summary = (quick_profile / "summary.md").read_text()
+        assert "no training run" in summary and "Part 4 compares them" in summary
+
+
+@pytest.mark.slow
+def test_an_unknown_profile_stops_part_0_with_the_profiles_it_accepts(quick_profile, monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setenv("PIX2PIXHD_PROFILE", "fast")
+    notebook, parts = notebook_parts("solution.ipynb")
+    with pytest.raises(CellExecutionError) as raised:
+        kernel_client(notebook, parts["Part 0"]).execute()
+    assert raised.value.ename == "ValueError"
+    assert all(name in raised.value.evalue for name in ("'fast'", "quick", "course", "pretrained"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", ["Part 1", "Part 3", "Part 4", "Part 5"])
+def test_exercise_stubs_raise_and_checks_reject_a_wrong_answer(part, quick_profile):
+    """Up to its last check: each stub's check raises NotImplementedError naming the task, a
+    wrong answer fails the check with its message, and the solution passes it."""
+    from nbclient.exceptions import CellExecutionError
+
+    notebook, parts = notebook_parts("exercise.ipynb")
+    solutions = [c for c in notebook_parts("solution.ipynb")[1][part]
+                 if "solution" in tags(c) and c["cell_type"] == "code"]
+    cells_ = parts["Part 0"] + parts[part]
+    tasks = [i for i, c in enumerate(cells_) if "task" in tags(c)]
+    assert tasks and len(tasks) == len(solutions), f"{part}: tasks and solutions do not pair"
+    client = kernel_client(notebook, cells_)
+    with client.setup_kernel():
+        index = 0
+        for task, solution in zip(tasks, solutions, strict=True):
+            while index < task:
+                client.execute_cell(cells_[index], index)
+                index += 1
+            stub, check = cells_[task], cells_[task + 1]
+            name = re.search(r"Task \d\.\d", "".join(stub["source"])).group(0)
+            attempts = [(stub, "NotImplementedError", name),
+                        (with_mistake(solution, *MISTAKES[name]), "AssertionError",
+                         MISTAKES[name][1])]
+            for answer, error, words in attempts:
+                client.execute_cell(answer, task)
+                with pytest.raises(CellExecutionError) as raised:
+                    client.execute_cell(check, task + 1)
+                assert raised.value.ename == error, f"{name}: {raised.value}"
+                assert words in raised.value.evalue, f"{name}: {raised.value.evalue}"
+            client.execute_cell(solution, task)
+            client.execute_cell(check, task + 1)
+            index = task + 2
+
+
+def with_mistake(cell, edits, words):
+    """A copy of a solution cell with the edits made (each must apply)."""
+    import nbformat
+
+    source = "".join(cell["source"])
+    for old, new in edits:
+        assert old in source, f"the solution no longer contains {old!r}; update MISTAKES"
+        source = source.replace(old, new)
+    return nbformat.v4.new_code_cell(source)
+
+
+def test_every_part_has_a_start_here_cell_and_run_exercise_refuses_an_unknown_part(capsys):
+    notebook, parts = notebook_parts("solution.ipynb")
+    assert list(parts) == ["Part 0", "Part 1", "Part 2", "Part 3", "Part 4", "Part 5", "Summary"]
+    for name in ("Part 1", "Part 2", "Part 3", "Part 4", "Part 5"):
+        first_code = next(c for c in parts[name] if c.cell_type == "code")
+        assert first_code.source.startswith("# start here"), name
+    spec = importlib.util.spec_from_file_location("run_exercise",
+                                                  ROOT / "scripts" / "run_exercise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit):
+        module.main(["--part", "Part 9"])
+    assert "'Part 3'" in capsys.readouterr().err

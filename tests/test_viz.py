@@ -352,3 +352,34 @@ def test_training_curves_smooth_a_short_run_less_than_asked():
     ax = viz.plot_training_curves(scalars, smoothing=0.9).axes[0]
     raw, smoothed = ax.get_lines()[:2]
     np.testing.assert_allclose(smoothed.get_ydata(), logs.smooth(raw.get_ydata(), 0.5))
+
+
+def test_intensity_histograms_mark_the_normalisation_statistics_of_each_channel(rng, tmp_path):
+    statistics = {"phase": {"p_low": -1.0, "median": 0.0, "p_high": 1.0},
+                  "nuclei": {"p_low": 90.0, "median": 100.0, "p_high": 900.0}}
+    values = {"phase": rng.normal(0, 0.5, 1000), "nuclei": rng.gamma(2, 100, 1000)}
+    figure = viz.plot_intensity_histograms(values, statistics, path=tmp_path / "h.png")
+    assert (tmp_path / "h.png").is_file()
+    for ax, channel in zip(figure.axes, values, strict=True):
+        marked = sorted(line.get_xdata()[0] for line in ax.get_lines())
+        assert marked == sorted(statistics[channel].values())
+        assert ax.get_yscale() == "log" and ax.get_xlabel()
+
+
+def test_intensity_histograms_name_a_channel_without_statistics(rng):
+    with pytest.raises(ValueError, match="nuclei"):
+        viz.plot_intensity_histograms({"nuclei": rng.random(10)}, {"phase": {}})
+
+
+def test_training_crops_show_stains_on_the_fixed_tanh_scale(rng):
+    inputs, targets = rng.normal(size=(6, 1, 16, 16)), rng.uniform(-1, 1, (6, 1, 16, 16))
+    figure = viz.plot_training_crops(inputs, targets, n=4)
+    shown = image_axes(figure)
+    assert len(shown) == 8
+    assert [ax.images[0].get_clim() == (-1.0, 1.0) for ax in shown] == [False] * 4 + [True] * 4
+    assert len(colorbar_labels(figure)) == 2
+
+
+def test_training_crops_refuse_inputs_and_targets_of_other_crops(rng):
+    with pytest.raises(ValueError, match="one batch"):
+        viz.plot_training_crops(rng.random((2, 1, 16, 16)), rng.random((2, 1, 8, 8)))
