@@ -818,12 +818,28 @@ print(f"F1 over IoU thresholds 0.5 ... 0.95, averaged over the test images: GAN 
 # ## Part 4: GAN against regression
 #
 # **You will learn** what the objective does to a virtual stain. The regression model of
-# Part 2 has exactly the GAN's generator, trained with an L1 loss alone (as VisCy's models are
-# trained with a pixel loss). Where phase cannot decide between several plausible stains, L1
-# predicts their median: smooth and blurry. The GAN must produce something that looks real to
-# the discriminator: sharp, even where it has to guess.
+# Part 2 has exactly the GAN's generator, trained with an L1 loss alone. Where phase cannot
+# decide between several plausible stains, L1 predicts their median: smooth and blurry. The GAN
+# must produce something that looks real to the discriminator: sharp, even where it has to
+# guess.
+#
+# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 network
+# (a ConvNeXt V2 encoder and a light decoder, as in the published VSCyto2D model, here narrowed
+# to 3.6 M parameters so that it trains on a CPU) trained on the same images with VisCy's own
+# loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Three things differ
+# from our generator at once: the architecture, the loss (MS-DSSIM rewards local contrast and
+# structure, not only intensities) and the output, which is linear where ours ends in tanh. All
+# three models saw the same training images with the same normalisation and are scored the same
+# way, so the table compares *recipes*: it can say which recipe gives the sharper or the more
+# segmentable stain here, not which single ingredient (network, loss or normalisation) causes
+# it, and a short CPU training says little about what each would reach with the published
+# model's training budget.
 #
 # Every shipped model whose checkpoint is in `checkpoints/` joins the tables and figures below.
+# So do your own predictions of the test images (from a published VisCy model, say): TIFFs in
+# the stain's own units (the units of `data/test/nuclei`, not normalised), named like the test
+# fields of view, either directly in a folder or in its `nuclei/` sub-folder. Put them in
+# `predictions/own/`, or point `PIX2PIXHD_OWN_PREDICTIONS` at their folder.
 #
 # Sharpness is measured by the power spectrum, the image's power at each spatial frequency
 # (cycles/pixel; a period of 10 pixels is 0.1 cycles/pixel). `band_power_ratio_low`, `_mid` and
@@ -842,6 +858,11 @@ LABELS = {"GAN": "Pix2PixHD (GAN)", "regression": "regression (L1)", "VisCy": "V
 predicted, tables, summaries = {}, {}, {}
 for name in MODELS:
     predicted[name] = predict_test_split(name)
+OWN = Path(os.environ.get("PIX2PIXHD_OWN_PREDICTIONS", "predictions/own"))
+if OWN.is_dir():  # your own predictions, in stain units, named like the test fields of view
+    predicted["own"] = OWN
+    LABELS["own"] = f"your predictions ({OWN})"
+for name in predicted:
     tables[name] = evaluate_predictions(predicted[name], DATA / "test")
     summaries[name] = write_evaluation(tables[name], RESULTS / "evaluation" / name)
 columns = ["psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "band_power_ratio_low",
