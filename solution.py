@@ -500,13 +500,16 @@ for number, step_batch in enumerate(steps, start=1):
     assert len(gradients_into_G) == 1, (
         f"at step {number} gradients reached G's weights {len(gradients_into_G)} times: D's "
         "loss must see fake.detach(), so that only G's loss reaches G")
+    # step 1 starts from identical weights; step 2 from weights that one update has left apart
+    # by rounding (one D pass of real and fake together against two), hence a looser tolerance
+    tolerance = 1e-5 if number == 1 else 1e-4
     for name in ("loss/D_real", "loss/D_fake"):
-        assert abs(yours[name] - theirs[name]) <= 1e-5 * max(1, abs(theirs[name])), (
+        assert abs(yours[name] - theirs[name]) <= tolerance * max(1, abs(theirs[name])), (
             f"step {number}: your {name} is {yours[name]:.5f}, the module's {theirs[name]:.5f}: "
             "D scores (phase, target) as real and (phase, fake.detach()) as fake, and "
             "discriminator_loss returns (loss_D, loss_D_real, loss_D_fake)")
     for name in ("loss/G_GAN", "loss/G_GAN_Feat"):
-        assert abs(yours[name] - theirs[name]) <= 1e-5 * max(1, abs(theirs[name])), (
+        assert abs(yours[name] - theirs[name]) <= tolerance * max(1, abs(theirs[name])), (
             f"step {number}: your {name} is {yours[name]:.5f}, the module's {theirs[name]:.5f}: "
             "compute G's losses from a new pass through D after D's update, with fake (not "
             "detached), and multiply feature matching by lambda_feat")
