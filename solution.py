@@ -502,7 +502,8 @@ for number, step_batch in enumerate(steps, start=1):
         "loss must see fake.detach(), so that only G's loss reaches G")
     # step 1 starts from identical weights; step 2 from weights that one update has left apart
     # by rounding (one D pass of real and fake together against two), hence a looser tolerance
-    tolerance = 1e-5 if number == 1 else 1e-4
+    tolerance = 1e-5 if number == 1 else 1e-4  # of the loss
+    weight_tolerance = 0.01 if number == 1 else 0.05  # of the largest weight update
     for name in ("loss/D_real", "loss/D_fake"):
         assert abs(yours[name] - theirs[name]) <= tolerance * max(1, abs(theirs[name])), (
             f"step {number}: your {name} is {yours[name]:.5f}, the module's {theirs[name]:.5f}: "
@@ -519,7 +520,7 @@ for number, step_batch in enumerate(steps, start=1):
         update = max(float((theirs[name] - before[network][name]).abs().max()) for name in theirs)
         for name, weight in theirs.items():
             difference = float((mine[name] - weight).abs().max())
-            assert difference <= 1e-2 * update, (
+            assert difference <= weight_tolerance * update, (
                 f"after step {number} the {network}'s {name} differs from the module's by "
                 f"{difference:.2e} (the largest update is {update:.2e}): zero each optimiser's "
                 "gradients before its backward and step it once per training step")
