@@ -92,10 +92,13 @@ def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_c
     loss_G_GAN = gan_loss(fake_scores, True)
     loss_G_feat = config.loss.lambda_feat * feature_matching_loss(
         real_scores, fake_scores, n_layers_D=config.model.n_layers_D, num_D=config.model.num_D)
-    reference_G = torch.autograd.grad(loss_G_GAN + loss_G_feat, list(G.parameters()))
+    loss_G_L1 = config.loss.lambda_l1 * (fake - target).abs().mean()
+    reference_G = torch.autograd.grad(loss_G_GAN + loss_G_feat + loss_G_L1, list(G.parameters()))
 
     expected = {"loss/D_real": loss_D_real, "loss/D_fake": loss_D_fake,
                 "loss/G_GAN": loss_G_GAN, "loss/G_GAN_Feat": loss_G_feat}
+    if config.loss.lambda_l1 > 0:
+        expected["loss/G_L1"] = loss_G_L1
     for name, value in expected.items():
         assert numbers[name] == pytest.approx(value.item(), rel=1e-5), name
     # biases before an instance norm have a true gradient of 0: there, only rounding is left
