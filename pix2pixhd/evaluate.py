@@ -363,8 +363,10 @@ def _reference_row(summaries: dict[str, dict[str, float]], columns: Sequence[str
             log.warning("the real-stain scores of %r differ from those of %r: evaluated on "
                         "other data or with another segmentation? The reference row uses %r's",
                         name, first, first)
-    if "hf_power_ratio" in row:
-        row["hf_power_ratio"] = 1.0
+    # the real stain against itself: every power ratio is 1 and its spectral distance 0
+    identity = {"hf_power_ratio": 1.0, "band_power_ratio_low": 1.0, "band_power_ratio_mid": 1.0,
+                "band_power_ratio_high": 1.0, "log_spectral_distance": 0.0}
+    row |= {column: value for column, value in identity.items() if column in row}
     return row
 
 

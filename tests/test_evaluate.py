@@ -248,9 +248,17 @@ def test_csvs_hold_one_row_per_image_and_one_summary_row(split, tmp_path):
 def test_compare_models_adds_the_real_stain_as_reference(split, tmp_path):
     sharp = summarise(evaluate(write_predictions(tmp_path / "a", split, lambda s: s), split))
     blurry = summarise(evaluate(write_predictions(tmp_path / "b", split, blurred), split))
-    table = compare_models({"Pix2PixHD GAN": sharp, "regression (L1)": blurry})
+    spectral = ["hf_power_ratio", "band_power_ratio_low", "band_power_ratio_mid",
+                "band_power_ratio_high", "log_spectral_distance", "f1_iou50", "psnr"]
+    table = compare_models({"Pix2PixHD GAN": sharp, "regression (L1)": blurry}, columns=spectral)
     assert list(table.index) == ["Pix2PixHD GAN", "regression (L1)", "real stain"]
     assert table.loc["real stain", "hf_power_ratio"] == 1.0
+    # the real stain compared with itself: ratios of 1, no spectral distance
+    assert table.loc["real stain", "band_power_ratio_mid"] == 1.0
+    assert table.loc["real stain", "log_spectral_distance"] == 0.0
+    # the identical prediction measures the same, which the reference row states by definition
+    assert table.loc["Pix2PixHD GAN", "band_power_ratio_mid"] == pytest.approx(1.0)
+    assert table.loc["Pix2PixHD GAN", "log_spectral_distance"] == pytest.approx(0.0)
     assert table.loc["real stain", "f1_iou50"] == sharp["real_stain_f1_iou50"]
     assert math.isnan(table.loc["real stain", "psnr"])
     assert table.loc["regression (L1)", "hf_power_ratio"] < 1
