@@ -55,6 +55,7 @@ from pix2pixhd.checkpoint import (
     channel_counts,
     discriminator_from_config,
     generator_from_config,
+    load_checkpoint,
     provenance_mismatch,
 )
 from pix2pixhd.data import Normaliser, make_loaders
@@ -584,7 +585,9 @@ save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
 #   are trained with a pixel loss. It is the baseline: Part 4 compares the two in detail.
 #
 # Their logs are in `checkpoints/*/logs`: open them in TensorBoard, or read the same curves
-# below.
+# below. A GAN's validation scores swing from epoch to epoch, so the GAN's shipped weights are
+# those of the saved epoch that did best on the validation images, not necessarily the last;
+# its logs show the whole run.
 
 # %%
 # start here: the logs of the two shipped models
@@ -593,6 +596,10 @@ gan_curves = read_scalars(PRETRAINED["GAN"].parent / "logs")
 regression_curves = read_scalars(PRETRAINED["regression"].parent / "logs")
 save_figure(plot_training_curves(gan_curves), "pretrained_gan_training")
 save_figure(plot_training_curves(regression_curves), "pretrained_regression_training")
+shipped_epoch = load_checkpoint(PRETRAINED["GAN"])["epoch"]
+last_epoch = int(gan_curves[gan_curves.tag == "val/ssim"].shape[0])
+print(f"the shipped GAN holds the weights of epoch {shipped_epoch}; its logs run to epoch "
+      f"{last_epoch} (the README says how the epoch was chosen on validation images)")
 
 # %% [markdown]
 # The curves are noisy, so we read them by numbers: for each curve, the mean of its first and
