@@ -7,10 +7,11 @@ The GAN step (Wang et al. 2018): the generator G turns phase into a stain; the m
 discriminator D sees (phase, real stain) and (phase, fake stain). First D minimises
 0.5 * (LSGAN on real + LSGAN on fake), with the fake detached so that no gradient reaches G.
 Then G minimises the LSGAN loss of the updated D on its fakes plus lambda_feat times the
-feature-matching loss (and lambda_l1 times L1, when set). The original computes G's loss with
-D's weights from before D's update; updating D first is the order of most GAN code (pix2pix,
-CycleGAN) and lets the step read top to bottom; `python -m pix2pixhd bench` times both. The
-regression baseline is the same generator with L1 alone.
+feature-matching loss (and, when set, lambda_l1 times the L1 distance of the two stains
+blurred by l1_blur_sigma). The original computes G's loss with D's weights from before D's
+update; updating D first is the order of most GAN code (pix2pix, CycleGAN) and lets the step
+read top to bottom; `python -m pix2pixhd bench` times both. The regression baseline is the
+same generator with L1 alone.
 
 TensorBoard tags written here (the notebook reads the same ones):
 
@@ -282,7 +283,8 @@ class Trainer:
                     pred_real, pred_fake,
                     n_layers_D=self.config.model.n_layers_D, num_D=self.config.model.num_D)
                 if weights.lambda_l1 > 0:
-                    generator_terms["loss/G_L1"] = weights.lambda_l1 * l1_loss(fake, target)
+                    generator_terms["loss/G_L1"] = weights.lambda_l1 * l1_loss(
+                        fake, target, weights.l1_blur_sigma)
             elif self.config.model.kind == "viscy":
                 generator_terms["loss/G_L1_MSDSSIM"] = viscy_mixed_loss(fake, target)
             else:  # the regression baseline: L1 alone

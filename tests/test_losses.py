@@ -9,6 +9,7 @@ from pix2pixhd.losses import (
     discriminator_loss,
     feature_matching_loss,
     gan_loss,
+    gaussian_blur,
     l1_loss,
 )
 
@@ -93,6 +94,27 @@ def test_feature_matching_refuses_a_wrong_num_d():
 def test_l1_loss_is_the_mean_absolute_difference():
     fake = torch.tensor([[[[1.0, -1.0], [0.5, 0.0]]]])
     assert l1_loss(fake, torch.zeros_like(fake)).item() == pytest.approx(2.5 / 4)
+
+
+def test_blurred_l1_ignores_fine_texture_but_sees_a_moved_nucleus():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    nucleus = ((yy - 32) ** 2 + (xx - 32) ** 2 < 10**2).float()[None, None]
+    checkerboard = nucleus * 0.5 * (-1.0) ** (yy + xx)  # period 2 px, zero mean
+    textured, moved = nucleus + checkerboard, torch.roll(nucleus, 4, dims=-1)
+    # pixel-wise L1 punishes the texture as much as a nucleus moved by 4 px ...
+    assert l1_loss(textured, nucleus).item() > 0.9 * l1_loss(moved, nucleus).item()
+    # ... blurred, the texture all but vanishes and the move still counts
+    assert l1_loss(textured, nucleus, 2.0).item() < 0.05 * l1_loss(moved, nucleus, 2.0).item()
+    assert l1_loss(moved, nucleus, 2.0).item() > 0.3 * l1_loss(moved, nucleus).item()
+
+
+def test_gaussian_blur_keeps_a_constant_and_the_mean():
+    constant = torch.full((1, 1, 9, 9), 3.0)
+    assert torch.allclose(gaussian_blur(constant, 1.5), constant)
+    noise = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    blurred = gaussian_blur(noise, 2.0)
+    assert blurred.std() < 0.3 * noise.std()  # white noise loses most of its power
+    assert torch.allclose(blurred.mean(), noise.mean(), atol=0.05)
 
 
 def test_vgg_loss_without_weights_says_it_never_downloads(tmp_path):

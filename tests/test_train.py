@@ -71,7 +71,7 @@ def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_c
     """The Trainer's step (one joint D pass for real and fake) against the textbook version:
     D(real) and D(fake.detach()) for D's loss, then D(real) and D(fake) for G's. A tiny lr keeps
     D's update from turning float rounding into different weights before G's loss."""
-    from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
+    from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss, l1_loss
 
     config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-9"])
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
@@ -92,7 +92,7 @@ def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_c
     loss_G_GAN = gan_loss(fake_scores, True)
     loss_G_feat = config.loss.lambda_feat * feature_matching_loss(
         real_scores, fake_scores, n_layers_D=config.model.n_layers_D, num_D=config.model.num_D)
-    loss_G_L1 = config.loss.lambda_l1 * (fake - target).abs().mean()
+    loss_G_L1 = config.loss.lambda_l1 * l1_loss(fake, target, config.loss.l1_blur_sigma)
     reference_G = torch.autograd.grad(loss_G_GAN + loss_G_feat + loss_G_L1, list(G.parameters()))
 
     expected = {"loss/D_real": loss_D_real, "loss/D_fake": loss_D_fake,
