@@ -92,7 +92,7 @@ def _export(args: argparse.Namespace) -> int:
     from pix2pixhd.checkpoint import export_run
 
     path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator,
-                      overwrite=args.overwrite, epoch=args.epoch)
+                      overwrite=args.overwrite, epochs=args.epoch or ())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and its logs")
     return 0
 
@@ -231,9 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", dest="run_dir", required=True,
                         help="checkpoints/<name> of `train`")
     export.add_argument("--out", required=True)
-    export.add_argument("--epoch", type=at_least(1), default=None,
+    export.add_argument("--epoch", type=at_least(1), nargs="+", default=None,
                         help="export the run's epoch_NNN.pt (e.g. one chosen on the validation "
-                             "split) instead of latest.pt")
+                             "split) instead of latest.pt; several: the mean of their weights")
     export.add_argument("--keep-discriminator", action="store_true",
                         help="also keep D's weights (not needed to predict or sample)")
     export.add_argument("--overwrite", action="store_true",

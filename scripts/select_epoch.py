@@ -3,12 +3,14 @@
     python scripts/select_epoch.py --run runs/pretrain/pix2pixhd_nuclei --data data/val \
         --out runs/select/pix2pixhd_nuclei
 
-Every `epoch_NNN.pt` of the run predicts the first `--max-images` validation images (all by
-default) and is scored by `evaluate`.
-The criterion: among the epochs whose spectrum is realistic (band power ratios low and mid
+Every `epoch_NNN.pt` of the run, and the mean of the weights of the last `--average-last`
+saved epochs (`checkpoint.average_generators`), predicts the first `--max-images` validation
+images (all by default) and is scored by `evaluate`.
+The criterion: among the candidates whose spectrum is realistic (band power ratios low and mid
 within [0.5, 2], high at most 3), the one with the highest F1@0.5; if none is realistic, the
 one with the lowest log-spectral distance. A GAN's validation metrics do not rise steadily,
-so the last epoch is not necessarily the best one. Epochs already scored are not scored again.
+so the last epoch is not necessarily the best one. Candidates already scored are not scored
+again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
+from pix2pixhd.checkpoint import average_generators, save_checkpoint
 from pix2pixhd.evaluate import evaluate_folder
 from pix2pixhd.layout import image_path, list_fovs
 from pix2pixhd.predict import predict_folder
@@ -47,38 +50,56 @@ def phase_images(data: Path, out: Path, max_images: int | None) -> Path:
     return subset
 
 
-def score_epochs(run: Path, data: Path, out: Path, max_images: int | None) -> dict[int, dict]:
+def candidates(run: Path, out: Path, average_last: int) -> dict[tuple[int, ...], Path]:
+    """(epochs,) -> checkpoint: every saved epoch, and the average of the last few."""
+    saved = {int(path.stem.split("_")[1]): path for path in sorted(run.glob("epoch_*.pt"))}
+    if not saved:
+        raise SystemExit(f"{run} holds no epoch_NNN.pt checkpoints")
+    found = {(epoch,): path for epoch, path in saved.items()}
+    last = sorted(saved)[-average_last:]
+    if average_last > 1 and len(last) == average_last:
+        averaged = out / f"average_{last[0]:03d}-{last[-1]:03d}.pt"
+        if not averaged.is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(averaged, average_generators([saved[epoch] for epoch in last]))
+        found[tuple(last)] = averaged
+    return found
+
+
+def score(checkpoints: dict[tuple[int, ...], Path], data: Path, out: Path,
+          max_images: int | None) -> dict[tuple[int, ...], dict]:
     scores = {}
     source = phase_images(data, out, max_images)
-    for checkpoint in sorted(run.glob("epoch_*.pt")):
-        epoch = int(checkpoint.stem.split("_")[1])
+    for epochs, checkpoint in checkpoints.items():
         folder = out / checkpoint.stem
         summary_path = folder / "eval" / "summary.json"
         if not summary_path.is_file():
             predict_folder(checkpoint, source, folder / "pred")
             evaluate_folder(folder / "pred", data, folder / "eval",
                             allow_missing=max_images is not None)
-        scores[epoch] = json.loads(summary_path.read_text())
-    if not scores:
-        raise SystemExit(f"{run} holds no epoch_NNN.pt checkpoints")
+        scores[epochs] = json.loads(summary_path.read_text())
     return scores
 
 
-def choose(scores: dict[int, dict]) -> int:
-    candidates = [epoch for epoch, summary in scores.items() if realistic(summary)]
+def choose(scores: dict[tuple[int, ...], dict]) -> tuple[int, ...]:
+    candidates = [epochs for epochs, summary in scores.items() if realistic(summary)]
     if candidates:
-        return max(candidates, key=lambda epoch: scores[epoch]["f1_iou50"])
-    return min(scores, key=lambda epoch: scores[epoch]["log_spectral_distance"])
+        return max(candidates, key=lambda epochs: scores[epochs]["f1_iou50"])
+    return min(scores, key=lambda epochs: scores[epochs]["log_spectral_distance"])
 
 
-def table(scores: dict[int, dict], chosen: int) -> str:
+def label(epochs: tuple[int, ...]) -> str:
+    return str(epochs[0]) if len(epochs) == 1 else f"mean of {epochs[0]}-{epochs[-1]}"
+
+
+def table(scores: dict[tuple[int, ...], dict], chosen: tuple[int, ...]) -> str:
     lines = ["| epoch | " + " | ".join(COLUMNS) + " | realistic |",
              "|---" * (len(COLUMNS) + 2) + "|"]
-    for epoch, summary in sorted(scores.items()):
-        mark = "**" if epoch == chosen else ""
+    for epochs, summary in sorted(scores.items(), key=lambda item: (len(item[0]), item[0])):
+        mark = "**" if epochs == chosen else ""
         values = " | ".join(f"{summary[c]:.3g}" for c in COLUMNS)
         verdict = "yes" if realistic(summary) else "no"
-        lines.append(f"| {mark}{epoch}{mark} | {values} | {verdict} |")
+        lines.append(f"| {mark}{label(epochs)}{mark} | {values} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -89,15 +110,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="where predictions and scores go")
     parser.add_argument("--max-images", type=int, default=None,
                         help="score only the first N validation images (faster)")
+    parser.add_argument("--average-last", type=int, default=5,
+                        help="also score the mean weights of the last N saved epochs (1: no)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    scores = score_epochs(args.run, args.data, args.out, args.max_images)
+    checkpoints = candidates(args.run, args.out, args.average_last)
+    scores = score(checkpoints, args.data, args.out, args.max_images)
     chosen = choose(scores)
     text = table(scores, chosen)
     (args.out / "selection.md").write_text(text + "\n")
     print(text)
-    print(f"\nchosen: epoch {chosen}; ship it with\n  python -m pix2pixhd export --run {args.run} "
-          f"--epoch {chosen} --out checkpoints/{args.run.name}")
+    epochs = " ".join(map(str, chosen))
+    print(f"\nchosen: epoch {label(chosen)}; ship it with\n  python -m pix2pixhd export --run "
+          f"{args.run} --epoch {epochs} --out checkpoints/{args.run.name}")
     return 0
 
 

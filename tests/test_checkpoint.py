@@ -43,6 +43,37 @@ def test_export_keeps_what_prediction_needs_and_thins_the_images(tiny_config, tm
         all_steps[0], all_steps[-1]]
 
 
+def test_export_of_several_epochs_is_the_mean_of_their_generators(tiny_config, tmp_path):
+    from pix2pixhd.config import apply_overrides
+
+    config = apply_overrides(tiny_config, ["train.niter=3", "train.niter_decay=0",
+                                           "train.save_every=1"])
+    trainer = Trainer(config)
+    trainer.fit()
+    weights = [load_checkpoint(trainer.run_dir / f"epoch_{e:03d}.pt")["generator"]
+               for e in (1, 2, 3)]
+    exported = load_checkpoint(export_run(trainer.run_dir, tmp_path / "mean", epochs=(2, 3)))
+    assert exported["averaged_epochs"] == [2, 3] and exported["epoch"] == 3
+    for name, value in exported["generator"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (weights[1][name] + weights[2][name]) / 2)
+    assert any(not torch.equal(exported["generator"][name], weights[2][name])
+               for name in weights[2])  # the epochs differ, so the mean is a new generator
+    single = load_checkpoint(export_run(trainer.run_dir, tmp_path / "one", epochs=(1,)))
+    assert "averaged_epochs" not in single and all(
+        torch.equal(single["generator"][name], weights[0][name]) for name in weights[0])
+
+
+def test_only_checkpoints_of_one_architecture_are_averaged(tiny_config, run, tmp_path):
+    from pix2pixhd.checkpoint import average_generators
+    from pix2pixhd.config import apply_overrides
+
+    other = Trainer(apply_overrides(tiny_config, ["model.ngf=8"]))
+    other.fit(epochs=1)
+    with pytest.raises(CheckpointError, match="another architecture"):
+        average_generators([run.run_dir / "latest.pt", other.run_dir / "latest.pt"])
+
+
 def test_an_export_names_its_own_folder_as_the_run(tiny_config, tmp_path):
     """A shared model must not point back at the folder where it happened to be trained."""
     from pix2pixhd.config import load_config
