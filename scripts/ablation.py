@@ -4,12 +4,13 @@
     python scripts/ablation.py --data data --out runs/ablation --only resize resize_l1
     python scripts/ablation.py --out runs/ablation --report                         # the table
 
-Every variant starts from the `pretrained` preset (the shipped models' architecture) on crops
-of `--crop` pixels (128 by default: a quarter of the preset's cost, so that the whole ablation
-fits in under an hour on two CPU cores) and changes one or two options. Each is trained for the
-same number of epochs, predicts the whole validation images, and is scored by `evaluate`
-(band power ratios, log-spectral distance, F1, PSNR). Variants already scored are skipped, so
-the script can be rerun after an interruption, or split across processes with --only.
+Every variant starts from the original Pix2PixHD recipe (ORIGINAL) on the `pretrained`
+preset's architecture, on crops of `--crop` pixels (128 by default: a quarter of the preset's
+cost, so that the whole ablation fits in under an hour on two CPU cores) and changes one or two
+options. Each is trained for the same number of epochs, predicts the whole validation images,
+and is scored by `evaluate` (band power ratios, log-spectral distance, F1, PSNR). Variants
+already scored are skipped, so the script can be rerun after an interruption, or split across
+processes with --only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from pix2pixhd.evaluate import evaluate_folder
 from pix2pixhd.predict import predict_folder
 from pix2pixhd.train import Trainer
 
+ORIGINAL = ["model.upsample=transpose", "loss.lambda_feat=10", "loss.lambda_l1=0",
+            "loss.l1_blur_sigma=0"]
+"""The original's recipe, undoing what the presets changed after this ablation (`_recipe`)."""
+
 VARIANTS = {
     "original": [],
     "resize": ["model.upsample=resize"],
@@ -37,7 +42,7 @@ VARIANTS = {
     "resize_lrD_half": ["model.upsample=resize", "train.lr_D_ratio=0.5"],
     "regression": ["model.kind=regression", "model.upsample=resize"],
 }
-"""name -> `--set` overrides on top of the `pretrained` preset."""
+"""name -> `--set` overrides on top of the `pretrained` preset with the ORIGINAL recipe."""
 
 COLUMNS = ("band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_high",
            "log_spectral_distance", "f1_iou50", "psnr", "ssim")
@@ -50,7 +55,7 @@ def run_variant(name: str, data: Path, out: Path, epochs: int, crop: int) -> dic
     config = apply_overrides(load_config("pretrained"), [
         f"data.root={data}", f"train.name={name}", f"train.checkpoints_dir={out}",
         f"train.niter={epochs - epochs // 2}", f"train.niter_decay={epochs // 2}",
-        f"data.crop_size={crop}", "data.num_workers=0", *VARIANTS[name]])
+        f"data.crop_size={crop}", "data.num_workers=0", *ORIGINAL, *VARIANTS[name]])
     run_dir = out / name
     Trainer(config, resume=(run_dir / "latest.pt").is_file()).fit()
     predict_folder(run_dir / "latest.pt", data / "val", run_dir / "pred")
@@ -67,7 +72,7 @@ def report(out: Path, real_f1: float | None = None) -> str:
         summary = json.loads(path.read_text())
         real_f1 = summary.get("real_stain_f1_iou50", real_f1)
         values = " | ".join(f"{summary[c]:.3g}" for c in COLUMNS)
-        lines.append(f"| {name} | {' '.join(overrides) or '(preset)'} | {values} |")
+        lines.append(f"| {name} | {' '.join(overrides) or '(original)'} | {values} |")
     if real_f1 is not None:
         lines.append(f"\nreal stain, segmented the same way: F1@0.5 {real_f1:.3f}")
     return "\n".join(lines)
