@@ -1008,7 +1008,8 @@ save_figure(plot_predictions(
 #   stain, the one whose spectrum is closest to the real stain's.
 # - A model follows the real stain up to where its curve departs from the real stain's; a
 #   plateau at high frequencies far above the real stain's is periodic texture (a
-#   checkerboard), and `band_power_ratio_high` well above 1 measures it.
+#   checkerboard) or noise the generator adds, and `band_power_ratio_high` well above 1
+#   measures it. The zoomed crop tells the two apart: a regular grid, or a grainy speckle.
 
 # %% [markdown]
 # <div class="alert alert-success">
