@@ -11,22 +11,14 @@ Summary part prints results/summary.md, and the script how long each part took.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
 from pathlib import Path
 
+import build_notebooks  # scripts/, the folder of this script, is on sys.path
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_build_script():
-    """scripts/build_notebooks.py: it knows how solution.py becomes the solution notebook."""
-    spec = importlib.util.spec_from_file_location("build_notebooks",
-                                                  ROOT / "scripts" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_part(name: str, cells: list, namespace: dict) -> float:
@@ -48,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("PIX2PIXHD_RESULTS", "results")
     Path(os.environ["PIX2PIXHD_RESULTS"]).mkdir(parents=True, exist_ok=True)
-    build = load_build_script()
-    parts = build.split_parts(build.build_notebook(ROOT / "solution.py", "task").cells)
+    parts = build_notebooks.split_parts(
+        build_notebooks.build_notebook(ROOT / "solution.py", "task").cells)
     unknown = [name for name in args.part if name not in parts or name == "Part 0"]
     if unknown:
         parser.error(f"no part {', '.join(map(repr, unknown))}; choose from "

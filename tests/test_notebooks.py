@@ -1,22 +1,15 @@
 """The notebooks: built from solution.py, in sync, clean, and the solution runs top to bottom."""
 
 import ast
-import importlib.util
 import json
 import re
 from pathlib import Path
 
+import build_notebooks  # from scripts/ (pytest's pythonpath)
 import pytest
+import run_exercise
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_build_script():
-    spec = importlib.util.spec_from_file_location("build_notebooks",
-                                                  ROOT / "scripts" / "build_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cells(name):
@@ -28,7 +21,7 @@ def tags(cell):
 
 
 def test_committed_notebooks_match_a_fresh_build():
-    assert load_build_script().main(["--check"]) == 0, "run `make notebooks` and commit"
+    assert build_notebooks.main(["--check"]) == 0, "run `make notebooks` and commit"
 
 
 def test_exercise_has_no_solution_cells_and_solution_has_no_task_cells():
@@ -106,7 +99,7 @@ def notebook_parts(name):
     import nbformat
 
     notebook = nbformat.read(ROOT / name, as_version=4)
-    return notebook, load_build_script().split_parts(notebook.cells)
+    return notebook, build_notebooks.split_parts(notebook.cells)
 
 
 @pytest.fixture(scope="module")
@@ -213,10 +206,6 @@ def test_every_part_has_a_start_here_cell_and_run_exercise_refuses_an_unknown_pa
     for name in ("Part 1", "Part 2", "Part 3", "Part 4", "Part 5"):
         first_code = next(c for c in parts[name] if c.cell_type == "code")
         assert first_code.source.startswith("# start here"), name
-    spec = importlib.util.spec_from_file_location("run_exercise",
-                                                  ROOT / "scripts" / "run_exercise.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     with pytest.raises(SystemExit):
-        module.main(["--part", "Part 9"])
+        run_exercise.main(["--part", "Part 9"])
     assert "'Part 3'" in capsys.readouterr().err
