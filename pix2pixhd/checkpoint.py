@@ -146,7 +146,13 @@ def load_generator(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
     """The trained generator in eval mode, its config, and its normaliser as a plain dict."""
-    state = load_checkpoint(path)
+    return generator_from_state(load_checkpoint(path), device)
+
+
+def generator_from_state(
+    state: dict[str, Any], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """`load_generator` for a checkpoint already read: its generator, config and normaliser."""
     config = from_dict(state["config"])
     generator = generator_from_config(config.model, *channel_counts(config))
     generator.load_state_dict(state["generator"])

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pix2pixhd.checkpoint import load_checkpoint, load_generator, training_statistics
+from pix2pixhd.checkpoint import generator_from_state, load_checkpoint, training_statistics
 from pix2pixhd.config import Config
 from pix2pixhd.data import Normaliser
 from pix2pixhd.layout import NORMALISE, check_output_folder, list_fovs, read_image, write_image
@@ -81,13 +81,24 @@ def load_predictor(
 ) -> tuple[nn.Module, Config, Normaliser]:
     """Generator, config and normaliser of a `train` checkpoint (.pt) or a published VisCy one
     (.ckpt; its stain units then come from `dataset_root`'s dataset.json)."""
+    return load_predictor_and_statistics(checkpoint, device, dataset_root)[:3]
+
+
+def load_predictor_and_statistics(
+    checkpoint: str | Path, device: str | torch.device = "cpu",
+    dataset_root: str | Path | None = None,
+) -> tuple[nn.Module, Config, Normaliser, dict[str, float]]:
+    """`load_predictor`'s three, and the statistics of the training inputs from the same read
+    of the file (`checkpoint.training_statistics`; none for a VisCy .ckpt, whose inputs are
+    each scaled by their own)."""
     if is_viscy_checkpoint(checkpoint):
-        return load_viscy_predictor(checkpoint, device, dataset_root)
-    generator, config, normaliser = load_generator(checkpoint, device)
+        return (*load_viscy_predictor(checkpoint, device, dataset_root), {})
+    state = load_checkpoint(checkpoint)
+    generator, config, normaliser = generator_from_state(state, device)
     if normaliser is None:
         raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
                          "new images. Was it trained through `pix2pixhd train`?")
-    return generator, config, Normaliser.from_dict(normaliser)
+    return generator, config, Normaliser.from_dict(normaliser), training_statistics(state)
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -232,9 +243,8 @@ def predict_folder(
     check_output_folder(out, [source])
     if dataset_root is None and (Path(source) / "phase").is_dir():
         dataset_root = Path(source).parent
-    generator, config, normaliser = load_predictor(checkpoint, device, dataset_root)
-    stats = {} if is_viscy_checkpoint(checkpoint) else training_statistics(
-        load_checkpoint(checkpoint))
+    generator, config, normaliser, stats = load_predictor_and_statistics(
+        checkpoint, device, dataset_root)
     written = []
     for fov, path in tqdm(input_files(source).items(), desc="predict"):
         phase = read_image(path)

@@ -23,11 +23,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pix2pixhd.checkpoint import load_checkpoint, training_statistics
 from pix2pixhd.config import check_counts
 from pix2pixhd.data import Normaliser
 from pix2pixhd.layout import MASKS, image_path, read_image, read_mask, write_image, write_json
-from pix2pixhd.predict import input_files, input_normaliser, load_predictor, pad_to_multiple
+from pix2pixhd.predict import (
+    input_files,
+    input_normaliser,
+    load_predictor_and_statistics,
+    pad_to_multiple,
+)
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
 log = logging.getLogger(__name__)
@@ -246,8 +250,7 @@ def sample_folder(
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
     `normalise` and the warning on inputs far from the training data: `predict.input_normaliser`.
     """
-    generator, _, normaliser = load_predictor(checkpoint, device)
-    stats = training_statistics(load_checkpoint(checkpoint))
+    generator, _, normaliser, stats = load_predictor_and_statistics(checkpoint, device)
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
     std_scale = 1.0
     if calibration is not None:
