@@ -82,9 +82,9 @@ def score(checkpoints: dict[tuple[int, ...], Path], data: Path, out: Path,
 
 
 def choose(scores: dict[tuple[int, ...], dict]) -> tuple[int, ...]:
-    candidates = [epochs for epochs, summary in scores.items() if realistic(summary)]
-    if candidates:
-        return max(candidates, key=lambda epochs: scores[epochs]["f1_iou50"])
+    realistic_ones = [epochs for epochs, summary in scores.items() if realistic(summary)]
+    if realistic_ones:
+        return max(realistic_ones, key=lambda epochs: scores[epochs]["f1_iou50"])
     return min(scores, key=lambda epochs: scores[epochs]["log_spectral_distance"])
 
 
