@@ -28,9 +28,13 @@ import psutil  # an ipykernel dependency
 
 KERNEL = "06_image_translation"
 
-# JupyterLab user settings: no news or update checks (no internet, no pop-up over the page)
-SETTINGS = {"@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
-                                                            "checkForUpdates": False}}
+SETTINGS = {  # JupyterLab user settings
+    # no news or update checks: no internet, no pop-up over the page
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false",
+                                                    "checkForUpdates": False},
+    # a browser that only looks must not write the notebook back into the repository
+    "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
+}
 
 
 def free_port() -> int:
