@@ -118,4 +118,9 @@ if [ "$DATA_MODE" = real ]; then
         || fail "download of VisCy's VSCyto2D model failed; run 'sh setup.sh --real' again to resume"
 fi
 
-say "done. Next: source .venv/bin/activate (or conda activate $ENV_NAME), then open exercise.ipynb"
+case "$ENV_MODE:$PY" in
+    none:*) next="jupyter lab exercise.ipynb" ;;
+    *:conda*) next="conda activate $ENV_NAME, then jupyter lab exercise.ipynb" ;;
+    *) next="source .venv/bin/activate, then jupyter lab exercise.ipynb" ;;
+esac
+say "done. Next: $next"
