@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab_server import LabServer, private_jupyter_env  # scripts/, this script's folder
+from lab_server import LabServer  # scripts/, this script's folder
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURE = re.compile(r"\]\((imgs/[^)\s]+)\)|src=\"(imgs/[^\"]+)\"")
@@ -99,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         "//h2[starts-with(normalize-space(.), 'Part 1')]")
     with tempfile.TemporaryDirectory(prefix="notebook-in-browser-") as scratch:
         scratch = Path(scratch)
-        env = private_jupyter_env(scratch / "jupyter")
-        with LabServer(ROOT, env, log=scratch / "jupyter.log") as server:
+        with LabServer(ROOT, scratch / "jupyter") as server:
             browser = open_browser(args.chromium, args.chromedriver, scratch / "chromium")
             try:
                 browser.get(f"{server.url}/lab/tree/{args.notebook}?token={server.token}")

@@ -1,13 +1,14 @@
 """A private JupyterLab server on 127.0.0.1, for the server test and the browser check.
 
-    with LabServer(ROOT, private_jupyter_env(tmp)) as server:
+    with LabServer(ROOT, tmp) as server:
         server.get("/api/contents/exercise.ipynb")
 
 The server is the `jupyter lab` command next to this Python, started with a token on a free
-port. Its Jupyter folders (config, data, runtime, IPython) live in a folder of the caller's,
-where the kernel `06_image_translation` is registered for this Python, so nothing is read from
-or written to the user's own Jupyter set-up. Leaving the block stops the server and every
-process it started (kernels included), cleanly if it can and by signal if it must.
+port. Its Jupyter folders (config, data, runtime, IPython), its log and the notebooks'
+checkpoints live in a folder of the caller's, where the kernel `06_image_translation` is
+registered for this Python: nothing is read from or written to the user's own Jupyter set-up
+or the served folder. Leaving the block stops the server and every process it started
+(kernels included), cleanly if it can and by signal if it must.
 """
 
 from __future__ import annotations
@@ -69,10 +70,14 @@ def private_jupyter_env(folder: Path, python: str = sys.executable) -> dict[str,
 
 
 class LabServer:
-    """`jupyter lab --no-browser` serving `root`; `url`, `token` and `get` once entered."""
+    """`jupyter lab --no-browser` serving `root`, its own files in `folder`; `env` is added to
+    the environment of the server and so of its kernels."""
 
-    def __init__(self, root: Path, env: dict[str, str], log: Path, start_timeout: float = 180):
-        self.root, self.env, self.log = Path(root), env, Path(log)
+    def __init__(self, root: Path, folder: Path, env: dict[str, str] | None = None,
+                 start_timeout: float = 180):
+        self.root, self.folder = Path(root), Path(folder)
+        self.env = {**private_jupyter_env(self.folder), **(env or {})}
+        self.log = self.folder / "jupyter.log"
         self.start_timeout = start_timeout
         self.token = secrets.token_hex(16)
         self.port = free_port()
@@ -89,6 +94,8 @@ class LabServer:
         return [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                 "--port-retries=0", f"--ServerApp.root_dir={self.root}",
                 f"--IdentityProvider.token={self.token}", "--LabApp.news_url=None",
+                # opening a notebook writes a checkpoint, by default next to it
+                f"--FileCheckpoints.checkpoint_dir={self.folder / 'checkpoints'}",
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *as_root]
 
     def __enter__(self) -> LabServer:

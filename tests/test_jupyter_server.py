@@ -12,7 +12,7 @@ import nbformat
 import psutil
 import pytest
 import websocket  # websocket-client, a jupyter_server dependency
-from lab_server import KERNEL, LabServer, private_jupyter_env
+from lab_server import KERNEL, LabServer
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -22,12 +22,10 @@ ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 def server(tiny_dataset, tmp_path):
     """A lab server on the repository with private Jupyter folders; Part 0 reads its data,
     profile and output folders from the environment, which kernels inherit."""
-    env = private_jupyter_env(tmp_path / "jupyter")
-    env.update({"PIX2PIXHD_PROFILE": "quick", "PIX2PIXHD_DATA": str(tiny_dataset),
-                "PIX2PIXHD_RESULTS": str(tmp_path / "results"),
-                "PIX2PIXHD_RUNS": str(tmp_path / "runs"), "PIX2PIXHD_HEADLESS": "1",
-                "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"})
-    with LabServer(ROOT, env, log=tmp_path / "jupyter.log") as running:
+    env = {"PIX2PIXHD_PROFILE": "quick", "PIX2PIXHD_DATA": str(tiny_dataset),
+           "PIX2PIXHD_RESULTS": str(tmp_path / "results"), "PIX2PIXHD_RUNS": str(tmp_path / "runs"),
+           "PIX2PIXHD_HEADLESS": "1", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"}
+    with LabServer(ROOT, tmp_path / "jupyter", env) as running:
         yield running
 
 
@@ -73,6 +71,7 @@ def test_jupyter_lab_serves_the_exercise_and_runs_part_0_in_the_course_kernel(se
     assert bundle and server.get(bundle.group(1)).status == 200, "JupyterLab's script is missing"
     assert server.get("/tree").status == 200, "the notebook interface is not installed"
 
+    before = sorted(ROOT.iterdir())
     model = json.load(server.get("/api/contents/exercise.ipynb"))
     assert model["type"] == "notebook"
     notebook = nbformat.from_dict(model["content"])
@@ -108,7 +107,8 @@ def test_jupyter_lab_serves_the_exercise_and_runs_part_0_in_the_course_kernel(se
     finally:
         channel.close()
     assert (python, cwd) == (sys.executable, str(ROOT))
-    assert (Path(server.env["PIX2PIXHD_RESULTS"])).is_dir()  # Part 0 made it, not results/
+    assert Path(server.env["PIX2PIXHD_RESULTS"]).is_dir()  # Part 0 made it there...
+    assert sorted(ROOT.iterdir()) == before  # ...and wrote nothing into the repository
 
     kernel = psutil.Process(int(kernel_pid))
     assert kernel in server.descendants()
