@@ -101,16 +101,16 @@ def test_jupyter_lab_serves_the_exercise_and_runs_part_0_in_the_course_kernel(se
                 + ANSI_COLOUR.sub("", "\n".join("\n".join(e["traceback"]) for e in errors)))
             if "PROFILE = " in cell.source:
                 assert "device cpu, profile quick" in output_text(outputs), outputs
-        _, outputs = execute(channel, session["id"],
-                             "import os, sys; print(os.getpid(), sys.executable, os.getcwd())")
-        kernel_pid, python, cwd = output_text(outputs).split()
+        _, outputs = execute(channel, session["id"], "import json, os, sys; "
+                             "print(json.dumps([os.getpid(), sys.executable, os.getcwd()]))")
+        kernel_pid, python, cwd = json.loads(output_text(outputs))
     finally:
         channel.close()
     assert (python, cwd) == (sys.executable, str(ROOT))
     assert Path(server.env["PIX2PIXHD_RESULTS"]).is_dir()  # Part 0 made it there...
     assert sorted(ROOT.iterdir()) == before  # ...and wrote nothing into the repository
 
-    kernel = psutil.Process(int(kernel_pid))
+    kernel = psutil.Process(kernel_pid)
     assert kernel in server.descendants()
     left = server.shutdown()
     assert server.process.returncode == 0, server.log_tail()
