@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from pix2pixhd.config import Config, ModelConfig, from_dict, save_config, to_dict
+from pix2pixhd.config import (
+    Config,
+    ModelConfig,
+    from_dict,
+    save_config,
+    saved_config,
+    to_dict,
+)
 from pix2pixhd.layout import DataError, data_provenance, read_dataset_json, write_atomically
 from pix2pixhd.networks import build_discriminator, build_generator
 
@@ -106,6 +113,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} holds no generator and config; for a state dict saved by the original "
             "Pix2PixHD use `networks.load_original_state_dict`"
         )
+    saved_config(state["config"], path)  # its values and sizes, before a network is built
     return state
 
 

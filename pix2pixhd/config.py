@@ -11,21 +11,33 @@ Model option names follow the original Pix2PixHD (`ngf`, `n_downsample_global`, 
 ...) so that they read the same as in the paper and its code; the options of `kind: viscy` follow
 VisCy's own names (`encoder_blocks`, `dims`, ...).
 
+Every field carries its allowed values beside it (`choices`, or bounds such as `at_least`), and
+one `validate(config)` checks them all, then the options that must agree with each other (a
+crop the generator can halve, stains named once), then the networks' sizes (`sizes.py`), all
+before anything is built. Presets, files, `--set` and the Trainer each call it.
+
 The allowed values of the options that take a name (NORMS, GAN_MODES, ...) live here, beside
 their fields, and nowhere else: the network and loss builders import them to check their own
-arguments. Of the package it imports only `layout`'s check of plain names (which imports
-nothing of the package), so every layer can depend on it.
+arguments. Of the package it imports only `layout`'s check of plain names and `sizes` (neither
+imports anything of the package), so every layer can depend on it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
+import os
+import reprlib
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from pix2pixhd import sizes
 from pix2pixhd.layout import DataError, plain_name
 
 MODEL_KINDS = ("gan", "regression", "viscy")
@@ -35,14 +47,38 @@ UPSAMPLINGS = ("transpose", "resize")
 GAN_MODES = ("lsgan", "vanilla")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 
+MAX_PARAMETERS = 1_000_000_000
+"""Most parameters one network may have: 4 GB of float32 weights, 16 GB with their gradients
+and Adam's two moments. The course's generator has 182 M."""
+MAX_ACTIVATION_BYTES = 64 * 2**30
+"""Most memory the estimated activations of one training step may take (`sizes.py`); the
+`course` preset needs about 3 GB, the largest course GPUs hold 80 GB."""
+MAX_YAML_ALIASES = 16
+"""YAML aliases (`*name`) one file or value may use: each can repeat a whole earlier value, so
+a few hundred bytes of aliases to aliases describe billions of items."""
+MAX_YAML_DEPTH = 16
+"""Nesting a config may have (it needs 3: section, option, list); deeper is refused before
+Python's recursion limit turns it into a traceback."""
+
+log = logging.getLogger(__name__)
+
 
 class ConfigError(ValueError):
     """A configuration value or key that cannot be used."""
 
 
 def _choice(default: str, allowed: tuple[str, ...]) -> Any:
-    """A field that takes one of `allowed`; `_set_value` refuses anything else."""
+    """A field that takes one of `allowed`; `validate` refuses anything else."""
     return field(default=default, metadata={"choices": allowed})
+
+
+def _bounded(default: Any, **bounds: float) -> Any:
+    """A number, or a list of numbers, within `bounds`: at_least, above, below, at_most.
+
+    A list default is given as a list and copied for every instance."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=bounds)
+    return field(default=default, metadata=bounds)
 
 
 def check_counts(*, allow_zero: bool = False, **counts: int) -> None:
@@ -66,15 +102,15 @@ class DataConfig:
     input_channel: str = "phase"
     target_channels: list[str] = field(default_factory=lambda: ["nuclei"])
     """One or more of nuclei, membrane: one output channel each."""
-    crop_size: int = 256
+    crop_size: int = _bounded(256, at_least=0)
     """Side of the random square crops used for training, in pixels."""
-    val_crop_size: int = 512
+    val_crop_size: int = _bounded(512, at_least=0)
     """Side of the centre crop used for validation; 0 keeps the whole image."""
-    batch_size: int = 4
-    num_workers: int = 2
+    batch_size: int = _bounded(4, at_least=1)
+    num_workers: int = _bounded(2, at_least=0)
     augment: bool = True
     """Random flips and 90-degree rotations of the training crops."""
-    crops_per_image: int = 1
+    crops_per_image: int = _bounded(1, at_least=1)
     """Random crops drawn from every training image in one epoch."""
 
 
@@ -87,30 +123,30 @@ class ModelConfig:
     (VisCy's 2-D UNeXt2 network, as VSCyto2D, trained with VisCy's L1 + MS-DSSIM loss)."""
     netG: str = _choice("global", GENERATORS)
     """'global' (G1 alone) or 'local' (G1 inside local enhancers G2)."""
-    ngf: int = 64
-    n_downsample_global: int = 4
-    n_blocks_global: int = 9
-    n_local_enhancers: int = 1
-    n_blocks_local: int = 3
+    ngf: int = _bounded(64, at_least=1)
+    n_downsample_global: int = _bounded(4, at_least=0)
+    n_blocks_global: int = _bounded(9, at_least=0)
+    n_local_enhancers: int = _bounded(1, at_least=1)
+    n_blocks_local: int = _bounded(3, at_least=0)
     norm: str = _choice("instance", NORMS)
     use_dropout: bool = True
     """Dropout in the residual blocks: a regulariser, and what MC-dropout samples from."""
-    dropout_p: float = 0.2
+    dropout_p: float = _bounded(0.2, at_least=0, below=1)
     upsample: str = _choice("transpose", UPSAMPLINGS)
     """Decoder upsampling: 'transpose' (the original's transposed convolutions, whose state dicts
     load) or 'resize' (nearest x2 then a 3x3 convolution, free of checkerboard artefacts)."""
-    ndf: int = 32
-    n_layers_D: int = 3
-    num_D: int = 3
+    ndf: int = _bounded(64, at_least=1)
+    n_layers_D: int = _bounded(3, at_least=1)
+    num_D: int = _bounded(3, at_least=1)
     # kind=viscy: VisCy's FullyConvolutionalMAE options under VisCy's names; defaults are VSCyto2D's
-    encoder_blocks: list[int] = field(default_factory=lambda: [3, 3, 9, 3])
+    encoder_blocks: list[int] = _bounded([3, 3, 9, 3], at_least=0)
     """ConvNeXt V2 blocks in each of the four encoder stages."""
-    dims: list[int] = field(default_factory=lambda: [96, 192, 384, 768])
+    dims: list[int] = _bounded([96, 192, 384, 768], at_least=1)
     """Channels of the four encoder stages (the decoder mirrors them)."""
-    decoder_conv_blocks: int = 2
-    stem_kernel_size: list[int] = field(default_factory=lambda: [1, 2, 2])
+    decoder_conv_blocks: int = _bounded(2, at_least=1)
+    stem_kernel_size: list[int] = _bounded([1, 2, 2], at_least=1)
     """(Z, Y, X) kernel and stride of the stem: the first 2x downsampling in Y and X."""
-    in_stack_depth: int = 1
+    in_stack_depth: int = _bounded(1, at_least=1)
     """Z slices per input; 1 for 2-D images (the only depth our data has)."""
 
 
@@ -120,14 +156,14 @@ class LossConfig:
 
     gan_mode: str = _choice("lsgan", GAN_MODES)
     """'lsgan' (least squares, as Pix2PixHD) or 'vanilla' (binary cross-entropy)."""
-    lambda_feat: float = 10.0
+    lambda_feat: float = _bounded(10.0, at_least=0)
     """Weight of the discriminator feature-matching loss."""
-    lambda_l1: float = 0.0
+    lambda_l1: float = _bounded(0.0, at_least=0)
     """Weight of an L1 term for the GAN; the regression model always uses L1 alone."""
-    l1_blur_sigma: float = 0.0
+    l1_blur_sigma: float = _bounded(0.0, at_least=0)
     """Gaussian sigma (pixels) of a blur applied to both images before the GAN's L1 term: 0 is
     pixel-wise; a few pixels keep the nuclei's places and brightness but free their texture."""
-    lambda_vgg: float = 0.0
+    lambda_vgg: float = _bounded(0.0, at_least=0)
     """Weight of the VGG perceptual loss; needs `vgg_weights` on disk."""
     vgg_weights: str = ""
 
@@ -138,19 +174,20 @@ class TrainConfig:
 
     name: str = "pix2pixhd_nuclei"
     checkpoints_dir: str = "checkpoints"
-    niter: int = 100
+    niter: int = _bounded(100, at_least=0)
     """Epochs at the initial learning rate."""
-    niter_decay: int = 100
+    niter_decay: int = _bounded(100, at_least=0)
     """Epochs over which the learning rate then falls linearly to zero."""
-    lr: float = 2e-4
-    lr_D_ratio: float = 1.0
+    lr: float = _bounded(2e-4, above=0)
+    lr_D_ratio: float = _bounded(1.0, above=0)
     """The discriminator's learning rate as a multiple of lr (1 as the original)."""
-    beta1: float = 0.5
-    beta2: float = 0.999
-    seed: int = 0
-    save_every: int = 10
+    beta1: float = _bounded(0.5, at_least=0, below=1)
+    beta2: float = _bounded(0.999, at_least=0, below=1)
+    seed: int = _bounded(0, at_least=0, at_most=2**32 - 1)
+    """Seeds the initial weights, crops, augmentation and dropout: the same seed, the same run."""
+    save_every: int = _bounded(10, at_least=1)
     """Keep an `epoch_NNN.pt` checkpoint every this many epochs (latest.pt is always written)."""
-    log_every: int = 10
+    log_every: int = _bounded(10, at_least=1)
     """Write scalar logs every this many steps."""
     device: str = "auto"
     """'auto' (CUDA if present, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
@@ -242,36 +279,46 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 
 def from_dict(values: dict[str, Any]) -> Config:
-    """Build a Config from a nested dict, refusing unknown sections and keys."""
-    config = Config()
-    for section, entries in values.items():
-        if section not in _sections():
-            raise ConfigError(f"unknown config section {section!r}; known: {sorted(_sections())}")
-        if not isinstance(entries, dict | None):
-            raise ConfigError(f"config section {section!r} holds {entries!r}, not a mapping")
-        for key, value in (entries or {}).items():
-            _set_value(config, section, key, value)
-    return config
+    """Build a Config from a nested dict, refusing unknown sections and keys; validated."""
+    return validate(_from_mapping(values))
+
+
+def saved_config(values: Any, source: str | Path) -> Config:
+    """The config stored in a file (a checkpoint's `config` entry), validated, sizes included,
+    before any network is built from it; every error names the file."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} holds a config that is a {type(values).__name__}, not a "
+                          "mapping of sections (data, model, loss, train); it was not written "
+                          "by `train`")
+    try:
+        return from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from error
 
 
 def load_config(name_or_path: str | Path) -> Config:
     """A preset by name (quick, pretrained, course) or a YAML file written by `save_config`."""
     if str(name_or_path) in PRESETS:
-        return PRESETS[str(name_or_path)]()
+        return validate(PRESETS[str(name_or_path)]())
     path = Path(name_or_path)
     if not path.is_file():
         raise ConfigError(
-            f"config {str(name_or_path)!r} is neither a preset ({', '.join(PRESETS)}) "
+            f"config {_shown(str(name_or_path))} is neither a preset ({', '.join(PRESETS)}) "
             "nor an existing YAML file"
         )
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        values = _parse_yaml(path.read_text(), f"config {path}") or {}
+    except UnicodeDecodeError as error:
         raise ConfigError(f"config {path} is not readable YAML ({error})") from error
     if not isinstance(values, dict):
         raise ConfigError(f"config {path} holds a {type(values).__name__}, not a mapping of "
                           "sections (data, model, loss, train); write one with `save_config`")
-    return from_dict(values)
+    try:
+        config = from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"config {path}: {error}") from error
+    _warn_unused(config, [Config()] + [preset() for preset in PRESETS.values()])
+    return config
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -279,16 +326,41 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:
-    """Apply `section.key=value` strings; values are parsed as YAML (so 1e-4, true, [a, b])."""
-    config = from_dict(to_dict(config))
+    """Apply `section.key=value` strings; values are parsed as YAML (so 1e-4, true, [a, b]).
+
+    The result is validated as a whole, so one override may be fixed by the next."""
+    result = _from_mapping(to_dict(config))
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+            raise ConfigError(f"override {_shown(item)} is not of the form section.key=value")
         dotted, raw = item.split("=", 1)
         section, key = dotted.split(".", 1)
         if section not in _sections():
-            raise ConfigError(f"unknown config section {section!r} in {item!r}")
-        _set_value(config, section, key, yaml.safe_load(raw))
+            raise ConfigError(f"unknown config section {_shown(section)} in {_shown(item)}")
+        _set_value(result, section, key, _parse_yaml(raw, f"the value of {dotted}"))
+    validate(result)
+    _warn_unused(result, [config])
+    return result
+
+
+def validate(config: Config) -> Config:
+    """Check a whole config before anything is built from it; ConfigError naming the option.
+
+    Every field against its type, choices and bounds (so a config changed by assignment is
+    checked too), then the options that must agree with each other, then the networks' sizes.
+    Returns the config, so that calls chain."""
+    for section in _sections():
+        part = getattr(config, section)
+        hints = get_type_hints(type(part))
+        for option in dataclasses.fields(part):
+            name = f"{section}.{option.name}"
+            _check_field(getattr(part, option.name), option, hints[option.name], name)
+    _check_stains(config.data)
+    check_network_size(config)
+    _check_crops(config)
+    if config.loss.lambda_vgg > 0 and not config.loss.vgg_weights:
+        raise ConfigError(f"loss.lambda_vgg={config.loss.lambda_vgg} needs the VGG19 weights: "
+                          "set loss.vgg_weights to their file, or loss.lambda_vgg=0")
     return config
 
 
@@ -296,39 +368,76 @@ def _sections() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
 
-AT_LEAST = {
-    "data.batch_size": 1, "data.crops_per_image": 1, "data.num_workers": 0,
-    "data.crop_size": 0, "data.val_crop_size": 0, "model.ngf": 1, "model.ndf": 1,
-    "model.n_downsample_global": 0, "model.n_blocks_global": 0, "model.n_local_enhancers": 0,
-    "model.n_blocks_local": 0, "model.n_layers_D": 1, "model.num_D": 1,
-    "train.niter": 0, "train.niter_decay": 0, "train.save_every": 1, "train.log_every": 1,
-}
-"""Smallest allowed value of the counts: a zero or negative count would fail late or do nothing."""
-
 NAMES = ("train.name", "data.input_channel", "data.target_channels")
 """Options that become folder names, so must each be one plain path component."""
+MAX_NAME_BYTES = 255
+"""Longest file or folder name most file systems allow."""
+
+
+def _from_mapping(values: Any) -> Config:
+    """The Config that `values` describe, each value checked alone (not yet `validate`d)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"a config is a mapping of sections (data, model, loss, train), not a "
+                          f"{type(values).__name__}")
+    config = Config()
+    for section, entries in values.items():
+        if section not in _sections():
+            raise ConfigError(
+                f"unknown config section {_shown(section)}; known: {sorted(_sections())}")
+        if not isinstance(entries, dict | None):
+            raise ConfigError(f"config section {section!r} holds {_shown(entries)}, not a "
+                              "mapping")
+        for key, value in (entries or {}).items():
+            _set_value(config, section, key, value)
+    return config
 
 
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     part = getattr(config, section)
     hints = get_type_hints(type(part))
-    name = f"{section}.{key}"
+    name = f"{section}.{_shown(key) if not isinstance(key, str) else key}"
     if key not in hints:
-        raise ConfigError(f"unknown option {name}; known: {', '.join(sorted(hints))}")
-    value = _coerce(value, hints[key], name)
-    allowed = _fields(part)[key].metadata.get("choices")
-    if allowed is not None and value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
-    if name in AT_LEAST and value < AT_LEAST[name]:
-        raise ConfigError(f"{name}={value} must be at least {AT_LEAST[name]}")
-    if name in NAMES:
-        for text in value if isinstance(value, list) else [value]:
-            _check_plain_name(text, name)
-    setattr(part, key, value)
+        raise ConfigError(f"unknown option {_shown(name)}; known: {', '.join(sorted(hints))}")
+    setattr(part, key, _check_field(value, _fields(part)[key], hints[key], name))
 
 
 def _fields(part: Any) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(part)}
+
+
+def _check_field(value: Any, option: dataclasses.Field, expected: Any, name: str) -> Any:
+    """`value` as the field's type, within its choices or bounds; ConfigError otherwise."""
+    value = _coerce(value, expected, name)
+    allowed = option.metadata.get("choices")
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{name}={_shown(value)} is not one of {', '.join(allowed)}")
+    for number in value if isinstance(value, list) else [value]:
+        if isinstance(number, int | float):
+            _check_bounds(number, option.metadata, name if number is value else f"{name} entry")
+    if name in NAMES:
+        for text in value if isinstance(value, list) else [value]:
+            if len(text.encode()) > MAX_NAME_BYTES:
+                raise ConfigError(f"{name}={_shown(text)} is {len(text.encode())} bytes long; "
+                                  f"a folder name has at most {MAX_NAME_BYTES}")
+            _check_plain_name(text, name)
+    return value
+
+
+_BOUNDS = {
+    "at_least": (lambda value, bound: value >= bound, "at least"),
+    "above": (lambda value, bound: value > bound, "above"),
+    "below": (lambda value, bound: value < bound, "below"),
+    "at_most": (lambda value, bound: value <= bound, "at most"),
+}
+
+
+def _check_bounds(number: float, bounds: dict[str, Any], name: str) -> None:
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"{name}={number} must be a finite number")
+    wanted = [(key, bound) for key, bound in bounds.items() if key in _BOUNDS]
+    if not all(_BOUNDS[key][0](number, bound) for key, bound in wanted):
+        allowed = " and ".join(f"{_BOUNDS[key][1]} {bound}" for key, bound in wanted)
+        raise ConfigError(f"{name}={_shown(number)} must be {allowed}")
 
 
 def _check_plain_name(text: str, name: str) -> None:
@@ -343,17 +452,276 @@ def _coerce(value: Any, expected: Any, name: str) -> Any:
     if expected is float and isinstance(value, (int, str)) and not isinstance(value, bool):
         try:
             return float(value)  # YAML reads 1e-4 (no dot) as a string
-        except ValueError:
+        except (ValueError, OverflowError):
             pass
     if get_origin(expected) is list:
         (item_type,) = get_args(expected)
         if isinstance(value, str):  # "nuclei,membrane" or "32,64,128,256"
-            value = [yaml.safe_load(v.strip()) if item_type is int else v.strip()
-                     for v in value.split(",") if v.strip()]
+            value = [_parse_yaml(v.strip(), f"the value of {name}") if item_type is int
+                     else v.strip() for v in value.split(",") if v.strip()]
         if isinstance(value, (list, tuple)) and all(
             isinstance(v, item_type) and not isinstance(v, bool) for v in value
         ):
             return list(value)
     elif isinstance(value, expected) and not (expected is int and isinstance(value, bool)):
         return value
-    raise ConfigError(f"{name} expects {getattr(expected, '__name__', expected)}, got {value!r}")
+    raise ConfigError(
+        f"{name} expects {getattr(expected, '__name__', expected)}, got {_shown(value)}")
+
+
+def _check_stains(data: DataConfig) -> None:
+    """The stains are the model's outputs: at least one, none twice, and not the input."""
+    targets = data.target_channels
+    if not targets:
+        raise ConfigError("data.target_channels is empty; name the stains to predict, e.g. "
+                          "data.target_channels=nuclei")
+    if data.input_channel in targets:
+        raise ConfigError(
+            f"data.target_channels={_shown(targets)} includes the input channel "
+            f"{data.input_channel!r}: the model would learn to copy its input; list stains only "
+            "(nuclei, membrane)")
+    repeated = sorted(name for name, count in Counter(targets).items() if count > 1)
+    if repeated:
+        raise ConfigError(
+            f"data.target_channels={_shown(targets)} names {', '.join(repeated)} more than "
+            "once; list each stain once, e.g. data.target_channels=nuclei,membrane")
+
+
+def _check_crops(config: Config) -> None:
+    """Crops the generator can halve and double back, and large enough for every scale of D."""
+    model = config.model
+    if model.kind == "viscy":
+        if len(model.dims) != len(model.encoder_blocks):
+            raise ConfigError(
+                f"model.dims has {len(model.dims)} entries and model.encoder_blocks "
+                f"{len(model.encoder_blocks)}: give one entry per encoder stage in each")
+        if len(model.stem_kernel_size) != 3:
+            raise ConfigError(f"model.stem_kernel_size={_shown(model.stem_kernel_size)} must "
+                              "have 3 entries: (Z, Y, X)")
+        multiple = model.stem_kernel_size[-1] * 2 ** (len(model.dims) - 1)
+        source = "model.stem_kernel_size[-1] * 2**(stages in model.dims - 1)"
+        option = "model.dims"
+    elif model.netG == "local":
+        multiple = 2 ** (model.n_downsample_global + model.n_local_enhancers)
+        source = "2**(model.n_downsample_global + model.n_local_enhancers)"
+        option = "model.n_downsample_global"
+    else:
+        multiple = 2**model.n_downsample_global
+        source = "2**model.n_downsample_global"
+        option = "model.n_downsample_global"
+    for name in ("crop_size", "val_crop_size"):
+        side = getattr(config.data, name)
+        if side % multiple:  # 0, the whole image, is checked when the images are read
+            nearest = sorted({max(multiple, side // multiple * multiple), side // multiple
+                              * multiple + multiple})
+            raise ConfigError(
+                f"data.{name}={side} is not a multiple of {multiple} ({source}), which the "
+                f"generator needs to halve and double it back; use data.{name}="
+                f"{' or '.join(map(str, nearest))}, or a smaller {option}")
+        if model.kind == "gan" and side:
+            _check_discriminator_scales(side, f"data.{name}", model)
+
+
+def _check_discriminator_scales(side: int, name: str, model: ModelConfig) -> None:
+    """D's coarsest scale sees the crop halved num_D - 1 times; its n_layers_D stride-2 layers
+    then halve that down to one pixel, no further (beyond it they see only padding)."""
+    coarsest = side
+    for _ in range(model.num_D - 1):
+        if coarsest == 1:
+            break
+        coarsest = (coarsest + 1) // 2  # the average pooling rounds up
+    if coarsest.bit_length() <= model.n_layers_D:  # coarsest < 2**n_layers_D
+        raise ConfigError(
+            f"{name}={side} leaves {coarsest} pixels to the coarsest of model.num_D="
+            f"{model.num_D} discriminator scales, fewer than the 2**model.n_layers_D="
+            f"{2 ** min(model.n_layers_D, 64)} its layers halve; use a larger {name}, a smaller "
+            "model.num_D or a smaller model.n_layers_D")
+
+
+def check_network_size(config: Config) -> None:
+    """Refuse networks beyond MAX_PARAMETERS or a training step beyond MAX_ACTIVATION_BYTES,
+    naming the options that set their size, before anything is allocated.
+
+    `validate` calls it after checking each field; a loader with a config read from a file
+    calls `saved_config` or `validate`, which include it."""
+    model, data = config.model, config.data
+    outputs = len(data.target_channels)
+    if model.kind == "viscy":
+        options = ("encoder_blocks", "dims")
+        parameters = sizes.viscy_encoder_parameters(
+            encoder_blocks=model.encoder_blocks, dims=model.dims, stop_at=MAX_PARAMETERS)
+        _refuse_parameters("the VisCy network", parameters, model, options)
+        elements = sizes.viscy_activations(
+            crop_size=data.crop_size, encoder_blocks=model.encoder_blocks, dims=model.dims,
+            stem_stride=model.stem_kernel_size[-1])
+    else:
+        options = ("ngf", "n_downsample_global", "n_blocks_global")
+        options += ("n_local_enhancers", "n_blocks_local") if model.netG == "local" else ()
+        parameters = sizes.generator_parameters(
+            input_nc=1, output_nc=outputs, ngf=model.ngf, netG=model.netG,
+            n_downsample_global=model.n_downsample_global,
+            n_blocks_global=model.n_blocks_global, n_local_enhancers=model.n_local_enhancers,
+            n_blocks_local=model.n_blocks_local, norm=model.norm, stop_at=MAX_PARAMETERS)
+        _refuse_parameters("the generator", parameters, model, options)
+        elements = sizes.generator_activations(
+            crop_size=data.crop_size, ngf=model.ngf, netG=model.netG,
+            n_downsample_global=model.n_downsample_global,
+            n_blocks_global=model.n_blocks_global, n_local_enhancers=model.n_local_enhancers,
+            n_blocks_local=model.n_blocks_local)
+        if model.kind == "gan":
+            parameters = sizes.discriminator_parameters(
+                input_nc=1 + outputs, ndf=model.ndf, n_layers_D=model.n_layers_D,
+                num_D=model.num_D, norm=model.norm, stop_at=MAX_PARAMETERS)
+            _refuse_parameters("the discriminator", parameters, model,
+                               ("ndf", "n_layers_D", "num_D"))
+            elements += 2 * sizes.discriminator_activations(  # a real and a fake pass
+                crop_size=data.crop_size, ndf=model.ndf, n_layers_D=model.n_layers_D,
+                num_D=model.num_D)
+    step_bytes = elements * data.batch_size * sizes.FLOAT_BYTES
+    if step_bytes > MAX_ACTIVATION_BYTES:
+        raise ConfigError(
+            f"data.crop_size={data.crop_size} and data.batch_size={data.batch_size} make "
+            f"about {step_bytes / 2**30:.3g} GB of activations in one training step with "
+            f"these networks, beyond the bound of {MAX_ACTIVATION_BYTES / 2**30:.0f} GB; "
+            f"lower data.crop_size or data.batch_size, or the networks' "
+            f"{', '.join('model.' + option for option in options)}")
+
+
+def _refuse_parameters(network: str, parameters: int, model: ModelConfig,
+                       options: tuple[str, ...]) -> None:
+    if parameters > MAX_PARAMETERS:
+        values = ", ".join(f"model.{option}={_shown(getattr(model, option))}"
+                           for option in options)
+        raise ConfigError(
+            f"{values} give {network} at least {parameters:.2g} parameters, beyond the bound "
+            f"of {MAX_PARAMETERS:.0e}; lower one of them")
+
+
+_PIX2PIXHD_GENERATOR = ("model.netG", "model.ngf", "model.n_downsample_global",
+                        "model.n_blocks_global", "model.n_local_enhancers",
+                        "model.n_blocks_local", "model.norm", "model.use_dropout",
+                        "model.dropout_p", "model.upsample")
+_DISCRIMINATOR = ("model.ndf", "model.n_layers_D", "model.num_D", "loss.gan_mode",
+                  "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma")
+_VISCY = ("model.encoder_blocks", "model.dims", "model.decoder_conv_blocks",
+          "model.stem_kernel_size", "model.in_stack_depth")
+UNUSED_BY_KIND = {
+    "gan": _VISCY,
+    "regression": _DISCRIMINATOR + _VISCY,
+    "viscy": _PIX2PIXHD_GENERATOR + _DISCRIMINATOR,
+}
+"""Options each model.kind ignores: the GAN's discriminator and its loss terms (the regression
+baseline is trained with plain L1), the other family's network options."""
+
+
+def _warn_unused(config: Config, references: list[Config]) -> None:
+    """One warning line listing the options that `config`'s model.kind ignores and whose values
+    differ from every reference (the config they were applied to, or the defaults and presets):
+    a value someone chose, which would otherwise be dropped without a word."""
+    ignored = [name for name in UNUSED_BY_KIND[config.model.kind]
+               if all(_value(config, name) != _value(reference, name) for reference in references)]
+    if ignored:
+        log.warning("model.kind=%s does not use %s; these values are ignored",
+                    config.model.kind,
+                    ", ".join(f"{name}={_shown(_value(config, name))}" for name in ignored))
+
+
+def _value(config: Config, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(config, section), key)
+
+
+class _LimitedLoader(yaml.SafeLoader):
+    """YAML's safe loader with at most MAX_YAML_ALIASES aliases and MAX_YAML_DEPTH levels."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases = 0
+        self.depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"uses more than {MAX_YAML_ALIASES} YAML aliases (*name)")
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"nests values more than {MAX_YAML_DEPTH} levels deep")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML text as Python values, refusing alias bombs and deep nesting, in one line."""
+    loader = _LimitedLoader(text)
+    try:
+        return loader.get_single_data()
+    except ConfigError as error:
+        raise ConfigError(f"{source} {error}; a config needs neither") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source} is not readable YAML ({_shown(str(error))})") from None
+    finally:
+        loader.dispose()
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 2
+
+
+def _shown(value: Any, length: int = 80) -> str:
+    """`repr(value)` cut short: a value read from a file may be huge, or an alias bomb whose
+    whole repr would take minutes and gigabytes."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
+DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+"""What `torchrun` sets for each process of a job."""
+
+
+def distributed_environment(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the variables `torchrun` sets; (0, 1, 0) without.
+
+    A variable set by hand alone, or a job whose other processes never start, would otherwise
+    fail late or wait without a word: refused, or said, in one line."""
+    environ = os.environ if environ is None else environ
+    given = {name: environ[name] for name in DISTRIBUTED_VARIABLES if name in environ}
+    numbers = {name: _whole_number(name, given[name])
+               for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if name in given}
+    world_size = numbers.get("WORLD_SIZE", 1)
+    if world_size < 1:
+        raise ConfigError(f"WORLD_SIZE={world_size}: a job has at least one process; unset it "
+                          "to train in one process")
+    if world_size == 1:
+        stray = [f"{name}={given[name]}" for name in ("RANK", "LOCAL_RANK") if numbers.get(name)]
+        if stray:
+            raise ConfigError(
+                f"{', '.join(stray)} set without a WORLD_SIZE above 1; launch with `torchrun "
+                "--nproc_per_node N`, or unset it to train in one process")
+        return 0, 1, 0
+    missing = [name for name in DISTRIBUTED_VARIABLES if name not in given]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE={world_size} is set but {', '.join(missing)} not; launch with `torchrun "
+            "--nproc_per_node N`, which sets them all, or unset WORLD_SIZE to train in one "
+            "process")
+    for name in ("RANK", "LOCAL_RANK"):
+        if not 0 <= numbers[name] < world_size:
+            raise ConfigError(f"{name}={numbers[name]} is not one of the WORLD_SIZE={world_size} "
+                              f"ranks 0 to {world_size - 1}")
+    log.info("rank %d of %d waits for all %d processes to join at %s:%s (torchrun starts them "
+             "together; a process started by hand waits until the others are)", numbers["RANK"],
+             world_size, world_size, _shown(given["MASTER_ADDR"]), _shown(given["MASTER_PORT"]))
+    return numbers["RANK"], world_size, numbers["LOCAL_RANK"]
+
+
+def _whole_number(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={_shown(text)} is not a whole number; "
+                          "torchrun sets it: unset it, or launch with torchrun") from None

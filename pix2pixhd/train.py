@@ -29,7 +29,6 @@ TensorBoard tags written here (the notebook reads the same ones):
 from __future__ import annotations
 
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -54,7 +53,15 @@ from pix2pixhd.checkpoint import (
     run_provenance,
     save_checkpoint,
 )
-from pix2pixhd.config import Config, ConfigError, TrainConfig, save_config, to_dict
+from pix2pixhd.config import (
+    Config,
+    ConfigError,
+    TrainConfig,
+    distributed_environment,
+    save_config,
+    to_dict,
+    validate,
+)
 from pix2pixhd.data import Normaliser, check_training_data, make_loaders, set_loader_epoch
 from pix2pixhd.layout import plain_name
 from pix2pixhd.losses import (
@@ -121,8 +128,7 @@ class Distributed:
 
     @classmethod
     def from_environment(cls) -> Distributed:
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
+        return cls(*distributed_environment())  # checked: one line naming a bad variable
 
 
 def mean_score(predictions: list[list[torch.Tensor]]) -> torch.Tensor:
@@ -149,7 +155,7 @@ class Trainer:
         loaders: tuple[Any, Any] | None = None,
         normaliser: Normaliser | None = None,
     ) -> None:
-        self.config = config
+        self.config = validate(config)  # a config changed by assignment is checked here
         self.distributed = distributed or Distributed()
         self.device = resolve_device(config.train.device, self.distributed.local_rank)
         self.run_dir = Path(config.train.checkpoints_dir) / plain_name(config.train.name, "run")
