@@ -4,7 +4,7 @@ The layers, their order and their attribute names are those of the original impl
 (NVIDIA/pix2pixHD, `models/networks.py`) for the same options, so a state dict it saved
 (`latest_net_G.pth`, `latest_net_D.pth`) loads here with `strict=True`:
 
-    generator = build_generator(ngf=64, n_downsample_global=4)           # G1, "global"
+    generator = build_generator(use_dropout=False)        # G1, "global", the original's options
     load_original_state_dict(generator, "checkpoints/run/latest_net_G.pth")
 
 Generator: G1 (`GlobalGenerator`) is an encoder (stride-2 convolutions), residual blocks and a
@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pix2pixhd.config import GENERATORS, NORMS, UPSAMPLINGS, check_counts
+from pix2pixhd.config import GENERATORS, NORMS, UPSAMPLINGS, ModelConfig, check_counts
 
 log = logging.getLogger(__name__)
 
@@ -355,23 +355,28 @@ class MultiscaleDiscriminator(nn.Module):
 # --- builders --------------------------------------------------------------------------------
 
 
+# The builders' defaults are ModelConfig's, so a network built with no options is the one a
+# default config trains: the original's options, with this task's dropout and three D scales.
+
+
 def build_generator(
     *,
     input_nc: int = 1,
     output_nc: int = 1,
-    ngf: int = 64,
-    netG: str = "global",
-    n_downsample_global: int = 3,
-    n_blocks_global: int = 9,
-    n_local_enhancers: int = 1,
-    n_blocks_local: int = 3,
-    norm: str = "instance",
-    use_dropout: bool = False,
-    dropout_p: float = 0.2,
-    upsample: str = "transpose",
+    ngf: int = ModelConfig.ngf,
+    netG: str = ModelConfig.netG,
+    n_downsample_global: int = ModelConfig.n_downsample_global,
+    n_blocks_global: int = ModelConfig.n_blocks_global,
+    n_local_enhancers: int = ModelConfig.n_local_enhancers,
+    n_blocks_local: int = ModelConfig.n_blocks_local,
+    norm: str = ModelConfig.norm,
+    use_dropout: bool = ModelConfig.use_dropout,
+    dropout_p: float = ModelConfig.dropout_p,
+    upsample: str = ModelConfig.upsample,
 ) -> GlobalGenerator | LocalEnhancer:
     """G1 ('global') or G2 ('local', G1 inside n_local_enhancers enhancers), initialised as the
     original. For 'local', ngf is the width of the finest enhancer; G1 gets ngf * 2**n.
+    The original's residual blocks have no dropout: pass use_dropout=False to load its weights.
     upsample: 'transpose' (the original's layers, its state dicts load) or 'resize' (nearest x2
     then a 3x3 convolution: no checkerboard; see `upsampling_layer`)."""
     if netG not in GENERATORS:
@@ -405,10 +410,10 @@ def build_generator(
 def build_discriminator(
     *,
     input_nc: int = 2,
-    ndf: int = 64,
-    n_layers_D: int = 3,
-    num_D: int = 3,
-    norm: str = "instance",
+    ndf: int = ModelConfig.ndf,
+    n_layers_D: int = ModelConfig.n_layers_D,
+    num_D: int = ModelConfig.num_D,
+    norm: str = ModelConfig.norm,
 ) -> MultiscaleDiscriminator:
     """Multi-scale PatchGAN discriminator, initialised as the original. input_nc counts the
     condition and the image together (phase + stains, concatenated on channels)."""

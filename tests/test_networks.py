@@ -96,7 +96,8 @@ def test_global_generator_loads_the_original_key_layout_strictly(tmp_path):
     }
     # DataParallel, as the original trains, saves keys with a `module.` prefix
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "latest_net_G.pth")
-    generator = build_generator(ngf=4, n_downsample_global=1, n_blocks_global=1)
+    generator = build_generator(ngf=4, n_downsample_global=1, n_blocks_global=1,
+                                use_dropout=False)  # as the original's default
     load_original_state_dict(generator, tmp_path / "latest_net_G.pth")
     loaded = generator.state_dict()
     assert set(loaded) == set(state)
@@ -126,7 +127,8 @@ def test_local_enhancer_loads_the_original_key_layout_strictly(tmp_path):
     }
     torch.save(state, tmp_path / "latest_net_G.pth")
     generator = build_generator(
-        netG="local", ngf=4, n_downsample_global=1, n_blocks_global=1, n_blocks_local=1
+        netG="local", ngf=4, n_downsample_global=1, n_blocks_global=1, n_blocks_local=1,
+        use_dropout=False,
     )
     load_original_state_dict(generator, tmp_path / "latest_net_G.pth")
     assert set(generator.state_dict()) == set(state)
@@ -147,7 +149,7 @@ def test_discriminator_has_the_original_key_layout():
 
 
 def test_dropout_shifts_the_second_residual_convolution_as_in_the_original():
-    without = build_generator(ngf=4, n_downsample_global=1, n_blocks_global=1)
+    without = build_generator(ngf=4, n_downsample_global=1, n_blocks_global=1, use_dropout=False)
     with_dropout = build_generator(
         ngf=4, n_downsample_global=1, n_blocks_global=1, use_dropout=True
     )
@@ -157,7 +159,7 @@ def test_dropout_shifts_the_second_residual_convolution_as_in_the_original():
 
 
 def test_mismatched_state_dict_names_the_differing_options(tmp_path):
-    saved = build_generator(ngf=4, n_downsample_global=1, n_blocks_global=2)
+    saved = build_generator(ngf=4, n_downsample_global=1, n_blocks_global=2, use_dropout=False)
     torch.save(saved.state_dict(), tmp_path / "g.pth")
     other = build_generator(ngf=8, n_downsample_global=1, n_blocks_global=2, use_dropout=True)
     with pytest.raises(IncompatibleStateDictError) as error:
@@ -276,3 +278,17 @@ def test_resize_upsampling_keeps_the_parameter_count():
                 generator = build_generator(netG=netG, ngf=16, upsample=upsample)
             counts[upsample] = count_parameters(generator)
         assert counts["transpose"] == counts["resize"]
+
+
+def test_builder_defaults_are_the_model_config_defaults():
+    """A network built with no options is the one a default config trains."""
+    import inspect
+
+    from pix2pixhd.config import ModelConfig
+
+    defaults = ModelConfig()
+    for builder in (build_generator, build_discriminator):
+        for name, parameter in inspect.signature(builder).parameters.items():
+            if hasattr(defaults, name):
+                assert parameter.default == getattr(defaults, name), (builder.__name__, name)
+    assert (defaults.n_downsample_global, defaults.ndf, defaults.use_dropout) == (4, 64, True)
