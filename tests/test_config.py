@@ -337,23 +337,22 @@ def test_the_size_bound_allows_the_largest_original_generator():
 
 
 def _alias_bomb(levels: int = 9) -> str:
-    """About 400 bytes of YAML whose aliases describe 9**levels items."""
-    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    """About 400 bytes of YAML: a list of lists whose aliases describe 9**levels items."""
+    stages = ["&a0 [x, x, x, x, x, x, x, x, x]"]
     for level in range(1, levels):
-        previous = ", ".join([f"*a{level - 1}"] * 9)
-        lines.append(f"a{level}: &a{level} [{previous}]")
-    return "\n".join(lines) + "\n"
+        stages.append(f"&a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    return f"[{', '.join(stages)}]"
 
 
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Shown whole in an error message, this value once took 27 s and 2.8 GB."""
     path = tmp_path / "bomb.yaml"
-    path.write_text("model:\n  dims: &x [1]\n" + _alias_bomb())
+    path.write_text(f"model:\n  dims: {_alias_bomb()}\n")
     started = time.perf_counter()
     with pytest.raises(ConfigError, match=r"bomb\.yaml uses more than 16 YAML aliases"):
         load_config(path)
-    flow = "[" + ", ".join(["*b"] * 20) + "]"
     with pytest.raises(ConfigError, match="the value of model.dims uses more than 16 YAML"):
-        apply_overrides(load_config("quick"), [f"model.dims=[&b [1, 2], {flow}]"])
+        apply_overrides(load_config("quick"), [f"model.dims={_alias_bomb()}"])
     assert time.perf_counter() - started < 5
 
 
