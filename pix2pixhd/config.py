@@ -52,7 +52,7 @@ MAX_PARAMETERS = 1_000_000_000
 and Adam's two moments. The course's generator has 182 M."""
 MAX_ACTIVATION_BYTES = 64 * 2**30
 """Most memory the estimated activations of one training step may take (`sizes.py`); the
-`course` preset needs about 3 GB, the largest course GPUs hold 80 GB."""
+`course` preset's come to about 4 GB, the largest course GPUs hold 80 GB."""
 MAX_YAML_ALIASES = 16
 """YAML aliases (`*name`) one file or value may use: each can repeat a whole earlier value, so
 a few hundred bytes of aliases to aliases describe billions of items."""
@@ -356,6 +356,7 @@ def validate(config: Config) -> Config:
             name = f"{section}.{option.name}"
             _check_field(getattr(part, option.name), option, hints[option.name], name)
     _check_stains(config.data)
+    _check_viscy_stages(config.model)
     check_network_size(config)
     _check_crops(config)
     if config.loss.lambda_vgg > 0 and not config.loss.vgg_weights:
@@ -395,9 +396,10 @@ def _from_mapping(values: Any) -> Config:
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:
     part = getattr(config, section)
     hints = get_type_hints(type(part))
-    name = f"{section}.{_shown(key) if not isinstance(key, str) else key}"
+    short = isinstance(key, str) and len(key) <= 60
+    name = f"{section}.{key if short else _shown(key)}"
     if key not in hints:
-        raise ConfigError(f"unknown option {_shown(name)}; known: {', '.join(sorted(hints))}")
+        raise ConfigError(f"unknown option {name}; known: {', '.join(sorted(hints))}")
     setattr(part, key, _check_field(value, _fields(part)[key], hints[key], name))
 
 
@@ -487,17 +489,21 @@ def _check_stains(data: DataConfig) -> None:
             "once; list each stain once, e.g. data.target_channels=nuclei,membrane")
 
 
+def _check_viscy_stages(model: ModelConfig) -> None:
+    """VisCy's encoder has one entry of dims and of encoder_blocks per stage."""
+    if not model.dims or len(model.dims) != len(model.encoder_blocks):
+        raise ConfigError(
+            f"model.dims has {len(model.dims)} entries and model.encoder_blocks "
+            f"{len(model.encoder_blocks)}: give one entry per encoder stage in each")
+    if len(model.stem_kernel_size) != 3:
+        raise ConfigError(f"model.stem_kernel_size={_shown(model.stem_kernel_size)} must "
+                          "have 3 entries: (Z, Y, X)")
+
+
 def _check_crops(config: Config) -> None:
     """Crops the generator can halve and double back, and large enough for every scale of D."""
     model = config.model
     if model.kind == "viscy":
-        if len(model.dims) != len(model.encoder_blocks):
-            raise ConfigError(
-                f"model.dims has {len(model.dims)} entries and model.encoder_blocks "
-                f"{len(model.encoder_blocks)}: give one entry per encoder stage in each")
-        if len(model.stem_kernel_size) != 3:
-            raise ConfigError(f"model.stem_kernel_size={_shown(model.stem_kernel_size)} must "
-                              "have 3 entries: (Z, Y, X)")
         multiple = model.stem_kernel_size[-1] * 2 ** (len(model.dims) - 1)
         source = "model.stem_kernel_size[-1] * 2**(stages in model.dims - 1)"
         option = "model.dims"
