@@ -539,9 +539,9 @@ def _check_discriminator_scales(side: int, name: str, model: ModelConfig) -> Non
     if coarsest.bit_length() <= model.n_layers_D:  # coarsest < 2**n_layers_D
         raise ConfigError(
             f"{name}={side} leaves {coarsest} pixels to the coarsest of model.num_D="
-            f"{model.num_D} discriminator scales, fewer than the 2**model.n_layers_D="
-            f"{2 ** min(model.n_layers_D, 64)} its layers halve; use a larger {name}, a smaller "
-            "model.num_D or a smaller model.n_layers_D")
+            f"{model.num_D} discriminator scales, fewer than the {2 ** min(model.n_layers_D, 64)} "
+            "(2**model.n_layers_D) its stride-2 layers need to halve down to one pixel; use a "
+            f"larger {name}, a smaller model.num_D or a smaller model.n_layers_D")
 
 
 def check_network_size(config: Config) -> None:
