@@ -26,14 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pix2pixhd.config import (
-    Config,
-    ModelConfig,
-    from_dict,
-    save_config,
-    saved_config,
-    to_dict,
-)
+from pix2pixhd.config import Config, ModelConfig, from_dict, save_config, saved_config, to_dict
 from pix2pixhd.layout import DataError, data_provenance, read_dataset_json, write_atomically
 from pix2pixhd.networks import build_discriminator, build_generator
 
