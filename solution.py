@@ -58,7 +58,7 @@ from pix2pixhd.checkpoint import (
     load_checkpoint,
     provenance_mismatch,
 )
-from pix2pixhd.data import Normaliser, make_loaders
+from pix2pixhd.dataset import make_loaders
 from pix2pixhd.evaluate import (
     compare_models,
     evaluate_predictions,
@@ -72,6 +72,7 @@ from pix2pixhd.logs import read_scalars
 from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
 from pix2pixhd.metrics import iou_matrix, match_instances
 from pix2pixhd.networks import count_parameters
+from pix2pixhd.normalisation import DatasetNormaliser
 from pix2pixhd.predict import load_predictor, predict_folder, predict_image
 from pix2pixhd.sampling import sample_folder, sample_stains
 from pix2pixhd.segmentation import segment_nuclei
@@ -236,7 +237,7 @@ def denormalise_stain(normalised, p_low, p_high):
 
 # %%
 # check Task 1.1 against the module's normaliser, inside and outside [p_low, p_high]
-normaliser = Normaliser.from_dataset(DATA, "phase", ["nuclei"])
+normaliser = DatasetNormaliser.from_dataset(DATA, "phase", ["nuclei"])
 stats = dataset_info["normalisation"]["nuclei"]
 p_low, p_high = stats["p_low"], stats["p_high"]
 span = p_high - p_low

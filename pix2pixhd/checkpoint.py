@@ -9,7 +9,7 @@ A checkpoint is one `torch.save`d dict of plain types and tensors, so it loads w
     config                           `config.to_dict(config)`: how to rebuild the networks
     normaliser                       `Normaliser.to_dict()`: how to scale new images
     rng                              torch RNG states (dropout draws from them)
-    provenance                       `layout.data_provenance`: the data it was trained on
+    provenance                       `dataset.data_provenance`: the data it was trained on
     averaged_epochs                  only where the generator is a mean of several epochs
 """
 
@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from pix2pixhd.config import Config, ModelConfig, from_dict, save_config, saved_config, to_dict
-from pix2pixhd.layout import DataError, data_provenance, read_dataset_json, write_atomically
+from pix2pixhd.dataset import data_provenance
+from pix2pixhd.layout import DataError, read_dataset_json, write_atomically
 from pix2pixhd.networks import build_discriminator, build_generator
 
 ARCHITECTURE_OPTIONS = (
@@ -297,7 +298,7 @@ def _provenance_from_config(config: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def training_statistics(state: dict[str, Any]) -> dict[str, float]:
-    """median and iqr (and p1, p99 when recorded) of the input a checkpoint was trained on."""
+    """median and iqr (and p_low, p_high when recorded) of the input a checkpoint trained on."""
     provenance = state.get("provenance") or {}
     if provenance.get("input_statistics"):
         return dict(provenance["input_statistics"])

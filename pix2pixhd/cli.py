@@ -17,7 +17,8 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from pix2pixhd.layout import NORMALISE, DataError, check_output_folder, plain_name
+from pix2pixhd.layout import DataError, check_output_folder, plain_name
+from pix2pixhd.normalisation import NORMALISE
 
 log = logging.getLogger("pix2pixhd")
 
@@ -52,9 +53,10 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from pix2pixhd.data import check_dataset
+    from pix2pixhd.checks import check_dataset
 
-    problems = check_dataset(args.root, crop_size=args.crop_size)
+    problems = check_dataset(args.root, crop_size=args.crop_size,
+                             input_channel=args.input_channel)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
@@ -203,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_verbs.add_parser("check", help="validate a dataset folder")
     check.add_argument("root", nargs="?", default="data")
     check.add_argument("--crop-size", type=at_least(1), default=None, help="fail on smaller images")
+    check.add_argument("--input-channel", default=Config().data.input_channel,
+                       help="the channel every field of view must have (data.input_channel)")
     check.set_defaults(run=_data_check)
 
     show = data_verbs.add_parser("show", help="write a PNG of example images")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import json
 import logging
 import threading
 import urllib.error
@@ -33,6 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
+from pix2pixhd.normalisation import dataset_statistics
 
 try:  # the `download` extra; the rest of the package works without it
     import aiohttp
@@ -159,6 +159,7 @@ def download_dataset(
                 split: [_fov_name(position) for s, _, position in plan if s == split]
                 for split in layout.SPLITS
             },
+            **dataset_statistics(out),
         },
     )
     log.info("wrote %s (%d fields of view)", out, len(plan))
@@ -442,8 +443,8 @@ def _check_not_another_dataset(out: Path) -> None:
     if not path.is_file():
         return
     try:
-        source = json.loads(path.read_text()).get("source")
-    except (json.JSONDecodeError, AttributeError):
+        source = layout.read_dataset_json(out).get("source")
+    except layout.DataError:
         source = "unreadable dataset.json"
     if source != SOURCE:
         raise DownloadError(

@@ -1,8 +1,9 @@
-"""The dataset on disk: folders, TIFF files, dataset.json, and the train-split statistics.
+"""The dataset on disk: its folders, its TIFF files and its dataset.json.
 
     DIR/<split>/<channel>/<fov>.tif     float32 2-D images; channel in phase, nuclei, membrane
     DIR/<split>/nuclei_masks/<fov>.tif  uint16 instance labels (0 is background)
     DIR/dataset.json                    provenance, counts, normalisation statistics
+                                        (measured by `normalisation.dataset_statistics`)
 
 Everything that reads or writes these files goes through this module, so a bad file is
 reported once, by name, with what to do about it.
@@ -10,7 +11,6 @@ reported once, by name, with what to do about it.
 
 from __future__ import annotations
 
-import functools
 import glob
 import json
 import math
@@ -27,10 +27,8 @@ import tifffile
 SPLITS = ("train", "val", "test")
 CHANNELS = ("phase", "nuclei", "membrane")
 MASKS = "nuclei_masks"
-PERCENTILES = (0.5, 99.5)
-"""Robust range used to scale images: ignores the brightest and darkest 0.5 % of pixels."""
-NORMALISE = ("dataset", "image")
-"""How new phase images are scaled: the train split's median and IQR, or the image's own."""
+STATISTICS = ("median", "iqr", "p_low", "p_high")
+"""What dataset.json holds for each channel under "normalisation" (and mean, std)."""
 
 HOW_TO_GET_DATA = (
     "make a dataset with `python -m pix2pixhd data synthetic --out data` "
@@ -117,18 +115,37 @@ def read_mask(path: str | Path) -> np.ndarray:
     return array.astype(np.int32, copy=False)
 
 
+def read_image_shape(path: str | Path) -> tuple[int, ...]:
+    """Shape of a 2-D TIFF from its header, without reading the pixels (fast)."""
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            shape = tuple(int(n) for n in tiff.series[0].shape)
+    except Exception as error:  # tifffile raises many kinds for corrupt files
+        raise DataError(_unreadable_message(path, error)) from error
+    _check_2d(path, shape)
+    return shape
+
+
 def _read_tiff(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     try:
-        array = tifffile.imread(path)
+        array = np.asarray(tifffile.imread(path))
     except Exception as error:  # tifffile raises many kinds for corrupt files
-        raise DataError(f"{path} is not a readable TIFF ({error}); delete or replace it") from error
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise DataError(f"{path} has shape {array.shape}; expected one 2-D plane (H, W)")
+        raise DataError(_unreadable_message(path, error)) from error
+    _check_2d(path, array.shape)
     return array
+
+
+def _unreadable_message(path: Path, error: Exception) -> str:
+    return f"{path} is not a readable TIFF ({error}); delete or replace it"
+
+
+def _check_2d(path: Path, shape: tuple[int, ...]) -> None:
+    if len(shape) != 2:
+        raise DataError(f"{path} has shape {shape}; expected one 2-D plane (H, W)")
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -184,49 +201,13 @@ def write_json(path: str | Path, values: dict[str, Any]) -> Path:
     return write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
-def channel_statistics(
-    root: str | Path,
-    split: str = "train",
-    channels: tuple[str, ...] = CHANNELS,
-    max_pixels_per_image: int = 65536,
-) -> dict[str, dict[str, float]]:
-    """Robust intensity statistics per channel over one split (a strided subsample of pixels).
-
-    Returns for each channel: median, iqr (75th - 25th percentile), p_low and p_high (the
-    PERCENTILES), mean, std. These, never hard-coded constants, define the normalisation.
-    """
-    stats: dict[str, dict[str, float]] = {}
-    fovs = list_fovs(root, split)
-    if not fovs:
-        raise DataError(f"{Path(root) / split} has no images to compute statistics from")
-    for channel in channels:
-        paths = [image_path(root, split, channel, fov) for fov in fovs]
-        if not all(p.is_file() for p in paths):
-            continue
-        samples = [_subsample(read_image(p), max_pixels_per_image) for p in paths]
-        values = np.concatenate(samples).astype(np.float64)
-        q25, q50, q75, low, high = np.percentile(values, [25, 50, 75, *PERCENTILES])
-        stats[channel] = {
-            "median": float(q50),
-            "iqr": float(q75 - q25),
-            "p_low": float(low),
-            "p_high": float(high),
-            "mean": float(values.mean()),
-            "std": float(values.std()),
-        }
-    return stats
-
-
-def _subsample(image: np.ndarray, max_pixels: int) -> np.ndarray:
-    step = max(1, int(np.ceil(np.sqrt(image.size / max_pixels))))
-    return image[::step, ::step].ravel()
-
-
 def dataset_json_path(root: str | Path) -> Path:
     return Path(root) / "dataset.json"
 
 
 def read_dataset_json(root: str | Path) -> dict[str, Any]:
+    """ROOT/dataset.json, refused in one line naming the file and the field unless it has the
+    shape pix2pixhd writes. Every reader of the file comes through here."""
     path = dataset_json_path(root)
     if not Path(root).is_dir():
         raise DataError(f"data folder {root} does not exist; {HOW_TO_GET_DATA}")
@@ -236,60 +217,66 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
         info = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not valid JSON ({error}); {HOW_TO_GET_DATA}") from error
-    if not isinstance(info, dict):
-        raise DataError(f"{path} holds a {type(info).__name__}, not the mapping of source, "
-                        f"counts and normalisation that pix2pixhd writes; {HOW_TO_GET_DATA}")
-    if not isinstance(info.get("normalisation", {}), dict):
-        raise DataError(f"{path}: 'normalisation' holds a "
-                        f"{type(info['normalisation']).__name__}, not a mapping of channels; "
-                        "rewrite it with pix2pixhd.layout.write_dataset_json")
-    for channel in info.get("normalisation", {}):
-        plain_name(channel, f"{path}: channel")
+    except RecursionError:
+        raise DataError(f"{path} is nested too deeply to read: it is not a dataset.json that "
+                        f"pix2pixhd wrote; {HOW_TO_GET_DATA}") from None
+    problem = dataset_json_problem(info)
+    if problem:
+        raise DataError(f"{path}: {problem}. Correct that field, or delete {path.name} and "
+                        f"{HOW_TO_GET_DATA}")
     return info
 
 
-def input_statistics(root: str | Path, channel: str = "phase") -> dict[str, float]:
-    """median, iqr, p1 and p99 of one channel over the train split (a strided subsample).
+def dataset_json_problem(info: Any) -> str | None:
+    """What keeps `info` from being a dataset.json as pix2pixhd writes it, or None.
 
-    What a model saw: recorded in its checkpoints, so that new inputs can be compared with it.
-    Measured once per version of dataset.json (a Trainer saves every epoch).
+    Checked: a mapping; "source" a name; "normalisation" a mapping from plain channel names to
+    the STATISTICS (and any others), each a finite number, no spread negative. A statistic of
+    Infinity would scale every image to zeros, and a string would fail deep inside numpy.
     """
-    path = dataset_json_path(root)
-    stamp = path.stat().st_mtime_ns if path.is_file() else 0
-    return dict(_input_statistics(str(Path(root).resolve()), channel, stamp))
+    if not isinstance(info, dict):
+        return (f"it holds a {type(info).__name__}, not the mapping of source, counts and "
+                "normalisation that pix2pixhd writes")
+    if not isinstance(info.get("source", ""), str):
+        return f"'source' is {_short(info['source'])}, not a name"
+    channels = info.get("normalisation", {})
+    if not isinstance(channels, dict):
+        return f"'normalisation' holds a {type(channels).__name__}, not a mapping of channels"
+    for channel, stats in channels.items():
+        try:
+            field = f"normalisation.{plain_name(channel, 'channel')}"
+        except DataError as error:
+            return f"normalisation: {error}"
+        if not isinstance(stats, dict):
+            return f"{field} holds a {type(stats).__name__}, not a mapping of statistics"
+        missing = [name for name in STATISTICS if name not in stats]
+        if missing:
+            return f"{field} has no {', '.join(missing)}"
+        for name, value in stats.items():
+            if not is_finite_number(value):
+                return f"{field}.{name} is {_short(value)}, not a finite number"
+        if stats["iqr"] < 0 or stats["p_high"] < stats["p_low"]:
+            return (f"{field} has iqr {stats['iqr']}, p_low {stats['p_low']} and p_high "
+                    f"{stats['p_high']}: no image has a negative spread")
+    return None
 
 
-@functools.lru_cache(maxsize=8)
-def _input_statistics(root: str, channel: str, stamp: int) -> dict[str, float]:
-    fovs = list_fovs(root, "train", channel)
-    if not fovs:
-        raise DataError(f"{Path(root) / 'train' / channel} has no images; {HOW_TO_GET_DATA}")
-    values = np.concatenate([_subsample(read_image(image_path(root, "train", channel, fov)),
-                                        65536) for fov in fovs]).astype(np.float64)
-    q1, q25, q50, q75, q99 = np.percentile(values, [1, 25, 50, 75, 99])
-    return {"median": float(q50), "iqr": float(q75 - q25), "p1": float(q1), "p99": float(q99)}
+def is_finite_number(value: object) -> bool:
+    """A real number (not a bool or a string) that is neither NaN nor infinite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float
+        return False
 
 
-PROVENANCE_DROPPED = ("normalisation", "positions", "counts", "percentiles")
-"""dataset.json entries not copied into a checkpoint's provenance (long, or kept elsewhere)."""
-
-
-def data_provenance(root: str | Path, channel: str = "phase") -> dict[str, Any]:
-    """Where a model's data came from, for its checkpoints: plain types only.
-
-    {"source": "synthetic" or the real dataset's name, "details": the rest of dataset.json
-    (seed and simulator parameters, or URLs), "counts": fields of view per split,
-    "input_statistics": `input_statistics` of the input channel, "root": the folder}.
-    """
-    info = read_dataset_json(root)
-    return {
-        "source": str(info.get("source", "unknown")),
-        "details": {k: v for k, v in info.items() if k not in PROVENANCE_DROPPED
-                    and k != "source"},
-        "counts": {split: len(list_fovs(root, split)) for split in SPLITS},
-        "input_statistics": input_statistics(root, channel),
-        "root": str(root),
-    }
+def _short(value: object) -> str:
+    """`value` as JSON spells it, cut short: a message never prints a whole file."""
+    if isinstance(value, dict | list):
+        return f"a {'list' if isinstance(value, list) else 'mapping'} of {len(value)}"
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def current_umask() -> int:
@@ -300,12 +287,18 @@ def current_umask() -> int:
 
 
 def write_dataset_json(root: str | Path, info: dict[str, Any]) -> None:
-    """Write provenance plus the counts and train statistics measured from the files."""
+    """Write ROOT/dataset.json: `info` (provenance, and the statistics that
+    `normalisation.dataset_statistics` measured) plus the counts of the files.
+
+    Refuses what `read_dataset_json` would refuse, so no reader meets a file that was
+    written wrong.
+    """
     root = Path(root)
     info = dict(info)
     info["counts"] = {split: len(list_fovs(root, split)) for split in SPLITS}
-    info["percentiles"] = list(PERCENTILES)
-    info["normalisation"] = channel_statistics(root, "train")
+    problem = dataset_json_problem(info)
+    if problem:
+        raise DataError(f"refusing to write {dataset_json_path(root)}: {problem}")
     text = json.dumps(info, indent=2, sort_keys=True)
     temporary = dataset_json_path(root).with_suffix(".json.part")
     temporary.write_text(text + "\n")

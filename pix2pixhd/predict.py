@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from pix2pixhd.checkpoint import generator_from_state, load_checkpoint, training_statistics
 from pix2pixhd.config import Config
-from pix2pixhd.data import Normaliser
-from pix2pixhd.layout import NORMALISE, check_output_folder, list_fovs, read_image, write_image
+from pix2pixhd.layout import check_output_folder, list_fovs, read_image, write_image
+from pix2pixhd.normalisation import NORMALISE, Normaliser, median_and_iqr
 from pix2pixhd.vscyto import is_viscy_checkpoint, load_viscy_predictor
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,9 @@ def foreign_input_message(image: np.ndarray, stats: dict[str, float], name: str)
     """One warning line when `image` (H, W) is far from the training input `stats`, else None."""
     if not stats.get("iqr"):
         return None
-    q25, median, q75 = np.percentile(image, [25, 50, 75])
+    median, iqr = median_and_iqr(image)
     shift = abs(median - stats["median"]) / stats["iqr"]
-    spread = (q75 - q25) / stats["iqr"]
+    spread = iqr / stats["iqr"]
     if shift <= FOREIGN_SHIFT and 1 / FOREIGN_SPREAD <= spread <= FOREIGN_SPREAD:
         return None
     return (f"{name} is far from the training data: median {median:.4g} is {shift:.1f} training "

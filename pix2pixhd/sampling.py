@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pix2pixhd.config import check_counts
-from pix2pixhd.data import Normaliser
 from pix2pixhd.layout import MASKS, image_path, read_image, read_mask, write_image, write_json
+from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (
     input_files,
     input_normaliser,

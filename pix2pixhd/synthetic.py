@@ -44,6 +44,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
+from pix2pixhd.normalisation import dataset_statistics
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ def make_dataset(
             "seed": seed,
             "size": size,
             "parameters": dataclasses.asdict(params),
+            **dataset_statistics(out),
         },
     )
     log.info("wrote %s synthetic FOVs of %d x %d px to %s", counts, size, size, out)

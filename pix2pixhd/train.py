@@ -53,6 +53,7 @@ from pix2pixhd.checkpoint import (
     run_provenance,
     save_checkpoint,
 )
+from pix2pixhd.checks import check_training_data
 from pix2pixhd.config import (
     Config,
     ConfigError,
@@ -62,7 +63,7 @@ from pix2pixhd.config import (
     to_dict,
     validate,
 )
-from pix2pixhd.data import Normaliser, check_training_data, make_loaders, set_loader_epoch
+from pix2pixhd.dataset import make_loaders, set_loader_epoch
 from pix2pixhd.layout import plain_name
 from pix2pixhd.losses import (
     VGGLoss,
@@ -72,6 +73,7 @@ from pix2pixhd.losses import (
     l1_loss,
 )
 from pix2pixhd.metrics import psnr, ssim
+from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.vscyto import viscy_mixed_loss
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from matplotlib.patches import Rectangle
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from pix2pixhd import layout, logs, metrics
+from pix2pixhd import layout, logs, metrics, normalisation
 from pix2pixhd.evaluate import REAL_STAIN
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def plot_dataset_examples(
                 _blank(ax, f"{title}\n(no file)")
                 continue
             image = layout.read_image(file)
-            low, high = np.percentile(image, layout.PERCENTILES)
+            low, high = np.percentile(image, normalisation.PERCENTILES)
             shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
             figure.colorbar(shown, ax=ax, shrink=0.85, label=unit)
             ax.set_title(f"{fov}: {title}", fontsize=9)
@@ -223,7 +223,7 @@ def plot_predictions(
     rows = 1 if box is None else 2
     figure, axes = plt.subplots(rows, len(columns), figsize=(3.2 * len(columns) + 1.6, 3.3 * rows),
                                 squeeze=False, layout="constrained")
-    phase_limits = _range(columns[0], layout.PERCENTILES)
+    phase_limits = _range(columns[0], normalisation.PERCENTILES)
     stain_limits = _range(columns[1], STAIN_PERCENTILES)
     for column, (image, name) in enumerate(zip(columns, names, strict=True)):
         cmap, limits = (PHASE_CMAP, phase_limits) if column == 0 else (STAIN_CMAP, stain_limits)
@@ -267,7 +267,7 @@ def plot_prediction_grid(
                             f"prediction of {fov}": prediction})
         phase, target, prediction = images.values()
         shown = _show(row[0], phase, f"{fov}: phase", PHASE_CMAP,
-                      _range(phase, layout.PERCENTILES))
+                      _range(phase, normalisation.PERCENTILES))
         figure.colorbar(shown, ax=row[0], location="left", shrink=0.85, label=PHASE_UNIT)
         limits = _range(target, STAIN_PERCENTILES)
         _show(row[1], target, f"{fov}: real stain", STAIN_CMAP, limits)
@@ -500,7 +500,7 @@ def plot_mc_samples(
     phase, target = images["phase"], images["target"]
     differences = samples - samples.mean(axis=0) if samples.shape[0] > 1 else None
     stain_limits = _range(target, STAIN_PERCENTILES)
-    phase_limits = _range(phase, layout.PERCENTILES)
+    phase_limits = _range(phase, normalisation.PERCENTILES)
     if crop is not None:
         top, bottom, left, right = _crop_box(crop, phase.shape)
         phase, target = phase[top:bottom, left:right], target[top:bottom, left:right]
@@ -804,7 +804,7 @@ def plot_training_crops(
     n = max(1, min(n, len(inputs)))
     figure, axes = plt.subplots(2, n, figsize=(2.6 * n + 1.2, 5.2), squeeze=False,
                                 layout="constrained")
-    phase_limits = _range(inputs[:n, 0], layout.PERCENTILES)
+    phase_limits = _range(inputs[:n, 0], normalisation.PERCENTILES)
     for column in range(n):
         phase = _show(axes[0, column], inputs[column, 0], f"crop {column}: phase", PHASE_CMAP,
                       phase_limits)

@@ -28,15 +28,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pix2pixhd.checkpoint import CheckpointError
 from pix2pixhd.config import Config, ModelConfig
-from pix2pixhd.data import Array, Normaliser
-from pix2pixhd.layout import read_dataset_json
+from pix2pixhd.normalisation import PerImageNormaliser
 
 log = logging.getLogger(__name__)
 
@@ -281,54 +279,6 @@ def load_viscy_checkpoint(
     return generator.to(device).eval(), config
 
 
-class PerImageNormaliser(Normaliser):
-    """VisCy's prediction recipe: phase scaled by each image's own median and IQR; stains
-    mapped back from median/IQR units with the dataset's train-split stain statistics."""
-
-    def normalise_input(self, x: Array) -> Array:
-        """One phase image (H, W) -> its own median 0, interquartile range 1."""
-        values = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, np.float64)
-        low, median, high = np.percentile(values, [25, 50, 75])
-        if not high > low:
-            raise ValueError("phase image is (nearly) constant: its IQR is 0")
-        x = x.float() if isinstance(x, torch.Tensor) else np.asarray(x, np.float32)
-        return (x - float(median)) / float(high - low)
-
-    def normalise_target(self, y: Array) -> Array:
-        median, iqr = self._median_iqr(y)
-        return (y - median) / iqr
-
-    def denormalise_target(self, y: Array) -> Array:
-        """Stains in median/IQR units (C, H, W) or (B, C, H, W) -> the stain's own units."""
-        median, iqr = self._median_iqr(y)
-        return y * iqr + median
-
-    def _median_iqr(self, y: Array) -> tuple[Any, Any]:
-        medians = [self.stats[c]["median"] for c in self.target_channels]
-        iqrs = [self.stats[c]["iqr"] for c in self.target_channels]
-        shape = (len(medians), 1, 1)
-        if isinstance(y, torch.Tensor):
-            as_tensor = lambda v: torch.tensor(v, dtype=y.dtype, device=y.device)  # noqa: E731
-            return as_tensor(medians).reshape(shape), as_tensor(iqrs).reshape(shape)
-        return np.asarray(medians, np.float32).reshape(shape), np.asarray(
-            iqrs, np.float32).reshape(shape)
-
-
-def viscy_normaliser(dataset_root: str | Path, config: Config) -> PerImageNormaliser:
-    """The published model's normaliser, with stain statistics from ROOT/dataset.json."""
-    stats = read_dataset_json(dataset_root).get("normalisation") or {}
-    wanted = ["phase", *config.data.target_channels]
-    missing = [c for c in config.data.target_channels if "median" not in stats.get(c, {})
-               or "iqr" not in stats.get(c, {})]
-    if missing:
-        raise CheckpointError(
-            f"{Path(dataset_root) / 'dataset.json'} has no median and IQR for "
-            f"{', '.join(missing)}: a VisCy model's outputs need them to return to stain units"
-        )
-    return PerImageNormaliser("phase", list(config.data.target_channels),
-                              {c: dict(stats[c]) for c in wanted})
-
-
 def load_viscy_predictor(
     path: str | Path, device: str | torch.device = "cpu", dataset_root: str | Path | None = None
 ) -> tuple[VisCyGenerator, Config, PerImageNormaliser]:
@@ -341,4 +291,6 @@ def load_viscy_predictor(
         )
     generator, config = load_viscy_checkpoint(path, device)
     config.data.root = str(dataset_root)
-    return generator, config, viscy_normaliser(dataset_root, config)
+    normaliser = PerImageNormaliser.from_dataset(dataset_root, config.data.input_channel,
+                                                 config.data.target_channels)
+    return generator, config, normaliser

@@ -25,3 +25,11 @@ def tiny_dataset(tmp_path_factory):
 def tiny_config(tiny_dataset, tmp_path):
     return apply_overrides(load_config("quick"), TINY + [
         f"data.root={tiny_dataset}", f"train.checkpoints_dir={tmp_path / 'checkpoints'}"])
+
+
+@pytest.fixture
+def dataset_root(tmp_path):
+    """The tiny hand-made dataset of tests/tiny_data.py, fresh for each test."""
+    from .tiny_data import write_dataset
+
+    return write_dataset(tmp_path / "data")

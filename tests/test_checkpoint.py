@@ -117,7 +117,7 @@ def test_every_checkpoint_records_the_data_it_was_trained_on(run):
     provenance = load_checkpoint(run.run_dir / "latest.pt")["provenance"]
     assert provenance["source"] == "synthetic" and provenance["details"]["seed"] == 0
     assert provenance["counts"] == {"train": 6, "val": 2, "test": 2}
-    assert {"median", "iqr", "p1", "p99"} <= set(provenance["input_statistics"])
+    assert {"median", "iqr", "p_low", "p_high"} <= set(provenance["input_statistics"])
 
 
 def test_export_fills_the_provenance_of_an_older_checkpoint_from_its_data_root(run, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from pix2pixhd.cli import main
 
 from .conftest import TINY
+from .tiny_data import MALFORMED
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +204,22 @@ def test_a_dataset_json_that_is_a_list_is_one_line(workspace, tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path), "--checkpoints-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "holds a list, not the mapping" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("verb", ["check", "train"])
+def test_an_infinite_statistic_in_dataset_json_is_one_line(dataset_root, tmp_path, capsys,
+                                                          verb):
+    """Before, `data check` said ok and training scaled every input to zero."""
+    damage, words = MALFORMED["iqr-infinity"]
+    damage(dataset_root)
+    if verb == "check":
+        assert main(["data", "check", str(dataset_root)]) == 1
+    else:
+        assert main(["train", "--data", str(dataset_root), "--checkpoints-dir",
+                     str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and str(dataset_root / "dataset.json") in err
+    assert err.count("\n") == (2 if verb == "check" else 1)  # data check adds a count line
 
 
 def test_an_input_in_other_units_gets_one_warning_line(workspace, tmp_path, caplog):

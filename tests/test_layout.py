@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -10,6 +11,8 @@ import pytest
 from pix2pixhd import layout
 from pix2pixhd.checkpoint import save_checkpoint
 from pix2pixhd.layout import DataError
+
+from .tiny_data import MALFORMED
 
 
 @pytest.fixture
@@ -86,14 +89,42 @@ def test_a_dataset_json_of_the_wrong_shape_is_named(tmp_path, content, words):
         layout.read_dataset_json(tmp_path)
 
 
-def test_provenance_records_source_counts_and_input_statistics(tiny_dataset):
-    provenance = layout.data_provenance(tiny_dataset)
-    assert provenance["source"] == "synthetic" and provenance["details"]["seed"] == 0
-    assert provenance["counts"] == {"train": 6, "val": 2, "test": 2}
-    values = np.concatenate([layout.read_image(p).ravel()
-                             for p in sorted((tiny_dataset / "train" / "phase").glob("*.tif"))])
-    expected = np.percentile(values, [1, 50, 99])  # 64x64 images are not subsampled
-    stats = provenance["input_statistics"]
-    np.testing.assert_allclose([stats["p1"], stats["median"], stats["p99"]], expected, rtol=1e-6)
-    q25, q75 = np.percentile(values, [25, 75])
-    assert stats["iqr"] == pytest.approx(q75 - q25)
+@pytest.mark.parametrize("case", MALFORMED)
+def test_every_reader_refuses_a_malformed_dataset_json_in_one_line(dataset_root, case):
+    damage, words = MALFORMED[case]
+    damage(dataset_root)
+    with pytest.raises(DataError) as error:
+        layout.read_dataset_json(dataset_root)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(str(dataset_root / "dataset.json"))
+    assert words in message
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"source": 3}, "'source' is 3, not a name"),
+        ({"normalisation": {"phase": 1.5}}, "normalisation.phase holds a float"),
+        ({"normalisation": {"phase": {"median": 0.0, "iqr": 1.0}}},
+         "normalisation.phase has no p_low, p_high"),
+        ({"normalisation": {"phase": {"median": 0.0, "iqr": -1.0, "p_low": 0, "p_high": 1}}},
+         "no image has a negative spread"),
+        ({"normalisation": {"phase": {"median": True, "iqr": 1, "p_low": 0, "p_high": 1}}},
+         "normalisation.phase.median is true, not a finite number"),
+        ({"normalisation": {"phase": {"median": 10**400, "iqr": 1, "p_low": 0, "p_high": 1}}},
+         "normalisation.phase.median is 1000000000000000000000000000000000000..."),
+        ({"normalisation": {"phase": {"median": 0, "iqr": 1, "p_low": 0, "p_high": 1,
+                                      "std": float("nan")}}}, "normalisation.phase.std is NaN"),
+    ],
+)
+def test_the_schema_names_the_field(tmp_path, change, words):
+    (tmp_path / "dataset.json").write_text(json.dumps({"source": "test"} | change))
+    with pytest.raises(DataError, match=re.escape(words)):
+        layout.read_dataset_json(tmp_path)
+
+
+def test_what_the_reader_refuses_is_never_written(tmp_path):
+    with pytest.raises(DataError, match="refusing to write .*normalisation.phase.iqr is null"):
+        layout.write_dataset_json(tmp_path, {"normalisation": {"phase": {
+            "median": 0.0, "iqr": None, "p_low": 0.0, "p_high": 1.0}}})
+    assert not (tmp_path / "dataset.json").exists()

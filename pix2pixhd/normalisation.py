@@ -1,0 +1,347 @@
+"""Normalisation: the train split's statistics, and the two ways of scaling images with them.
+
+Networks train best on inputs of a known scale. Two strategies share one interface:
+
+    DatasetNormaliser   the models trained here: phase by the train split's median and IQR,
+                        each stain from its train-split range [p_low, p_high] onto [-1, 1]
+    PerImageNormaliser  VisCy's published models: each phase image by its own median and IQR,
+                        stains in median/IQR units of the train split
+
+    normaliser = DatasetNormaliser.from_dataset("data", "phase", ["nuclei"])
+    x = normaliser.normalise_input(phase)                    # median 0, IQR 1
+    stain = normaliser.denormalise_target(prediction)        # back to the stain's own units
+    normaliser = Normaliser.from_dict(checkpoint["normaliser"])   # whichever it recorded
+
+The statistics are measured once, when a dataset is written (`dataset_statistics`), and kept
+in its dataset.json; never hard-coded constants, never test images. Images may be numpy arrays
+or torch tensors. torch is not imported here, so that `data check` and `--help` start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pix2pixhd.layout import (
+    CHANNELS,
+    DataError,
+    dataset_json_path,
+    image_path,
+    is_finite_number,
+    list_fovs,
+    read_dataset_json,
+    read_image,
+)
+
+log = logging.getLogger(__name__)
+
+Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not imported)
+
+PERCENTILES = (0.5, 99.5)
+"""The percentiles p_low and p_high of each channel: the stain range that maps onto [-1, 1].
+Robust: the darkest and brightest 0.5 % of pixels (hot pixels, debris) do not set the scale."""
+
+MAX_PIXELS_PER_IMAGE = 65536
+"""Statistics pool a strided subsample of at most this many pixels of each image: plenty for
+percentiles, and a dataset of hundreds of large images is measured in seconds."""
+
+NORMALISE = ("dataset", "image")
+"""How `predict` and `sample` scale a new phase image: with the statistics the model was
+trained with, or with the image's own median and IQR (for images in other units)."""
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def median_and_iqr(values: Any) -> tuple[float, float]:
+    """Median and interquartile range (75th - 25th percentile) of any array, in float64."""
+    q25, median, q75 = np.percentile(np.asarray(values, np.float64), [25, 50, 75])
+    return float(median), float(q75 - q25)
+
+
+def channel_statistics(
+    root: str | Path, split: str = "train", channels: Sequence[str] = CHANNELS
+) -> dict[str, dict[str, float]]:
+    """Robust intensity statistics of each channel over one split, from a strided subsample.
+
+    For each channel with images: median, iqr, p_low and p_high (the PERCENTILES), mean, std.
+    These, written to dataset.json, are all that normalisation ever scales by.
+    """
+    stats: dict[str, dict[str, float]] = {}
+    for channel in channels:
+        paths = [image_path(root, split, channel, fov) for fov in list_fovs(root, split, channel)]
+        if not paths:
+            continue
+        values = np.concatenate([
+            _subsample(read_image(path))
+            for path in tqdm(paths, desc=f"statistics of {channel}", unit="fov", leave=False)
+        ]).astype(np.float64)
+        median, iqr = median_and_iqr(values)
+        low, high = np.percentile(values, PERCENTILES)
+        stats[channel] = {"median": median, "iqr": iqr, "p_low": float(low),
+                          "p_high": float(high), "mean": float(values.mean()),
+                          "std": float(values.std())}
+    if not stats:
+        raise DataError(f"{Path(root) / split} has no images to compute statistics from")
+    return stats
+
+
+def dataset_statistics(root: str | Path) -> dict[str, Any]:
+    """The entries of ROOT/dataset.json that normalisation reads, measured on ROOT's train split:
+    {"normalisation": {channel: statistics}, "percentiles": what p_low and p_high are}."""
+    return {"normalisation": channel_statistics(root, "train"), "percentiles": list(PERCENTILES)}
+
+
+def _subsample(image: np.ndarray) -> np.ndarray:
+    """Every k-th pixel in both directions, so that at most MAX_PIXELS_PER_IMAGE remain."""
+    step = max(1, int(np.ceil(np.sqrt(image.size / MAX_PIXELS_PER_IMAGE))))
+    return image[::step, ::step].ravel()
+
+
+# --- the two strategies ----------------------------------------------------------------------
+
+
+@dataclass
+class Normaliser(ABC):
+    """Scales a model's phase input and stain targets; one subclass per strategy.
+
+    `stats` are the train split's statistics per channel, as dataset.json holds them (median,
+    iqr, p_low, p_high); each strategy says in `required` which of them it scales by. Stored in
+    checkpoints with `to_dict()`, so prediction needs no dataset; `Normaliser.from_dict` gives
+    back the strategy that was recorded.
+    """
+
+    input_channel: str
+    target_channels: list[str]
+    stats: dict[str, dict[str, float]] = field(repr=False)
+
+    strategy: ClassVar[str]
+    """The name a checkpoint records (`to_dict()["strategy"]`)."""
+
+    def __post_init__(self) -> None:
+        self.target_channels = list(self.target_channels)
+        if not self.target_channels:
+            raise ValueError("a normaliser needs at least one target channel")
+        for channel, keys in self.required(self.input_channel, self.target_channels).items():
+            _check_channel_statistics(self.stats, channel, keys)
+
+    @staticmethod
+    @abstractmethod
+    def required(input_channel: str, target_channels: list[str]) -> dict[str, tuple[str, ...]]:
+        """The statistics this strategy scales by: {channel: names}."""
+
+    @abstractmethod
+    def normalise_input(self, x: Array) -> Array:
+        """Phase image(s) of any shape -> the network's input scale."""
+
+    @abstractmethod
+    def normalise_target(self, y: Array) -> Array:
+        """Stain images (C, H, W) or (B, C, H, W) -> the network's output scale, per channel."""
+
+    @abstractmethod
+    def denormalise_target(self, y: Array) -> Array:
+        """Inverse of `normalise_target`: back to the stain's own intensity units."""
+
+    @abstractmethod
+    def for_image(self, image: np.ndarray) -> Normaliser:
+        """The normaliser that scales the phase image `image` by its own median and IQR."""
+
+    @classmethod
+    def from_dataset(
+        cls, root: str | Path, input_channel: str, target_channels: Sequence[str]
+    ) -> Normaliser:
+        """This strategy with the statistics stored in ROOT/dataset.json (its train split's)."""
+        path = dataset_json_path(root)
+        stats = read_dataset_json(root).get("normalisation", {})
+        needed = cls.required(input_channel, list(target_channels))
+        missing = [channel for channel in needed if channel not in stats]
+        if missing:
+            raise DataError(
+                f"{path} has no normalisation statistics for {', '.join(map(repr, missing))} "
+                f"(it has {sorted(stats) or 'none'}); does {Path(root) / 'train'} have images "
+                "of that channel? Choose other channels (data.input_channel, "
+                "data.target_channels) or rebuild the dataset"
+            )
+        try:
+            return cls(input_channel, list(target_channels), {c: dict(stats[c]) for c in needed})
+        except DataError as error:
+            raise DataError(f"{path}: {error}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (str, list, float): safe for `torch.load(weights_only=True)`."""
+        return {
+            "strategy": self.strategy,
+            "input_channel": self.input_channel,
+            "target_channels": list(self.target_channels),
+            "stats": {c: {k: float(v) for k, v in s.items()} for c, s in self.stats.items()},
+        }
+
+    @staticmethod
+    def from_dict(values: dict[str, Any]) -> Normaliser:
+        """The strategy `to_dict()` recorded; checkpoints that record none (written before
+        there were two) were all trained with the dataset strategy."""
+        strategies = {kind.strategy: kind for kind in (DatasetNormaliser, PerImageNormaliser)}
+        name = values.get("strategy", DatasetNormaliser.strategy)
+        if not isinstance(name, str) or name not in strategies:
+            raise DataError(f"normalisation strategy {name!r:.40} is not one of "
+                            f"{', '.join(strategies)}")
+        return strategies[name](values["input_channel"], list(values["target_channels"]),
+                                values["stats"])
+
+    def _target_values(self, y: Array, name: str) -> Any:
+        """Statistic `name` of each target channel, shaped to broadcast over y's channels."""
+        return _per_channel([self.stats[c][name] for c in self.target_channels], y)
+
+
+@dataclass
+class DatasetNormaliser(Normaliser):
+    """The train split's statistics for every image, as this package's models are trained.
+
+    Input (phase): (x - median) / iqr, so the typical pixel is near 0 and the spread near 1.
+    Targets (stains): p_low -> -1 and p_high -> +1, linearly, the range of the generator's
+    final tanh (nothing is clipped: brighter stain lands above 1).
+    """
+
+    strategy: ClassVar[str] = "dataset"
+
+    @staticmethod
+    def required(input_channel: str, target_channels: list[str]) -> dict[str, tuple[str, ...]]:
+        needed = {input_channel: ("median", "iqr")}
+        return needed | {channel: ("p_low", "p_high") for channel in target_channels}
+
+    def normalise_input(self, x: Array) -> Array:
+        stats = self.stats[self.input_channel]
+        return _standardise(_as_float(x), stats["median"], stats["iqr"])
+
+    def normalise_target(self, y: Array) -> Array:
+        y = _as_float(y)
+        low, high = self._target_values(y, "p_low"), self._target_values(y, "p_high")
+        return 2 * (y - low) / (high - low) - 1
+
+    def denormalise_target(self, y: Array) -> Array:
+        y = _as_float(y)
+        low, high = self._target_values(y, "p_low"), self._target_values(y, "p_high")
+        return (y + 1) / 2 * (high - low) + low
+
+    def for_image(self, image: np.ndarray) -> DatasetNormaliser:
+        """A copy whose input statistics are `image`'s own (the targets' are unchanged).
+
+        For phase images in other units or offsets than the training data: the model then
+        sees the same typical value and spread as in training, whatever the units.
+        """
+        median, iqr = _own_median_and_iqr(image)
+        stats = {channel: dict(values) for channel, values in self.stats.items()}
+        stats[self.input_channel] |= {"median": median, "iqr": iqr}
+        return DatasetNormaliser(self.input_channel, self.target_channels, stats)
+
+
+@dataclass
+class PerImageNormaliser(Normaliser):
+    """VisCy's recipe: each phase image by its own median and IQR; stains in median/IQR units
+    of the train split (a published VSCyto2D model predicts in those units)."""
+
+    strategy: ClassVar[str] = "per_image"
+
+    @staticmethod
+    def required(input_channel: str, target_channels: list[str]) -> dict[str, tuple[str, ...]]:
+        return {channel: ("median", "iqr") for channel in target_channels}
+
+    def normalise_input(self, x: Array) -> Array:
+        """One phase image (H, W) -> its own median 0, interquartile range 1."""
+        return _standardise(_as_float(x), *_own_median_and_iqr(_to_numpy(x)))
+
+    def normalise_target(self, y: Array) -> Array:
+        y = _as_float(y)
+        return _standardise(y, self._target_values(y, "median"), self._target_values(y, "iqr"))
+
+    def denormalise_target(self, y: Array) -> Array:
+        y = _as_float(y)
+        return _unstandardise(y, self._target_values(y, "median"), self._target_values(y, "iqr"))
+
+    def for_image(self, image: np.ndarray) -> PerImageNormaliser:
+        return self  # every image is scaled by its own statistics already
+
+
+# --- arithmetic shared by the strategies -----------------------------------------------------
+
+
+def _standardise(x: Array, median: Any, iqr: Any) -> Array:
+    """The robust z-score: median 0 and interquartile range 1."""
+    return (x - median) / iqr
+
+
+def _unstandardise(x: Array, median: Any, iqr: Any) -> Array:
+    return x * iqr + median
+
+
+def _own_median_and_iqr(image: Any) -> tuple[float, float]:
+    """`median_and_iqr` of one image, refusing a (nearly) constant one, which has no scale."""
+    median, iqr = median_and_iqr(image)
+    if not iqr > 0:
+        raise DataError(f"the image has an interquartile range of {iqr}: it is (nearly) "
+                        "constant, so it cannot be scaled by its own statistics")
+    return median, iqr
+
+
+def _check_channel_statistics(
+    stats: dict[str, dict[str, Any]], channel: str, keys: tuple[str, ...]
+) -> None:
+    """Refuse statistics that are missing, not finite numbers, or without spread."""
+    values = stats.get(channel)
+    if not isinstance(values, dict) or any(key not in values for key in keys):
+        raise DataError(
+            f"no normalisation statistics ({', '.join(keys)}) for channel {channel!r}; known "
+            f"channels: {sorted(stats) or 'none'}. The statistics come from the train split's "
+            "images of that channel (dataset.json, 'normalisation')"
+        )
+    for key in keys:
+        if not is_finite_number(values[key]):
+            raise DataError(f"normalisation.{channel}.{key} is {values[key]!r:.40}, not a "
+                            "finite number")
+    if "iqr" in keys and not values["iqr"] > 0:
+        raise DataError(f"channel {channel!r} has an interquartile range of {values['iqr']}: "
+                        "its train images are (nearly) constant")
+    if "p_low" in keys and not values["p_high"] > values["p_low"]:
+        raise DataError(f"channel {channel!r} has p_high {values['p_high']} <= p_low "
+                        f"{values['p_low']}: its train images are (nearly) constant")
+
+
+def _is_numpy(x: Any) -> bool:
+    """numpy arrays and anything array-like; torch tensors are the only other kind used."""
+    return isinstance(x, np.ndarray) or not hasattr(x, "is_floating_point")
+
+
+def _as_float(x: Any) -> Any:
+    """Tensors stay tensors and arrays stay arrays; integer pixels become float32."""
+    if _is_numpy(x):
+        x = np.asarray(x)
+        return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+    return x if x.is_floating_point() else x.float()
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(x) if _is_numpy(x) else x.detach().cpu().numpy()
+
+
+def _per_channel(values: list[float], y: Any) -> Any:
+    """One value per channel shaped to broadcast over y's channel axis (-3; 0 for (C, N)),
+    in y's own type, dtype and device; a plain number when there is one channel."""
+    if len(values) == 1:
+        return values[0]
+    axis = -3 if y.ndim >= 3 else 0
+    if y.ndim < 2 or y.shape[axis] != len(values):
+        raise ValueError(
+            f"stain array of shape {tuple(y.shape)} does not have {len(values)} channels on "
+            f"axis {axis}; expected (C, H, W) or (B, C, H, W)"
+        )
+    shape = (len(values),) + (1,) * (-axis - 1 if axis < 0 else y.ndim - 1)
+    if _is_numpy(y):
+        return np.asarray(values, y.dtype).reshape(shape)
+    return y.new_tensor(values).reshape(shape)
