@@ -144,17 +144,11 @@ def check_compatible(state: dict[str, Any], config: Config, path: str | Path) ->
         )
 
 
-def load_generator(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """The trained generator in eval mode, its config, and its normaliser as a plain dict."""
-    return generator_from_state(load_checkpoint(path), device)
-
-
 def generator_from_state(
     state: dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """`load_generator` for a checkpoint already read: its generator, config and normaliser."""
+    """A checkpoint's generator (eval mode), config and normaliser (a plain dict); to load a
+    model from a file, use `predict.load_predictor`."""
     config = from_dict(state["config"])
     generator = generator_from_config(config.model, *channel_counts(config))
     generator.load_state_dict(state["generator"])

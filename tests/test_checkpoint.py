@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pix2pixhd.checkpoint import CheckpointError, export_run, load_checkpoint, load_generator
+from pix2pixhd.checkpoint import CheckpointError, export_run, load_checkpoint
 from pix2pixhd.config import from_dict
 from pix2pixhd.logs import read_scalars
+from pix2pixhd.predict import load_predictor
 from pix2pixhd.train import Trainer
 
 
@@ -33,7 +34,7 @@ def test_export_keeps_what_prediction_needs_and_thins_the_images(tiny_config, tm
     exported = export_run(trainer.run_dir, tmp_path / "shared", image_epochs=2)
     state = load_checkpoint(exported)
     assert "optimizer_G" not in state and state["discriminator"] is None
-    generator, _, _ = load_generator(exported)
+    generator, _, _ = load_predictor(exported)
     for name, tensor in generator.state_dict().items():
         assert torch.equal(tensor, trainer.generator.state_dict()[name])
     original = read_scalars(trainer.run_dir / "logs")

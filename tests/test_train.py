@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from pix2pixhd.checkpoint import CheckpointError, load_checkpoint, load_generator
+from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
 from pix2pixhd.config import apply_overrides, load_config
 from pix2pixhd.logs import read_scalars
+from pix2pixhd.predict import load_predictor
 from pix2pixhd.train import (
     Distributed,
     NonFiniteLossError,
@@ -163,8 +164,9 @@ def test_fit_writes_checkpoints_and_the_documented_tensorboard_tags(tiny_config)
             "D_out/train_fake", "D_out/val_real", "D_out/val_fake", "val/psnr", "val/ssim",
             "lr", "throughput/images_per_s"} <= tags
     assert np.isfinite(metrics["val/psnr"]) and -1 <= metrics["val/ssim"] <= 1
-    generator, config, normaliser = load_generator(f"{run}/latest.pt")
-    assert not generator.training and config.model.ngf == 4 and normaliser is not None
+    generator, config, normaliser = load_predictor(f"{run}/latest.pt")
+    assert not generator.training and config.model.ngf == 4
+    assert load_checkpoint(f"{run}/latest.pt")["normaliser"]["strategy"] == "dataset"
 
 
 def test_every_epoch_logs_the_mean_of_its_steps_even_without_step_logs(tiny_config):

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from viscy.translation.engine import FcmaeUNet, MixedLoss
 from viscy.translation.evaluation_metrics import ms_ssim_25d
 
-from pix2pixhd.checkpoint import CheckpointError, architecture_differences, load_generator
+from pix2pixhd.checkpoint import CheckpointError, architecture_differences
 from pix2pixhd.config import ModelConfig, apply_overrides, load_config
 from pix2pixhd.layout import image_path, read_dataset_json, read_image
-from pix2pixhd.predict import predict_folder
+from pix2pixhd.predict import load_predictor, predict_folder
 from pix2pixhd.sampling import mc_dropout
 from pix2pixhd.train import Trainer
 from pix2pixhd.vscyto import (
@@ -150,7 +150,7 @@ def test_a_trained_viscy_run_resumes_predicts_and_has_no_dropout_to_sample(tiny_
         Trainer(apply_overrides(config, ["model.dims=[8,16,32,128]"]), resume=True)
     written = predict_folder(latest, tiny_dataset / "test", tmp_path / "pred")
     assert len(written) == 2 and read_image(written[0]).shape == (64, 64)
-    generator, _, _ = load_generator(latest)
+    generator, _, _ = load_predictor(latest)
     with pytest.raises(ValueError, match="no dropout"):
         with mc_dropout(generator):
             pass
