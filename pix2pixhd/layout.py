@@ -220,14 +220,14 @@ def read_dataset_json(root: str | Path) -> dict[str, Any]:
     except RecursionError:
         raise DataError(f"{path} is nested too deeply to read: it is not a dataset.json that "
                         f"pix2pixhd wrote; {HOW_TO_GET_DATA}") from None
-    problem = dataset_json_problem(info)
+    problem = _dataset_json_problem(info)
     if problem:
         raise DataError(f"{path}: {problem}. Correct that field, or delete {path.name} and "
                         f"{HOW_TO_GET_DATA}")
     return info
 
 
-def dataset_json_problem(info: Any) -> str | None:
+def _dataset_json_problem(info: Any) -> str | None:
     """What keeps `info` from being a dataset.json as pix2pixhd writes it, or None.
 
     Checked: a mapping; "source" a name; "normalisation" a mapping from plain channel names to
@@ -296,7 +296,7 @@ def write_dataset_json(root: str | Path, info: dict[str, Any]) -> None:
     root = Path(root)
     info = dict(info)
     info["counts"] = {split: len(list_fovs(root, split)) for split in SPLITS}
-    problem = dataset_json_problem(info)
+    problem = _dataset_json_problem(info)
     if problem:
         raise DataError(f"refusing to write {dataset_json_path(root)}: {problem}")
     text = json.dumps(info, indent=2, sort_keys=True)
