@@ -129,6 +129,9 @@ class Normaliser(ABC):
         self.target_channels = list(self.target_channels)
         if not self.target_channels:
             raise ValueError("a normaliser needs at least one target channel")
+        if not isinstance(self.stats, dict):
+            raise DataError(f"normalisation statistics are a {type(self.stats).__name__}, not a "
+                            "mapping of channels to their statistics")
         for channel, keys in self.required(self.input_channel, self.target_channels).items():
             _check_channel_statistics(self.stats, channel, keys)
 

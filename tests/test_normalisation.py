@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +214,19 @@ def test_the_strategy_survives_a_weights_only_checkpoint(tmp_path, strategy):
     assert loaded["strategy"] == strategy.strategy
     back = Normaliser.from_dict(loaded)
     assert type(back) is strategy and back == normaliser
+
+
+@pytest.mark.parametrize("stats, words", [
+    ([1.0, 2.0], "statistics are a list, not a mapping"),
+    ({"phase": {"median": "0", "iqr": 1.0}, "nuclei": {"p_low": 0.0, "p_high": 1.0}},
+     "normalisation.phase.median is '0', not a finite number"),
+    ({"phase": {"median": 0.0, "iqr": 1.0}, "nuclei": {"p_low": 0.0, "p_high": float("nan")}},
+     "normalisation.nuclei.p_high is nan, not a finite number"),
+])
+def test_malformed_statistics_in_a_checkpoint_are_named(stats, words):
+    values = {"input_channel": "phase", "target_channels": ["nuclei"], "stats": stats}
+    with pytest.raises(DataError, match=re.escape(words)):
+        Normaliser.from_dict(values)
 
 
 def test_a_normaliser_dict_without_a_strategy_is_the_dataset_strategy():
