@@ -19,7 +19,6 @@ or torch tensors. torch is not imported here, so that `data check` and `--help` 
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +38,6 @@ from pix2pixhd.layout import (
     read_dataset_json,
     read_image,
 )
-
-log = logging.getLogger(__name__)
 
 Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not imported)
 
