@@ -31,7 +31,7 @@ COLUMNS = ("band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_hig
 
 
 def realistic(summary: dict) -> bool:
-    """The spectral targets the shipped GAN must meet (README)."""
+    """The spectral targets the shipped GAN must meet (docs/results.md)."""
     return (0.5 <= summary["band_power_ratio_low"] <= 2
             and 0.5 <= summary["band_power_ratio_mid"] <= 2
             and summary["band_power_ratio_high"] <= 3)
