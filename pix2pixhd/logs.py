@@ -1,9 +1,10 @@
 """TensorBoard event files as tables and plots, so the curves can be read without a server.
 
     scalars = read_scalars("checkpoints/pix2pixhd_nuclei/logs")   # tidy DataFrame
-    plot_scalars(scalars, ["loss/D_real", "loss/D_fake"], smoothing=0.9)
+    plot_scalars(scalars, [D_REAL, D_FAKE], smoothing=0.9)
 
-The tag names are the ones the Trainer writes (see `pix2pixhd.train`).
+The tag names below are the only spelling of what the Trainer writes; `train`, `models`, `viz`
+and the notebook import them. Which loss tags a model kind logs is in `models.MODEL_KINDS`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,43 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+# --- the TensorBoard tags the Trainer writes -------------------------------------------------
+
+G_GAN = "loss/G_GAN"
+"""The generator's adversarial term: D's verdict on (phase, fake) against "real"."""
+G_GAN_FEAT = "loss/G_GAN_Feat"
+"""Feature matching, times lambda_feat: D's features of the fake pair against the real pair's."""
+G_L1 = "loss/G_L1"
+"""L1 distance of fake and real stain (the GAN's weighted and blurred one, or regression's)."""
+G_L1_MSDSSIM = "loss/G_L1_MSDSSIM"
+"""VisCy's mixed loss: 0.5 L1 + 0.5 (1 - MS-SSIM)."""
+G_VGG = "loss/G_VGG"
+"""Perceptual loss, times lambda_vgg (only where VGG weights are given)."""
+D_REAL = "loss/D_real"
+D_FAKE = "loss/D_fake"
+"""The discriminator's loss on real pairs and on (detached) fake pairs."""
+D_OUT_TRAIN_REAL = "D_out/train_real"
+D_OUT_TRAIN_FAKE = "D_out/train_fake"
+D_OUT_VAL_REAL = "D_out/val_real"
+D_OUT_VAL_FAKE = "D_out/val_fake"
+"""D's mean patch score (1 = "real" under LSGAN) on training and validation pairs."""
+VAL_PSNR = "val/psnr"
+VAL_SSIM = "val/ssim"
+"""Per epoch, on the validation crops, in the stain's own units."""
+LEARNING_RATE = "lr"
+THROUGHPUT = "throughput/images_per_s"
+VAL_IMAGES = "val/phase_target_prediction"
+"""Image grid per epoch: phase | target | prediction."""
+EPOCH_PREFIX = "epoch/"
+"""epoch/<tag>: the epoch's mean of each loss and D score, logged at its last step."""
+
+GENERATOR_TAGS = (G_GAN, G_GAN_FEAT, G_L1, G_L1_MSDSSIM, G_VGG)
+"""Every generator loss term any model kind logs, in the order the figures list them."""
+DISCRIMINATOR_TAGS = (D_REAL, D_FAKE)
+D_OUT_TRAIN_TAGS = (D_OUT_TRAIN_REAL, D_OUT_TRAIN_FAKE)
+D_OUT_VAL_TAGS = (D_OUT_VAL_REAL, D_OUT_VAL_FAKE)
+VALIDATION_TAGS = (VAL_PSNR, VAL_SSIM)
 
 
 def find_event_files(logdir: str | Path) -> list[Path]:
@@ -97,3 +135,28 @@ def plot_scalars(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax
+
+
+def thin_event_files(source: Path, target: Path, image_steps: int) -> None:
+    """Copy TensorBoard event files; keep the images of only `image_steps` evenly spaced steps."""
+    from tensorboard.backend.event_processing.event_file_loader import (
+        LegacyEventFileLoader,
+    )
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    for path in sorted(source.rglob("events.out.tfevents.*")):
+        events = list(LegacyEventFileLoader(str(path)).Load())
+        is_image = lambda value: value.HasField("image")  # noqa: E731
+        steps = sorted({e.step for e in events if any(map(is_image, e.summary.value))})
+        chosen = np.unique(np.linspace(0, len(steps) - 1, image_steps).round().astype(int))
+        keep = {steps[i] for i in chosen} if steps else set()
+        writer = EventFileWriter(str(target / path.parent.relative_to(source)))
+        for event in events:
+            if event.step not in keep and any(map(is_image, event.summary.value)):
+                values = [v for v in event.summary.value if not is_image(v)]
+                del event.summary.value[:]
+                event.summary.value.extend(values)
+                if not values:
+                    continue
+            writer.add_event(event)
+        writer.close()

@@ -637,12 +637,6 @@ def plot_sparsification(
 
 # --- training logs -------------------------------------------------------------------------------
 
-_D_LOSSES = ("loss/D_real", "loss/D_fake")
-_G_TERMS = ("loss/G_GAN", "loss/G_GAN_Feat", "loss/G_VGG", "loss/G_L1")
-_D_OUT_TRAIN = ("D_out/train_real", "D_out/train_fake")
-_D_OUT_VAL = ("D_out/val_real", "D_out/val_fake")
-_VAL = ("val/psnr", "val/ssim")
-
 
 def plot_training_curves(
     scalars: pd.DataFrame, *, smoothing: float = 0.9, path: str | Path | None = None
@@ -660,10 +654,10 @@ def plot_training_curves(
     _require(scalars, ("tag", "step", "value"), "scalars table", "logs.read_scalars")
     logged = set(scalars["tag"])
     panels = [(draw, [t for t in tags if t in logged]) for draw, tags in (
-        (_draw_d_losses, _D_LOSSES),
-        (_draw_g_terms, _G_TERMS),
-        (_draw_d_outputs, _D_OUT_TRAIN + _D_OUT_VAL),
-        (_draw_validation, _VAL),
+        (_draw_d_losses, logs.DISCRIMINATOR_TAGS),
+        (_draw_g_terms, logs.GENERATOR_TAGS),
+        (_draw_d_outputs, logs.D_OUT_TRAIN_TAGS + logs.D_OUT_VAL_TAGS),
+        (_draw_validation, logs.VALIDATION_TAGS),
     )]
     panels = [(draw, tags) for draw, tags in panels if tags]
     if not panels:
@@ -701,7 +695,7 @@ def _draw_d_losses(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothi
 
 
 def _draw_g_terms(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
-    title = "generator loss (L1 only: a regression run)" if tags == ["loss/G_L1"] else (
+    title = "generator loss (L1 only: a regression run)" if tags == [logs.G_L1] else (
         "generator loss terms")
     logs.plot_scalars(scalars, tags, smoothing=_capped_smoothing(scalars, tags, smoothing), ax=ax,
                       ylabel="loss term (weighted)", title=title)
@@ -711,8 +705,8 @@ def _draw_g_terms(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothin
 
 
 def _draw_d_outputs(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
-    train = [t for t in tags if t in _D_OUT_TRAIN]
-    val = [t for t in tags if t in _D_OUT_VAL]
+    train = [t for t in tags if t in logs.D_OUT_TRAIN_TAGS]
+    val = [t for t in tags if t in logs.D_OUT_VAL_TAGS]
     if train:
         logs.plot_scalars(scalars, train, smoothing=_capped_smoothing(scalars, train, smoothing),
                           ax=ax)
@@ -728,7 +722,7 @@ def _draw_d_outputs(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smooth
 
 def _draw_validation(scalars: pd.DataFrame, tags: list[str], ax: plt.Axes, smoothing: float):
     axes = [ax, ax.twinx()] if len(tags) == 2 else [ax]
-    units = {"val/psnr": "PSNR (dB)", "val/ssim": "SSIM"}
+    units = {logs.VAL_PSNR: "PSNR (dB)", logs.VAL_SSIM: "SSIM"}
     handles = []
     for i, (tag, target) in enumerate(zip(tags, axes, strict=True)):
         logs.plot_scalars(scalars, [tag], ax=target, ylabel=units[tag])

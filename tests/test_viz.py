@@ -2,6 +2,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -345,6 +347,16 @@ def test_training_curves_of_a_regression_run_show_its_l1_loss():
     assert "regression" in panels[0].get_title()
     with pytest.raises(ValueError, match="lr"):
         viz.plot_training_curves(training_scalars(["lr"]))
+
+
+def test_training_curves_of_the_shipped_viscy_model_show_its_loss_panel():
+    """The VisCy run logs loss/G_L1_MSDSSIM: a panel of its own beside validation."""
+    scalars = logs.read_scalars(Path(__file__).parents[1] / "checkpoints/viscy_nuclei/logs")
+    figure = viz.plot_training_curves(scalars)
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert "generator loss" in panels[0].get_title()
+    assert legend_texts(panels[0]) == ["loss/G_L1_MSDSSIM"]
+    assert set(legend_texts(panels[1])) == {"val/psnr", "val/ssim"}
 
 
 def test_training_curves_smooth_a_short_run_less_than_asked():
