@@ -4,15 +4,15 @@
 
 Every variant runs in the same process on the same random batch, so ratios are side by side:
 
-    step              our step: D on (real, fake.detach()), then G through the updated D,
-                      each in one D pass over real and fake together
-    step_original     the original code's schedule: D on fake.detach(), on real and on fake
-                      (three passes, one set of D weights), G's backward also filling D's
-                      gradients
-    step_bf16, step_compiled, step_channels_last   on CUDA only
+    step                                   `Trainer.train_step` in float32
+    step_bf16, step_bf16_channels_last,    on CUDA only: mixed precision, channels_last and
+    step_bf16_channels_last_compiled       torch.compile (`train.amp`, `train.channels_last`,
+                                           `train.compile`)
 
-Times are medians over `repeats` steps after `warmup` steps. They depend on the machine, so
-they are reported (as in the README), never asserted in tests.
+then one prediction, and MC-dropout samples one pass each against batches of them. Times are
+medians over `repeats` steps after `warmup` steps. They depend on the machine, so they are
+reported, never asserted in tests. (The step against the original Pix2PixHD's step order:
+`experiments/step_order.py`.)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from pix2pixhd.config import Config, apply_overrides
-from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
+from pix2pixhd.sampling import mc_dropout_samples
 from pix2pixhd.train import Trainer
 
 
@@ -51,25 +51,6 @@ def median_seconds(work: Callable[[], Any], device: torch.device, warmup: int,
     return statistics.median(times)
 
 
-def original_schedule_step(trainer: Trainer, batch: dict[str, torch.Tensor]) -> None:
-    """One step organised as the original Pix2PixHD: three D passes, full backward for loss_G."""
-    phase, target = batch["input"].to(trainer.device), batch["target"].to(trainer.device)
-    model, loss = trainer.config.model, trainer.config.loss
-    fake = trainer.generator(phase)
-    pred_fake_detached = trainer.discriminator(torch.cat([phase, fake.detach()], 1))
-    pred_real = trainer.discriminator(torch.cat([phase, target], 1))
-    pred_fake = trainer.discriminator(torch.cat([phase, fake], 1))
-    loss_D, _, _ = discriminator_loss(pred_real, pred_fake_detached, loss.gan_mode)
-    loss_G = gan_loss(pred_fake, True, loss.gan_mode) + loss.lambda_feat * feature_matching_loss(
-        pred_real, pred_fake, n_layers_D=model.n_layers_D, num_D=model.num_D)
-    trainer.optimizer_G.zero_grad()
-    loss_G.backward()
-    trainer.optimizer_G.step()
-    trainer.optimizer_D.zero_grad()
-    loss_D.backward()
-    trainer.optimizer_D.step()
-
-
 def _trainer(config: Config, overrides: list[str], **options: Any) -> Trainer:
     folder = tempfile.mkdtemp(prefix="pix2pixhd-bench-")
     config = apply_overrides(config, [f"train.checkpoints_dir={folder}", "train.name=bench",
@@ -87,7 +68,7 @@ def run_benchmark(
     config: Config, *, batch: int = 4, size: int = 256, warmup: int = 3, repeats: int = 10,
     mc_samples: int = 16,
 ) -> dict[str, Any]:
-    """Median step and inference times of the variants above, with speedups, as a dict."""
+    """Median seconds of the step variants above, of one prediction and of MC sampling."""
     torch.manual_seed(0)
     base = _trainer(config, [])
     device = base.device
@@ -96,24 +77,16 @@ def run_benchmark(
             "target": torch.rand(batch, channels, size, size) * 2 - 1}
     on_cuda = device.type == "cuda"
     cpu_only = ["train.amp=none", "train.channels_last=false"]
-    variants: dict[str, Callable[[], Any]] = {}
-    if config.model.kind == "gan":
-        ours = _trainer(config, cpu_only)
-        original = _trainer(config, cpu_only)
-        variants |= {"step": lambda: ours.train_step(data),
-                     "step_original": lambda: original_schedule_step(original, data)}
-    else:
-        regression = _trainer(config, cpu_only)
-        variants["step"] = lambda: regression.train_step(data)
+    plain = _trainer(config, cpu_only)
+    variants: dict[str, Callable[[], Any]] = {"step": lambda: plain.train_step(data)}
     if on_cuda:
         fast = _trainer(config, ["train.amp=auto", "train.channels_last=true"])
         bf16 = _trainer(config, ["train.amp=bf16", "train.channels_last=false"])
+        compiled = _trainer(config, ["train.amp=auto", "train.channels_last=true",
+                                     "train.compile=true"])
         variants |= {"step_bf16": lambda: bf16.train_step(data),
-                     "step_bf16_channels_last": lambda: fast.train_step(data)}
-        compiled = _trainer(config, ["train.amp=auto", "train.channels_last=true"])
-        compiled.G, compiled.D = torch.compile(compiled.G), (
-            torch.compile(compiled.D) if compiled.D is not None else None)
-        variants["step_bf16_channels_last_compiled"] = lambda: compiled.train_step(data)
+                     "step_bf16_channels_last": lambda: fast.train_step(data),
+                     "step_bf16_channels_last_compiled": lambda: compiled.train_step(data)}
 
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if on_cuda else platform.processor()
@@ -129,9 +102,6 @@ def run_benchmark(
         results["seconds_per_step"][name] = median_seconds(work, device, warmup, repeats)
     steps = results["seconds_per_step"]
     results["images_per_s"] = {name: batch / seconds for name, seconds in steps.items()}
-    if "step_original" in steps:
-        results["speedup_vs_original_schedule"] = {
-            name: steps["step_original"] / seconds for name, seconds in steps.items()}
     results["inference_seconds_per_image"] = _inference_seconds(base, size, warmup, repeats)
     if config.model.use_dropout:
         results |= _mc_benchmark(base, size, mc_samples, warmup, repeats)
@@ -147,15 +117,10 @@ def _inference_seconds(trainer: Trainer, size: int, warmup: int, repeats: int) -
 
 
 def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int) -> dict:
-    """n MC-dropout samples in batches of several sizes against n sequential passes."""
-    from pix2pixhd.sampling import mc_dropout_samples, mc_dropout_samples_sequential
-
+    """n MC-dropout samples in batches of several sizes; batches of 1 are n sequential passes."""
     phase = torch.randn(1, 1, size, size, device=trainer.device)
     generator = trainer.generator
     repeats, warmup = max(3, repeats // 3), 1
-    sequential = median_seconds(
-        lambda: mc_dropout_samples_sequential(generator, phase, n, progress=False),
-        trainer.device, warmup, repeats)
     batched = {
         chunk: median_seconds(
             lambda chunk=chunk: mc_dropout_samples(generator, phase, n, batch_size=chunk,
@@ -163,6 +128,7 @@ def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int
             trainer.device, warmup, repeats)
         for chunk in sorted({1, 4, n})
     }
+    sequential = batched[1]
     return {"mc_samples": n, "mc_sequential_seconds": sequential,
             "mc_batched_seconds": {str(chunk): seconds for chunk, seconds in batched.items()},
             "mc_batched_speedup": sequential / batched[n]}

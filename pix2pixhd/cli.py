@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pix2pixhd.checkpoint import export_run
+    from pix2pixhd.runs import export_run
 
     path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator,
                       overwrite=args.overwrite, epochs=args.epoch or ())

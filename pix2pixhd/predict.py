@@ -23,10 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from pix2pixhd.checkpoint import generator_from_state, load_checkpoint, training_statistics
-from pix2pixhd.config import Config
+from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.config import Config, from_dict
 from pix2pixhd.layout import check_output_folder, list_fovs, read_image, write_image
+from pix2pixhd.models import make_generator
 from pix2pixhd.normalisation import NORMALISE, Normaliser, median_and_iqr
+from pix2pixhd.runs import training_statistics
 from pix2pixhd.vscyto import is_viscy_checkpoint, load_viscy_predictor
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,9 @@ def load_predictor(
     checkpoint: str | Path, device: str | torch.device = "cpu",
     dataset_root: str | Path | None = None,
 ) -> tuple[nn.Module, Config, Normaliser]:
-    """Generator, config and normaliser of a `train` checkpoint (.pt) or a published VisCy one
-    (.ckpt; its stain units then come from `dataset_root`'s dataset.json)."""
+    """Generator (eval mode, on `device`), config and normaliser of a `train` checkpoint (.pt)
+    or a published VisCy one (.ckpt; its stain units then come from `dataset_root`'s
+    dataset.json). The one way to load a trained model: predict, sample and the notebook use it."""
     return load_predictor_and_statistics(checkpoint, device, dataset_root)[:3]
 
 
@@ -89,16 +92,19 @@ def load_predictor_and_statistics(
     dataset_root: str | Path | None = None,
 ) -> tuple[nn.Module, Config, Normaliser, dict[str, float]]:
     """`load_predictor`'s three, and the statistics of the training inputs from the same read
-    of the file (`checkpoint.training_statistics`; none for a VisCy .ckpt, whose inputs are
+    of the file (`runs.training_statistics`; none for a VisCy .ckpt, whose inputs are
     each scaled by their own)."""
     if is_viscy_checkpoint(checkpoint):
         return (*load_viscy_predictor(checkpoint, device, dataset_root), {})
     state = load_checkpoint(checkpoint)
-    generator, config, normaliser = generator_from_state(state, device)
-    if normaliser is None:
+    if state.get("normaliser") is None:
         raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
                          "new images. Was it trained through `pix2pixhd train`?")
-    return generator, config, Normaliser.from_dict(normaliser), training_statistics(state)
+    config = from_dict(state["config"])
+    generator = make_generator(config)
+    generator.load_state_dict(state["generator"])
+    return (generator.to(device).eval(), config, Normaliser.from_dict(state["normaliser"]),
+            training_statistics(state))
 
 
 def pad_to_multiple(image: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:

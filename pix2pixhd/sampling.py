@@ -155,29 +155,6 @@ def mc_dropout_samples(
     return torch.cat(outputs)
 
 
-def mc_dropout_samples_sequential(
-    generator: nn.Module,
-    phase: Tensor,
-    n: int = 16,
-    *,
-    seed: int = 0,
-    multiple: int | None = None,
-    progress: bool = True,
-) -> Tensor:
-    """The same as `mc_dropout_samples`, one forward pass per sample: (n, C_out, H, W).
-
-    The slow reference, for the benchmark and to check that batching changes nothing but speed.
-    """
-    check_counts(n=n)
-    phase = _prepared_input(generator, phase, multiple)
-    padded, (height, width) = pad_to_multiple(phase, _size_multiple(generator, multiple))
-    outputs = []
-    with mc_dropout(generator), torch.no_grad(), _seeded(padded.device, seed):
-        for _ in tqdm(range(n), desc="MC-dropout passes", leave=False, disable=not progress):
-            outputs.append(generator(padded)[..., :height, :width])
-    return torch.cat(outputs)
-
-
 # --- whole folders ---------------------------------------------------------------------------
 
 

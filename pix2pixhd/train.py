@@ -3,34 +3,33 @@
     trainer = Trainer(load_config("quick"))
     trainer.fit()                      # checkpoints/<name>/latest.pt and logs/ for TensorBoard
 
-The GAN step (Wang et al. 2018): the generator G turns phase into a stain; the multi-scale
-discriminator D sees (phase, real stain) and (phase, fake stain). First D minimises
-0.5 * (LSGAN on real + LSGAN on fake), with the fake detached so that no gradient reaches G.
-Then G minimises the LSGAN loss of the updated D on its fakes plus lambda_feat times the
-feature-matching loss (and, when set, lambda_l1 times the L1 distance of the two stains
-blurred by l1_blur_sigma). The original computes G's loss with D's weights from before D's
-update; updating D first is the order of most GAN code (pix2pix, CycleGAN) and lets the step
-read top to bottom; `python -m pix2pixhd bench` times both. The regression baseline is the
-same generator with L1 alone.
+The GAN step (Wang et al. 2018), in `train_step`: the generator G turns phase into a stain;
+the multi-scale discriminator D sees (phase, real stain) and (phase, fake stain).
 
-TensorBoard tags written here (the notebook reads the same ones):
+    fake = G(phase)
+    discriminator_step   D on the real pair and on (phase, fake.detach()); 0.5 * (LSGAN on
+                         real + LSGAN on fake); update D. Keeps D's features of the real pair,
+                         detached: G's feature-matching target.
+    generator_step       D frozen (requires_grad_(False)); D on (phase, fake); LSGAN towards
+                         "real" + lambda_feat * feature matching (+ lambda_l1 * L1 of the
+                         stains blurred by l1_blur_sigma); update G.
 
-    loss/G_GAN, loss/G_GAN_Feat, loss/G_L1, loss/G_VGG   generator terms (weighted, as summed)
-    loss/D_real, loss/D_fake                             the discriminator's two halves
-    D_out/train_real, D_out/train_fake                   D's mean score (1 = "real" under LSGAN)
-    D_out/val_real, D_out/val_fake                       the same on the validation images
-    val/psnr, val/ssim                                   per epoch, in the stain's own units
-    lr, throughput/images_per_s                          learning rate, training speed
-    val/phase_target_prediction                          image grid per epoch
-    epoch/<tag>                                          the epoch's mean of each loss and
-                                                         D score above, at its last step
+D runs three times per step, as in the original (real, fake for D, fake for G). Updating D
+before G's loss is the order of pix2pix and CycleGAN; the original computes G's loss with D's
+weights from before D's update (`experiments/step_order.py` times the two). What each kind's
+generator minimises and logs is its entry in `models.KINDS`: the regression baseline is the same
+generator with L1 alone, `viscy` VisCy's network and loss; neither has a D. The TensorBoard tag
+names are in `logs` (G_GAN, D_REAL, VAL_PSNR, ...); `epoch/<tag>` is the epoch's mean of each
+loss and D score, logged at its last step.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,19 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from pix2pixhd import logs
 from pix2pixhd.checkpoint import (
     CheckpointError,
-    channel_counts,
     check_compatible,
-    clear_run_folder,
-    discriminator_from_config,
-    generator_from_config,
     load_checkpoint,
-    run_provenance,
     save_checkpoint,
 )
 from pix2pixhd.checks import check_training_data
@@ -65,16 +60,11 @@ from pix2pixhd.config import (
 )
 from pix2pixhd.dataset import make_loaders, set_loader_epoch
 from pix2pixhd.layout import plain_name
-from pix2pixhd.losses import (
-    VGGLoss,
-    discriminator_loss,
-    feature_matching_loss,
-    gan_loss,
-    l1_loss,
-)
+from pix2pixhd.losses import Predictions, VGGLoss, discriminator_loss
 from pix2pixhd.metrics import psnr, ssim
+from pix2pixhd.models import make_discriminator, make_generator, model_kind
 from pix2pixhd.normalisation import Normaliser
-from pix2pixhd.vscyto import viscy_mixed_loss
+from pix2pixhd.runs import clear_run_folder, run_provenance
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +123,20 @@ class Distributed:
         return cls(*distributed_environment())  # checked: one line naming a bad variable
 
 
-def mean_score(predictions: list[list[torch.Tensor]]) -> torch.Tensor:
+@contextmanager
+def frozen(module: nn.Module | None) -> Iterator[None]:
+    """`module.requires_grad_(False)` for the block (nothing for None), then trainable again."""
+    if module is None:
+        yield
+        return
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        module.requires_grad_(True)
+
+
+def mean_score(predictions: Predictions) -> Tensor:
     """D's mean patch score over all scales: near 1 means "looks real" under LSGAN."""
     return torch.stack([scale[-1].float().mean() for scale in predictions]).mean()
 
@@ -141,10 +144,13 @@ def mean_score(predictions: list[list[torch.Tensor]]) -> torch.Tensor:
 class Trainer:
     """Trains a generator (and, for the GAN, a discriminator) from one Config.
 
-    `fit()` runs the epochs: a `train_step` per batch (returns plain numbers), `validate` per
-    epoch, a checkpoint per epoch. Loaders and normaliser are made from `config.data` unless
-    given (the benchmark passes empty loaders and calls `train_step` on its own batches;
-    without a normaliser, validation scores the normalised images).
+    `fit()` runs the epochs: a `train_step` per batch, `validate` per epoch, a checkpoint per
+    epoch. Loaders and normaliser are made from `config.data` unless given (the benchmark passes
+    empty loaders and calls `train_step` on its own batches; without a normaliser, validation
+    scores the normalised images). `generator` and `discriminator` are the networks (what a
+    checkpoint holds); `ddp_generator` and `ddp_discriminator` are the same networks under
+    DistributedDataParallel in a `torchrun` job (the networks themselves when run alone), for
+    the passes whose gradients the processes must share.
     """
 
     def __init__(
@@ -161,7 +167,7 @@ class Trainer:
         self.distributed = distributed or Distributed()
         self.device = resolve_device(config.train.device, self.distributed.local_rank)
         self.run_dir = Path(config.train.checkpoints_dir) / plain_name(config.train.name, "run")
-        self.is_gan = config.model.kind == "gan"
+        self.kind = model_kind(config.model.kind)
         self._prepare_run_dir(resume, overwrite)
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
@@ -173,18 +179,15 @@ class Trainer:
         self.train_loader, self.val_loader = loaders
         self.normaliser = normaliser
 
-        input_nc, output_nc = channel_counts(config)
-        self.generator = generator_from_config(config.model, input_nc, output_nc).to(self.device)
-        self.discriminator = (
-            discriminator_from_config(config.model, input_nc + output_nc).to(self.device)
-            if self.is_gan else None
-        )
+        self.generator = make_generator(config).to(self.device)
+        discriminator = make_discriminator(config)
+        self.discriminator = discriminator.to(self.device) if discriminator is not None else None
         betas = (config.train.beta1, config.train.beta2)
         self.optimizer_G = torch.optim.Adam(self.generator.parameters(), config.train.lr, betas)
         self.optimizer_D = (
             torch.optim.Adam(self.discriminator.parameters(),
                              config.train.lr * config.train.lr_D_ratio, betas)
-            if self.is_gan else None
+            if self.discriminator is not None else None
         )
         self.amp_dtype = autocast_dtype(self.device, config.train.amp)
         self.scaler = torch.amp.GradScaler(
@@ -197,7 +200,8 @@ class Trainer:
         self.saved_epoch: int | None = None  # what latest.pt holds from this session
         if resume:
             self.load_state(load_checkpoint(self.run_dir / "latest.pt", self.device))
-        self.G, self.D = self._wrap(self.generator), self._wrap(self.discriminator)
+        self.ddp_generator = self._prepare(self.generator)
+        self.ddp_discriminator = self._prepare(self.discriminator)
         self.writer = None
 
     # --- set-up ---------------------------------------------------------------------------
@@ -215,17 +219,18 @@ class Trainer:
             if self.distributed.is_main:
                 clear_run_folder(self.run_dir)
 
-    def _wrap(self, module: nn.Module | None) -> nn.Module | None:
-        """The module as trained: channels_last, DDP across processes, compiled if asked."""
+    def _prepare(self, module: nn.Module | None) -> nn.Module | None:
+        """channels_last and torch.compile in place (state dict keys unchanged), then the
+        module under DDP when several processes train."""
         if module is None:
             return None
         if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+            module.to(memory_format=torch.channels_last)
+        if self.config.train.compile:
+            module.compile()
         if self.distributed.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=device_ids)
-        if self.config.train.compile:
-            module = torch.compile(module)
+            return DistributedDataParallel(module, device_ids=device_ids)
         return module
 
     def _autocast(self):
@@ -242,8 +247,8 @@ class Trainer:
     # --- one training step ------------------------------------------------------------------
 
     def discriminate(
-        self, phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor
-    ) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:
+        self, phase: Tensor, target: Tensor, fake: Tensor
+    ) -> tuple[Predictions, Predictions]:
         """D's features on (phase, real stain) and on (phase, fake stain), per scale and layer.
 
         Instance norm treats each sample alone, so both pairs go through D in one pass of
@@ -253,69 +258,75 @@ class Trainer:
         real_pair = torch.cat([phase, target], dim=1)
         fake_pair = torch.cat([phase, fake], dim=1)
         if self.config.model.norm == "batch":
-            return self.D(real_pair), self.D(fake_pair)
-        both = self.D(torch.cat([real_pair, fake_pair], dim=0))
+            return self.ddp_discriminator(real_pair), self.ddp_discriminator(fake_pair)
+        both = self.ddp_discriminator(torch.cat([real_pair, fake_pair], dim=0))
         halves = [[feature.chunk(2, dim=0) for feature in scale] for scale in both]
         real = [[pair[0] for pair in scale] for scale in halves]
         fake = [[pair[1] for pair in scale] for scale in halves]
         return real, fake
 
-    def train_step(self, batch: dict[str, Any]) -> dict[str, float]:
-        """One update of D and then G (or of G alone for regression); plain numbers out."""
+    def train_step(self, batch: dict[str, Any]) -> dict[str, Tensor]:
+        """One update of D, then of G (of G alone for kinds without D).
+
+        Returns the step's loss terms and D's mean scores by tag, as detached 0-d tensors: plain
+        numbers that stay on the device, since reading one (`float`) waits for the GPU; `fit`
+        reads them only on logging steps.
+        """
         phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
-        weights = self.config.loss
         with self._autocast():
-            fake = self.G(phase)
-        terms: dict[str, torch.Tensor] = {}
-
-        if self.is_gan:
-            # --- discriminator step: real pairs towards 1, fake pairs towards 0 ---
-            # fake.detach(): D's loss must not send gradients into G
-            with self._autocast():
-                pred_real, pred_fake = self.discriminate(phase, target, fake.detach())
-                loss_D, terms["loss/D_real"], terms["loss/D_fake"] = discriminator_loss(
-                    pred_real, pred_fake, weights.gan_mode)
-            self.optimizer_D.zero_grad(set_to_none=True)
-            self.scaler.scale(loss_D).backward()
-            self.scaler.step(self.optimizer_D)
-            terms["D_out/train_real"] = mean_score(pred_real)
-            terms["D_out/train_fake"] = mean_score(pred_fake)
-
-        # --- generator step: fool the updated D and match its features on the real pair ---
-        with self._autocast():
-            generator_terms = {}
-            if self.is_gan:
-                pred_real, pred_fake = self.discriminate(phase, target, fake)
-                generator_terms["loss/G_GAN"] = gan_loss(pred_fake, True, weights.gan_mode)
-                generator_terms["loss/G_GAN_Feat"] = weights.lambda_feat * feature_matching_loss(
-                    pred_real, pred_fake,
-                    n_layers_D=self.config.model.n_layers_D, num_D=self.config.model.num_D)
-                if weights.lambda_l1 > 0:
-                    generator_terms["loss/G_L1"] = weights.lambda_l1 * l1_loss(
-                        fake, target, weights.l1_blur_sigma)
-            elif self.config.model.kind == "viscy":
-                generator_terms["loss/G_L1_MSDSSIM"] = viscy_mixed_loss(fake, target)
-            else:  # the regression baseline: L1 alone
-                generator_terms["loss/G_L1"] = l1_loss(fake, target)
-            if self.vgg is not None:
-                generator_terms["loss/G_VGG"] = weights.lambda_vgg * self.vgg(
-                    fake.float(), target.float())
-            loss_G = sum(generator_terms.values())
-        # G's loss also leaves gradients in D's weights; D's next zero_grad clears them
-        self.optimizer_G.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_G).backward()
-        self.scaler.step(self.optimizer_G)
+            fake = self.ddp_generator(phase)
+        numbers, real_features = {}, None
+        if self.discriminator is not None:
+            numbers, real_features = self.discriminator_step(phase, target, fake)
+        numbers |= self.generator_step(phase, target, fake, real_features)
         self.scaler.update()
         self.step += 1
-
-        numbers = {name: value.item() for name, value in (terms | generator_terms).items()}
-        bad = [name for name, value in numbers.items() if not np.isfinite(value)]
-        if bad:
-            raise NonFiniteLossError(
-                f"{', '.join(bad)} became {numbers[bad[0]]} at epoch {self.epoch + 1}, step "
-                f"{self.step}; stopped without saving, {self.run_dir / 'latest.pt'} is the last "
-                "good checkpoint. Try a lower train.lr, or train.amp=none")
         return numbers
+
+    def discriminator_step(
+        self, phase: Tensor, target: Tensor, fake: Tensor
+    ) -> tuple[dict[str, Tensor], Predictions]:
+        """Update D: real pairs towards "real", fake pairs towards "fake".
+
+        Returns D's loss terms and mean scores, and D's features of the real pair, detached:
+        G's feature-matching target, which saves G's step a second pass of the real pair.
+        """
+        with self._autocast():
+            # fake.detach(): D's loss must not send gradients into G
+            real_features, fake_features = self.discriminate(phase, target, fake.detach())
+            loss, loss_real, loss_fake = discriminator_loss(
+                real_features, fake_features, self.config.loss.gan_mode)
+        self.optimizer_D.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer_D)
+        numbers = {logs.D_REAL: loss_real.detach(), logs.D_FAKE: loss_fake.detach(),
+                   logs.D_OUT_TRAIN_REAL: mean_score(real_features).detach(),
+                   logs.D_OUT_TRAIN_FAKE: mean_score(fake_features).detach()}
+        return numbers, [[feature.detach() for feature in scale] for scale in real_features]
+
+    def generator_step(
+        self, phase: Tensor, target: Tensor, fake: Tensor,
+        real_features: Predictions | None = None,
+    ) -> dict[str, Tensor]:
+        """Update G with its kind's loss terms: for the GAN, fool the updated D (frozen here)
+        and match `real_features`; returns the terms, detached, by tag."""
+        fake_features = None
+        # D frozen: gradients pass through it to G, none stay in it
+        with frozen(self.discriminator):
+            with self._autocast():
+                if self.discriminator is not None:
+                    # not through DDP: it would wait for D's gradients, and there are none
+                    fake_features = self.discriminator(torch.cat([phase, fake], dim=1))
+                terms = self.kind.generator_terms(fake, target, self.config, real_features,
+                                                  fake_features)
+                if self.vgg is not None:
+                    terms[logs.G_VGG] = self.config.loss.lambda_vgg * self.vgg(
+                        fake.float(), target.float())
+                loss = sum(terms.values())
+            self.optimizer_G.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer_G)
+        return {tag: term.detach() for tag, term in terms.items()}
 
     # --- epochs -----------------------------------------------------------------------------
 
@@ -357,46 +368,68 @@ class Trainer:
         lr = learning_rate(self.epoch, self.config.train)
         for group in self.optimizer_G.param_groups:
             group["lr"] = lr
-        for group in self.optimizer_D.param_groups if self.is_gan else []:
+        for group in self.optimizer_D.param_groups if self.optimizer_D is not None else []:
             group["lr"] = lr * self.config.train.lr_D_ratio
         set_loader_epoch(self.train_loader, self.epoch)  # new crops and order every epoch
-        self.G.train()
+        self.generator.train()
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{total_epochs}",
                    disable=not self.distributed.is_main, leave=False, dynamic_ncols=True)
-        images, started = 0, time.perf_counter()
-        sums: dict[str, float] = {}
+        images, started, checked = 0, time.perf_counter(), self.step
+        sums: dict[str, Tensor] = {}
         for batch in bar:
             numbers = self.train_step(batch)
             for name, value in numbers.items():
-                sums[name] = sums.get(name, 0.0) + value
+                sums[name] = sums.get(name, 0.0) + value  # added on the device: no waiting
             images += len(batch["input"]) * self.distributed.world_size
-            bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in numbers.items()
-                             if k.startswith("loss/")})
             if self.step % self.config.train.log_every == 0:
-                numbers["throughput/images_per_s"] = images / (time.perf_counter() - started)
-                numbers["lr"] = lr
-                self._log_scalars(numbers)
+                self.finite_totals(sums, checked)
+                checked = self.step
+                values = _read(numbers)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items()
+                                 if k.startswith("loss/")})
+                values[logs.THROUGHPUT] = images / (time.perf_counter() - started)
+                values[logs.LEARNING_RATE] = lr
+                self._log_scalars(values)
                 images, started = 0, time.perf_counter()
+        totals = self.finite_totals(sums, checked)
         n_steps = max(len(bar), 1)
         # the epoch's mean of every term, so even a one-epoch run on a few images has curves
-        return {f"epoch/{name}": total / n_steps for name, total in sums.items()}
+        return {f"{logs.EPOCH_PREFIX}{name}": total / n_steps for name, total in totals.items()}
+
+    def finite_totals(self, sums: dict[str, Tensor], since_step: int) -> dict[str, float]:
+        """The running sums of the loss terms, read; NonFiniteLossError if one is NaN or inf.
+
+        Reading a loss waits for the GPU, so the loop does not read every step's: it adds each
+        step's terms to these sums on the device and reads them on logging steps and at the
+        epoch's end. A NaN or inf in any step stays NaN or inf in the sum, so none is missed,
+        and the check runs before anything is saved, at one read per `log_every` steps.
+        """
+        totals = _read(sums)
+        bad = [name for name, total in totals.items() if not math.isfinite(total)]
+        if bad:
+            raise NonFiniteLossError(
+                f"{', '.join(bad)} became {totals[bad[0]]} between steps {since_step + 1} and "
+                f"{self.step} (epoch {self.epoch + 1}); stopped without saving, "
+                f"{self.run_dir / 'latest.pt'} is the last good checkpoint. Try a lower "
+                "train.lr, or train.amp=none")
+        return totals
 
     @torch.no_grad()
     def validate(self, n_images_logged: int = 4) -> dict[str, float]:
         """PSNR and SSIM of the generator (dropout off) on the validation crops, stain units."""
-        self.G.eval()
-        scores: dict[str, list[float]] = {"val/psnr": [], "val/ssim": []}
-        if self.is_gan:
-            scores |= {"D_out/val_real": [], "D_out/val_fake": []}
+        self.generator.eval()
+        scores: dict[str, list[float]] = {logs.VAL_PSNR: [], logs.VAL_SSIM: []}
+        if self.discriminator is not None:
+            scores |= {logs.D_OUT_VAL_REAL: [], logs.D_OUT_VAL_FAKE: []}
         panels = []
         for batch in self.val_loader:
             phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
             with self._autocast():
-                fake = self.G(phase)
-                if self.is_gan:
+                fake = self.ddp_generator(phase)
+                if self.discriminator is not None:
                     pred_real, pred_fake = self.discriminate(phase, target, fake)
-                    scores["D_out/val_real"].append(mean_score(pred_real).item())
-                    scores["D_out/val_fake"].append(mean_score(pred_fake).item())
+                    scores[logs.D_OUT_VAL_REAL].append(mean_score(pred_real).item())
+                    scores[logs.D_OUT_VAL_FAKE].append(mean_score(pred_fake).item())
             fake, target = fake.float(), target.float()
             if self.normaliser is not None:
                 real_units = self.normaliser.denormalise_target(target.cpu().numpy())
@@ -406,16 +439,16 @@ class Trainer:
             pairs = zip(real_units.reshape(-1, *real_units.shape[-2:]),
                         fake_units.reshape(-1, *fake_units.shape[-2:]), strict=True)
             for real_image, fake_image in pairs:
-                scores["val/psnr"].append(psnr(fake_image, real_image))
-                scores["val/ssim"].append(ssim(fake_image, real_image))
+                scores[logs.VAL_PSNR].append(psnr(fake_image, real_image))
+                scores[logs.VAL_SSIM].append(ssim(fake_image, real_image))
             if len(panels) < n_images_logged:
                 panels.append(_display_panel(phase[0], target[0], fake[0]))
-        self.G.train()
+        self.generator.train()
         if panels and self.writer is not None:
             from torchvision.utils import make_grid
 
             grid = make_grid(torch.cat(panels), nrow=3, padding=4, pad_value=1.0)
-            self.writer.add_image("val/phase_target_prediction", grid, self.step)
+            self.writer.add_image(logs.VAL_IMAGES, grid, self.step)
         return {name: float(np.mean(values)) for name, values in scores.items() if values}
 
     def _log_scalars(self, numbers: dict[str, float]) -> None:
@@ -430,9 +463,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict() if self.is_gan else None,
+            "discriminator": (self.discriminator.state_dict()
+                              if self.discriminator is not None else None),
             "optimizer_G": self.optimizer_G.state_dict(),
-            "optimizer_D": self.optimizer_D.state_dict() if self.is_gan else None,
+            "optimizer_D": self.optimizer_D.state_dict() if self.optimizer_D is not None else None,
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
@@ -445,10 +479,11 @@ class Trainer:
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Continue exactly where `state` left off: weights, optimisers, counters, RNG."""
-        check_compatible(state, self.config, self.run_dir / "latest.pt")
+        check_compatible(state, self.config, self.run_dir / "latest.pt",
+                         self.kind.architecture_options)
         self.generator.load_state_dict(state["generator"])
         self.optimizer_G.load_state_dict(state["optimizer_G"])
-        if self.is_gan:
+        if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.optimizer_D.load_state_dict(state["optimizer_D"])
         self.scaler.load_state_dict(state["scaler"])
@@ -476,6 +511,14 @@ class Trainer:
                     "was (if it exists, --resume continues from it)")
         return (f"{self.run_dir / 'latest.pt'} holds epoch {saved}, the last one finished; "
                 f"--resume repeats epoch {saved + 1} from its start")
+
+
+def _read(numbers: dict[str, Tensor]) -> dict[str, float]:
+    """0-d tensors as floats, in one wait for the device."""
+    if not numbers:
+        return {}
+    return dict(zip(numbers, torch.stack([value.float() for value in numbers.values()]).tolist(),
+                    strict=True))
 
 
 def _display_panel(phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

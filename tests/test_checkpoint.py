@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, safe loading, export for sharing."""
+"""Checkpoints (atomic writes, safe loading, averaging) and the run folders around them
+(`runs`: export for sharing, --overwrite, provenance)."""
 
 import glob
 from pathlib import Path
@@ -6,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pix2pixhd.checkpoint import CheckpointError, export_run, load_checkpoint
+from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
 from pix2pixhd.config import from_dict
-from pix2pixhd.logs import read_scalars
+from pix2pixhd.logs import VAL_IMAGES, read_scalars
 from pix2pixhd.predict import load_predictor
+from pix2pixhd.runs import export_run
 from pix2pixhd.train import Trainer
 
 
@@ -20,8 +22,8 @@ def image_steps(logdir):
     for path in glob.glob(f"{logdir}/**/events.out.tfevents.*", recursive=True):
         accumulator = EventAccumulator(path, size_guidance={"images": 0})
         accumulator.Reload()
-        if "val/phase_target_prediction" in accumulator.Tags()["images"]:
-            steps += [e.step for e in accumulator.Images("val/phase_target_prediction")]
+        if VAL_IMAGES in accumulator.Tags()["images"]:
+            steps += [e.step for e in accumulator.Images(VAL_IMAGES)]
     return sorted(steps)
 
 
@@ -193,7 +195,7 @@ def test_provenance_mismatch_names_both_sources(run, tmp_path):
     import json
     import shutil
 
-    from pix2pixhd.checkpoint import provenance_mismatch
+    from pix2pixhd.runs import provenance_mismatch
 
     latest = run.run_dir / "latest.pt"
     assert provenance_mismatch(latest, run.config.data.root) is None

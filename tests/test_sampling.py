@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pix2pixhd.networks import build_generator
-from pix2pixhd.sampling import mc_dropout, mc_dropout_samples, mc_dropout_samples_sequential
+from pix2pixhd.sampling import mc_dropout, mc_dropout_samples
 
 
 def tiny_generator(**options):
@@ -38,7 +38,7 @@ def test_batched_and_sequential_samples_agree_in_distribution(generator, phase):
     n = 64
     batched = mc_dropout_samples(generator, phase, n, seed=0, batch_size=16, progress=False)
     repeat = mc_dropout_samples(generator, phase, n, seed=1, batch_size=16, progress=False)
-    sequential = mc_dropout_samples_sequential(generator, phase, n, seed=2, progress=False)
+    sequential = mc_dropout_samples(generator, phase, n, seed=2, batch_size=1, progress=False)
     for statistic in (lambda s: s.mean(0), lambda s: s.std(0)):
         noise = (statistic(batched) - statistic(repeat)).abs().mean()
         difference = (statistic(batched) - statistic(sequential)).abs().mean()
@@ -50,7 +50,7 @@ def test_sampling_leaves_the_global_rng_unchanged(generator, phase):
     torch.manual_seed(123)
     before = torch.get_rng_state()
     mc_dropout_samples(generator, phase, 4, seed=7, batch_size=2, progress=False)
-    mc_dropout_samples_sequential(generator, phase, 4, seed=7, progress=False)
+    mc_dropout_samples(generator, phase, 4, seed=7, batch_size=1, progress=False)
     assert torch.equal(torch.get_rng_state(), before)
 
 
@@ -112,7 +112,8 @@ def test_generator_without_dropout_raises_a_clear_error(phase):
 def test_odd_sizes_are_padded_and_cropped_back(generator):
     phase = torch.randn(1, 1, 30, 27)
     samples = mc_dropout_samples(generator, phase, 5, batch_size=2, progress=False)
-    sequential = mc_dropout_samples_sequential(generator, phase, 3, multiple=4, progress=False)
+    sequential = mc_dropout_samples(generator, phase, 3, batch_size=1, multiple=4,
+                                    progress=False)
     assert samples.shape == (5, 1, 30, 27)
     assert sequential.shape == (3, 1, 30, 27)
 

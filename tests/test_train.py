@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from pix2pixhd import logs
 from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
 from pix2pixhd.config import apply_overrides, load_config
 from pix2pixhd.logs import read_scalars
+from pix2pixhd.models import model_kind
 from pix2pixhd.predict import load_predictor
 from pix2pixhd.train import (
     Distributed,
@@ -61,6 +63,11 @@ def test_resume_is_exact(tiny_config, tmp_path):
         assert_same_weights(a[part], b[part])
 
 
+def floats(numbers):
+    """A step's numbers (0-d tensors, left on the device) as floats."""
+    return {name: float(value) for name, value in numbers.items()}
+
+
 def _record_gradients(optimizer, store):
     """Keep a copy of the gradients an optimiser is about to apply."""
     def hook(opt, args, kwargs):
@@ -81,7 +88,7 @@ def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_c
     grads_D, grads_G = [], []
     _record_gradients(trainer.optimizer_D, grads_D)
     _record_gradients(trainer.optimizer_G, grads_G)
-    numbers = trainer.train_step(batch)
+    numbers = floats(trainer.train_step(batch))
 
     phase, target = batch["input"], batch["target"]
     fake = G(phase)
@@ -115,7 +122,7 @@ def test_generator_loss_is_computed_through_the_updated_discriminator(tiny_confi
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
     trainer = Trainer(config, loaders=([], []))
     G_before, D_before = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
-    numbers = trainer.train_step(batch)
+    numbers = floats(trainer.train_step(batch))
     with torch.no_grad():
         fake_pair = torch.cat([batch["input"], G_before(batch["input"])], 1)
         with_new_D = gan_loss(trainer.discriminator(fake_pair), True).item()
@@ -125,14 +132,37 @@ def test_generator_loss_is_computed_through_the_updated_discriminator(tiny_confi
 
 
 def test_generator_loss_does_not_train_the_discriminator(tiny_config):
-    """With lr 0 for D, D must stay put; with lr 0 for G, G must stay put."""
+    """D ends the step exactly as one SGD step on D's own loss leaves it, and its gradients
+    are those of D's loss alone: G's loss neither adds to them nor steps D. SGD, unlike Adam,
+    turns any extra gradient into a different weight. G is updated."""
+    config = apply_overrides(tiny_config, ["model.use_dropout=false"])
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
-    trainer = Trainer(tiny_config, loaders=([], []))
-    for group in trainer.optimizer_D.param_groups:
-        group["lr"] = 0.0
-    d_before, g_before = weights(trainer.discriminator), weights(trainer.generator)
+    trainer = Trainer(config, loaders=([], []))
+    trainer.optimizer_D = torch.optim.SGD(trainer.discriminator.parameters(), lr=0.1)
+    d_gradients = []
+    _record_gradients(trainer.optimizer_D, d_gradients)
+    G, D = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
+    g_before = weights(trainer.generator)
     trainer.train_step(batch)
-    assert_same_weights(d_before, weights(trainer.discriminator))
+
+    # the reference: D's loss alone, one SGD step
+    from pix2pixhd.losses import discriminator_loss
+
+    phase, target = batch["input"], batch["target"]
+    with torch.no_grad():
+        fake = G(phase)
+    loss_D, _, _ = discriminator_loss(D(torch.cat([phase, target], 1)),
+                                      D(torch.cat([phase, fake], 1)))
+    optimizer = torch.optim.SGD(D.parameters(), lr=0.1)
+    loss_D.backward()
+    optimizer.step()
+    for (name, ours), reference in zip(trainer.discriminator.named_parameters(),
+                                       D.parameters(), strict=True):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6, msg=name)
+    # what D's optimiser applied is what D still holds after G's step: nothing was added
+    for recorded, parameter in zip(d_gradients, trainer.discriminator.parameters(), strict=True):
+        assert torch.equal(recorded, parameter.grad)
+    assert all(p.requires_grad for p in trainer.discriminator.parameters())
     assert any(not torch.equal(g_before[k], v) for k, v in weights(trainer.generator).items())
 
 
@@ -144,9 +174,9 @@ def test_regression_baseline_learns_without_a_discriminator(tiny_config):
     generator = torch.Generator().manual_seed(0)
     phase = torch.randn(2, 1, 32, 32, generator=generator)
     batch = {"input": phase, "target": torch.tanh(phase)}  # a learnable pixel-wise map
-    first = trainer.train_step(batch)
+    first = floats(trainer.train_step(batch))
     for _ in range(60):
-        last = trainer.train_step(batch)
+        last = floats(trainer.train_step(batch))
     assert set(first) == {"loss/G_L1"}
     assert last["loss/G_L1"] < 0.5 * first["loss/G_L1"]
 
@@ -163,6 +193,9 @@ def test_fit_writes_checkpoints_and_the_documented_tensorboard_tags(tiny_config)
     assert {"loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "D_out/train_real",
             "D_out/train_fake", "D_out/val_real", "D_out/val_fake", "val/psnr", "val/ssim",
             "lr", "throughput/images_per_s"} <= tags
+    common = {logs.LEARNING_RATE, logs.THROUGHPUT, *logs.VALIDATION_TAGS}
+    kind_tags = set(model_kind("gan").tags)
+    assert tags <= common | kind_tags | {logs.EPOCH_PREFIX + tag for tag in kind_tags}
     assert np.isfinite(metrics["val/psnr"]) and -1 <= metrics["val/ssim"] <= 1
     generator, config, normaliser = load_predictor(f"{run}/latest.pt")
     assert not generator.training and config.model.ngf == 4
@@ -183,7 +216,7 @@ def test_every_epoch_logs_the_mean_of_its_steps_even_without_step_logs(tiny_conf
                  "D_out/train_real", "D_out/train_fake"):
         logged = scalars[scalars.tag == f"epoch/{name}"]
         assert list(logged.step) == [trainer.step] == [len(step_values)]
-        expected = np.mean([values[name] for values in step_values])
+        expected = np.mean([float(values[name]) for values in step_values])
         assert logged.value.iloc[0] == pytest.approx(expected, rel=1e-5), name
 
 
@@ -201,13 +234,16 @@ def test_starting_over_an_existing_run_needs_overwrite(tiny_config):
     assert Trainer(tiny_config, overwrite=True).epoch == 0
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_config):
-    trainer = Trainer(tiny_config)
+@pytest.mark.parametrize("log_every", [1, 1000])
+def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tiny_config, log_every):
+    """Stopped on the step's log when it has one, else at the epoch's end, before saving."""
+    trainer = Trainer(apply_overrides(tiny_config, [f"train.log_every={log_every}"]))
     trainer.fit(epochs=1)
     run = trainer.run_dir
     before = load_checkpoint(run / "latest.pt")
+    good = next(iter(trainer.train_loader))
     bad = {"input": torch.full((2, 1, 32, 32), float("nan")), "target": torch.zeros(2, 1, 32, 32)}
-    trainer.train_loader = [bad]
+    trainer.train_loader = [bad, good]  # the NaN's step is not the epoch's last
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
         trainer.fit()
     after = load_checkpoint(run / "latest.pt")

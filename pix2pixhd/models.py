@@ -1,0 +1,150 @@
+"""The model kinds (`model.kind`): one entry each, the only place a kind is spelled out.
+
+    generator = make_generator(config)            # freshly initialised, from config.model
+    discriminator = make_discriminator(config)    # None for kinds trained without one
+    kind = model_kind(config.model.kind)          # builders, loss terms, logged tags
+
+An entry says how to build the kind's generator and (for a GAN) its discriminator, which loss
+terms its generator minimises (TensorBoard tags as keys, weighted as summed), which tags its
+training logs, and which options shape its weights (what a resumed checkpoint must match).
+Adding a kind is one entry in `KINDS`, and its name in `config.MODEL_KINDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from pix2pixhd import logs
+from pix2pixhd.config import Config, ConfigError, ModelConfig
+from pix2pixhd.losses import Predictions, feature_matching_loss, gan_loss, l1_loss
+from pix2pixhd.networks import build_discriminator, build_generator
+from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
+
+GeneratorTerms = Callable[..., dict[str, Tensor]]
+"""(fake, target, config, real_features, fake_features) -> {tag: weighted loss term}.
+The features are D's (per scale and layer) for kinds with a discriminator, else None."""
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What one `model.kind` is: its networks, its generator's loss, its logs."""
+
+    build_generator: Callable[[ModelConfig, int, int], nn.Module]
+    """(model options, input channels, output channels) -> the generator."""
+    build_discriminator: Callable[[ModelConfig, int], nn.Module] | None
+    """(model options, channels of a phase-and-stain pair) -> D; None: no adversary."""
+    generator_terms: GeneratorTerms
+    tags: tuple[str, ...]
+    """The scalar tags its training writes besides lr, throughput and val/psnr, val/ssim."""
+    architecture_options: tuple[str, ...]
+    """ModelConfig fields that change the shapes or names of its weights."""
+
+
+GENERATOR_OPTIONS = (
+    "netG", "ngf", "n_downsample_global", "n_blocks_global", "n_local_enhancers",
+    "n_blocks_local", "norm", "use_dropout", "upsample",
+)
+DISCRIMINATOR_OPTIONS = ("ndf", "n_layers_D", "num_D")
+VISCY_OPTIONS = ("encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size",
+                 "in_stack_depth")
+
+
+def pix2pixhd_generator(model: ModelConfig, input_nc: int, output_nc: int) -> nn.Module:
+    """Pix2PixHD's coarse-to-fine generator (G1, optionally inside local enhancers G2)."""
+    return build_generator(
+        input_nc=input_nc, output_nc=output_nc, ngf=model.ngf, netG=model.netG,
+        n_downsample_global=model.n_downsample_global, n_blocks_global=model.n_blocks_global,
+        n_local_enhancers=model.n_local_enhancers, n_blocks_local=model.n_blocks_local,
+        norm=model.norm, use_dropout=model.use_dropout, dropout_p=model.dropout_p,
+        upsample=model.upsample,
+    )
+
+
+def pix2pixhd_discriminator(model: ModelConfig, input_nc: int) -> nn.Module:
+    """The multi-scale PatchGAN; it sees the phase image and a stain side by side."""
+    return build_discriminator(input_nc=input_nc, ndf=model.ndf, n_layers_D=model.n_layers_D,
+                               num_D=model.num_D, norm=model.norm)
+
+
+def gan_terms(fake: Tensor, target: Tensor, config: Config, real_features: Predictions,
+              fake_features: Predictions) -> dict[str, Tensor]:
+    """Fool D, match D's features of the real pair and, when weighted, L1 on blurred stains."""
+    loss = config.loss
+    terms = {
+        logs.G_GAN: gan_loss(fake_features, True, loss.gan_mode),
+        logs.G_GAN_FEAT: loss.lambda_feat * feature_matching_loss(
+            real_features, fake_features,
+            n_layers_D=config.model.n_layers_D, num_D=config.model.num_D),
+    }
+    if loss.lambda_l1 > 0:
+        terms[logs.G_L1] = loss.lambda_l1 * l1_loss(fake, target, loss.l1_blur_sigma)
+    return terms
+
+
+def regression_terms(fake: Tensor, target: Tensor, config: Config, *_: object
+                     ) -> dict[str, Tensor]:
+    """The regression baseline: pixel-wise L1 alone (the GAN's L1 options do not apply)."""
+    return {logs.G_L1: l1_loss(fake, target)}
+
+
+def viscy_terms(fake: Tensor, target: Tensor, config: Config, *_: object) -> dict[str, Tensor]:
+    """VisCy's own mixed loss, 0.5 L1 + 0.5 MS-DSSIM."""
+    return {logs.G_L1_MSDSSIM: viscy_mixed_loss(fake, target)}
+
+
+KINDS: dict[str, ModelKind] = {
+    "gan": ModelKind(
+        build_generator=pix2pixhd_generator,
+        build_discriminator=pix2pixhd_discriminator,
+        generator_terms=gan_terms,
+        tags=(logs.G_GAN, logs.G_GAN_FEAT, logs.G_L1, logs.G_VGG, *logs.DISCRIMINATOR_TAGS,
+              *logs.D_OUT_TRAIN_TAGS, *logs.D_OUT_VAL_TAGS),
+        architecture_options=GENERATOR_OPTIONS + DISCRIMINATOR_OPTIONS,
+    ),
+    "regression": ModelKind(
+        build_generator=pix2pixhd_generator,
+        build_discriminator=None,
+        generator_terms=regression_terms,
+        tags=(logs.G_L1, logs.G_VGG),
+        architecture_options=GENERATOR_OPTIONS,
+    ),
+    "viscy": ModelKind(
+        build_generator=build_viscy_generator,
+        build_discriminator=None,
+        generator_terms=viscy_terms,
+        tags=(logs.G_L1_MSDSSIM, logs.G_VGG),
+        architecture_options=VISCY_OPTIONS,
+    ),
+}
+"""Every model kind by its `model.kind` name."""
+
+
+def model_kind(name: str) -> ModelKind:
+    """The table entry of `model.kind` = name."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ConfigError(f"model.kind={name!r} is not one of {', '.join(KINDS)}") from None
+
+
+def channel_counts(config: Config) -> tuple[int, int]:
+    """(input channels, output channels): one phase image in, one map per target stain out."""
+    return 1, len(config.data.target_channels)
+
+
+def make_generator(config: Config) -> nn.Module:
+    """The generator of `config.model.kind`, freshly initialised."""
+    input_nc, output_nc = channel_counts(config)
+    return model_kind(config.model.kind).build_generator(config.model, input_nc, output_nc)
+
+
+def make_discriminator(config: Config) -> nn.Module | None:
+    """The discriminator of `config.model.kind` (input: phase and stains), or None."""
+    build = model_kind(config.model.kind).build_discriminator
+    if build is None:
+        return None
+    input_nc, output_nc = channel_counts(config)
+    return build(config.model, input_nc + output_nc)

@@ -1,0 +1,171 @@
+"""Run folders: what `train` writes and `--overwrite` may clear, exports for sharing, and the
+provenance of a run (the data it was trained on).
+
+    export_run("runs/pretrain/pix2pixhd_nuclei", "checkpoints/pix2pixhd_nuclei", epochs=[28, 30])
+    clear_run_folder(run_dir)                # only the files training wrote, or refuse
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pix2pixhd.checkpoint import (
+    CheckpointError,
+    average_generators,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pix2pixhd.config import Config, from_dict, save_config, to_dict
+from pix2pixhd.dataset import data_provenance
+from pix2pixhd.layout import DataError, read_dataset_json
+from pix2pixhd.logs import thin_event_files
+
+RUN_FILES = ("latest.pt", "epoch_[0-9][0-9][0-9]*.pt", "config.yaml", "logs", ".*.part")
+"""What `train` writes into a run folder (glob patterns): all that --overwrite may delete."""
+
+EXPORT_FILES = ("latest.pt", "config.yaml", "logs", ".*.part")
+"""What `export_run` writes: all that it replaces in an earlier export."""
+
+log = logging.getLogger(__name__)
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, *, keep_discriminator: bool = False,
+    image_epochs: int = 3, overwrite: bool = False, epochs: Sequence[int] = (),
+) -> Path:
+    """A trained run made small for sharing: latest.pt without optimiser states, and its logs.
+
+    The exported checkpoint predicts, samples and evaluates like the original, but cannot be
+    resumed (the optimisers' moments are gone): that is what makes it a third of the size. The
+    logs keep every scalar but the image grids of only `image_epochs` evenly spaced epochs.
+    Its config (in latest.pt and config.yaml) names `out_dir` as the run's folder. `epochs`
+    exports the run's epoch_NNN.pt instead of its latest.pt, or for several epochs the average
+    of their generators (`average_generators`); the logs are the whole run's.
+    A non-empty `out_dir` must be an earlier export, unless `overwrite`. A checkpoint that
+    records no provenance gets it from its config's data.root as that folder is now.
+    """
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    paths = [run_dir / f"epoch_{epoch:03d}.pt" for epoch in epochs] or [run_dir / "latest.pt"]
+    state = average_generators(paths) if len(paths) > 1 else load_checkpoint(paths[0])
+    _check_export_folder(run_dir, out_dir, overwrite)
+    kept = {key: state[key] for key in ("generator", "epoch", "step", "normaliser")}
+    if "averaged_epochs" in state:
+        kept["averaged_epochs"] = state["averaged_epochs"]
+    config = from_dict(state["config"])
+    # the exported model lives in out_dir now, wherever it was trained
+    config.train.checkpoints_dir, config.train.name = str(out_dir.parent), out_dir.name
+    kept["config"] = to_dict(config)
+    kept["discriminator"] = state["discriminator"] if keep_discriminator else None
+    kept["provenance"] = state.get("provenance") or _provenance_from_config(state["config"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir / "latest.pt", kept)
+    if (run_dir / "logs").is_dir():
+        if (out_dir / "logs").is_dir():
+            shutil.rmtree(out_dir / "logs")  # an earlier export's, checked above
+        thin_event_files(run_dir / "logs", out_dir / "logs", image_epochs)
+    save_config(config, out_dir / "config.yaml")
+    return out_dir / "latest.pt"
+
+
+def _check_export_folder(run_dir: Path, out_dir: Path, overwrite: bool) -> None:
+    """An export replaces only an earlier export, unless told to overwrite; never its run."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CheckpointError(f"{out_dir} is a file; choose a folder for the export")
+    if out_dir.resolve() == run_dir.resolve():
+        raise CheckpointError(f"exporting {run_dir} into itself would drop its optimiser "
+                              "states; choose another --out")
+    if overwrite or not out_dir.is_dir() or not foreign_files(out_dir, (".*.part",)):
+        return
+    foreign = foreign_files(out_dir, EXPORT_FILES) + [
+        str(path.relative_to(out_dir)) for path in out_dir.glob("logs/**/*")
+        if path.is_file() and not path.name.startswith("events.out.tfevents.")]
+    if not foreign and _is_export(out_dir / "latest.pt"):
+        return
+    raise CheckpointError(
+        f"{out_dir} is not empty and is not an earlier export (it holds "
+        f"{', '.join(foreign) or 'no exported latest.pt'}); choose an empty or "
+        "new --out, or pass --overwrite to replace latest.pt, config.yaml and logs/ there")
+
+
+def _is_export(path: Path) -> bool:
+    """Whether `path` is a checkpoint written by `export_run` (one without optimiser states)."""
+    try:
+        return "optimizer_G" not in load_checkpoint(path)
+    except CheckpointError:
+        return False
+
+
+def foreign_files(folder: Path, patterns: tuple[str, ...]) -> list[str]:
+    """Names in `folder` that match none of `patterns` (files this package did not write)."""
+    return sorted(entry.name for entry in folder.iterdir()
+                  if not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns))
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Delete what `train` wrote in `run_dir` (--overwrite); refuse if anything else is there.
+
+    The folder itself stays, so a mistaken --name or --checkpoints-dir cannot remove a
+    working folder: only the checkpoints, config and logs of a run go.
+    """
+    foreign = foreign_files(run_dir, RUN_FILES)
+    if foreign:
+        raise CheckpointError(
+            f"--overwrite refused: {run_dir} holds files that training did not write "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); move them or "
+            "choose another --name")
+    for entry in run_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def run_provenance(config: Config) -> dict[str, Any] | None:
+    """The data a Trainer trains on, for its checkpoints; None where there is no dataset."""
+    try:
+        return data_provenance(config.data.root, config.data.input_channel)
+    except DataError as error:  # e.g. a benchmark on random tensors
+        log.debug("no provenance recorded: %s", error)
+        return None
+
+
+def _provenance_from_config(config: dict[str, Any]) -> dict[str, Any] | None:
+    """For checkpoints trained before provenance was recorded: their data.root as it is now."""
+    provenance = run_provenance(from_dict(config))
+    if provenance is None:
+        log.warning("the export records no data provenance: %s/dataset.json is not readable",
+                    config.get("data", {}).get("root"))
+    return provenance
+
+
+def training_statistics(state: dict[str, Any]) -> dict[str, float]:
+    """median and iqr (and p_low, p_high when recorded) of the input a checkpoint trained on."""
+    provenance = state.get("provenance") or {}
+    if provenance.get("input_statistics"):
+        return dict(provenance["input_statistics"])
+    normaliser = state.get("normaliser") or {}
+    return dict(normaliser.get("stats", {}).get(normaliser.get("input_channel"), {}))
+
+
+def provenance_mismatch(checkpoint_path: str | Path, data_root: str | Path) -> str | None:
+    """One line when the data in `data_root` is not what the checkpoint was trained on.
+
+    Compares the `source` of the checkpoint's provenance with that of data_root/dataset.json
+    (and, for synthetic data, the seed); None when they agree or the checkpoint records none.
+    """
+    provenance = load_checkpoint(checkpoint_path).get("provenance")
+    if not provenance:
+        return None
+    info = read_dataset_json(data_root)
+    trained = (provenance.get("source"), provenance.get("details", {}).get("seed"))
+    here = (info.get("source", "unknown"), info.get("seed"))
+    if trained == here:
+        return None
+    return (f"{checkpoint_path} was trained on {trained[0]} data (seed {trained[1]}), but "
+            f"{data_root} holds {here[0]} data (seed {here[1]}): scores measure how well it "
+            "transfers, not how well it learned its own data")

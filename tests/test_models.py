@@ -1,0 +1,53 @@
+"""The table of model kinds: one entry per kind, builders, loss terms and logged tags."""
+
+import pytest
+import torch
+
+from pix2pixhd import logs
+from pix2pixhd.config import MODEL_KINDS, ConfigError, apply_overrides
+from pix2pixhd.models import KINDS, make_discriminator, make_generator, model_kind
+
+
+def test_the_config_offers_exactly_the_kinds_of_the_table():
+    assert tuple(KINDS) == MODEL_KINDS
+
+
+def test_only_the_gan_has_a_discriminator_and_it_sees_phase_and_stain(tiny_config):
+    assert make_discriminator(apply_overrides(tiny_config, ["model.kind=regression"])) is None
+    discriminator = make_discriminator(tiny_config)
+    pair = torch.zeros(1, 2, 32, 32)  # phase and one stain, side by side
+    assert len(discriminator(pair)) == tiny_config.model.num_D
+    assert make_discriminator(apply_overrides(tiny_config, ["model.kind=viscy"])) is None
+
+
+@pytest.mark.parametrize("kind", ["gan", "regression"])
+def test_generator_terms_are_logged_tags_and_sum_to_a_differentiable_loss(tiny_config, kind):
+    config = apply_overrides(tiny_config, [f"model.kind={kind}", "loss.lambda_l1=5"])
+    generator, discriminator = make_generator(config), make_discriminator(config)
+    phase, target = torch.randn(2, 1, 32, 32), torch.rand(2, 1, 32, 32) * 2 - 1
+    fake = generator(phase)
+    features = (None, None)
+    if discriminator is not None:
+        features = (discriminator(torch.cat([phase, target], 1)),
+                    discriminator(torch.cat([phase, fake], 1)))
+    terms = model_kind(kind).generator_terms(fake, target, config, *features)
+    assert set(terms) <= set(model_kind(kind).tags) <= set(logs.GENERATOR_TAGS) | {
+        *logs.DISCRIMINATOR_TAGS, *logs.D_OUT_TRAIN_TAGS, *logs.D_OUT_VAL_TAGS}
+    sum(terms.values()).backward()
+    assert all(p.grad is not None for p in generator.parameters())
+
+
+def test_the_gan_adds_l1_on_blurred_stains_only_when_weighted(tiny_config):
+    config = apply_overrides(tiny_config, ["loss.lambda_l1=0"])
+    generator, discriminator = make_generator(config), make_discriminator(config)
+    phase, target = torch.randn(2, 1, 32, 32), torch.rand(2, 1, 32, 32) * 2 - 1
+    fake = generator(phase)
+    terms = model_kind("gan").generator_terms(
+        fake, target, config, discriminator(torch.cat([phase, target], 1)),
+        discriminator(torch.cat([phase, fake], 1)))
+    assert set(terms) == {logs.G_GAN, logs.G_GAN_FEAT}
+
+
+def test_a_kind_not_in_the_table_names_the_option():
+    with pytest.raises(ConfigError, match="model.kind='diffusion' is not one of gan, regression"):
+        model_kind("diffusion")
