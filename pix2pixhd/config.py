@@ -212,7 +212,7 @@ class Config:
 
 
 def _recipe(config: Config) -> Config:
-    """What the recipe ablation kept (README, `scripts/ablation.py`): resize-convolutions in the
+    """What the recipe ablation kept (`experiments/ablation.py`): resize-convolutions in the
     decoder (no checkerboard), a light feature-matching weight, which lets the adversarial term
     put back the texture that feature matching averages away, and an L1 term on blurred
     stains that keeps the nuclei where the real stain has them (the GAN with lambda_feat 1

@@ -1,8 +1,8 @@
 """The recipe ablation behind the shipped GAN: short trainings of equal budget, scored on val.
 
-    python scripts/ablation.py --data data --out runs/ablation --epochs 8           # all
-    python scripts/ablation.py --data data --out runs/ablation --only resize resize_l1
-    python scripts/ablation.py --out runs/ablation --report                         # the table
+    python experiments/ablation.py --data data --out runs/ablation --epochs 8           # all
+    python experiments/ablation.py --data data --out runs/ablation --only resize resize_l1
+    python experiments/ablation.py --out runs/ablation --report                         # the table
 
 Every variant starts from the original Pix2PixHD recipe (ORIGINAL) on the `pretrained`
 preset's architecture, on crops of `--crop` pixels (128 by default: a quarter of the preset's
