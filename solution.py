@@ -51,13 +51,8 @@ import pandas as pd
 import torch
 
 from pix2pixhd import config as configs
-from pix2pixhd.checkpoint import (
-    channel_counts,
-    discriminator_from_config,
-    generator_from_config,
-    load_checkpoint,
-    provenance_mismatch,
-)
+from pix2pixhd import logs
+from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.dataset import make_loaders
 from pix2pixhd.evaluate import (
     compare_models,
@@ -71,9 +66,11 @@ from pix2pixhd.layout import MASKS, image_path, list_fovs, read_dataset_json, re
 from pix2pixhd.logs import read_scalars
 from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss
 from pix2pixhd.metrics import iou_matrix, match_instances
+from pix2pixhd.models import make_discriminator, make_generator
 from pix2pixhd.networks import count_parameters
 from pix2pixhd.normalisation import DatasetNormaliser
 from pix2pixhd.predict import load_predictor, predict_folder, predict_image
+from pix2pixhd.runs import provenance_mismatch
 from pix2pixhd.sampling import sample_folder, sample_stains
 from pix2pixhd.segmentation import segment_nuclei
 from pix2pixhd.train import Trainer
@@ -295,9 +292,8 @@ save_figure(plot_training_crops(batch["input"], batch["target"]), "training_crop
 # than one number: the finest judges texture, the coarsest the layout of whole nuclei.
 
 # %%
-input_nc, output_nc = channel_counts(config)
-generator = generator_from_config(config.model, input_nc, output_nc)
-discriminator = discriminator_from_config(config.model, input_nc + output_nc)
+generator = make_generator(config)  # the networks of config.model.kind (models.KINDS)
+discriminator = make_discriminator(config)
 print(f"generator G1: {count_parameters(generator):,} parameters, "
       f"{config.model.n_downsample_global} downsamplings, {config.model.n_blocks_global} "
       f"residual blocks, dropout p={config.model.dropout_p if config.model.use_dropout else 0}")
@@ -349,8 +345,8 @@ for scale, layers in enumerate(features):
 # when the discriminator is confident, another help for stability.
 #
 # The profiles of this exercise change the original recipe in three places, each chosen by
-# measuring the stains it produced (README, "How the GAN's recipe was chosen"); the check of
-# Task 1.2 prints this profile's values:
+# measuring the stains it produced (`docs/recipe.md`); the check of Task 1.2 prints this
+# profile's values:
 #
 # - the decoder doubles its resolution by nearest-neighbour resizing and a 3x3 convolution
 #   instead of a transposed convolution, which drew a checkerboard into every nucleus;
@@ -421,68 +417,91 @@ print(f"profile {PROFILE}: upsample={config.model.upsample}, "
 # %% [markdown]
 # ### 1.6 One training step
 #
-# A GAN step updates two networks with two losses, in turn:
+# A GAN step updates two networks with two losses, in turn. G makes `fake = G(phase)`, then:
 #
-# 1. **Discriminator step.** G makes `fake = G(phase)`. D scores the real pair and the pair
-#    with `fake.detach()`: detached, the fake is a fixed input, so D's loss trains D alone
-#    (without it, D's loss would also push gradients into G, towards *worse* fakes).
-#    Update D.
-# 2. **Generator step.** Score the pairs again with the *updated* D, this time with `fake`
-#    itself, so the gradient flows through D into G. G's loss is the LSGAN term plus
-#    $\lambda_{feat}$ times feature matching. Update G. (D's weights also receive gradients
-#    here; they are cleared by D's `zero_grad` at the next step.)
+# 1. **Discriminator step.** D scores the real pair and the pair with `fake.detach()`:
+#    detached, the fake is a fixed input, so D's loss trains D alone (without it, D's loss
+#    would also push gradients into G, towards *worse* fakes). Update D. Keep D's features
+#    of the real pair, detached: they are G's feature-matching target.
+# 2. **Generator step.** Freeze D (`D.requires_grad_(False)`) and score `(phase, fake)` with
+#    the *updated* D: the gradient flows through D into G, and none stays in D. G's loss is
+#    the LSGAN term plus $\lambda_{feat}$ times feature matching against the kept real
+#    features. Update G, and make D trainable again.
+#
+# D runs three times per step (real, fake detached, fake), as in the original Pix2PixHD.
 #
 # <div class="alert alert-info">
-# Task 1.3: write one GAN step with the functions of <code>pix2pixhd.losses</code> imported in
+# Task 1.3: write the two steps with the functions of <code>pix2pixhd.losses</code> imported in
 # Part 0 (<code>discriminator_loss</code>, <code>gan_loss</code>,
-# <code>feature_matching_loss</code>). The check runs it and the module's
-# <code>Trainer.train_step</code> on two batches, from the same starting weights, and compares
-# the losses and the updated weights.
+# <code>feature_matching_loss</code>); <code>gan_training_step</code> below puts them
+# together. The check runs it and the module's <code>Trainer.train_step</code> on two batches,
+# from the same starting weights, and compares the losses, D's gradients and the updated
+# weights.
 # </div>
 
 # %% tags=["task"]
-def gan_training_step(G, D, optimizer_G, optimizer_D, phase, target, *, lambda_feat,
-                      n_layers_D, num_D):
-    """One Pix2PixHD update of D, then of G, on phase and target (B, 1, H, W), target in [-1, 1].
+def discriminator_step(D, optimizer_D, phase, target, fake):
+    """Update D once on (phase, target) as real and (phase, fake) as fake, (B, 1, H, W) each.
 
-    Returns the floats {"loss/G_GAN", "loss/G_GAN_Feat" (times lambda_feat), "loss/D_real",
-    "loss/D_fake"}.
+    Returns ({"loss/D_real", "loss/D_fake"} as floats, D's features of the real pair, detached).
+    """
+    raise NotImplementedError("Task 1.3: D on the real pair and on fake.detach(); update D")
+
+
+def generator_step(D, optimizer_G, phase, fake, real_features, *, lambda_feat, n_layers_D,
+                   num_D):
+    """Update G once through D, frozen: LSGAN towards "real" + lambda_feat * feature matching.
+
+    Returns the floats {"loss/G_GAN", "loss/G_GAN_Feat" (times lambda_feat)}.
     """
     raise NotImplementedError(
-        "Task 1.3: fake = G(phase); D step on fake.detach(); then G step through the updated D")
+        "Task 1.3: freeze D, D on (phase, fake), G's two losses; update G; unfreeze D")
 
 
 # %% tags=["solution"]
-def gan_training_step(G, D, optimizer_G, optimizer_D, phase, target, *, lambda_feat,
-                      n_layers_D, num_D):
-    """One Pix2PixHD update of D, then of G, on phase and target (B, 1, H, W), target in [-1, 1].
+def discriminator_step(D, optimizer_D, phase, target, fake):
+    """Update D once on (phase, target) as real and (phase, fake) as fake, (B, 1, H, W) each.
 
-    Returns the floats {"loss/G_GAN", "loss/G_GAN_Feat" (times lambda_feat), "loss/D_real",
-    "loss/D_fake"}.
+    Returns ({"loss/D_real", "loss/D_fake"} as floats, D's features of the real pair, detached).
     """
-    fake = G(phase)
-    # --- discriminator step: the fake is detached, so this loss trains D only ---
     pred_real = D(torch.cat([phase, target], dim=1))
-    pred_fake = D(torch.cat([phase, fake.detach()], dim=1))
+    pred_fake = D(torch.cat([phase, fake.detach()], dim=1))  # detached: trains D only
     loss_D, loss_D_real, loss_D_fake = discriminator_loss(pred_real, pred_fake)
     optimizer_D.zero_grad(set_to_none=True)
     loss_D.backward()
     optimizer_D.step()
-    # --- generator step: through the updated D, with the gradient flowing into G ---
-    pred_real = D(torch.cat([phase, target], dim=1))
+    real_features = [[feature.detach() for feature in scale] for scale in pred_real]
+    return {"loss/D_real": loss_D_real.item(), "loss/D_fake": loss_D_fake.item()}, real_features
+
+
+def generator_step(D, optimizer_G, phase, fake, real_features, *, lambda_feat, n_layers_D,
+                   num_D):
+    """Update G once through D, frozen: LSGAN towards "real" + lambda_feat * feature matching.
+
+    Returns the floats {"loss/G_GAN", "loss/G_GAN_Feat" (times lambda_feat)}.
+    """
+    D.requires_grad_(False)  # gradients pass through D into G; none stay in D
     pred_fake = D(torch.cat([phase, fake], dim=1))
     loss_G_GAN = gan_loss(pred_fake, True)
-    loss_G_feat = lambda_feat * feature_matching_loss(pred_real, pred_fake,
+    loss_G_feat = lambda_feat * feature_matching_loss(real_features, pred_fake,
                                                       n_layers_D=n_layers_D, num_D=num_D)
     optimizer_G.zero_grad(set_to_none=True)
     (loss_G_GAN + loss_G_feat).backward()
     optimizer_G.step()
-    return {"loss/G_GAN": loss_G_GAN.item(), "loss/G_GAN_Feat": loss_G_feat.item(),
-            "loss/D_real": loss_D_real.item(), "loss/D_fake": loss_D_fake.item()}
+    D.requires_grad_(True)
+    return {"loss/G_GAN": loss_G_GAN.item(), "loss/G_GAN_Feat": loss_G_feat.item()}
 
 
 # %%
-# check Task 1.3: two trainers with the same initial weights, yours and the module's step
+# check Task 1.3: your two steps put together as Trainer.train_step puts its own
+def gan_training_step(G, D, optimizer_G, optimizer_D, phase, target, **loss_options):
+    """One Pix2PixHD step, target in [-1, 1]: D's update, then G's; the four losses as floats."""
+    fake = G(phase)
+    numbers, real_features = discriminator_step(D, optimizer_D, phase, target, fake)
+    return numbers | generator_step(D, optimizer_G, phase, fake, real_features, **loss_options)
+
+
+# two trainers with the same initial weights, yours and the module's step
 step_config = configs.apply_overrides(config, [
     "train.name=step_check", f"train.checkpoints_dir={RUNS}", "train.device=cpu",
     "train.amp=none", "loss.lambda_l1=0", "loss.lambda_vgg=0"])
@@ -506,11 +525,12 @@ for number, step_batch in enumerate(steps, start=1):
               for network in ("generator", "discriminator")}
     torch.manual_seed(number)  # the same dropout masks in both generators
     yours = gan_training_step(
-        yours_trainer.G, yours_trainer.D, yours_trainer.optimizer_G, yours_trainer.optimizer_D,
-        step_batch["input"], step_batch["target"], lambda_feat=step_config.loss.lambda_feat,
-        n_layers_D=step_config.model.n_layers_D, num_D=step_config.model.num_D)
+        yours_trainer.generator, yours_trainer.discriminator, yours_trainer.optimizer_G,
+        yours_trainer.optimizer_D, step_batch["input"], step_batch["target"],
+        lambda_feat=step_config.loss.lambda_feat, n_layers_D=step_config.model.n_layers_D,
+        num_D=step_config.model.num_D)
     torch.manual_seed(number)
-    theirs = module_trainer.train_step(step_batch)
+    theirs = {name: float(value) for name, value in module_trainer.train_step(step_batch).items()}
     print(f"step {number}: " + ", ".join(
         f"{name.split('/')[1]} yours {yours[name]:.5f} / module {theirs[name]:.5f}"
         for name in ("loss/D_real", "loss/D_fake", "loss/G_GAN", "loss/G_GAN_Feat")))
@@ -529,8 +549,17 @@ for number, step_batch in enumerate(steps, start=1):
     for name in ("loss/G_GAN", "loss/G_GAN_Feat"):
         assert abs(yours[name] - theirs[name]) <= tolerance * max(1, abs(theirs[name])), (
             f"step {number}: your {name} is {yours[name]:.5f}, the module's {theirs[name]:.5f}: "
-            "compute G's losses from a new pass through D after D's update, with fake (not "
-            "detached), and multiply feature matching by lambda_feat")
+            "compute G's losses from a new pass of (phase, fake) through D after D's update, "
+            "with fake (not detached), match the real features kept from D's step, and "
+            "multiply feature matching by lambda_feat")
+    mine_D, module_D = yours_trainer.discriminator, module_trainer.discriminator
+    assert all(p.requires_grad for p in mine_D.parameters()), (
+        f"after step {number} D is still frozen: make it trainable again after G's update")
+    largest = max(float(p.grad.abs().max()) for p in module_D.parameters())
+    for (name, mine), module in zip(mine_D.named_parameters(), module_D.parameters()):
+        assert float((mine.grad - module.grad).abs().max()) <= weight_tolerance * largest, (
+            f"after step {number} D's gradient of {name} is not D's loss's alone: freeze D "
+            "(D.requires_grad_(False)) during G's step, so that G's loss leaves none in D")
     for network in ("generator", "discriminator"):
         mine = dict(getattr(yours_trainer, network).named_parameters())
         theirs = dict(getattr(module_trainer, network).named_parameters())
@@ -541,7 +570,7 @@ for number, step_batch in enumerate(steps, start=1):
                 f"after step {number} the {network}'s {name} differs from the module's by "
                 f"{difference:.2e} (the largest update is {update:.2e}): zero each optimiser's "
                 "gradients before its backward and step it once per training step")
-print("Task 1.3 passed: your step gives the module's losses and updated weights")
+print("Task 1.3 passed: your step gives the module's losses, D's gradients and updated weights")
 
 # %% [markdown]
 # ### 1.7 Train for a while
@@ -614,11 +643,11 @@ save_figure(plot_training_curves(gan_curves), "pretrained_gan_training")
 save_figure(plot_training_curves(regression_curves), "pretrained_regression_training")
 shipped = load_checkpoint(PRETRAINED["GAN"])
 shipped_epochs = shipped.get("averaged_epochs", [shipped["epoch"]])
-last_epoch = int(gan_curves[gan_curves.tag == "val/ssim"].shape[0])
+last_epoch = int(gan_curves[gan_curves.tag == logs.VAL_SSIM].shape[0])
 shipped_weights = (f"the mean weights of epochs {', '.join(map(str, shipped_epochs))}"
                    if len(shipped_epochs) > 1 else f"the weights of epoch {shipped_epochs[0]}")
 print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epoch} (the "
-      "README says how this was chosen on validation images)")
+      "docs/results.md says how this was chosen on validation images)")
 
 # %% [markdown]
 # The curves are noisy, so we read them by numbers: for each curve, the mean of its first and
@@ -650,8 +679,8 @@ def direction(first, last, tolerance=0.01):
     return "rises" if last > first else "falls"
 
 
-TAGS = ("loss/G_GAN", "loss/G_GAN_Feat", "loss/D_real", "loss/D_fake", "D_out/train_real",
-        "D_out/train_fake", "D_out/val_real", "D_out/val_fake", "val/psnr", "val/ssim")
+TAGS = (logs.G_GAN, logs.G_GAN_FEAT, *logs.DISCRIMINATOR_TAGS, *logs.D_OUT_TRAIN_TAGS,
+        *logs.D_OUT_VAL_TAGS, *logs.VALIDATION_TAGS)
 trends = {}
 for tag in TAGS:
     first, last = first_and_last_tenth(curve(gan_curves, tag))
@@ -659,16 +688,16 @@ for tag in TAGS:
 trends = pd.DataFrame.from_dict(trends, orient="index")
 print("GAN:\n" + trends.round(3).to_string())
 
-val_ssim = curve(gan_curves, "val/ssim")
+val_ssim = curve(gan_curves, logs.VAL_SSIM)
 best_epoch = int(val_ssim.idxmax()) + 1  # validation runs once per epoch
-psnr_gan = curve(gan_curves, "val/psnr")
-psnr_regression = curve(regression_curves, "val/psnr")
+psnr_gan = curve(gan_curves, logs.VAL_PSNR)
+psnr_regression = curve(regression_curves, logs.VAL_PSNR)
 print(f"\nGAN: best validation SSIM {val_ssim.max():.3f} at epoch {best_epoch} of "
       f"{len(val_ssim)} (last epoch: {val_ssim.iloc[-1]:.3f})")
 higher = "GAN" if psnr_gan.iloc[-1] > psnr_regression.iloc[-1] else "regression"
 print(f"final validation PSNR: GAN {psnr_gan.iloc[-1]:.2f} dB, regression "
       f"{psnr_regression.iloc[-1]:.2f} dB; higher: {higher}")
-regression_l1 = curve(regression_curves, "loss/G_L1")
+regression_l1 = curve(regression_curves, logs.G_L1)
 print(f"regression L1 loss: first tenth {first_and_last_tenth(regression_l1)[0]:.4f}, last "
       f"tenth {first_and_last_tenth(regression_l1)[1]:.4f}")
 
@@ -1181,8 +1210,8 @@ lines = [f"# Virtual staining with Pix2PixHD: results ({PROFILE} profile, {DEVIC
 my_logs = RUNS / "my_gan" / "logs"
 if list(my_logs.glob("events.out.tfevents.*")):
     my_curves = read_scalars(my_logs)
-    my_psnr = my_curves[my_curves.tag == "val/psnr"].sort_values("step").value
-    my_ssim = my_curves[my_curves.tag == "val/ssim"].sort_values("step").value
+    my_psnr = my_curves[my_curves.tag == logs.VAL_PSNR].sort_values("step").value
+    my_ssim = my_curves[my_curves.tag == logs.VAL_SSIM].sort_values("step").value
     lines.append(f"Your GAN after {len(my_psnr)} epochs: validation PSNR {my_psnr.iloc[-1]:.2f} "
                  f"dB, SSIM {my_ssim.iloc[-1]:.3f}.")
 else:
