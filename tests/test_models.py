@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from pix2pixhd import logs
-from pix2pixhd.config import MODEL_KINDS, ConfigError, apply_overrides
+from pix2pixhd.config import MODEL_KINDS, UNUSED_BY_KIND, ConfigError, apply_overrides
 from pix2pixhd.models import KINDS, make_discriminator, make_generator, model_kind
 
 
 def test_the_config_offers_exactly_the_kinds_of_the_table():
     assert tuple(KINDS) == MODEL_KINDS
+    assert set(UNUSED_BY_KIND) == set(KINDS)  # the config's per-kind option check knows them all
 
 
 def test_only_the_gan_has_a_discriminator_and_it_sees_phase_and_stain(tiny_config):
