@@ -1,4 +1,5 @@
-"""Checkpoints: what a trained model is on disk, written atomically and read safely.
+"""Checkpoints: what a trained model is on disk, written atomically and read safely, whether
+one can resume a run, and the mean of several. (Run folders and export: `runs`.)
 
 A checkpoint is one `torch.save`d dict of plain types and tensors, so it loads with
 `torch.load(weights_only=True)` (no pickled code runs when a student opens a file):
