@@ -27,10 +27,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import reprlib
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -683,51 +681,3 @@ def _shown(value: Any, length: int = 80) -> str:
     whole repr would take minutes and gigabytes."""
     text = _SHORT.repr(value)
     return text if len(text) <= length else text[: length - 3] + "..."
-
-
-DISTRIBUTED_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-"""What `torchrun` sets for each process of a job."""
-
-
-def distributed_environment(environ: Mapping[str, str] | None = None) -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from the variables `torchrun` sets; (0, 1, 0) without.
-
-    A variable set by hand alone, or a job whose other processes never start, would otherwise
-    fail late or wait without a word: refused, or said, in one line."""
-    environ = os.environ if environ is None else environ
-    given = {name: environ[name] for name in DISTRIBUTED_VARIABLES if name in environ}
-    numbers = {name: _whole_number(name, given[name])
-               for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if name in given}
-    world_size = numbers.get("WORLD_SIZE", 1)
-    if world_size < 1:
-        raise ConfigError(f"WORLD_SIZE={world_size}: a job has at least one process; unset it "
-                          "to train in one process")
-    if world_size == 1:
-        stray = [f"{name}={given[name]}" for name in ("RANK", "LOCAL_RANK") if numbers.get(name)]
-        if stray:
-            raise ConfigError(
-                f"{', '.join(stray)} set without a WORLD_SIZE above 1; launch with `torchrun "
-                "--nproc_per_node N`, or unset it to train in one process")
-        return 0, 1, 0
-    missing = [name for name in DISTRIBUTED_VARIABLES if name not in given]
-    if missing:
-        raise ConfigError(
-            f"WORLD_SIZE={world_size} is set but {', '.join(missing)} not; launch with `torchrun "
-            "--nproc_per_node N`, which sets them all, or unset WORLD_SIZE to train in one "
-            "process")
-    for name in ("RANK", "LOCAL_RANK"):
-        if not 0 <= numbers[name] < world_size:
-            raise ConfigError(f"{name}={numbers[name]} is not one of the WORLD_SIZE={world_size} "
-                              f"ranks 0 to {world_size - 1}")
-    log.info("rank %d of %d waits for all %d processes to join at %s:%s (torchrun starts them "
-             "together; a process started by hand waits until the others are)", numbers["RANK"],
-             world_size, world_size, _shown(given["MASTER_ADDR"]), _shown(given["MASTER_PORT"]))
-    return numbers["RANK"], world_size, numbers["LOCAL_RANK"]
-
-
-def _whole_number(name: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={_shown(text)} is not a whole number; "
-                          "torchrun sets it: unset it, or launch with torchrun") from None

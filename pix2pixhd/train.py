@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,6 @@ from pix2pixhd.config import (
     Config,
     ConfigError,
     TrainConfig,
-    distributed_environment,
     save_config,
     to_dict,
     validate,
@@ -119,8 +119,52 @@ class Distributed:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls) -> Distributed:
-        return cls(*distributed_environment())  # checked: one line naming a bad variable
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Distributed:
+        """The variables `torchrun` sets, checked: a variable set by hand alone, or a job whose
+        other processes never start, would otherwise fail late or wait without a word."""
+        environ = os.environ if environ is None else environ
+        given = {name: environ[name] for name in TORCHRUN_VARIABLES if name in environ}
+        numbers = {name: _whole_number(name, given[name])
+                   for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if name in given}
+        world_size = numbers.get("WORLD_SIZE", 1)
+        if world_size < 1:
+            raise ConfigError(f"WORLD_SIZE={world_size}: a job has at least one process; unset "
+                              "it to train in one process")
+        if world_size == 1:
+            stray = [f"{name}={given[name]}" for name in ("RANK", "LOCAL_RANK")
+                     if numbers.get(name)]
+            if stray:
+                raise ConfigError(
+                    f"{', '.join(stray)} set without a WORLD_SIZE above 1; launch with "
+                    "`torchrun --nproc_per_node N`, or unset it to train in one process")
+            return cls()
+        missing = [name for name in TORCHRUN_VARIABLES if name not in given]
+        if missing:
+            raise ConfigError(
+                f"WORLD_SIZE={world_size} is set but {', '.join(missing)} not; launch with "
+                "`torchrun --nproc_per_node N`, which sets them all, or unset WORLD_SIZE to "
+                "train in one process")
+        for name in ("RANK", "LOCAL_RANK"):
+            if not 0 <= numbers[name] < world_size:
+                raise ConfigError(f"{name}={numbers[name]} is not one of the "
+                                  f"WORLD_SIZE={world_size} ranks 0 to {world_size - 1}")
+        log.info("rank %d of %d waits for all %d processes to join at %.80s:%.20s (torchrun "
+                 "starts them together; a process started by hand waits for the others)",
+                 numbers["RANK"], world_size, world_size, given["MASTER_ADDR"],
+                 given["MASTER_PORT"])
+        return cls(numbers["RANK"], world_size, numbers["LOCAL_RANK"])
+
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+"""What `torchrun` sets for each process of a job."""
+
+
+def _whole_number(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={text[:40]!r} is not a whole number; "
+                          "torchrun sets it: unset it, or launch with torchrun") from None
 
 
 @contextmanager

@@ -13,7 +13,6 @@ from pix2pixhd.config import (
     Config,
     ConfigError,
     apply_overrides,
-    distributed_environment,
     from_dict,
     load_config,
     save_config,
@@ -21,7 +20,7 @@ from pix2pixhd.config import (
     to_dict,
     validate,
 )
-from pix2pixhd.train import Distributed, Trainer
+from pix2pixhd.train import Trainer
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -378,42 +377,6 @@ def test_messages_never_show_a_huge_value_whole(values):
     with pytest.raises(ConfigError) as error:
         from_dict(values)
     assert len(str(error.value)) < 400
-
-
-# --- the environment of a torchrun job ----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "environ, words",
-    [
-        ({"WORLD_SIZE": "abc"}, "environment variable WORLD_SIZE='abc' is not a whole number"),
-        ({"RANK": "1"}, "RANK=1 set without a WORLD_SIZE above 1"),
-        ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: a job has at least one process"),
-        ({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"},
-         "WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_PORT not; launch with `torchrun"),
-        ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-          "MASTER_PORT": "29500"}, "RANK=2 is not one of the WORLD_SIZE=2 ranks 0 to 1"),
-    ],
-)
-def test_distributed_variables_that_disagree_are_refused_in_one_line(environ, words):
-    with pytest.raises(ConfigError, match=words):
-        distributed_environment(environ)
-
-
-def test_a_torchrun_job_says_what_it_waits_for(caplog):
-    environ = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.7",
-               "MASTER_PORT": "29500"}
-    with caplog.at_level(logging.INFO, logger="pix2pixhd.config"):
-        assert distributed_environment(environ) == (1, 2, 1)
-    assert "rank 1 of 2 waits for all 2 processes to join at '10.0.0.7':'29500'" in caplog.text
-    assert distributed_environment({}) == (0, 1, 0)
-    assert distributed_environment({"WORLD_SIZE": "1", "RANK": "0"}) == (0, 1, 0)
-
-
-def test_the_trainer_reads_the_environment_through_the_same_check(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "abc")
-    with pytest.raises(ConfigError, match="WORLD_SIZE='abc'"):
-        Distributed.from_environment()
 
 
 def test_defaults_are_valid_and_validate_returns_the_config():

@@ -1,6 +1,7 @@
 """The Trainer: exact resume, the loss terms, logs and checkpoints, clear failures, DDP."""
 
 import copy
+import logging
 import socket
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 
 from pix2pixhd import logs
 from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
-from pix2pixhd.config import apply_overrides, load_config
+from pix2pixhd.config import ConfigError, apply_overrides, load_config
 from pix2pixhd.logs import read_scalars
 from pix2pixhd.models import model_kind
 from pix2pixhd.predict import load_predictor
@@ -380,3 +381,39 @@ def test_cuda_on_a_machine_without_cuda_names_the_cpu_setting():
 
     with pytest.raises(ConfigError, match="no CUDA GPU is visible; use train.device=cpu"):
         resolve_device("cuda")
+
+
+# --- the environment of a torchrun job ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "environ, words",
+    [
+        ({"WORLD_SIZE": "abc"}, "environment variable WORLD_SIZE='abc' is not a whole number"),
+        ({"RANK": "1"}, "RANK=1 set without a WORLD_SIZE above 1"),
+        ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0: a job has at least one process"),
+        ({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"},
+         "WORLD_SIZE=2 is set but RANK, LOCAL_RANK, MASTER_PORT not; launch with `torchrun"),
+        ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+          "MASTER_PORT": "29500"}, "RANK=2 is not one of the WORLD_SIZE=2 ranks 0 to 1"),
+    ],
+)
+def test_distributed_variables_that_disagree_are_refused_in_one_line(environ, words):
+    with pytest.raises(ConfigError, match=words):
+        Distributed.from_environment(environ)
+
+
+def test_a_torchrun_job_says_what_it_waits_for(caplog):
+    environ = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.7",
+               "MASTER_PORT": "29500"}
+    with caplog.at_level(logging.INFO, logger="pix2pixhd.train"):
+        assert Distributed.from_environment(environ) == Distributed(1, 2, 1)
+    assert "rank 1 of 2 waits for all 2 processes to join at 10.0.0.7:29500" in caplog.text
+    assert Distributed.from_environment({}) == Distributed(0, 1, 0)
+    assert Distributed.from_environment({"WORLD_SIZE": "1", "RANK": "0"}) == Distributed(0, 1, 0)
+
+
+def test_the_trainer_reads_the_environment_through_the_same_check(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "abc")
+    with pytest.raises(ConfigError, match="WORLD_SIZE='abc'"):
+        Distributed.from_environment()
