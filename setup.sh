@@ -19,7 +19,9 @@ synthetic dataset.
 
   --synthetic  make the built-in synthetic dataset (offline, about 30 s)
   --real       download the real A549 dataset and VisCy's published VSCyto2D model
-               (checkpoints/VSCyto2D/); fail if they cannot be reached
+               (checkpoints/VSCyto2D/); fail if they cannot be reached. The plates'
+               URLs (or paths) come from PIX2PIXHD_TRAIN_URL and PIX2PIXHD_TEST_URL
+               when set, the model's from PIX2PIXHD_VSCYTO2D_URL
   --no-data    set up the environment only
   --venv       use .venv even where conda exists (what `make` uses)
   --no-env     skip the environment; only prepare data with the active python

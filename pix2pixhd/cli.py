@@ -45,7 +45,8 @@ def _data_download(args: argparse.Namespace) -> int:
             path = download_viscy_model(args.model_dir, timeout=args.timeout)
             print(f"VisCy's VSCyto2D model is in {path}")
             return 0
-        download_dataset(args.out, timeout=args.timeout, val_fraction=args.val_fraction)
+        download_dataset(args.out, train_url=args.train_url, test_url=args.test_url,
+                         timeout=args.timeout, val_fraction=args.val_fraction)
     except DownloadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -196,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--out", default="data")
     download.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     download.add_argument("--val-fraction", type=float, default=0.15)
+    download.add_argument("--train-url", default=None,
+                          help="the training plate: http(s) or file:// URL or a path (default "
+                          "$PIX2PIXHD_TRAIN_URL, else the published store)")
+    download.add_argument("--test-url", default=None,
+                          help="the test plate, likewise (default $PIX2PIXHD_TEST_URL)")
     download.add_argument("--viscy-model", action="store_true",
                           help="fetch VisCy's published VSCyto2D checkpoint instead of the data")
     download.add_argument("--model-dir", default=None,

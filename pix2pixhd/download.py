@@ -3,10 +3,14 @@
     download_dataset("data")    # data/{train,val,test}/{phase,nuclei,membrane,nuclei_masks}/*.tif
     download_viscy_model()      # checkpoints/VSCyto2D/epoch=399-step=23200.ckpt, VisCy's model
 
-Both stores are HCS plates: plate -> wells -> fields of view (FOVs), each FOV an array
-(T, C, Z, Y, X) whose channel names sit in the OMERO metadata. We walk that metadata rather
-than assume paths, pick the channels by name (see the *_NAMES constants), and keep one plane per
-channel: time point 0 and the middle Z slice (Z // 2), the plane the VisCy course uses.
+Both stores are HCS plates written by iohub: plate -> wells -> fields of view (FOVs), each FOV
+an array whose axes (iohub names them "T", "C", "Z", "Y", "X") and channel names sit in the
+OME-Zarr metadata. We walk that metadata rather than assume paths, pick the channels by name
+(see the *_NAMES constants), and keep one plane per channel: time point 0 and the middle Z slice
+(Z // 2), the plane the VisCy course uses. Only the chunks holding those planes are fetched.
+
+A store is an http(s) URL, a `file://` URL or a plain path (a mirror or a local copy). When a
+default URL answers "not found", VisCy's newer copy of the same store (`zarrv3/`) is tried.
 
 An FOV's files are written only after all of its planes arrived, each file atomically, so a cut
 connection leaves whole files behind and the next call skips the FOVs that are complete.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
+import os
 import threading
 import urllib.error
 import urllib.request
@@ -37,7 +42,7 @@ from pix2pixhd.normalisation import dataset_statistics
 try:  # the `download` extra; the rest of the package works without it
     import aiohttp
     import zarr
-    from zarr.storage import FsspecStore
+    from zarr.storage import FsspecStore, LocalStore
 except ImportError as missing:
     _IMPORT_ERROR: ImportError | None = missing
 else:
@@ -53,12 +58,23 @@ TEST_URL = (
     "https://public.czbiohub.org/comp.micro/viscy/VS_datasets/VSCyto2D/test/"
     "a549_hoechst_cellmask_test.zarr"
 )
+MIRRORS = {
+    TRAIN_URL: TRAIN_URL.replace("/training/", "/training/zarrv3/"),
+    TEST_URL: TEST_URL.replace("/test/", "/test/zarrv3/"),
+}
+"""Where VisCy's course setup fetches the same stores now (rewritten as OME-Zarr 0.5); tried
+when a default URL answers "not found"."""
+TRAIN_URL_ENV = "PIX2PIXHD_TRAIN_URL"
+TEST_URL_ENV = "PIX2PIXHD_TEST_URL"
+"""Environment variables that replace the default URLs (setup.sh --real reads them too)."""
 SOURCE = "VSCyto2D A549 (CZ Biohub)"
 VSCYTO2D_MODEL_URL = (
     "https://public.czbiohub.org/comp.micro/viscy/VS_models/VSCyto2D/VSCyto2D/"
     "epoch=399-step=23200.ckpt"
 )
 """VisCy's published VSCyto2D model (a Lightning checkpoint; outputs nuclei, then membrane)."""
+VSCYTO2D_MODEL_URL_ENV = "PIX2PIXHD_VSCYTO2D_URL"
+"""Environment variable that replaces VSCYTO2D_MODEL_URL (a mirror)."""
 VSCYTO2D_MODEL_DIR = "checkpoints/VSCyto2D"
 
 # Substrings matched case-insensitively against the channel labels, best first. The VisCy
@@ -81,6 +97,10 @@ class DownloadError(RuntimeError):
     """The dataset could not be fetched; the message says why and what to do."""
 
 
+class _NotFound(DownloadError):
+    """The store's metadata is not there (HTTP 404, or no such folder)."""
+
+
 @dataclass
 class _Store:
     """One remote plate and what every FOV of it will give: the files to expect."""
@@ -100,8 +120,8 @@ class _Store:
 def download_dataset(
     out: str | Path,
     *,
-    train_url: str = TRAIN_URL,
-    test_url: str = TEST_URL,
+    train_url: str | None = None,
+    test_url: str | None = None,
     timeout: float = 10.0,
     val_fraction: float = 0.15,
     seed: int = 0,
@@ -109,6 +129,8 @@ def download_dataset(
 ) -> Path:
     """Download the A549 dataset into `out` (resumable) and return `out`.
 
+    `train_url`, `test_url`: http(s) or file:// URLs or plain paths of the two plates; None
+    takes $PIX2PIXHD_TRAIN_URL / $PIX2PIXHD_TEST_URL, else the published stores.
     The training store's FOVs are split into train/val by a shuffle seeded with `seed`
     (`val_fraction` of them to val); the test store's FOVs all go to test. `timeout` (seconds)
     bounds the reachability check and each wait for the server. `max_fovs` caps the FOVs taken
@@ -124,11 +146,15 @@ def download_dataset(
     if max_fovs is not None and max_fovs < 1:
         raise DownloadError(f"max_fovs={max_fovs} must be at least 1 (or None for all)")
     out = Path(out)
+    train_url = train_url or os.environ.get(TRAIN_URL_ENV) or TRAIN_URL
+    test_url = test_url or os.environ.get(TEST_URL_ENV) or TEST_URL
     _check_not_another_dataset(out)
-    _check_reachable(train_url, timeout, out)
+    if _is_remote(train_url):
+        _check_reachable(train_url, timeout, out)
 
-    train_store = _open_store(train_url, timeout)
-    test_store = _open_store(test_url, timeout)
+    train_store = _open_store_or_mirror(train_url, timeout)
+    test_store = _open_store_or_mirror(test_url, timeout)
+    train_url, test_url = train_store.url, test_store.url
     splits = assign_splits(train_store.positions, val_fraction=val_fraction, seed=seed)
     if max_fovs is not None:
         splits = _limit_splits(splits, max_fovs, val_fraction)
@@ -303,15 +329,57 @@ def _reading(what: str) -> Iterator[None]:
         ) from error
 
 
-def _open_store(url: str, timeout: float) -> _Store:
-    """Open the plate and list its positions by walking plate -> wells -> images metadata."""
+def _is_remote(url: str) -> bool:
+    return urlparse(url).scheme in ("http", "https")
+
+
+def _local_path(url: str) -> Path:
+    """The folder of a file:// URL or a plain path."""
+    parsed = urlparse(url)
+    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url)
+
+
+def _zarr_store(url: str, timeout: float) -> Any:
+    if not _is_remote(url):
+        if urlparse(url).scheme not in ("", "file") and not Path(url).exists():
+            raise DownloadError(f"{url}: only http(s):// and file:// URLs or paths are read")
+        path = _local_path(url)
+        if not path.is_dir():
+            raise DownloadError(f"{path} is not a folder: expected an OME-Zarr plate (.zarr)")
+        return LocalStore(path, read_only=True)
     # sock_read bounds each silence, not the whole transfer, so big chunks may take their time
     client = {"timeout": aiohttp.ClientTimeout(sock_connect=timeout, sock_read=timeout),
               "trust_env": True}
+    return FsspecStore.from_url(url, storage_options={"client_kwargs": client}, read_only=True)
+
+
+def _open_store_or_mirror(url: str, timeout: float) -> _Store:
+    """`_open_store`, or for a published URL that is not found, VisCy's newer copy (MIRRORS)."""
+    try:
+        return _open_store(url, timeout)
+    except _NotFound as error:
+        mirror = MIRRORS.get(url)
+        if mirror is None:
+            raise DownloadError(str(error)) from error
+        log.warning("%s is not there; trying VisCy's copy %s", url, mirror)
+        try:
+            store = _open_store(mirror, timeout)
+        except _NotFound as second:
+            raise DownloadError(f"{error}; nor is VisCy's copy {mirror}") from second
+        log.warning("using %s", mirror)
+        return store
+
+
+def _open_store(url: str, timeout: float) -> _Store:
+    """Open the plate and list its positions by walking plate -> wells -> images metadata."""
+    try:
+        with _reading(url):
+            plate = zarr.open_group(_zarr_store(url, timeout), mode="r")
+    except DownloadError as error:
+        if isinstance(error.__cause__, (KeyError, FileNotFoundError)):
+            raise _NotFound(str(error)) from error.__cause__
+        raise
     with _reading(url):
-        store = FsspecStore.from_url(url, storage_options={"client_kwargs": client},
-                                     read_only=True)
-        plate = zarr.open_group(store, mode="r")
         plate_meta = _ome(plate).get("plate")
         if not plate_meta or not plate_meta.get("wells"):
             raise DownloadError(f"{url} is not an HCS plate: no plate.wells in its metadata")
@@ -355,24 +423,59 @@ def _labels_name(position: Any) -> str | None:
     return names[index] if index is not None else (names[0] if len(names) == 1 else None)
 
 
+def plane_index(axes: Sequence[Any], shape: tuple[int, ...], channel: int,
+                where: str) -> tuple[int | slice, ...]:
+    """Index of the (Y, X) plane of `channel` at time 0 and middle Z, from NGFF `axes`.
+
+    Axes are dicts {"name", "type"} (NGFF 0.4, 0.5) or bare names (0.3). A declared type
+    ("time", "channel", "space") decides an axis's role; otherwise its name does, in any case
+    ("T" as iohub writes it, or "t"). The last two space axes are Y and X; one before them is Z.
+    """
+    roles = []
+    for axis in axes:
+        name = str(axis.get("name", "") if isinstance(axis, dict) else axis)
+        kind = str(axis.get("type", "") if isinstance(axis, dict) else "").lower()
+        kind = kind or {"t": "time", "c": "channel", "z": "space", "y": "space",
+                        "x": "space"}.get(name.lower(), "")
+        if kind not in ("time", "channel", "space"):
+            raise DownloadError(f"{where}: axis {name!r} is neither time, channel nor space "
+                                f"(axes {_axis_names(axes)}); no plane can be chosen")
+        roles.append(kind)
+    space = [i for i, role in enumerate(roles) if role == "space"]
+    if not 2 <= len(space) <= 3 or roles.count("time") > 1 or roles.count("channel") != 1:
+        raise DownloadError(f"{where}: axes {_axis_names(axes)} are not one channel axis, at "
+                            "most one time axis and 2 or 3 space axes")
+    index: list[int | slice] = []
+    for i, role in enumerate(roles):
+        if role == "time":
+            index.append(0)
+        elif role == "channel":
+            index.append(channel)
+        elif len(space) == 3 and i == space[0]:
+            index.append(shape[i] // 2)
+        else:
+            index.append(slice(None))
+    return tuple(index)
+
+
+def _axis_names(axes: Sequence[Any]) -> list[str]:
+    return [str(a.get("name", "?") if isinstance(a, dict) else a) for a in axes]
+
+
 def _read_plane(image_group: Any, channel: int) -> np.ndarray:
-    """The (Y, X) plane at time 0, middle Z, of the highest resolution of a multiscale image."""
+    """The (Y, X) plane at time 0, middle Z, of the highest resolution of a multiscale image.
+
+    Indexing the zarr array with one time point, channel and Z slice fetches only the chunks
+    that hold that plane.
+    """
     multiscales = _ome(image_group).get("multiscales", [{}])[0]
     datasets = multiscales.get("datasets", [{"path": "0"}])
     array = image_group[datasets[0]["path"]]
-    axes = [a["name"] if isinstance(a, dict) else a for a in multiscales.get("axes", [])]
-    axes = axes or ["t", "c", "z", "y", "x"][-array.ndim:]
+    axes = multiscales.get("axes") or ["t", "c", "z", "y", "x"][-array.ndim:]
     if len(axes) != array.ndim:
-        raise DownloadError(f"{array.path}: axes {axes} do not fit its shape {array.shape}")
-    fixed = {"t": 0, "c": channel}
-    index = tuple(
-        fixed.get(axis, array.shape[i] // 2 if axis == "z" else slice(None))
-        for i, axis in enumerate(axes)
-    )
-    plane = np.asarray(array[index])
-    if plane.ndim != 2:
-        raise DownloadError(f"{array.path}: axes {axes} leave a {plane.shape} block, not a plane")
-    return plane
+        raise DownloadError(f"{array.path}: axes {_axis_names(axes)} do not fit its shape "
+                            f"{array.shape}")
+    return np.asarray(array[plane_index(axes, array.shape, channel, array.path)])
 
 
 def _read_fov(store: _Store, position: str) -> dict[str, np.ndarray]:
@@ -487,11 +590,13 @@ def _rmdir_if_empty(folder: Path) -> None:
 
 
 def download_viscy_model(
-    out_dir: str | Path | None = None, *, url: str = VSCYTO2D_MODEL_URL, timeout: float = 10.0,
+    out_dir: str | Path | None = None, *, url: str | None = None, timeout: float = 10.0,
 ) -> Path:
     """Fetch VisCy's published VSCyto2D checkpoint into `out_dir` (default
-    checkpoints/VSCyto2D; resumable) and return its path."""
+    checkpoints/VSCyto2D; resumable) and return its path. `url` defaults to
+    $PIX2PIXHD_VSCYTO2D_URL, else VSCYTO2D_MODEL_URL."""
     out_dir = VSCYTO2D_MODEL_DIR if out_dir is None else out_dir
+    url = url or os.environ.get(VSCYTO2D_MODEL_URL_ENV) or VSCYTO2D_MODEL_URL
     name = unquote(urlparse(url).path.rsplit("/", 1)[-1])
     if not name:
         raise DownloadError(f"{url} names no file to download")

@@ -1,14 +1,18 @@
-"""download.py against small OME-Zarr HCS plates written here and served on 127.0.0.1."""
+"""download.py against small OME-Zarr HCS plates served on 127.0.0.1.
+
+The plates are written by iohub, as the real stores are (upper-case axis names, OME-Zarr 0.4 in
+zarr v2 and 0.5 in zarr v3, the real channel names). Metadata is written by hand only for what
+iohub does not write (a labels group) and for broken stores.
+"""
 
 from __future__ import annotations
 
-import functools
 import http.server
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +21,27 @@ import pytest
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("aiohttp")
 
-from pix2pixhd import layout  # noqa: E402
+from pix2pixhd import download, layout  # noqa: E402
 from pix2pixhd.download import (  # noqa: E402
     DownloadError,
     assign_splits,
     download_dataset,
     download_viscy_model,
     match_channels,
+    plane_index,
+)
+from tests.plates import (  # noqa: E402
+    TEST_LABELS,
+    TRAIN_LABELS,
+    Server,
+    is_chunk,
+    write_iohub_plate,
 )
 
 SIZE = 32
 DEPTH = 3  # the download must take plane DEPTH // 2
 TRAIN_WELLS = {"0/0": 3, "0/1": 1}  # well path -> number of FOVs: 4 positions
 TEST_WELLS = {"0/0": 2}
-TRAIN_LABELS = ["Phase3D", "Nucl", "Mem"]
-TEST_LABELS = ["Phase3D", "Nucl", "Mem", "nuclei_segmentation"]
 VAL_FRACTION = 0.25  # one of the four training positions
 AXES = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
         {"name": "z", "type": "space"}, {"name": "y", "type": "space"},
@@ -73,11 +83,9 @@ def write_plate(
     seed: int = 0,
     labels_group: bool = False,
 ) -> dict[str, np.ndarray]:
-    """An HCS plate of (1, C, Z, 32, 32) FOVs; returns position path -> (C, Z, Y, X) values.
-
-    With `labels_group` the nuclei masks are an OME-Zarr labels image, appended to the returned
-    values as the last channel.
-    """
+    """An HCS plate with hand-written metadata (lower-case axis names), for what iohub does
+    not write: with `labels_group` the nuclei masks are an OME-Zarr labels image, appended to
+    the returned values as the last channel. Returns position path -> (C, Z, Y, X) values."""
     rng = np.random.default_rng(seed)
     mask_channel = next((i for i, name in enumerate(labels) if "segment" in name), None)
     plate = zarr.open_group(path, mode="w", zarr_format=zarr_format)
@@ -117,54 +125,6 @@ def write_plate(
     return written
 
 
-def _is_chunk(path: str) -> bool:
-    """Whether a request is for array data rather than zarr metadata (.zattrs, zarr.json...)."""
-    return not path.rsplit("/", 1)[-1].startswith((".z", "zarr.json"))
-
-
-class Server:
-    """A static file server that records request paths and can cut chosen responses short."""
-
-    def __init__(self, root: Path) -> None:
-        self.requests: list[str] = []
-        self.cut: Callable[[str], bool] = lambda path: False
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests.append(self.path)
-                file = Path(self.translate_path(self.path))
-                if not (server.cut(self.path) and file.is_file()):
-                    return super().do_GET()
-                body = file.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2])  # then hang up mid-response
-                self.close_connection = True
-
-        handler = functools.partial(Handler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}/{name}"
-
-    def chunk_requests(self, store: str, position: str) -> list[str]:
-        """Requests for the image chunks of one position (not its metadata)."""
-        prefix = f"/{store}/{position}/0/"
-        return [p for p in self.requests if p.startswith(prefix) and _is_chunk(p)]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 @pytest.fixture(scope="module")
 def stores_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("stores")
@@ -172,16 +132,20 @@ def stores_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stores(stores_root) -> dict[str, dict[str, np.ndarray]]:
-    """Plates on disk, by file name: v2 and v3 formats, and masks as a labels group."""
+    """Plates on disk, by file name: iohub's OME-Zarr 0.4 (zarr v2) and 0.5 (zarr v3), a plate
+    chunked by Z plane, and masks as a labels group (written by hand: iohub writes none)."""
     root = stores_root
     written = {}
     for zarr_format in (2, 3):
-        written[f"train_v{zarr_format}.zarr"] = write_plate(
+        written[f"train_v{zarr_format}.zarr"] = write_iohub_plate(
             root / f"train_v{zarr_format}.zarr", TRAIN_WELLS, TRAIN_LABELS,
-            zarr_format=zarr_format, seed=1)
-        written[f"test_v{zarr_format}.zarr"] = write_plate(
+            zarr_format=zarr_format, seed=1, size=SIZE, depth=DEPTH)
+        written[f"test_v{zarr_format}.zarr"] = write_iohub_plate(
             root / f"test_v{zarr_format}.zarr", TEST_WELLS, TEST_LABELS,
-            zarr_format=zarr_format, seed=2)
+            zarr_format=zarr_format, seed=2, size=SIZE, depth=DEPTH)
+    written["test_planes.zarr"] = write_iohub_plate(
+        root / "test_planes.zarr", TEST_WELLS, TEST_LABELS, seed=4, size=SIZE, depth=DEPTH,
+        chunks=(1, 1, 1, SIZE, SIZE))
     written["test_labels.zarr"] = write_plate(
         root / "test_labels.zarr", TEST_WELLS, TRAIN_LABELS, seed=3, labels_group=True)
     return written
@@ -201,9 +165,9 @@ def _closed_port() -> int:
 
 
 def _download(server: Server, out: Path, zarr_format: int = 2, **kwargs) -> Path:
+    kwargs.setdefault("train_url", server.url(f"train_v{zarr_format}.zarr"))
     kwargs.setdefault("test_url", server.url(f"test_v{zarr_format}.zarr"))
-    return download_dataset(out, train_url=server.url(f"train_v{zarr_format}.zarr"),
-                            timeout=5.0, val_fraction=VAL_FRACTION, **kwargs)
+    return download_dataset(out, timeout=5.0, val_fraction=VAL_FRACTION, **kwargs)
 
 
 def _expected_files(train: dict, test: dict) -> dict[tuple[str, str, str], np.ndarray]:
@@ -307,6 +271,96 @@ def test_max_fovs_keeps_each_fov_in_the_split_of_a_full_download(tmp_path, serve
     assert [len(layout.list_fovs(small, s)) for s in layout.SPLITS] == [1, 1, 2]
 
 
+def test_axes_are_read_as_ngff_defines_them():
+    upper = [{"name": n, "type": t} for n, t in zip("TCZYX", ["time", "channel", "space",
+                                                             "space", "space"], strict=True)]
+    assert plane_index(upper, (2, 4, 5, 8, 8), 3, "p") == (0, 3, 2, slice(None), slice(None))
+    assert plane_index(["t", "c", "z", "y", "x"], (1, 2, 3, 8, 8), 1, "p")[:3] == (0, 1, 1)
+    # the type decides, whatever the name: a channel axis named "ch", no time axis, no Z
+    typed = [{"name": "ch", "type": "channel"}, {"name": "row", "type": "space"},
+             {"name": "col", "type": "space"}]
+    assert plane_index(typed, (3, 8, 8), 2, "p") == (2, slice(None), slice(None))
+    with pytest.raises(DownloadError, match=r"p: axis 'angle' is neither"):
+        plane_index([{"name": "angle"}, *upper[1:]], (1, 1, 1, 8, 8), 0, "p")
+    with pytest.raises(DownloadError, match="one channel axis"):
+        plane_index(upper[2:], (1, 8, 8), 0, "p")
+
+
+def test_only_the_chunks_of_the_kept_planes_are_fetched(tmp_path, server, stores):
+    """Chunked by plane, one FOV costs one chunk per kept channel: t 0, middle Z only."""
+    _download(server, tmp_path / "data", test_url=server.url("test_planes.zarr"))
+    chunks = server.chunk_requests("test_planes.zarr", "0/0/0")
+    # zarr v2 keys t/c/z/y/x: channels 0-3 (phase, nuclei, membrane, masks), z = DEPTH // 2
+    assert sorted(chunks) == [f"/test_planes.zarr/0/0/0/0/0/{c}/{DEPTH // 2}/0/0"
+                              for c in range(4)]
+
+
+def test_bytes_fetched_per_fov_are_the_kept_channels_stacks(tmp_path, server, stores):
+    """iohub's default chunk is a time point's Z stack of one channel: no more is fetched."""
+    _download(server, tmp_path / "data", zarr_format=3)
+    position = "0/0/0"
+    fetched = sum(server.sent[p] for p in server.chunk_requests("train_v3.zarr", position))
+    folder = stores_root_of(server) / "train_v3.zarr" / position / "0"
+    stored = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and is_chunk(f.name))
+    n_channels = len(TRAIN_LABELS)
+    assert len(server.chunk_requests("train_v3.zarr", position)) == n_channels
+    assert fetched == stored  # t = 0 and 3 channels are the whole array here
+    assert fetched < 1.1 * n_channels * DEPTH * SIZE * SIZE * 4
+
+
+def stores_root_of(server: Server) -> Path:
+    return Path(server.httpd.RequestHandlerClass.keywords["directory"])
+
+
+@pytest.mark.parametrize("form", ["path", "file_url"])
+def test_a_local_copy_downloads_from_a_path_or_a_file_url(tmp_path, stores_root, stores, form):
+    def source(name: str) -> str:
+        path = stores_root / name
+        return str(path) if form == "path" else path.as_uri()
+
+    out = download_dataset(tmp_path / "data", train_url=source("train_v3.zarr"),
+                           test_url=source("test_v3.zarr"), val_fraction=VAL_FRACTION)
+    _assert_layout_matches(out, _expected_files(stores["train_v3.zarr"], stores["test_v3.zarr"]))
+    with pytest.raises(DownloadError, match="not a folder"):
+        download_dataset(tmp_path / "other", train_url=str(tmp_path / "none.zarr"),
+                         test_url=source("test_v3.zarr"))
+
+
+def test_urls_come_from_the_environment_when_not_given(tmp_path, server, stores, monkeypatch):
+    monkeypatch.setenv("PIX2PIXHD_TRAIN_URL", server.url("train_v2.zarr"))
+    monkeypatch.setenv("PIX2PIXHD_TEST_URL", server.url("test_v2.zarr"))
+    out = download_dataset(tmp_path / "data", timeout=5.0, val_fraction=VAL_FRACTION)
+    assert layout.read_dataset_json(out)["urls"] == [server.url("train_v2.zarr"),
+                                                     server.url("test_v2.zarr")]
+
+
+def test_a_missing_default_store_falls_back_to_viscys_copy_and_says_so(
+    tmp_path, server, stores, monkeypatch, caplog
+):
+    gone = server.url("moved/train.zarr")
+    monkeypatch.setattr(download, "MIRRORS", {gone: server.url("train_v3.zarr")})
+    out = _download(server, tmp_path / "data", zarr_format=3, train_url=gone)
+    assert f"using {server.url('train_v3.zarr')}" in caplog.text
+    assert layout.read_dataset_json(out)["urls"][0] == server.url("train_v3.zarr")
+    with pytest.raises(DownloadError, match="nor is VisCy's copy"):
+        monkeypatch.setattr(download, "MIRRORS", {gone: server.url("moved/too.zarr")})
+        _download(server, tmp_path / "other", train_url=gone)
+
+
+def test_a_missing_store_of_ones_own_is_not_replaced(tmp_path, server):
+    with pytest.raises(DownloadError, match="is not there"):
+        download_dataset(tmp_path / "data", train_url=server.url("nothere.zarr"),
+                         test_url=server.url("test_v2.zarr"), timeout=5.0)
+
+
+def test_the_mirrors_are_viscys_zarrv3_copies():
+    assert download.MIRRORS[download.TRAIN_URL] == (
+        "https://public.czbiohub.org/comp.micro/viscy/VS_datasets/VSCyto2D/training/zarrv3/"
+        "a549_hoechst_cellmask_train_val.zarr")
+    assert download.MIRRORS[download.TEST_URL].endswith(
+        "VSCyto2D/test/zarrv3/a549_hoechst_cellmask_test.zarr")
+
+
 def test_unreachable_server_fails_fast_and_creates_nothing(tmp_path):
     out = tmp_path / "data"
     closed = f"http://127.0.0.1:{_closed_port()}"
@@ -360,7 +414,7 @@ def test_cut_connection_keeps_whole_files_and_resume_fetches_only_the_rest(
 
 def test_cut_at_the_first_fov_leaves_no_folder(tmp_path, server):
     out = tmp_path / "data"
-    server.cut = lambda path: path.startswith("/train_v2.zarr/") and _is_chunk(path)
+    server.cut = lambda path: path.startswith("/train_v2.zarr/") and is_chunk(path)
     with pytest.raises(DownloadError, match="lost the connection"):
         _download(server, out)
     assert not out.exists()
