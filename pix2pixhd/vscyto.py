@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +209,23 @@ def is_viscy_checkpoint(path: str | Path) -> bool:
     return Path(path).suffix == ".ckpt"
 
 
-def read_viscy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The network's weights (without the `model.` prefix) and VisCy's `model_config`."""
+VISCY_OPTION_FLAG = "--viscy-config"
+"""The predict option that sets a VisCy network's `model_config` entry (KEY=VALUE)."""
+
+_COUNTS = ("in_channels", "out_channels", "decoder_conv_blocks", "in_stack_depth")
+_LISTS = ("encoder_blocks", "dims", "stem_kernel_size")
+
+
+def read_viscy_checkpoint(
+    path: str | Path, model_config: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The network's weights (without the `model.` prefix) and VisCy's `model_config`.
+
+    A checkpoint saved with hyper-parameters (VisCy's `FcmaeUNet`) gives its `model_config`;
+    one saved without (`VSUNet`, as the published VSCyto2D of June 2024) has its options read
+    from the weights' names and shapes (`infer_viscy_options`). `model_config` entries given
+    here replace either.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"VisCy checkpoint {path} does not exist; fetch the published "
@@ -222,20 +238,134 @@ def read_viscy_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], di
             "cut, run it again"
         ) from error
     hyper = state.get("hyper_parameters") if isinstance(state, dict) else None
-    if not isinstance(hyper, dict) or "state_dict" not in state or "model_config" not in hyper:
-        raise CheckpointError(
-            f"{path} is not a VisCy Lightning checkpoint: expected 'state_dict' and "
-            "'hyper_parameters' with a 'model_config'"
-        )
+    hyper = hyper if isinstance(hyper, dict) else {}
     architecture = hyper.get("architecture", "fcmae")
     if architecture not in VISCY_ARCHITECTURES:
         raise CheckpointError(
             f"{path} holds VisCy's {architecture!r} network; only the 2-D UNeXt2 "
             f"({', '.join(VISCY_ARCHITECTURES)}, as VSCyto2D) loads here"
         )
-    weights = {key.removeprefix("model."): value for key, value in state["state_dict"].items()
+    state_dict = state.get("state_dict") if isinstance(state, dict) else None
+    state_dict = state_dict if isinstance(state_dict, dict) else {}
+    weights = {key.removeprefix("model."): value for key, value in state_dict.items()
                if key.startswith("model.")}
-    return weights, dict(hyper["model_config"])
+    if not weights:
+        raise CheckpointError(
+            f"{path} is not a VisCy Lightning checkpoint: expected a 'state_dict' with the "
+            "network's weights under 'model.'"
+        )
+    saved = hyper.get("model_config")
+    if isinstance(saved, dict) and saved:
+        options = dict(saved)
+    else:
+        options = infer_viscy_options(weights, path, given=model_config or {})
+        log.info("%s has no model_config: read from its weights %s", path, options)
+    options.update(model_config or {})
+    return weights, checked_viscy_options(options, path)
+
+
+def infer_viscy_options(
+    weights: dict[str, torch.Tensor], path: str | Path, given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A UNeXt2 / FCMAE network's `model_config`, read from its weights' names and shapes.
+
+    The stem's 2-D convolution gives in_channels and dims[0]; each stage's downsampling gives
+    its width; block indices count encoder_blocks and decoder_conv_blocks; the stem's 3-D kernel
+    gives stem_kernel_size. The last decoder stage's width is out_channels x in_stack_depth x
+    (stem stride)^2, and the 3-D stem's width dims[0] // (in_stack_depth // depth of its
+    kernel); where those leave more than one in_stack_depth, `given` must name it (or
+    out_channels).
+    """
+    given = given or {}
+    stem2d, stem3d = weights.get("encoder.stem.conv2d.weight"), weights.get(
+        "encoder.stem.conv3d.weight")
+    if stem2d is None or stem3d is None or stem2d.ndim != 4 or stem3d.ndim != 5:
+        raise CheckpointError(
+            f"{path}: its weights are not VisCy's 2-D UNeXt2 / FCMAE network (no "
+            "encoder.stem.conv2d/conv3d weights), the only one that loads without a "
+            "model_config; save it with its hyper-parameters (VisCy's FcmaeUNet)"
+        )
+    if any(key.startswith("head.") for key in weights):
+        raise CheckpointError(f"{path}: its network has a convolutional head (head_conv), "
+                              "which this package does not build")
+    stages = _indices(weights, r"encoder\.stages\.(\d+)\.")
+    dims = [int(stem2d.shape[0])] + [
+        int(weights[f"encoder.stages.{i}.downsample.1.weight"].shape[0]) for i in stages[1:]]
+    encoder_blocks = [len(_indices(weights, rf"encoder\.stages\.{i}\.blocks\.(\d+)\."))
+                      for i in stages]
+    decoder_stages = _indices(weights, r"decoder\.decoder_stages\.(\d+)\.")
+    if not stages or not decoder_stages:
+        raise CheckpointError(f"{path}: its weights have no encoder or decoder stages")
+    decoder_blocks = len(_indices(weights,
+                                  r"decoder\.decoder_stages\.0\.conv\.blocks\.(\d+)\."))
+    kernel = [int(k) for k in stem3d.shape[2:]]
+    last = weights.get(f"decoder.decoder_stages.{decoder_stages[-1]}.conv.downsample.1.weight")
+    if last is None:
+        raise CheckpointError(f"{path}: its last decoder stage has no projection weights")
+    per_pixel, remainder = divmod(int(last.shape[0]), kernel[-1] ** 2)
+    # the 3-D stem has dims[0] // (in_stack_depth // kernel depth) filters (VisCy's rounding)
+    depths = [d for d in range(kernel[0], per_pixel + 1) if per_pixel % d == 0 and not remainder
+              and int(stem2d.shape[0]) // (d // kernel[0]) == int(stem3d.shape[0])]
+    if "in_stack_depth" in given:
+        depths = [int(given["in_stack_depth"])]
+    elif "out_channels" in given and per_pixel % int(given["out_channels"]) == 0:
+        depths = [per_pixel // int(given["out_channels"])]
+    if len(depths) != 1:
+        raise CheckpointError(
+            f"{path}: in_stack_depth cannot be read from its weights ({depths or 'none'} "
+            f"fit); set it with {VISCY_OPTION_FLAG} in_stack_depth=N"
+        )
+    return {
+        "in_channels": int(stem2d.shape[1]),
+        "out_channels": per_pixel // depths[0],
+        "encoder_blocks": encoder_blocks,
+        "dims": dims,
+        "decoder_conv_blocks": decoder_blocks,
+        "stem_kernel_size": kernel,
+        "in_stack_depth": depths[0],
+        "pretraining": False,
+    }
+
+
+def _indices(weights: dict[str, torch.Tensor], pattern: str) -> list[int]:
+    """The sorted distinct integers that `pattern`'s group matches at the start of the names."""
+    found = {int(match.group(1)) for key in weights if (match := re.match(pattern, key))}
+    return sorted(found)
+
+
+def checked_viscy_options(options: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """`options` with every size a positive integer, or one CheckpointError line naming it."""
+    checked = dict(options)
+    for key in (*_COUNTS, *_LISTS):
+        if key not in options:
+            continue
+        value = options[key]
+        values = value if key in _LISTS else [value]
+        if (key in _LISTS and not isinstance(value, (list, tuple))) or not values or not all(
+                _is_positive_int(v) for v in values):
+            what = "a list of positive integers" if key in _LISTS else "a positive integer"
+            raise CheckpointError(
+                f"{path}: model_config {key}={value!r} is not {what}; the file is damaged or "
+                f"not VisCy's (set it with {VISCY_OPTION_FLAG} {key}=...)"
+            )
+        checked[key] = [int(v) for v in values] if key in _LISTS else int(value)
+    if len(checked.get("dims", [])) != len(checked.get("encoder_blocks", checked.get("dims", []))):
+        raise CheckpointError(f"{path}: model_config dims {checked['dims']} and encoder_blocks "
+                              f"{checked['encoder_blocks']} differ in length")
+    if "stem_kernel_size" in checked and len(checked["stem_kernel_size"]) != 3:
+        raise CheckpointError(f"{path}: model_config stem_kernel_size "
+                              f"{checked['stem_kernel_size']} is not (depth, height, width)")
+    return checked
+
+
+def _is_positive_int(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return False
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return number.is_integer() and number >= 1
 
 
 def viscy_config(options: dict[str, Any]) -> Config:
@@ -259,10 +389,12 @@ def viscy_config(options: dict[str, Any]) -> Config:
 
 
 def load_viscy_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
+    path: str | Path, device: str | torch.device = "cpu",
+    model_config: dict[str, Any] | None = None,
 ) -> tuple[VisCyGenerator, Config]:
-    """A published VisCy checkpoint as our generator (eval mode, on `device`) and Config."""
-    weights, options = read_viscy_checkpoint(path)
+    """A published VisCy checkpoint as our generator (eval mode, on `device`) and Config;
+    `model_config` entries replace the file's (see `read_viscy_checkpoint`)."""
+    weights, options = read_viscy_checkpoint(path, model_config)
     config = viscy_config(options)
     in_channels = int(options.get("in_channels", 1))
     generator = build_viscy_generator(config.model, in_channels,
@@ -271,8 +403,7 @@ def load_viscy_checkpoint(
         generator.model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(
-            f"{path}: the weights do not fit the network its model_config describes "
-            f"({error})"
+            f"{path}: the weights do not fit the network of model_config {options} ({error})"
         ) from error
     log.info("VisCy network from %s: dims %s, outputs %s", path, config.model.dims,
              ", ".join(config.data.target_channels))

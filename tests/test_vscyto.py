@@ -4,22 +4,32 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from viscy.translation.engine import FcmaeUNet, MixedLoss
-from viscy.translation.evaluation_metrics import ms_ssim_25d
 
-from pix2pixhd.checkpoint import CheckpointError, architecture_differences
-from pix2pixhd.config import ModelConfig, apply_overrides, load_config
-from pix2pixhd.layout import image_path, read_dataset_json, read_image
-from pix2pixhd.models import model_kind
-from pix2pixhd.predict import load_predictor, predict_folder
-from pix2pixhd.sampling import mc_dropout
-from pix2pixhd.train import Trainer
-from pix2pixhd.vscyto import (
+pytest.importorskip("viscy")  # the `viscy` extra; without it these tests are skipped
+
+from viscy.translation.engine import FcmaeUNet, MixedLoss  # noqa: E402
+from viscy.translation.evaluation_metrics import ms_ssim_25d  # noqa: E402
+from viscy.unet.networks.fcmae import FullyConvolutionalMAE  # noqa: E402
+
+from pix2pixhd.checkpoint import CheckpointError, architecture_differences  # noqa: E402
+from pix2pixhd.config import ModelConfig, apply_overrides, load_config  # noqa: E402
+from pix2pixhd.layout import image_path, read_dataset_json, read_image  # noqa: E402
+from pix2pixhd.models import model_kind  # noqa: E402
+from pix2pixhd.predict import load_predictor, predict_folder  # noqa: E402
+from pix2pixhd.sampling import mc_dropout  # noqa: E402
+from pix2pixhd.train import Trainer  # noqa: E402
+from pix2pixhd.vscyto import (  # noqa: E402
     build_viscy_generator,
+    infer_viscy_options,
     load_viscy_checkpoint,
     ms_ssim_scales,
     viscy_mixed_loss,
     viscy_network_options,
+)
+from tests.viscy_checkpoints import (  # noqa: E402
+    VSCYTO2D_TINY,
+    fcmae_checkpoint,
+    vsunet_checkpoint,
 )
 
 TINY_VISCY = ["model.kind=viscy", "model.encoder_blocks=[1,1,1,1]", "model.dims=[8,16,32,64]",
@@ -32,13 +42,6 @@ def count(module: torch.nn.Module) -> int:
 
 def viscy_lightning_module(model_config: dict) -> FcmaeUNet:
     return FcmaeUNet(model_config=model_config, loss_function=MixedLoss())
-
-
-def write_viscy_checkpoint(path, module: FcmaeUNet) -> None:
-    """The layout Lightning writes: weights under `model.`, the model_config among hparams."""
-    torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": "2.6.6",
-                "state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
-               path)
 
 
 @pytest.mark.parametrize(("preset", "millions"), [("course", 31.2), ("quick", 3.6),
@@ -159,16 +162,14 @@ def test_a_trained_viscy_run_resumes_predicts_and_has_no_dropout_to_sample(tiny_
             pass
 
 
+@pytest.mark.parametrize("saved_by", [vsunet_checkpoint, fcmae_checkpoint])
 def test_published_viscy_checkpoint_predicts_nuclei_and_membrane_in_stain_units(
-    tiny_dataset, tmp_path
+    tiny_dataset, tmp_path, saved_by
 ):
-    options = {"in_channels": 1, "out_channels": 2, "encoder_blocks": [1, 1, 1, 1],
-               "dims": [8, 16, 32, 64], "decoder_conv_blocks": 1, "stem_kernel_size": (1, 2, 2),
-               "in_stack_depth": 1, "pretraining": False}
-    torch.manual_seed(0)
-    module = viscy_lightning_module(options).eval()
     path = tmp_path / "epoch=0-step=0.ckpt"
-    write_viscy_checkpoint(path, module)
+    module = saved_by(path)
+    has_hyper = "hyper_parameters" in torch.load(path, weights_only=True)
+    assert has_hyper == (saved_by is fcmae_checkpoint)
 
     written = predict_folder(path, tiny_dataset / "test", tmp_path / "pred")
     fov = written[0].stem
@@ -185,6 +186,61 @@ def test_published_viscy_checkpoint_predicts_nuclei_and_membrane_in_stain_units(
         expected = out[index] * stats[channel]["iqr"] + stats[channel]["median"]
         got = read_image(tmp_path / "pred" / channel / f"{fov}.tif")
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3 * stats[channel]["iqr"])
+
+
+def test_a_checkpoint_without_hyper_parameters_equals_viscys_own_predict_step(tmp_path):
+    """VSUNet saved by Lightning (the published VSCyto2D's layout): the options come from the
+    weights, and the output is VisCy's predict_step's on the same normalised input."""
+    module = vsunet_checkpoint(tmp_path / "vscyto2d.ckpt")
+    generator, config = load_viscy_checkpoint(tmp_path / "vscyto2d.ckpt")
+    assert (config.model.dims, config.model.encoder_blocks, config.data.target_channels) == (
+        [8, 16, 32, 64], [1, 1, 1, 1], ["nuclei", "membrane"])
+    phase = torch.randn(1, 1, 1, 64, 96, generator=torch.Generator().manual_seed(1))
+    module.on_predict_start()
+    with torch.no_grad():
+        theirs = module.predict_step({"source": phase}, 0)[:, :, 0]
+        ours = generator(phase[:, :, 0])
+    assert (ours - theirs).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("options", [
+    VSCYTO2D_TINY,
+    {**VSCYTO2D_TINY, "in_channels": 2, "out_channels": 1, "encoder_blocks": [2, 1, 3],
+     "dims": [8, 16, 24], "decoder_conv_blocks": 2},
+    {**VSCYTO2D_TINY, "stem_kernel_size": [5, 4, 4], "in_stack_depth": 5, "out_channels": 3},
+    {**VSCYTO2D_TINY, "stem_kernel_size": [1, 4, 4], "in_stack_depth": 3},
+])
+def test_options_are_read_from_the_weights_names_and_shapes(options):
+    torch.manual_seed(0)
+    weights = FullyConvolutionalMAE(**options).state_dict()
+    assert infer_viscy_options(weights, "x.ckpt") == options
+
+
+def test_an_in_stack_depth_the_weights_leave_open_is_named_with_its_option():
+    options = {**VSCYTO2D_TINY, "stem_kernel_size": [2, 4, 4], "in_stack_depth": 4,
+               "out_channels": 5}  # 4 x 5 outputs per pixel: a depth of 5 with 4 outputs fits
+    weights = FullyConvolutionalMAE(**options).state_dict()
+    with pytest.raises(CheckpointError, match="in_stack_depth .*--viscy-config in_stack_depth"):
+        infer_viscy_options(weights, "x.ckpt")
+    assert infer_viscy_options(weights, "x.ckpt", given={"in_stack_depth": 4}) == options
+
+
+@pytest.mark.parametrize("dims", [["a", 16, 32, 64], [-8, 16, 32, 64], 8])
+def test_non_numeric_or_negative_sizes_in_a_ckpt_give_one_line(tmp_path, dims):
+    path = tmp_path / "bad.ckpt"
+    fcmae_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    state["hyper_parameters"]["model_config"]["dims"] = dims
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"bad\.ckpt: model_config dims=") as error:
+        load_viscy_checkpoint(path)
+    assert "\n" not in str(error.value)
+
+
+def test_weights_of_another_network_are_refused_by_name(tmp_path):
+    torch.save({"state_dict": {"model.down.0.weight": torch.zeros(1)}}, tmp_path / "unet.ckpt")
+    with pytest.raises(CheckpointError, match="not VisCy's 2-D UNeXt2 / FCMAE"):
+        load_viscy_checkpoint(tmp_path / "unet.ckpt")
 
 
 def test_viscy_checkpoint_problems_are_named(tiny_dataset, tmp_path):
