@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from pix2pixhd.layout import DataError, check_output_folder, plain_name
+from pix2pixhd.layout import MATCH, DataError, check_output_folder, plain_name
 from pix2pixhd.normalisation import NORMALISE
 
 log = logging.getLogger("pix2pixhd")
@@ -106,7 +106,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     written = predict_folder(args.checkpoint, args.input, args.out,
                              device=resolve_device(args.device), tile_size=args.tile_size,
-                             overlap=args.overlap, normalise=args.normalise)
+                             overlap=args.overlap, normalise=args.normalise,
+                             dataset_root=args.dataset,
+                             viscy_config=key_values(args.viscy_config, "--viscy-config"))
     print(f"wrote {len(written)} predictions under {args.out}")
     return 0
 
@@ -116,7 +118,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     check_output_folder(args.out, [args.pred, args.data])
     summary = evaluate_folder(args.pred, args.data, args.out, channel=args.channel,
-                              allow_missing=args.allow_missing)
+                              allow_missing=args.allow_missing, match=args.match,
+                              pattern=args.name_pattern)
     shown = (*SUMMARY_KEYS, "n_images")
     print(json.dumps({k: summary[k] for k in shown if k in summary}, indent=2))
     print(f"per-image and summary tables in {args.out}")
@@ -173,6 +176,19 @@ def training_config(args: argparse.Namespace) -> Config:
         flags += [f"train.niter={args.epochs - args.epochs // 2}",
                   f"train.niter_decay={args.epochs // 2}"]
     return apply_overrides(config, flags + args.set)
+
+
+def key_values(pairs: list[str], option: str) -> dict[str, object]:
+    """{"in_stack_depth": 1} from ["in_stack_depth=1"]; values read as YAML (numbers, lists)."""
+    import yaml
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {option} {pair!r} is not KEY=VALUE")
+        values[key.strip()] = yaml.safe_load(value)
+    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,22 +271,37 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a latest.pt of `train`, or a VisCy .ckpt")
     predict.add_argument("--input", required=True,
                          help="a phase TIFF, a folder of them, or a split folder (data/test)")
-    predict.add_argument("--out", required=True, help="writes OUT/<channel>/<fov>.tif")
-    predict.add_argument("--tile-size", type=at_least(16), default=1024,
-                         help="larger images go in overlapping tiles of this side")
+    predict.add_argument("--out", required=True,
+                         help="writes OUT/<channel>/<input's name> and OUT/units.json")
+    predict.add_argument("--tile-size", type=at_least(16), default=None,
+                         help="larger images go in overlapping tiles of this side (default "
+                         "1024; for VisCy networks, whose normalisation sees the whole input, "
+                         "one pass up to 2048)")
     predict.add_argument("--overlap", type=at_least(0), default=128)
     predict.add_argument("--device", default="auto")
     predict.add_argument("--normalise", choices=NORMALISE, default="dataset", help=NORMALISE_HELP)
+    predict.add_argument("--dataset", default=None,
+                         help="dataset folder whose dataset.json gives a VisCy .ckpt's outputs "
+                         "stain units (default: the parent of a split folder)")
+    predict.add_argument("--viscy-config", action="append", default=[], metavar="KEY=VALUE",
+                         help="a VisCy .ckpt's model_config entry, where its file lacks it "
+                         "(repeatable), e.g. in_stack_depth=1")
     predict.set_defaults(run=_predict)
 
     evaluate = verbs.add_parser("evaluate", help="pixel and nuclei metrics of predictions")
     evaluate.add_argument("--pred", required=True,
-                          help="predictions: PRED/<channel>/<fov>.tif or PRED/<fov>.tif")
+                          help="predictions: PRED/<channel>/<fov>.tif or PRED/**/<fov>.tif(f)")
     evaluate.add_argument("--data", required=True, help="the split they predict (data/test)")
     evaluate.add_argument("--out", required=True, help="per_image.csv, summary.csv/json")
     evaluate.add_argument("--channel", default="nuclei")
     evaluate.add_argument("--allow-missing", action="store_true",
                           help="evaluate the FOVs that have predictions, warn about the rest")
+    evaluate.add_argument("--match", choices=MATCH, default="name",
+                          help="pair predictions with fields of view by name, or by sorted "
+                          "order (as the 2024 course notebook did)")
+    evaluate.add_argument("--name-pattern", default=None, metavar="REGEX",
+                          help="field of view from a prediction's name: the group named fov "
+                          "(or the first group), e.g. 'pred_(?P<fov>.*)'")
     evaluate.set_defaults(run=_evaluate)
 
     sample = verbs.add_parser("sample", help="MC-dropout: many stains per image, uncertainty")

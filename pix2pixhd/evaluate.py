@@ -18,10 +18,13 @@ anywhere (our `predict`, a VisCy model exported to TIFF) are scored the same way
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,11 +32,15 @@ from tqdm.auto import tqdm
 
 from pix2pixhd import metrics, segmentation
 from pix2pixhd.layout import (
+    CHANNELS,
     HOW_TO_GET_DATA,
     MASKS,
+    MATCH,
+    UNITS_FILE,
     DataError,
     image_path,
     list_fovs,
+    list_tiffs,
     read_image,
     read_mask,
     write_json,
@@ -57,20 +64,34 @@ SUMMARY_KEYS = (
 )
 """Keys every summary holds (null in summary.json when not measured, e.g. without masks)."""
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+UNIT_DEPENDENT = ("psnr", "ssim", "mae", "nrmse")
+"""Pixel metrics that compare values, so are meaningless when the units differ; Pearson r and
+the instance metrics do not depend on the units."""
+
+RANGE_RATIO = 5.0
+"""A prediction is in other units than its stain when the spread (1st to 99th percentile) of
+one exceeds RANGE_RATIO times the other's, or its median lies more than that spread outside the
+stain's range. A stain min-max scaled to [0, 1] against counts in the hundreds fails by far; a
+good or poor prediction in the stain's units passes."""
+
 
 
 # --- finding the files ---------------------------------------------------------------------------
 
 
-def find_predictions(pred_dir: str | Path, channel: str = "nuclei") -> dict[str, Path]:
+def find_predictions(
+    pred_dir: str | Path, channel: str = "nuclei", *, pattern: str | None = None
+) -> dict[str, Path]:
     """{fov: TIFF} of a folder of predictions of one channel, in either of two layouts.
 
         PRED/<channel>/<fov>.tif   as `python -m pix2pixhd predict` writes them
-        PRED/<fov>.tif             one channel's predictions made elsewhere (e.g. VisCy)
+        PRED/**/<fov>.tif(f)       one channel's predictions made elsewhere (e.g. VisCy), in
+                                   subfolders too, as the 2024 course stored them
 
-    Predictions must be in the real stain's units (`predict` writes them so), or the pixel
-    metrics compare apples with pears.
+    A field of view is a file's name without .tif/.tiff; with `pattern` (a regular expression
+    matched against that name, e.g. `pred_(?P<fov>.*)`) it is the group named fov, else the
+    first group. Predictions must be in the real stain's units for PSNR, SSIM, MAE and NRMSE
+    (`predict` writes them so, or says otherwise in units.json).
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -78,15 +99,18 @@ def find_predictions(pred_dir: str | Path, channel: str = "nuclei") -> dict[str,
             f"prediction folder {pred_dir} does not exist; write it with "
             f"`python -m pix2pixhd predict ... --out {pred_dir}`"
         )
-    nested, flat = _tiffs(pred_dir / channel), _tiffs(pred_dir)
+    nested = list_tiffs(pred_dir / channel, recursive=True) if (pred_dir / channel).is_dir() \
+        else []
+    flat = list_tiffs(pred_dir)
     if nested and flat:
         raise DataError(
             f"{pred_dir} holds predictions both in {channel}/ and at its top level; "
             "keep one layout (move the other files away)"
         )
-    if nested or flat:
-        return nested or flat
-    others = sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and _tiffs(p))
+    files = nested or flat or _elsewhere_files(pred_dir)
+    if files:
+        return _by_fov(files, pred_dir, pattern)
+    others = sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and list_tiffs(p))
     hint = f"; it has predictions of {', '.join(others)}: pass that channel" if others else ""
     raise DataError(
         f"{pred_dir} holds no predictions: expected {pred_dir / channel}/<fov>.tif "
@@ -94,14 +118,33 @@ def find_predictions(pred_dir: str | Path, channel: str = "nuclei") -> dict[str,
     )
 
 
-def _tiffs(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    return {
-        path.stem: path
-        for path in sorted(folder.iterdir())
-        if path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
-    }
+def _elsewhere_files(pred_dir: Path) -> list[Path]:
+    """TIFFs in subfolders, except those of our layout's other channels and sampling maps."""
+    ours = {*CHANNELS, MASKS, "mean", "std"}
+    return [path for path in list_tiffs(pred_dir, recursive=True)
+            if path.relative_to(pred_dir).parts[0] not in ours]
+
+
+def _by_fov(files: list[Path], pred_dir: Path, pattern: str | None) -> dict[str, Path]:
+    """{fov: file}; two files of one field of view are an error naming both."""
+    found: dict[str, Path] = {}
+    unmatched = []
+    for path in files:
+        fov = path.stem
+        if pattern is not None:
+            match = re.fullmatch(pattern, fov)
+            if match is None:
+                unmatched.append(path.name)
+                continue
+            fov = match.groupdict().get("fov") or (match.group(1) if match.re.groups else fov)
+        if fov in found:
+            raise DataError(f"{found[fov]} and {path} are both predictions of {fov}; keep one, "
+                            "or pair by sorted order (match='sorted')")
+        found[fov] = path
+    if unmatched:
+        log.warning("%d predictions in %s do not match the pattern %r; ignored: %s",
+                    len(unmatched), pred_dir, pattern, _names(unmatched))
+    return found
 
 
 def _names(fovs: Sequence[str], shown: int = 5) -> str:
@@ -115,13 +158,19 @@ def paired_files(
     channel: str = "nuclei",
     *,
     allow_missing: bool = False,
+    match: str = "name",
+    pattern: str | None = None,
 ) -> dict[str, tuple[Path, Path]]:
     """{fov: (prediction, real stain)} for every field of view of a split (e.g. data/test).
 
-    A field of view without a prediction is an error naming it, unless `allow_missing`, when
-    the others are evaluated with a warning. Predictions of fields of view that are not in the
-    split are ignored with a warning.
+    match="name" pairs by field-of-view name (see `find_predictions` for `pattern`); a field of
+    view without a prediction is an error naming it, unless `allow_missing`, when the others are
+    evaluated with a warning, and predictions of fields of view not in the split are ignored
+    with a warning. match="sorted" pairs the i-th prediction (sorted by path) with the i-th
+    field of view (sorted by name), with a one-line warning: the counts must agree.
     """
+    if match not in MATCH:
+        raise ValueError(f"match={match!r} is not one of {', '.join(MATCH)}")
     split = Path(data_split_dir)
     stains = list_fovs(split.parent, split.name, channel)
     if not stains:
@@ -130,7 +179,9 @@ def paired_files(
             f"{split / channel} holds no real-stain images to compare with{hint}; "
             f"pass a split folder such as data/test, or {HOW_TO_GET_DATA}"
         )
-    predictions = find_predictions(pred_dir, channel)
+    if match == "sorted":
+        return _paired_by_order(pred_dir, split, channel, stains)
+    predictions = find_predictions(pred_dir, channel, pattern=pattern)
     missing = [fov for fov in stains if fov not in predictions]
     extra = sorted(set(predictions) - set(stains))
     if extra:
@@ -142,7 +193,8 @@ def paired_files(
             f"{pred_dir}: {_names(missing)}"
         )
         if len(missing) == len(stains):
-            raise DataError(f"{message}; the predictions there are named {_names(extra)}")
+            raise DataError(f"{message}; the predictions there are named {_names(extra)}; "
+                            "map names with a pattern, or pair by sorted order")
         if not allow_missing:
             raise DataError(f"{message}; predict them, or pass allow_missing=True to evaluate "
                             "the others only")
@@ -152,6 +204,46 @@ def paired_files(
         for fov in stains
         if fov in predictions
     }
+
+
+def _paired_by_order(pred_dir: str | Path, split: Path, channel: str,
+                     stains: list[str]) -> dict[str, tuple[Path, Path]]:
+    folder = Path(pred_dir)
+    files = sorted(find_predictions(folder, channel).values())
+    if len(files) != len(stains):
+        raise DataError(f"{folder} holds {len(files)} predictions and {split} {len(stains)} "
+                        "fields of view: pairing by sorted order needs as many of each")
+    log.warning("pairing %d predictions in %s with the fields of view of %s by sorted order "
+                "(%s -> %s, ...): check that the orders agree", len(files), folder, split,
+                files[0].relative_to(folder), stains[0])
+    return {fov: (path, image_path(split.parent, split.name, channel, fov))
+            for fov, path in zip(stains, files, strict=True)}
+
+
+def units_mismatch(prediction: np.ndarray, stain: np.ndarray) -> str | None:
+    """Why `prediction` (H, W) is not in the units of `stain` (H, W), or None when it may be."""
+    low, median, high = np.percentile(prediction, [1, 50, 99])
+    s_low, s_high = np.percentile(stain, [1, 99])
+    spread, s_spread = high - low, s_high - s_low
+    if s_spread <= 0:
+        return None
+    if (spread * RANGE_RATIO < s_spread or spread > RANGE_RATIO * s_spread
+            or not s_low - s_spread <= median <= s_high + s_spread):
+        return (f"its range [{low:.3g}, {high:.3g}] (1st-99th percentile) is unlike the real "
+                f"stain's [{s_low:.3g}, {s_high:.3g}]: other units (e.g. min-max scaled)")
+    return None
+
+
+def read_units(pred_dir: str | Path) -> dict[str, Any] | None:
+    """PRED/units.json as `predict` wrote it, or None when there is none."""
+    path = Path(pred_dir) / UNITS_FILE
+    if not path.is_file():
+        return None
+    try:
+        return dict(json.loads(path.read_text()))
+    except (ValueError, TypeError) as error:
+        raise DataError(f"{path} is not a JSON object ({error}); predict again, or delete "
+                        "it") from error
 
 
 def _mask_files(data_split_dir: Path, fovs: Sequence[str]) -> dict[str, Path] | None:
@@ -239,11 +331,14 @@ def evaluate_predictions(
     segment: Segmenter = segmentation.segment_nuclei,
     hf_cutoff: float | None = None,
     allow_missing: bool = False,
+    match: str = "name",
+    pattern: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Score every prediction of one split against its real stain and masks; one row per FOV.
 
-    pred_dir: PRED/<channel>/<fov>.tif or PRED/<fov>.tif (see `find_predictions`).
+    pred_dir: PRED/<channel>/<fov>.tif or PRED/**/<fov>.tif(f) (see `find_predictions`);
+    `match` and `pattern`: how predictions pair with fields of view (see `paired_files`).
     data_split_dir: a split folder, e.g. data/test, with <channel>/ and nuclei_masks/.
     segment: the nuclei segmentation applied alike to predictions and real stains.
     hf_cutoff: cycles/pixel for `metrics.hf_power_ratio`; None = that function's default.
@@ -254,10 +349,14 @@ def evaluate_predictions(
     and the same for the real stain prefixed `real_stain_`. Without masks the instance columns
     are left out (with a warning). Values are nan where undefined (Pearson r or the sharpness
     ratio of a constant prediction, mean matched IoU when nothing matched) and psnr is inf for
-    a prediction equal to the real stain.
+    a prediction equal to the real stain. PSNR, SSIM, MAE and NRMSE are left nan, with the
+    reason in the column `units`, for predictions in other units than the stain: those whose
+    PRED/units.json says so, and those whose range is unlike the stain's (a warning names each).
     """
     split = Path(data_split_dir)
-    pairs = paired_files(pred_dir, split, channel, allow_missing=allow_missing)
+    pairs = paired_files(pred_dir, split, channel, allow_missing=allow_missing, match=match,
+                         pattern=pattern)
+    declared = _declared_units_problem(pred_dir)
     masks = _mask_files(split, list(pairs))
     sharpness = {} if hf_cutoff is None else {"cutoff": hf_cutoff}
     rows = []
@@ -266,6 +365,13 @@ def evaluate_predictions(
         prediction = _read_same_shape(stain_path, stain.shape, pred_path)
         row: dict = {"fov": fov}
         row.update(metrics.pixel_metrics(prediction, stain))
+        problem = declared or units_mismatch(prediction, stain)
+        row["units"] = problem or "stain"
+        if problem:
+            if not declared:
+                log.warning("%s: %s; its PSNR, SSIM, MAE and NRMSE are left empty", pred_path,
+                            problem)
+            row.update(dict.fromkeys(UNIT_DEPENDENT, math.nan))
         row["hf_power_ratio"] = metrics.hf_power_ratio(prediction, stain, **sharpness)
         row.update(metrics.spectral_metrics(prediction, stain))
         if masks is not None:
@@ -278,6 +384,18 @@ def evaluate_predictions(
              split, table["psnr"].mean(), table["ssim"].mean(),
              f", F1@0.5 {table['f1_iou50'].mean():.3f}" if "f1_iou50" in table else "")
     return table
+
+
+def _declared_units_problem(pred_dir: str | Path) -> str | None:
+    """The reason unit-dependent metrics cannot be computed, from PRED/units.json, if any."""
+    units = read_units(pred_dir)
+    if units is None or units.get("units") == "stain":
+        return None
+    reason = (f"{Path(pred_dir) / UNITS_FILE} says the predictions are in "
+              f"{units.get('units')!r} units, not the stain's: {units.get('reason', '')}")
+    log.warning("%s; PSNR, SSIM, MAE and NRMSE are left empty, Pearson r and F1 still count",
+                reason)
+    return reason
 
 
 # --- tables --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import math
 import numbers
 import os
@@ -24,11 +25,19 @@ from typing import Any
 import numpy as np
 import tifffile
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
 CHANNELS = ("phase", "nuclei", "membrane")
 MASKS = "nuclei_masks"
 STATISTICS = ("median", "iqr", "p_low", "p_high")
 """What dataset.json holds for each channel under "normalisation" (and mean, std)."""
+UNITS_FILE = "units.json"
+"""Written by `predict` beside its outputs: their units ("stain", or "viscy" for VisCy's
+median/IQR units) and why; `evaluate` reads it."""
+MATCH = ("name", "sorted")
+"""How `evaluate` pairs predictions with fields of view: by name, or by sorted order (as the
+2024 course notebook paired VisCy's predictions)."""
 
 HOW_TO_GET_DATA = (
     "make a dataset with `python -m pix2pixhd data synthetic --out data` "
@@ -85,6 +94,34 @@ def list_fovs(root: str | Path, split: str, channel: str = "phase") -> list[str]
     """Names of the fields of view of one split (file stems, sorted)."""
     folder = Path(root) / split / channel
     return sorted(p.stem for p in folder.glob("*.tif")) if folder.is_dir() else []
+
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+"""What a TIFF file's name ends with, in any case."""
+
+
+def list_tiffs(folder: str | Path, *, recursive: bool = False) -> list[Path]:
+    """The TIFF files in `folder` (with `recursive`, its subfolders too), sorted by path.
+
+    Any case of .tif or .tiff counts. Hidden files (a leftover `.x.tif.abc.part` of an
+    interrupted write) and `.part` files are skipped; other files are named in one log line,
+    so that `b.tif.bak` is neither read as an image nor silently dropped.
+    """
+    folder = Path(folder)
+    found, others = [], []
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        relative = path.relative_to(folder)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            found.append(path)
+        elif path.suffix.lower() != ".part":
+            others.append(str(relative))
+    if others:
+        shown = ", ".join(others[:5]) + (f", ... ({len(others)} in all)" if len(others) > 5
+                                         else "")
+        log.info("%s: skipped %d files that are not .tif/.tiff: %s", folder, len(others), shown)
+    return found
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,14 +26,29 @@ from tqdm.auto import tqdm
 
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.config import Config, from_dict
-from pix2pixhd.layout import check_output_folder, list_fovs, read_image, write_image
+from pix2pixhd.layout import (
+    UNITS_FILE,
+    check_output_folder,
+    list_fovs,
+    list_tiffs,
+    read_image,
+    write_image,
+    write_json,
+)
 from pix2pixhd.models import make_generator
 from pix2pixhd.normalisation import NORMALISE, Normaliser, median_and_iqr
 from pix2pixhd.runs import training_statistics
-from pix2pixhd.vscyto import is_viscy_checkpoint, load_viscy_predictor
+from pix2pixhd.vscyto import has_stain_statistics, is_viscy_checkpoint, load_viscy_predictor
 
 log = logging.getLogger(__name__)
 
+
+
+TILE_SIZE = 1024
+"""Tiles of this side bound the memory of large images."""
+ONE_PASS_LIMIT = 2048
+"""Side up to which a network with whole-input statistics predicts in one pass (see README:
+2048 x 2048 through VSCyto2D's network on the CPU)."""
 
 FOREIGN_SHIFT = 2.0
 FOREIGN_SPREAD = 4.0
@@ -89,13 +105,14 @@ def load_predictor(
 
 def load_predictor_and_statistics(
     checkpoint: str | Path, device: str | torch.device = "cpu",
-    dataset_root: str | Path | None = None,
+    dataset_root: str | Path | None = None, viscy_config: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, Config, Normaliser, dict[str, float]]:
     """`load_predictor`'s three, and the statistics of the training inputs from the same read
     of the file (`runs.training_statistics`; none for a VisCy .ckpt, whose inputs are
-    each scaled by their own)."""
+    each scaled by their own). `viscy_config`: model_config entries for a .ckpt that lacks
+    them (see `vscyto.read_viscy_checkpoint`)."""
     if is_viscy_checkpoint(checkpoint):
-        return (*load_viscy_predictor(checkpoint, device, dataset_root), {})
+        return (*load_viscy_predictor(checkpoint, device, dataset_root, viscy_config), {})
     state = load_checkpoint(checkpoint)
     if state.get("normaliser") is None:
         raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
@@ -157,12 +174,28 @@ def tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[sl
             yield slice(top, top + min(tile, height)), slice(left, left + min(tile, width))
 
 
+def default_tile_size(generator: nn.Module, shape: tuple[int, int], name: str = "the image"
+                      ) -> int:
+    """TILE_SIZE; for a network with whole-input statistics (`whole_input_statistics`, VisCy's
+    GlobalResponseNorm) the whole image up to ONE_PASS_LIMIT pixels a side, since tiles change
+    its output; above that, TILE_SIZE with a warning."""
+    if not getattr(generator, "whole_input_statistics", False):
+        return TILE_SIZE
+    if max(shape) <= ONE_PASS_LIMIT:
+        return max(shape)
+    log.warning("%s (%dx%d) is larger than %d pixels: predicted in tiles of %d, which change "
+                "the output of a network that normalises over its whole input; pass a larger "
+                "tile_size (--tile-size) if memory allows", name, *shape, ONE_PASS_LIMIT,
+                TILE_SIZE)
+    return TILE_SIZE
+
+
 def predict_image(
     generator: nn.Module,
     phase: np.ndarray,
     normaliser: Normaliser,
     *,
-    tile_size: int = 1024,
+    tile_size: int | None = None,
     overlap: int = 128,
     device: str | torch.device | None = None,
     progress: bool = False,
@@ -171,16 +204,19 @@ def predict_image(
 
     Images up to `tile_size` on both sides go through in one pass; larger ones in tiles of
     `tile_size` with `overlap` pixels blended, so memory stays bounded at any image size.
+    None picks `default_tile_size`.
     """
     if phase.ndim != 2:
         raise ValueError(f"expected one 2-D phase image (H, W), got shape {phase.shape}")
     if min(phase.shape) < 2:
         raise ValueError(f"a phase image of {phase.shape[0]}x{phase.shape[1]} pixels is too "
                          "small to predict; it needs at least 2 pixels on each side")
+    if tile_size is None:
+        tile_size = default_tile_size(generator, phase.shape)
     if tile_size < 1 or overlap < 0:
         raise ValueError(f"tile size {tile_size} must be positive and overlap {overlap} must "
                          "not be negative")
-    if overlap >= tile_size // 2:
+    if overlap >= tile_size // 2 and max(phase.shape) > tile_size:  # only tiles overlap
         raise ValueError(f"overlap {overlap} must be below half the tile size {tile_size}")
     device = device or next(generator.parameters()).device
     normalised = torch.from_numpy(np.asarray(normaliser.normalise_input(phase), np.float32))
@@ -214,16 +250,23 @@ def _edge_window(span: slice, length: int, overlap: int) -> np.ndarray:
 
 
 def input_files(source: str | Path) -> dict[str, Path]:
-    """{fov: phase TIFF} from one TIFF, a folder of TIFFs, or a split folder with phase/."""
+    """{output file name: phase TIFF} of one TIFF, a folder of TIFFs, or a split folder.
+
+    An output keeps its input's name (`a.tif` and `a.tiff` both come out, `D.TIF` too); a
+    split folder's phase/<fov>.tif gives <fov>.tif. The files are listed by
+    `layout.list_tiffs`, the one listing that predict, sample and evaluate share.
+    """
     source = Path(source)
     if source.is_file():
-        return {source.stem: source}
+        return {source.name: source}
     if (source / "phase").is_dir():
-        return {fov: source / "phase" / f"{fov}.tif" for fov in list_fovs(source.parent,
-                                                                          source.name)}
-    files = {path.stem: path for path in sorted(source.glob("*.tif*"))}
+        return {f"{fov}.tif": source / "phase" / f"{fov}.tif"
+                for fov in list_fovs(source.parent, source.name)}
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source} is neither a TIFF file nor a folder")
+    files = {path.name: path for path in list_tiffs(source)}
     if not files:
-        raise FileNotFoundError(f"{source} holds no TIFF files (nor a phase/ folder of them)")
+        raise FileNotFoundError(f"{source} holds no .tif/.tiff files (nor a phase/ folder)")
     return files
 
 
@@ -233,32 +276,63 @@ def predict_folder(
     out: str | Path,
     *,
     device: str | torch.device = "cpu",
-    tile_size: int = 1024,
+    tile_size: int | None = None,
     overlap: int = 128,
     dataset_root: str | Path | None = None,
     normalise: str = "dataset",
+    viscy_config: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Predict every phase image of `source`; write OUT/<channel>/<fov>.tif per target channel.
+    """Predict every phase image of `source`; write OUT/<channel>/<name> per target channel
+    (each output keeps its input's name) and OUT/units.json.
 
     `out` may not be `source` nor lie inside it or inside a dataset (it would replace real
     stains). Inputs far from the training data get a warning line (see `input_normaliser`).
-    `dataset_root` (default: the parent of a split folder such as data/test) is needed only
-    for a VisCy .ckpt, whose outputs take their stain units from its dataset.json; such a
-    model scales every input by its own statistics, so it gets no foreign-input warning.
+    A VisCy .ckpt scales every input by its own median and IQR, as VisCy does, whatever
+    `normalise` says; its outputs go to stain units with the statistics of `dataset_root`
+    (default: the parent of a split folder such as data/test) where it has them, and are
+    otherwise written in VisCy's units. units.json records which, and `evaluate` reads it.
     """
     check_output_folder(out, [source])
     if dataset_root is None and (Path(source) / "phase").is_dir():
         dataset_root = Path(source).parent
     generator, config, normaliser, stats = load_predictor_and_statistics(
-        checkpoint, device, dataset_root)
+        checkpoint, device, dataset_root, viscy_config)
+    viscy = is_viscy_checkpoint(checkpoint)
+    if viscy:
+        log.info("%s is a VisCy checkpoint: each input is scaled by its own median and IQR, as "
+                 "VisCy does (normalise=%r does not apply)", checkpoint, normalise)
+    units = prediction_units(checkpoint, config, dataset_root)
     written = []
-    for fov, path in tqdm(input_files(source).items(), desc="predict"):
+    for name, path in tqdm(input_files(source).items(), desc="predict"):
         phase = read_image(path)
-        scaling = input_normaliser(phase, normaliser, stats, str(path), normalise)
-        stain = predict_image(generator, phase, scaling, tile_size=tile_size, overlap=overlap)
+        scaling = normaliser if viscy else input_normaliser(phase, normaliser, stats, str(path),
+                                                            normalise)
+        size = tile_size or default_tile_size(generator, phase.shape, str(path))
+        stain = predict_image(generator, phase, scaling, tile_size=size, overlap=overlap)
         for channel, image in zip(config.data.target_channels, stain, strict=True):
-            target = Path(out) / channel / f"{fov}.tif"
+            target = Path(out) / channel / name
             write_image(target, image)
             written.append(target)
-    log.info("wrote %d predictions to %s", len(written), out)
+    write_json(Path(out) / UNITS_FILE, units)
+    log.info("wrote %d predictions to %s (%s units)", len(written), out, units["units"])
     return written
+
+
+def prediction_units(checkpoint: str | Path, config: Config,
+                     dataset_root: str | Path | None) -> dict[str, Any]:
+    """What units.json says: "stain" (the real stain's units) or "viscy" (VisCy's median/IQR
+    units, when no dataset gives a VisCy model's outputs their stain statistics), and why."""
+    if not is_viscy_checkpoint(checkpoint):
+        return {"units": "stain", "checkpoint": str(checkpoint),
+                "reason": "mapped back with the training data's stain statistics"}
+    if has_stain_statistics(dataset_root, config):
+        return {"units": "stain", "checkpoint": str(checkpoint),
+                "reason": f"VisCy's median/IQR units mapped with the median and IQR of "
+                          f"{Path(dataset_root) / 'dataset.json'}; the published model's own "
+                          "target normalisation is not documented"}
+    log.warning("no dataset statistics for %s (dataset %s): its outputs stay in VisCy's "
+                "median/IQR units; pass the dataset (--dataset) to map them to stain units",
+                checkpoint, dataset_root)
+    return {"units": "viscy", "checkpoint": str(checkpoint),
+            "reason": "VisCy's median/IQR units: no dataset.json with the stains' median and "
+                      "IQR was given"}

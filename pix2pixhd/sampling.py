@@ -177,12 +177,14 @@ def sample_stains(
 
 
 def _split_images(source: Path, channel: str) -> dict[str, dict[str, Path | None]]:
-    """{fov: {phase, target, masks}} of a folder; target and masks only in a split folder."""
+    """{output file name: {phase, target, masks}} of a folder (names as `input_files` gives
+    them); target and masks only in a split folder."""
     images = {}
-    for fov, phase in input_files(source).items():
+    for name, phase in input_files(source).items():
+        fov = Path(name).stem
         target = image_path(source.parent, source.name, channel, fov)
         masks = image_path(source.parent, source.name, MASKS, fov)
-        images[fov] = {"phase": phase, "target": target if target.is_file() else None,
+        images[name] = {"phase": phase, "target": target if target.is_file() else None,
                        "masks": masks if masks.is_file() else None}
     return images
 
@@ -195,9 +197,9 @@ def calibrate_std_scale(
     channel = normaliser.target_channels[0]
     images = _split_images(Path(split), channel)
     stds, errors = [], []
-    for fov, paths in list(images.items())[:max_images]:
+    for name, paths in list(images.items())[:max_images]:
         if paths["target"] is None:
-            raise FileNotFoundError(f"{split} has no {channel}/{fov}.tif to calibrate against")
+            raise FileNotFoundError(f"{split} has no {channel}/{name} to calibrate against")
         stains = sample_stains(generator, normaliser, read_image(paths["phase"]), n, seed=seed,
                                batch_size=batch_size)[:, 0]
         maps = uncertainty_maps(stains)
@@ -221,7 +223,8 @@ def sample_folder(
 ) -> dict[str, float]:
     """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
 
-    Writes OUT/mean/<fov>.tif and OUT/std/<fov>.tif (first target channel, stain units). When
+    Writes OUT/mean/<name> and OUT/std/<name> (first target channel, stain units; names as
+    `predict.input_files` gives them). When
     `source` is a split folder with the real stain, every image is also scored
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
@@ -237,19 +240,19 @@ def sample_folder(
     channel = normaliser.target_channels[0]
     rows = []
     images = list(_split_images(Path(source), channel).items())[:max_images]
-    for fov, paths in tqdm(images, desc="MC-dropout"):
+    for name, paths in tqdm(images, desc="MC-dropout"):
         phase = read_image(paths["phase"])
         scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), normalise)
         stains = sample_stains(generator, scaling, phase, n, seed=seed,
                                batch_size=batch_size)[:, 0]
         maps = uncertainty_maps(stains)
-        write_image(Path(out) / "mean" / f"{fov}.tif", maps["mean"])
-        write_image(Path(out) / "std" / f"{fov}.tif", maps["std"])
+        write_image(Path(out) / "mean" / name, maps["mean"])
+        write_image(Path(out) / "std" / name, maps["std"])
         if paths["target"] is not None:
             masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
             scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
                                           std_scale=std_scale)
-            rows.append({"fov": fov, **scores})
+            rows.append({"fov": Path(name).stem, **scores})
     if not rows:
         return {}
     table = pd.DataFrame(rows)

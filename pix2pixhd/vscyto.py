@@ -35,6 +35,7 @@ from torch import nn
 
 from pix2pixhd.checkpoint import CheckpointError
 from pix2pixhd.config import Config, ModelConfig
+from pix2pixhd.layout import dataset_json_path, read_dataset_json
 from pix2pixhd.normalisation import PerImageNormaliser
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class VisCyGenerator(nn.Module):
     sits in `self.model`, the attribute name VisCy's Lightning module uses, so a VisCy
     checkpoint's `model.`-prefixed weights load without renaming.
     """
+
+    whole_input_statistics = True
+    """GlobalResponseNorm (ConvNeXt V2) averages over the whole input, so tiles change the
+    output: predict goes through a field of view in one pass where it can."""
 
     def __init__(self, network: nn.Module, size_multiple: int) -> None:
         super().__init__()
@@ -410,18 +415,34 @@ def load_viscy_checkpoint(
     return generator.to(device).eval(), config
 
 
+def viscy_normaliser(dataset_root: str | Path | None, config: Config) -> PerImageNormaliser:
+    """The published model's normaliser: phase per image; outputs to stain units with the
+    median and IQR of ROOT/dataset.json, or left in VisCy's units (median 0 and IQR 1 stand
+    in) when there is no dataset or it lacks them (`has_stain_statistics`)."""
+    targets = list(config.data.target_channels)
+    if has_stain_statistics(dataset_root, config):
+        return PerImageNormaliser.from_dataset(dataset_root, config.data.input_channel, targets)
+    return PerImageNormaliser(config.data.input_channel, targets,
+                              {c: {"median": 0.0, "iqr": 1.0} for c in targets})
+
+
+def has_stain_statistics(dataset_root: str | Path | None, config: Config) -> bool:
+    """Whether ROOT/dataset.json gives the median and IQR of every output channel, so that a
+    VisCy model's outputs can return to stain units."""
+    if dataset_root is None or not dataset_json_path(dataset_root).is_file():
+        return False
+    stats = read_dataset_json(dataset_root).get("normalisation") or {}
+    return all({"median", "iqr"} <= set(stats.get(c, {})) for c in config.data.target_channels)
+
+
 def load_viscy_predictor(
-    path: str | Path, device: str | torch.device = "cpu", dataset_root: str | Path | None = None
+    path: str | Path, device: str | torch.device = "cpu",
+    dataset_root: str | Path | None = None, model_config: dict[str, Any] | None = None,
 ) -> tuple[VisCyGenerator, Config, PerImageNormaliser]:
-    """What `predict.load_predictor` returns, for a published VisCy checkpoint."""
-    if dataset_root is None:
-        raise CheckpointError(
-            f"{path} is a VisCy checkpoint: its outputs are in median/IQR units, and the "
-            "dataset's statistics turn them into stain units; predict a split folder "
-            "(e.g. data/test) or pass the dataset root"
-        )
-    generator, config = load_viscy_checkpoint(path, device)
-    config.data.root = str(dataset_root)
-    normaliser = PerImageNormaliser.from_dataset(dataset_root, config.data.input_channel,
-                                                 config.data.target_channels)
-    return generator, config, normaliser
+    """What `predict.load_predictor` returns, for a published VisCy checkpoint; outputs in
+    stain units where `dataset_root` has the statistics, else in VisCy's (see
+    `viscy_normaliser`)."""
+    generator, config = load_viscy_checkpoint(path, device, model_config)
+    if dataset_root is not None:
+        config.data.root = str(dataset_root)
+    return generator, config, viscy_normaliser(dataset_root, config)

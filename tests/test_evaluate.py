@@ -81,6 +81,76 @@ def test_predictions_are_found_in_the_channel_folder_and_at_the_top_level(split,
     assert find_predictions(tmp_path / "flat") == {f: flat / f"{f}.tif" for f in FOVS}
 
 
+def test_predictions_as_the_2024_course_stored_them_are_found_in_subfolders(split, tmp_path):
+    """.tiff and .TIF files in subfolders of the prediction folder, as VisCy's writer left them."""
+    folder = tmp_path / "viscy"
+    for index, fov in enumerate(FOVS):
+        suffix = (".tiff", ".TIF", ".tif")[index]
+        write_image(folder / "run" / f"plate_{index}" / f"{fov}{suffix}", stain(split, fov))
+    (folder / "run" / "notes.txt").write_text("not an image")
+    found = find_predictions(folder)
+    assert sorted(found) == FOVS and found[FOVS[0]].name == f"{FOVS[0]}.tiff"
+    assert list(evaluate(folder, split).index) == FOVS
+
+
+def test_two_files_of_one_field_of_view_are_an_error_naming_both(split, tmp_path):
+    write_image(tmp_path / "a" / f"{FOVS[0]}.tif", stain(split, FOVS[0]))
+    write_image(tmp_path / "b" / f"{FOVS[0]}.tiff", stain(split, FOVS[0]))
+    with pytest.raises(DataError, match=rf"a/{FOVS[0]}\.tif and .*b/{FOVS[0]}\.tiff"):
+        find_predictions(tmp_path)
+
+
+def test_names_are_mapped_by_a_pattern(split, tmp_path, caplog):
+    for fov in FOVS:
+        write_image(tmp_path / f"pred_{fov}_nuclei.tif", stain(split, fov))
+    write_image(tmp_path / "other.tif", stain(split, FOVS[0]))
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd.evaluate"):
+        table = evaluate(tmp_path, split, pattern=r"pred_(?P<fov>.*)_nuclei")
+    assert list(table.index) == FOVS and (table["psnr"] == math.inf).all()
+    assert "do not match the pattern" in caplog.text and "other.tif" in caplog.text
+    assert sorted(find_predictions(tmp_path, pattern=r"pred_(.*)_nuclei")) == FOVS
+
+
+def test_sorted_order_pairs_by_position_with_a_one_line_warning(split, tmp_path, caplog):
+    """The 2024 notebook's names (5_0.tiff, ...) pair with the split's FOVs in sorted order."""
+    for index, fov in enumerate(FOVS):
+        write_image(tmp_path / "preds" / f"{index + 5}_0.tiff", stain(split, fov))
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd.evaluate"):
+        table = evaluate(tmp_path / "preds", split, match="sorted")
+    assert list(table.index) == FOVS and (table["psnr"] == math.inf).all()
+    warning, = [r.getMessage() for r in caplog.records if "sorted order" in r.getMessage()]
+    assert "5_0.tiff -> fov_0000" in warning and "\n" not in warning
+    write_image(tmp_path / "preds" / "9_0.tiff", stain(split, FOVS[0]))
+    with pytest.raises(DataError, match="4 predictions and .* 3 fields of view"):
+        evaluate(tmp_path / "preds", split, match="sorted")
+
+
+def test_a_prediction_in_other_units_keeps_only_unit_free_scores(split, tmp_path, caplog):
+    """Stains scaled to other units (here counts, 0-1000) get a warning naming the file; PSNR,
+    SSIM, MAE and NRMSE stay empty with the reason, Pearson r and F1 are the same as before."""
+    same = evaluate(write_predictions(tmp_path / "same", split, blurred), split)
+    assert (same["units"] == "stain").all()
+    counts = write_predictions(tmp_path / "counts", split, lambda s: 1000 * blurred(s) + 100)
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd.evaluate"):
+        table = evaluate(counts, split)
+    assert table[["psnr", "ssim", "mae", "nrmse"]].isna().all().all()
+    assert table["units"].str.contains("unlike the real stain").all()
+    np.testing.assert_allclose(table["pearson"], same["pearson"], rtol=1e-5)
+    np.testing.assert_array_equal(table["f1_iou50"], same["f1_iou50"])
+    assert str(counts / f"{FOVS[0]}.tif") in caplog.text
+    summary = summarise(table)
+    assert math.isnan(summary["psnr"]) and summary["pearson"] == pytest.approx(
+        same["pearson"].mean(), rel=1e-5)
+
+
+def test_units_json_in_viscy_units_leaves_the_unit_dependent_scores_empty(split, tmp_path):
+    pred = write_predictions(tmp_path, split, lambda s: s)
+    (tmp_path / "units.json").write_text(json.dumps({"units": "viscy", "reason": "no dataset"}))
+    table = evaluate(pred, split)
+    assert table["psnr"].isna().all() and (table["pearson"] > 0.99).all()
+    assert table["units"].str.contains("units.json says").all()
+
+
 def test_both_layouts_at_once_are_refused(split, tmp_path):
     write_predictions(tmp_path / "nuclei", split, lambda s: s)
     write_predictions(tmp_path, split, lambda s: s)

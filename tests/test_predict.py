@@ -1,10 +1,13 @@
 """Whole-image inference: padding, tiling with blending, units, files."""
 
+import json
+import logging
+
 import numpy as np
 import pytest
 import torch
 
-from pix2pixhd.layout import list_fovs, read_image
+from pix2pixhd.layout import list_fovs, list_tiffs, read_image, write_image
 from pix2pixhd.predict import (
     blending_window,
     load_predictor,
@@ -104,3 +107,63 @@ def test_the_foreign_input_warning_fires_only_far_from_the_training_data():
         shifted, stats, "shifted.tif")
     assert foreign_input_message(typical * (FOREIGN_SPREAD + 1), stats, "wide.tif")
     assert foreign_input_message(0.3 + (typical - 0.3) / (FOREIGN_SPREAD + 1), stats, "flat.tif")
+
+
+def test_an_input_folder_takes_any_tiff_case_and_outputs_keep_their_names(
+    checkpoint, tiny_dataset, tmp_path, caplog
+):
+    """a.tif and a.tiff both come out, D.TIF is read, b.tif.bak and a hidden .part leftover of
+    an interrupted write are skipped, the skipped names in one line."""
+    phase = read_image(tiny_dataset / "test" / "phase" / "fov_0000.tif")
+    folder = tmp_path / "in"
+    for name in ("a.tif", "a.tiff", "D.TIF", "e.Tiff"):
+        write_image(folder / name, phase)
+    (folder / "b.tif.bak").write_bytes((folder / "a.tif").read_bytes())
+    (folder / ".x.tif.abc.part").write_bytes(b"half a file")
+    (folder / "c.tif.part").write_bytes(b"half a file")
+    assert [p.name for p in list_tiffs(folder)] == ["D.TIF", "a.tif", "a.tiff", "e.Tiff"]
+    with caplog.at_level(logging.INFO, logger="pix2pixhd.layout"):
+        written = predict_folder(checkpoint, folder, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["D.TIF", "a.tif", "a.tiff", "e.Tiff"]
+    skipped, = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert "b.tif.bak" in skipped and ".part" not in skipped
+    assert json.loads((tmp_path / "out" / "units.json").read_text())["units"] == "stain"
+
+
+class WholeInputNetwork(torch.nn.Module):
+    """Output = input minus its mean over the whole input: tiles would change it."""
+
+    whole_input_statistics = True
+    size_multiple = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.scale * (x - x.mean(dim=(-2, -1), keepdim=True))
+
+
+def test_a_network_with_whole_input_statistics_predicts_in_one_pass_up_to_the_limit(caplog):
+    from pix2pixhd.predict import ONE_PASS_LIMIT, TILE_SIZE, default_tile_size
+
+    network, normaliser = WholeInputNetwork(), IdentityNormaliser()
+    assert default_tile_size(network, (ONE_PASS_LIMIT, 1500)) == ONE_PASS_LIMIT
+    assert default_tile_size(torch.nn.Identity(), (2000, 2000)) == TILE_SIZE
+    phase = np.random.default_rng(0).normal(size=(1200, 40)).astype(np.float32)
+    phase[:600] += 5  # a mean that differs between the halves: tiles would see other means
+    one_pass = predict_image(network, phase, normaliser)[0]
+    np.testing.assert_allclose(one_pass, phase - phase.mean(), atol=1e-4)
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd.predict"):
+        assert default_tile_size(network, (ONE_PASS_LIMIT + 1, 64), "big.tif") == TILE_SIZE
+    assert "big.tif" in caplog.text and "tiles" in caplog.text
+
+
+class IdentityNormaliser:
+    target_channels = ["nuclei"]
+
+    def normalise_input(self, x):
+        return x
+
+    def denormalise_target(self, y):
+        return y

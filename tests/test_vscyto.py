@@ -1,5 +1,8 @@
 """VisCy's network and loss inside our package: sizes, weights, loss, checkpoints, training."""
 
+import json
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +16,12 @@ from viscy.unet.networks.fcmae import FullyConvolutionalMAE  # noqa: E402
 
 from pix2pixhd.checkpoint import CheckpointError, architecture_differences  # noqa: E402
 from pix2pixhd.config import ModelConfig, apply_overrides, load_config  # noqa: E402
-from pix2pixhd.layout import image_path, read_dataset_json, read_image  # noqa: E402
+from pix2pixhd.layout import (  # noqa: E402
+    image_path,
+    read_dataset_json,
+    read_image,
+    write_image,
+)
 from pix2pixhd.models import model_kind  # noqa: E402
 from pix2pixhd.predict import load_predictor, predict_folder  # noqa: E402
 from pix2pixhd.sampling import mc_dropout  # noqa: E402
@@ -254,6 +262,37 @@ def test_viscy_checkpoint_problems_are_named(tiny_dataset, tmp_path):
                tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="2.5D"):
         load_viscy_checkpoint(tmp_path / "other.ckpt")
-    (tmp_path / "flat").mkdir()
-    with pytest.raises(CheckpointError, match="dataset"):
-        predict_folder(tmp_path / "other.ckpt", tmp_path / "flat", tmp_path / "pred")
+
+
+def test_a_phase_folder_without_a_dataset_is_predicted_in_viscys_units(tiny_dataset, tmp_path):
+    """No dataset.json: the outputs stay in VisCy's median/IQR units, and units.json says so."""
+    module = vsunet_checkpoint(tmp_path / "vscyto2d.ckpt")
+    folder = tmp_path / "phase_only"
+    phase = read_image(image_path(tiny_dataset, "test", "phase", "fov_0000"))
+    write_image(folder / "well_A1.tiff", phase)
+    written = predict_folder(tmp_path / "vscyto2d.ckpt", folder, tmp_path / "pred")
+    assert sorted(p.relative_to(tmp_path / "pred").as_posix() for p in written) == [
+        "membrane/well_A1.tiff", "nuclei/well_A1.tiff"]
+    q1, median, q3 = np.percentile(phase.astype(np.float64), [25, 50, 75])
+    with torch.no_grad():
+        expected = module(torch.from_numpy(((phase - median) / (q3 - q1)).astype(np.float32))[
+            None, None, None])[0, 0, 0].numpy()
+    np.testing.assert_allclose(read_image(tmp_path / "pred" / "nuclei" / "well_A1.tiff"),
+                               expected, atol=1e-4)
+    units = json.loads((tmp_path / "pred" / "units.json").read_text())
+    assert units["units"] == "viscy"
+
+
+def test_a_ckpt_is_normalised_per_image_whatever_normalise_says(tiny_dataset, tmp_path, caplog):
+    vsunet_checkpoint(tmp_path / "vscyto2d.ckpt")
+    outputs = {}
+    for normalise in ("dataset", "image"):
+        with caplog.at_level(logging.INFO, logger="pix2pixhd.predict"):
+            written = predict_folder(tmp_path / "vscyto2d.ckpt", tiny_dataset / "test",
+                                     tmp_path / normalise, normalise=normalise)
+        outputs[normalise] = [read_image(p) for p in written]
+        units = json.loads((tmp_path / normalise / "units.json").read_text())
+        assert units["units"] == "stain"
+    for dataset, image in zip(outputs["dataset"], outputs["image"], strict=True):
+        np.testing.assert_array_equal(dataset, image)
+    assert "normalise='image' does not apply" in caplog.text
