@@ -59,6 +59,7 @@ from pix2pixhd.evaluate import (
     evaluate_predictions,
     f1_per_threshold,
     find_predictions,
+    paired_files,
     radial_spectra,
     write_evaluation,
 )
@@ -109,15 +110,35 @@ if PROFILE not in SIZES:
 DATA = Path(os.environ.get("PIX2PIXHD_DATA", "data"))
 RESULTS = Path(os.environ.get("PIX2PIXHD_RESULTS", "results"))
 RUNS = Path(os.environ.get("PIX2PIXHD_RUNS", "runs"))
-PRETRAINED = {  # the shipped models; Part 4 compares those whose checkpoint is present
+SHIPPED = {  # the models that come with the exercise, trained on the built-in synthetic data
     "GAN": Path("checkpoints/pix2pixhd_nuclei/latest.pt"),
     "regression": Path("checkpoints/regression_nuclei/latest.pt"),
     "VisCy": Path("checkpoints/viscy_nuclei/latest.pt"),
 }
+SOURCE = read_dataset_json(DATA).get("source", "unknown")
+if SOURCE == "synthetic":  # Parts 3-5 score the shipped models; Part 4 those that are present
+    PRETRAINED = dict(SHIPPED)
+    TRAINED_ON = dict.fromkeys(SHIPPED, "shipped, trained on the built-in synthetic data")
+else:  # real images: models that saw real images, never the synthetic-trained ones
+    PRETRAINED = {
+        "GAN": Path(os.environ.get("PIX2PIXHD_GAN_CHECKPOINT", RUNS / "my_gan" / "latest.pt")),
+        "regression": Path(os.environ.get("PIX2PIXHD_REGRESSION_CHECKPOINT", "absent")),
+        "VisCy": Path(os.environ.get("PIX2PIXHD_VISCY_CHECKPOINT",
+                                     "checkpoints/VSCyto2D/epoch=399-step=23200.ckpt")),
+    }
+    TRAINED_ON = {
+        "GAN": ("named by PIX2PIXHD_GAN_CHECKPOINT" if "PIX2PIXHD_GAN_CHECKPOINT" in os.environ
+                else "yours, trained in Part 1 on this data"),
+        "regression": "named by PIX2PIXHD_REGRESSION_CHECKPOINT",
+        "VisCy": "VisCy's published VSCyto2D, trained by VisCy on A549, HEK293T and BJ-5ta",
+    }
 RESULTS.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 np.random.seed(0)
-print(f"device {DEVICE}, profile {PROFILE}, data {DATA.resolve()}")
+print(f"device {DEVICE}, profile {PROFILE}, data {DATA.resolve()} ({SOURCE})")
+for name, path in PRETRAINED.items():
+    state = "" if path.is_file() else " (not there yet)"
+    print(f"{name} model for Parts 3-5: {path}{state}, {TRAINED_ON[name]}")
 
 
 def save_figure(figure, name):
@@ -145,7 +166,11 @@ def read_test_fov(fov):
 
 
 def predict_test_split(name):
-    """A shipped model's stains for every test image, in results/predictions/<name>/nuclei/."""
+    """A model's stains for every test image, in results/predictions/<name>/nuclei/."""
+    if not PRETRAINED[name].is_file():
+        raise FileNotFoundError(
+            f"no {name} model at {PRETRAINED[name]}: on real data, train yours in Part 1 or "
+            f"name a checkpoint trained on this data with PIX2PIXHD_{name.upper()}_CHECKPOINT")
     folder = RESULTS / "predictions" / name
     predict_folder(PRETRAINED[name], DATA / "test", folder, device=DEVICE)
     return folder
@@ -637,11 +662,11 @@ save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
 # %%
 # start here: the logs of the two shipped models
 show_tensorboard("checkpoints")
-gan_curves = read_scalars(PRETRAINED["GAN"].parent / "logs")
-regression_curves = read_scalars(PRETRAINED["regression"].parent / "logs")
+gan_curves = read_scalars(SHIPPED["GAN"].parent / "logs")
+regression_curves = read_scalars(SHIPPED["regression"].parent / "logs")
 save_figure(plot_training_curves(gan_curves), "pretrained_gan_training")
 save_figure(plot_training_curves(regression_curves), "pretrained_regression_training")
-shipped = load_checkpoint(PRETRAINED["GAN"])
+shipped = load_checkpoint(SHIPPED["GAN"])
 shipped_epochs = shipped.get("averaged_epochs", [shipped["epoch"]])
 last_epoch = int(gan_curves[gan_curves.tag == logs.VAL_SSIM].shape[0])
 shipped_weights = (f"the mean weights of epochs {', '.join(map(str, shipped_epochs))}"
@@ -888,18 +913,28 @@ print(f"F1 over IoU thresholds 0.5 ... 0.95, averaged over the test images: GAN 
 # to 3.6 M parameters so that it trains on a CPU) trained on the same images with VisCy's own
 # loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Three things differ
 # from our generator at once: the architecture, the loss (MS-DSSIM rewards local contrast and
-# structure, not only intensities) and the output, which is linear where ours ends in tanh. All
-# three models saw the same training images with the same normalisation and are scored the same
-# way, so the table compares *recipes*: it can say which recipe gives the sharper or the more
-# segmentable stain here, not which single ingredient (network, loss or normalisation) causes
-# it, and a short CPU training says little about what each would reach with the published
-# model's training budget.
+# structure, not only intensities) and the output, which is linear where ours ends in tanh. On
+# the synthetic data the three shipped models saw the same training images with the same
+# normalisation and are scored the same way, so the table compares *recipes*: it can say which
+# recipe gives the sharper or the more segmentable stain here, not which single ingredient
+# (network, loss or normalisation) causes it, and a short CPU training says little about what
+# each would reach with the published model's training budget.
 #
-# Every shipped model whose checkpoint is in `checkpoints/` joins the tables and figures below.
-# So do your own predictions of the test images (from a published VisCy model, say): TIFFs in
+# On the real A549 data the models differ in their training too: the GAN is yours from Part 1
+# (or the one your TA named), and the VisCy row is the published VSCyto2D that `setup.sh --real`
+# fetched, trained by VisCy on more cell types for far longer, its outputs mapped to stain units
+# with this dataset's median and IQR (its own target normalisation is not documented, so its
+# PSNR and MAE carry that doubt; Pearson r and F1 do not). The first cell below prints which
+# models are in use and what trained them.
+#
+# Every model of Part 0's list whose checkpoint is present joins the tables and figures below.
+# So do your own predictions of the test images (from part 1 of the course, say): TIFFs in
 # the stain's own units (the units of `data/test/nuclei`, not normalised), named like the test
-# fields of view, either directly in a folder or in its `nuclei/` sub-folder. Put them in
-# `predictions/own/`, or point `PIX2PIXHD_OWN_PREDICTIONS` at their folder.
+# fields of view, in a folder or its sub-folders; a partial set is scored on the images it has.
+# Put them in `predictions/own/`, or point `PIX2PIXHD_OWN_PREDICTIONS` at their folder; set
+# `PIX2PIXHD_OWN_MATCH=sorted` to pair them with the test images by sorted order, as the 2024
+# notebook did. Predictions in other units (min-max scaled, say) keep their Pearson r and F1,
+# and their PSNR, SSIM and MAE are left empty, with a warning.
 #
 # Sharpness is measured by the power spectrum, the image's power at each spatial frequency
 # (cycles/pixel; a period of 10 pixels is 0.1 cycles/pixel). `band_power_ratio_low`, `_mid` and
@@ -912,18 +947,23 @@ print(f"F1 over IoU thresholds 0.5 ... 0.95, averaged over the test images: GAN 
 # stain's share.
 
 # %%
-# start here: every shipped model that is present predicts and is scored on the test images
+# start here: every model of Part 0's list that is present predicts and is scored
 MODELS = {name: path for name, path in PRETRAINED.items() if path.is_file()}
-LABELS = {"GAN": "Pix2PixHD (GAN)", "regression": "regression (L1)", "VisCy": "VisCy UNeXt2"}
+LABELS = {"GAN": "Pix2PixHD (GAN)", "regression": "regression (L1)",
+          "VisCy": "VisCy UNeXt2" if SOURCE == "synthetic" else "VSCyto2D (published)"}
+for name, path in MODELS.items():
+    print(f"{LABELS[name]}: {path}, {TRAINED_ON[name]}")
 predicted, tables, summaries = {}, {}, {}
 for name in MODELS:
     predicted[name] = predict_test_split(name)
 OWN = Path(os.environ.get("PIX2PIXHD_OWN_PREDICTIONS", "predictions/own"))
+OWN_PAIRING = {"allow_missing": True, "match": os.environ.get("PIX2PIXHD_OWN_MATCH", "name")}
 if OWN.is_dir():  # your own predictions, in stain units, named like the test fields of view
     predicted["own"] = OWN
     LABELS["own"] = f"your predictions ({OWN})"
 for name in predicted:
-    tables[name] = evaluate_predictions(predicted[name], DATA / "test")
+    pairing = OWN_PAIRING if name == "own" else {}
+    tables[name] = evaluate_predictions(predicted[name], DATA / "test", **pairing)
     summaries[name] = write_evaluation(tables[name], RESULTS / "evaluation" / name)
 columns = ["psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "band_power_ratio_low",
            "band_power_ratio_mid", "band_power_ratio_high", "log_spectral_distance"]
@@ -936,8 +976,9 @@ print(comparison.round(3).to_string())
 save_figure(plot_metric_distributions(tables), "metric_distributions")
 save_figure(plot_f1_vs_threshold({name: f1_per_threshold(t) for name, t in tables.items()}),
             "f1_vs_threshold")
-save_figure(plot_power_spectra({name: radial_spectra(folder, DATA / "test")
-                                for name, folder in predicted.items()}), "power_spectra")
+save_figure(plot_power_spectra({
+    name: radial_spectra(folder, DATA / "test", **(OWN_PAIRING if name == "own" else {}))
+    for name, folder in predicted.items()}), "power_spectra")
 
 models = comparison.drop(index="real stain", errors="ignore")
 print("highest PSNR:", models["psnr"].idxmax(), "| highest SSIM:", models["ssim"].idxmax(),
@@ -997,10 +1038,13 @@ test_phase, test_stain, true_labels = read_test_fov(fov)
 largest = np.bincount(true_labels.ravel())[1:].argmax() + 1
 centre = np.argwhere(true_labels == largest).mean(axis=0).round().astype(int)
 crop = crop_around(centre, min(96, *test_phase.shape), test_phase.shape)
-save_figure(plot_predictions(
-    test_phase, test_stain,
-    {LABELS[name]: read_image(find_predictions(folder)[fov]) for name, folder in predicted.items()},
-    crop=crop), "models_side_by_side")
+side_by_side = {}
+for name, folder in predicted.items():  # your own set may lack this image: then it is left out
+    pairs = paired_files(folder, DATA / "test", **(OWN_PAIRING if name == "own" else {}))
+    if fov in pairs:
+        side_by_side[LABELS[name]] = read_image(pairs[fov][0])
+save_figure(plot_predictions(test_phase, test_stain, side_by_side, crop=crop),
+            "models_side_by_side")
 
 # %% [markdown]
 # <div class="alert alert-warning">

@@ -68,12 +68,11 @@ UNIT_DEPENDENT = ("psnr", "ssim", "mae", "nrmse")
 """Pixel metrics that compare values, so are meaningless when the units differ; Pearson r and
 the instance metrics do not depend on the units."""
 
-RANGE_RATIO = 5.0
+RANGE_RATIO = 20.0
 """A prediction is in other units than its stain when the spread (1st to 99th percentile) of
-one exceeds RANGE_RATIO times the other's, or its median lies more than that spread outside the
-stain's range. A stain min-max scaled to [0, 1] against counts in the hundreds fails by far; a
-good or poor prediction in the stain's units passes."""
-
+one exceeds RANGE_RATIO times the other's, or its median lies more than the stain's spread
+outside the stain's range. A stain min-max scaled to [0, 1] against counts in the hundreds
+fails by far; a blurry or poor prediction in the stain's units passes."""
 
 
 # --- finding the files ---------------------------------------------------------------------------
@@ -516,17 +515,21 @@ def radial_spectra(
     channel: str = "nuclei",
     *,
     allow_missing: bool = False,
+    match: str = "name",
+    pattern: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Radially averaged power spectra of predictions and real stains, averaged over the split.
 
     Columns: frequency (cycles/pixel, 0.5 = Nyquist; the zero frequency is left out, as the
     mean is subtracted and it would not fit a log axis), prediction and real_stain (mean power,
-    in squared stain units; see `metrics.radial_power_spectrum`). A blurry model's curve falls
+    in squared stain units; see `metrics.radial_power_spectrum`); pairing as in `paired_files`.
+    A blurry model's curve falls
     below the real stain's at high frequencies. Fields of view of other sizes are interpolated
     onto the first one's frequencies.
     """
-    pairs = paired_files(pred_dir, data_split_dir, channel, allow_missing=allow_missing)
+    pairs = paired_files(pred_dir, data_split_dir, channel, allow_missing=allow_missing,
+                         match=match, pattern=pattern)
     frequencies, totals = None, None
     for pred_path, stain_path in tqdm(pairs.values(), desc="spectra", disable=not progress):
         stain = read_image(stain_path)
