@@ -35,6 +35,8 @@ STATISTICS = ("median", "iqr", "p_low", "p_high")
 UNITS_FILE = "units.json"
 """Written by `predict` beside its outputs: their units ("stain", or "viscy" for VisCy's
 median/IQR units) and why; `evaluate` reads it."""
+OWN_FILES = (UNITS_FILE, "dataset.json", "summary.json")
+"""Files this package writes beside images, which a TIFF listing passes over in silence."""
 MATCH = ("name", "sorted")
 """How `evaluate` pairs predictions with fields of view: by name, or by sorted order (as the
 2024 course notebook paired VisCy's predictions)."""
@@ -104,8 +106,9 @@ def list_tiffs(folder: str | Path, *, recursive: bool = False) -> list[Path]:
     """The TIFF files in `folder` (with `recursive`, its subfolders too), sorted by path.
 
     Any case of .tif or .tiff counts. Hidden files (a leftover `.x.tif.abc.part` of an
-    interrupted write) and `.part` files are skipped; other files are named in one log line,
-    so that `b.tif.bak` is neither read as an image nor silently dropped.
+    interrupted write), `.part` files and the JSON files this package writes beside images are
+    skipped; other files are named in one log line, so that `b.tif.bak` is neither read as an
+    image nor silently dropped.
     """
     folder = Path(folder)
     found, others = [], []
@@ -115,7 +118,7 @@ def list_tiffs(folder: str | Path, *, recursive: bool = False) -> list[Path]:
             continue
         if path.suffix.lower() in TIFF_SUFFIXES:
             found.append(path)
-        elif path.suffix.lower() != ".part":
+        elif path.suffix.lower() != ".part" and path.name not in OWN_FILES:
             others.append(str(relative))
     if others:
         shown = ", ".join(others[:5]) + (f", ... ({len(others)} in all)" if len(others) > 5

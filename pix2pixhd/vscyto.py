@@ -400,6 +400,12 @@ def load_viscy_checkpoint(
     """A published VisCy checkpoint as our generator (eval mode, on `device`) and Config;
     `model_config` entries replace the file's (see `read_viscy_checkpoint`)."""
     weights, options = read_viscy_checkpoint(path, model_config)
+    if options.get("in_stack_depth", 1) != 1:
+        raise CheckpointError(
+            f"{path}: its network takes stacks of {options['in_stack_depth']} planes "
+            "(in_stack_depth); this package predicts 2-D images, so only a 2-D network "
+            "(in_stack_depth 1, as VSCyto2D) loads"
+        )
     config = viscy_config(options)
     in_channels = int(options.get("in_channels", 1))
     generator = build_viscy_generator(config.model, in_channels,

@@ -520,3 +520,13 @@ def test_viscy_model_download_offline_fails_in_one_line_naming_the_host(tmp_path
     with pytest.raises(DownloadError, match=r"cannot reach 127\.0\.0\.1:\d+ .*optional"):
         download_viscy_model(tmp_path / "models", url=closed, timeout=2.0)
     assert not (tmp_path / "models").exists()
+
+
+def test_the_command_line_takes_a_path_and_a_file_url(tmp_path, stores_root, stores):
+    from pix2pixhd.cli import main
+
+    out = tmp_path / "data"
+    assert main(["data", "download", "--out", str(out), "--val-fraction", str(VAL_FRACTION),
+                 "--train-url", str(stores_root / "train_v2.zarr"),
+                 "--test-url", (stores_root / "test_v2.zarr").as_uri()]) == 0
+    _assert_layout_matches(out, _expected_files(stores["train_v2.zarr"], stores["test_v2.zarr"]))

@@ -296,3 +296,31 @@ def test_a_ckpt_is_normalised_per_image_whatever_normalise_says(tiny_dataset, tm
     for dataset, image in zip(outputs["dataset"], outputs["image"], strict=True):
         np.testing.assert_array_equal(dataset, image)
     assert "normalise='image' does not apply" in caplog.text
+
+
+def test_the_command_line_passes_model_config_entries_and_evaluates_viscy_units(
+    tiny_dataset, tmp_path
+):
+    """predict --viscy-config passes model_config entries; a folder without a dataset is
+    predicted in VisCy's units, and evaluate then leaves PSNR empty and keeps Pearson r. A
+    network of 3-D stacks is refused by name."""
+    from pix2pixhd.cli import main
+
+    options = {**VSCYTO2D_TINY, "stem_kernel_size": [2, 2, 2], "in_stack_depth": 2}
+    vsunet_checkpoint(tmp_path / "deep.ckpt", options)
+    with pytest.raises(CheckpointError, match="stacks of 2 planes"):
+        load_viscy_checkpoint(tmp_path / "deep.ckpt")
+
+    vsunet_checkpoint(tmp_path / "v.ckpt")
+    phase_only = tmp_path / "phase_only"
+    for fov in ("fov_0000", "fov_0001"):
+        write_image(phase_only / f"{fov}.tif",
+                    read_image(image_path(tiny_dataset, "test", "phase", fov)))
+    assert main(["predict", "--checkpoint", str(tmp_path / "v.ckpt"), "--input",
+                 str(phase_only), "--out", str(tmp_path / "pred"), "--viscy-config",
+                 "out_channels=2"]) == 0
+    assert json.loads((tmp_path / "pred" / "units.json").read_text())["units"] == "viscy"
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--data",
+                 str(tiny_dataset / "test"), "--out", str(tmp_path / "eval")]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["psnr"] is None and summary["pearson"] is not None
