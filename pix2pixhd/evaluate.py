@@ -234,8 +234,11 @@ def units_mismatch(prediction: np.ndarray, stain: np.ndarray) -> str | None:
 
 
 def read_units(pred_dir: str | Path) -> dict[str, Any] | None:
-    """PRED/units.json as `predict` wrote it, or None when there is none."""
+    """PRED/units.json as `predict` wrote it (or that of PRED's parent when PRED is one of its
+    channel folders, such as pred/nuclei), or None when there is none."""
     path = Path(pred_dir) / UNITS_FILE
+    if not path.is_file() and Path(pred_dir).name in CHANNELS:
+        path = Path(pred_dir).parent / UNITS_FILE
     if not path.is_file():
         return None
     try:
@@ -390,7 +393,7 @@ def _declared_units_problem(pred_dir: str | Path) -> str | None:
     units = read_units(pred_dir)
     if units is None or units.get("units") == "stain":
         return None
-    reason = (f"{Path(pred_dir) / UNITS_FILE} says the predictions are in "
+    reason = (f"units.json of {pred_dir} says the predictions are in "
               f"{units.get('units')!r} units, not the stain's: {units.get('reason', '')}")
     log.warning("%s; PSNR, SSIM, MAE and NRMSE are left empty, Pearson r and F1 still count",
                 reason)

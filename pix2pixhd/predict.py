@@ -8,7 +8,11 @@ input is reflect-padded to a multiple of `generator.size_multiple` and the outpu
 Images larger than `tile_size` are cut into overlapping tiles whose predictions are blended
 with weights that fall smoothly to zero at the tile edges, so no seam shows. Instance norm
 computes statistics per tile, so tiled and whole-image predictions differ slightly; large tiles
-keep that small.
+keep that small. VisCy's networks normalise over their whole input (GlobalResponseNorm), so they
+go through a field of view in one pass up to ONE_PASS_LIMIT pixels a side.
+
+Each output keeps its input's name, and OUT/units.json says whether the outputs are in the
+stain's units (see `predict_folder`).
 """
 
 from __future__ import annotations

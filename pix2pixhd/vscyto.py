@@ -14,7 +14,12 @@ and the regression baseline (phase: train-split median 0, IQR 1; stains: p_low -
 is: no tanh, so stain brighter than p_high (mitotic nuclei) remains reachable and the loss has
 no saturated gradients. A published VisCy checkpoint follows VisCy's own recipe instead: phase
 normalised per field of view (its median and IQR), stains predicted in median/IQR units; its
-outputs are mapped to stain units with the train split's stain median and IQR.
+outputs are mapped to stain units with the train split's stain median and IQR where a dataset
+gives them, and are otherwise left in VisCy's units.
+
+Checkpoints. A Lightning `.ckpt` saved by VisCy's `FcmaeUNet` holds the network's options
+(`hyper_parameters.model_config`); one saved by `VSUNet`, as the published VSCyto2D of June
+2024, holds none, and they are read from the weights' names and shapes instead.
 
 `viscy` imports Lightning and MONAI (seconds), so it is imported only when a VisCy model is
 built or loaded.

@@ -148,7 +148,13 @@ def test_units_json_in_viscy_units_leaves_the_unit_dependent_scores_empty(split,
     (tmp_path / "units.json").write_text(json.dumps({"units": "viscy", "reason": "no dataset"}))
     table = evaluate(pred, split)
     assert table["psnr"].isna().all() and (table["pearson"] > 0.99).all()
-    assert table["units"].str.contains("units.json says").all()
+    assert table["units"].str.contains("units.json of .* says", regex=True).all()
+
+
+def test_units_json_beside_a_channel_folder_counts_for_it(split, tmp_path):
+    pred = write_predictions(tmp_path / "nuclei", split, lambda s: s)
+    (tmp_path / "units.json").write_text(json.dumps({"units": "viscy", "reason": "no dataset"}))
+    assert evaluate(pred, split)["psnr"].isna().all()
 
 
 def test_both_layouts_at_once_are_refused(split, tmp_path):

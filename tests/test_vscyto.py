@@ -234,7 +234,10 @@ def test_an_in_stack_depth_the_weights_leave_open_is_named_with_its_option():
 
 
 @pytest.mark.parametrize("dims", [["a", 16, 32, 64], [-8, 16, 32, 64], 8])
-def test_non_numeric_or_negative_sizes_in_a_ckpt_give_one_line(tmp_path, dims):
+def test_non_numeric_or_negative_sizes_in_a_ckpt_give_one_line(tmp_path, dims, tiny_dataset,
+                                                               capsys):
+    from pix2pixhd.cli import main
+
     path = tmp_path / "bad.ckpt"
     fcmae_checkpoint(path)
     state = torch.load(path, weights_only=True)
@@ -243,6 +246,9 @@ def test_non_numeric_or_negative_sizes_in_a_ckpt_give_one_line(tmp_path, dims):
     with pytest.raises(CheckpointError, match=r"bad\.ckpt: model_config dims=") as error:
         load_viscy_checkpoint(path)
     assert "\n" not in str(error.value)
+    assert main(["predict", "--checkpoint", str(path), "--input", str(tiny_dataset / "test"),
+                 "--out", str(tmp_path / "pred")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
 
 
 def test_weights_of_another_network_are_refused_by_name(tmp_path):
