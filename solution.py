@@ -1263,7 +1263,7 @@ else:
 lines.append("")
 if (RESULTS / "comparison.csv").is_file():
     comparison = pd.read_csv(RESULTS / "comparison.csv", index_col="model")
-    lines += [f"Pre-trained models on the test images of `{DATA}`:", "",
+    lines += [f"The models of Part 4 on the test images of `{DATA}`:", "",
               markdown_table(comparison)]
 else:
     lines.append("Pre-trained models: not compared in this session (Part 4 compares them).")

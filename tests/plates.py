@@ -32,9 +32,11 @@ def write_iohub_plate(
     depth: int = 3,
     planes: Callable[[np.random.Generator, str], dict[str, np.ndarray]] | None = None,
     chunks: tuple[int, ...] | None = None,
+    time_points: int = 1,
 ) -> dict[str, np.ndarray]:
-    """An HCS plate of (1, C, depth, size, size) float32 FOVs written by iohub; returns
-    position ("row/column/fov") -> its (C, Z, Y, X) values.
+    """An HCS plate of (time_points, C, depth, size, size) float32 FOVs written by iohub;
+    returns position ("row/column/fov") -> its (C, Z, Y, X) values at time point 0 (later time
+    points hold those values plus 10000 each).
 
     `wells` maps "row/column" to a number of FOVs. By default every plane is noise whose level
     grows with Z (so the middle plane is recognisable) and a segmentation channel holds integer
@@ -59,7 +61,8 @@ def write_iohub_plate(
                     values = np.stack([np.repeat(given[label][None], depth, axis=0)
                                        for label in labels]).astype(np.float32)
                 node = plate.create_position(row, column, str(fov))
-                node.create_image("0", values[None], chunks=chunks)
+                series = np.stack([values + 10000 * t for t in range(time_points)])
+                node.create_image("0", series, chunks=chunks)
                 written[position] = values
     return written
 

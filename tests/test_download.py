@@ -145,7 +145,7 @@ def stores(stores_root) -> dict[str, dict[str, np.ndarray]]:
             zarr_format=zarr_format, seed=2, size=SIZE, depth=DEPTH)
     written["test_planes.zarr"] = write_iohub_plate(
         root / "test_planes.zarr", TEST_WELLS, TEST_LABELS, seed=4, size=SIZE, depth=DEPTH,
-        chunks=(1, 1, 1, SIZE, SIZE))
+        chunks=(1, 1, 1, SIZE, SIZE), time_points=2)
     written["test_labels.zarr"] = write_plate(
         root / "test_labels.zarr", TEST_WELLS, TRAIN_LABELS, seed=3, labels_group=True)
     return written
@@ -287,8 +287,11 @@ def test_axes_are_read_as_ngff_defines_them():
 
 
 def test_only_the_chunks_of_the_kept_planes_are_fetched(tmp_path, server, stores):
-    """Chunked by plane, one FOV costs one chunk per kept channel: t 0, middle Z only."""
-    _download(server, tmp_path / "data", test_url=server.url("test_planes.zarr"))
+    """Chunked by plane, one FOV costs one chunk per kept channel: t 0, middle Z only, of a
+    plate with 2 time points and 3 Z planes."""
+    out = _download(server, tmp_path / "data", test_url=server.url("test_planes.zarr"))
+    _assert_layout_matches(out, _expected_files(stores["train_v2.zarr"],
+                                                stores["test_planes.zarr"]))
     chunks = server.chunk_requests("test_planes.zarr", "0/0/0")
     # zarr v2 keys t/c/z/y/x: channels 0-3 (phase, nuclei, membrane, masks), z = DEPTH // 2
     assert sorted(chunks) == [f"/test_planes.zarr/0/0/0/0/0/{c}/{DEPTH // 2}/0/0"
