@@ -134,6 +134,7 @@ def stores_root(tmp_path_factory) -> Path:
 def stores(stores_root) -> dict[str, dict[str, np.ndarray]]:
     """Plates on disk, by file name: iohub's OME-Zarr 0.4 (zarr v2) and 0.5 (zarr v3), a plate
     chunked by Z plane, and masks as a labels group (written by hand: iohub writes none)."""
+    pytest.importorskip("iohub")  # the `viscy` extra brings it
     root = stores_root
     written = {}
     for zarr_format in (2, 3):
