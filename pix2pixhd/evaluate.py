@@ -12,7 +12,8 @@ anywhere (our `predict`, a VisCy model exported to TIFF) are scored the same way
   stain's (below 1 = blurrier);
 - instance metrics: nuclei segmented in the prediction, matched to the ground-truth masks, and
   the same for the real stain segmented the same way (columns `real_stain_...`): the ceiling a
-  virtual stain can reach with this segmentation.
+  virtual stain can reach with this segmentation; with them the course's first-part metrics
+  (`metrics.COURSE_INSTANCE_METRICS`) and the errors by cause (`metrics.ERROR_CAUSES`).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ HEADLINE_METRICS = ("psnr", "ssim", "pearson", "f1_iou50", "f1_mean", "hf_power_
 SUMMARY_KEYS = (
     *HEADLINE_METRICS, REAL_STAIN + "f1_iou50",
     "band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_high",
-    "log_spectral_distance",
+    "log_spectral_distance", *metrics.COURSE_INSTANCE_METRICS,
 )
 """Keys every summary holds (null in summary.json when not measured, e.g. without masks)."""
 

@@ -9,7 +9,11 @@ models or files.
 - Sharpness (`hf_power_ratio`): how much of an image's spectral power lies at high spatial
   frequencies, relative to the real stain; regression models score below 1 (blurry).
 - Instances (`match_instances`, `instance_metrics`): optimal one-to-one matching of labelled
-  objects by IoU, with precision, recall and F1 across IoU thresholds, plus splits and merges.
+  objects by IoU, with precision, recall and F1 across IoU thresholds, plus splits and merges,
+  and the metrics of the course's first part from the same matching (accuracy, Dice, Jaccard,
+  mAP, mAR; see COURSE_INSTANCE_METRICS).
+- Errors by cause (`error_causes`): which nuclei were missed, invented, merged, split or drawn
+  too large (see ERROR_CAUSES).
 """
 
 from __future__ import annotations
@@ -29,9 +33,31 @@ IOU_THRESHOLDS = np.round(np.arange(0.5, 1.0, 0.05), 2)
 """IoU thresholds 0.5, 0.55, ..., 0.95 (as in COCO and the cell-segmentation literature)."""
 
 PER_THRESHOLD_KEYS = (
-    "thresholds", "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou",
+    "thresholds", "tp", "fp", "fn", "precision", "recall", "f1", "mean_matched_iou", "accuracy",
+    "average_precision",
 )
 """Keys of `match_instances`' result that hold one value per IoU threshold (a table's columns)."""
+
+COCO_RECALL_LEVELS = np.linspace(0.0, 1.0, 101)
+"""The recall levels 0, 0.01, ..., 1 at which COCO (and torchmetrics' MeanAveragePrecision)
+reads the precision-recall curve to compute an average precision."""
+
+COURSE_INSTANCE_METRICS = ("accuracy_iou50", "dice", "jaccard", "map_iou50", "map_iou75", "mar")
+"""The instance metrics of the course's first part, as `instance_metrics` names them."""
+
+ERROR_CAUSES = {
+    "missed": "true nuclei matched by no predicted nucleus at IoU >= 0.5, with no predicted "
+              "nucleus covering half of it or lying half inside it",
+    "invented": "predicted nuclei matching no true nucleus at IoU >= 0.5, with no true nucleus "
+                "covering half of it or lying half inside it",
+    "merges": "predicted nuclei that hold two or more true nuclei, each at least half inside",
+    "splits": "true nuclei cut into two or more predicted nuclei, each at least half inside",
+    "too_large": "predicted nuclei (not merges) that cover at least half of one true nucleus "
+                 "and are at least 1.5 times its area, matched or not",
+}
+"""`instance_metrics`' error counts and the rule behind each (see `error_causes`). A nucleus
+found in a shifted or shrunken outline (IoU < 0.5, overlapping by more than half) is in none:
+the rows need not add up to the false positives and negatives."""
 
 SSIM_SIGMA = 1.5
 SSIM_TRUNCATE = 3.5  # an 11-tap Gaussian window for sigma 1.5, as in Wang et al. 2004
@@ -453,21 +479,44 @@ def _scores_at(overlaps: _Overlaps, threshold: float) -> dict[str, float]:
     tp = int(matched.size)
     fp = int(overlaps.pred_ids.size - tp)
     fn = int(overlaps.gt_ids.size - tp)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
     return {
         "tp": tp,
         "fp": fp,
         "fn": fn,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "precision": precision,
+        "recall": recall,
         "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
         "mean_matched_iou": float(matched_iou.mean()) if tp else float("nan"),
+        "accuracy": tp / (tp + fp + fn) if tp + fp + fn else 0.0,
+        "average_precision": _average_precision(precision, recall),
     }
 
 
-def _count_contained(owners: np.ndarray, share: np.ndarray, coverage: float) -> int:
-    """How many owners hold at least two objects each lying >= `coverage` inside them."""
-    held = owners[share >= coverage]
-    return int(np.sum(np.bincount(held) >= 2)) if held.size else 0
+def _average_precision(precision: float, recall: float) -> float:
+    """COCO's average precision of a segmentation whose objects all have the same confidence.
+
+    Without confidence scores the precision-recall curve is one point, so the interpolated
+    precision is `precision` at every recall level up to `recall` and 0 above; COCO averages it
+    over the 101 COCO_RECALL_LEVELS. (torchmetrics, given equal scores, sorts the ties in input
+    order and reaches this value when the unmatched predictions come first; other orders give
+    more, for no reason in the images.)
+    """
+    reached = np.count_nonzero(COCO_RECALL_LEVELS <= recall)
+    return precision * float(reached) / COCO_RECALL_LEVELS.size
+
+
+def _foreground_overlap(overlaps: _Overlaps) -> dict[str, float]:
+    """Dice and Jaccard of the binary masks (object vs background), from the object overlaps.
+
+    Each pixel belongs to at most one object of each image, so the foregrounds' intersection is
+    the sum of the pairs' intersections. 0 when both masks are empty, as for F1.
+    """
+    both = float(overlaps.intersection.sum())
+    total = float(overlaps.gt_areas.sum() + overlaps.pred_areas.sum())
+    return {"dice": 2 * both / total if total else 0.0,
+            "jaccard": both / (total - both) if total else 0.0}
 
 
 def match_instances(
@@ -485,9 +534,17 @@ def match_instances(
 
     - per threshold (lists in the order of `thresholds`, see PER_THRESHOLD_KEYS): thresholds,
       tp, fp, fn, precision = tp / n_pred, recall = tp / n_true, f1, mean_matched_iou (mean IoU
-      of the matched pairs). A ratio with a zero denominator is 0 (an empty prediction scores
-      precision, recall and F1 0); mean_matched_iou is nan when nothing matched.
+      of the matched pairs), accuracy = tp / (tp + fp + fn) (StarDist's "accuracy", the one
+      the course's first part reports), average_precision (COCO's AP with every object equally
+      confident: precision x the share of COCO_RECALL_LEVELS up to the recall). A ratio with a
+      zero denominator is 0 (an empty prediction scores precision, recall and F1 0);
+      mean_matched_iou is nan when nothing matched.
     - f1_mean: F1 averaged over IOU_THRESHOLDS (0.5, 0.55, ..., 0.95), whatever `thresholds` is.
+    - mar: recall averaged over IOU_THRESHOLDS (COCO's mean average recall, with no cap on the
+      number of objects; COCO's mAR_100 counts the first 100 predictions only).
+    - dice, jaccard: overlap of the binary masks, 2 |T & P| / (|T| + |P|) and |T & P| / |T | P|,
+      T and P the pixels of any true and any predicted object (as the course's first part
+      computed them, on the masks rather than per object).
     - n_true, n_pred: object counts.
     - splits: ground-truth objects that hold two or more predicted objects, each with at least
       `coverage` of its own area inside that ground-truth object (one nucleus cut in pieces).
@@ -503,25 +560,91 @@ def match_instances(
     result: dict = {"thresholds": thresholds}
     for key in PER_THRESHOLD_KEYS[1:]:
         result[key] = [s[key] for s in scores]
-    result["f1_mean"] = float(np.mean([_scores_at(overlaps, t)["f1"] for t in IOU_THRESHOLDS]))
+    standard = [_scores_at(overlaps, t) for t in IOU_THRESHOLDS]
+    result["f1_mean"] = float(np.mean([s["f1"] for s in standard]))
+    result["mar"] = float(np.mean([s["recall"] for s in standard]))
+    result |= _foreground_overlap(overlaps)
     result["n_true"] = int(overlaps.gt_ids.size)
     result["n_pred"] = int(overlaps.pred_ids.size)
-    result["splits"] = _count_contained(
+    result["splits"] = _owners_of_several(
         overlaps.rows, overlaps.intersection / overlaps.pred_areas[overlaps.cols], coverage
-    )
-    result["merges"] = _count_contained(
+    ).size
+    result["merges"] = _owners_of_several(
         overlaps.cols, overlaps.intersection / overlaps.gt_areas[overlaps.rows], coverage
-    )
+    ).size
     return result
 
 
+def error_causes(
+    gt: np.ndarray,
+    pred: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    coverage: float = 0.5,
+    size_ratio: float = 1.5,
+) -> dict[str, np.ndarray]:
+    """Which nuclei a segmentation got right, and why the others went wrong.
+
+    gt, pred: integer label images of one shape (0 = background). Returns the label values
+    (sorted 1-D int arrays) of:
+
+    - matched_true, matched_pred: the pairs of the one-to-one matching at `iou_threshold`;
+    - missed: true nuclei not matched and with no big overlap: no predicted nucleus covers
+      `coverage` of its area or lies `coverage` inside it (so nothing was drawn there);
+    - invented: predicted nuclei not matched and with no big overlap with any true nucleus;
+    - merges: predicted nuclei holding two or more true nuclei, each at least `coverage` inside
+      (the rule of `match_instances`' merges);
+    - splits: true nuclei holding two or more predicted nuclei, each at least `coverage` inside;
+    - too_large: predicted nuclei, not merges, covering at least `coverage` of one true nucleus
+      with at least `size_ratio` times its area, matched or not: at size_ratio 1.5 these
+      still match at IoU 0.5 up to twice the area, and fail at the higher thresholds.
+
+    A nucleus counts once per cause; a shifted or shrunken one (IoU below the threshold but a
+    big overlap) is in none, so the causes need not add up to the unmatched nuclei.
+    """
+    if not 0 < coverage <= 1 or not 0 < iou_threshold <= 1 or not size_ratio > 1:
+        raise ValueError(f"need 0 < coverage <= 1 (got {coverage}), 0 < iou_threshold <= 1 (got "
+                         f"{iou_threshold}) and size_ratio > 1 (got {size_ratio})")
+    o = _overlaps(gt, pred)
+    candidate = np.flatnonzero(o.iou >= iou_threshold)
+    matched = candidate[_optimal_matching(o.rows[candidate], o.cols[candidate],
+                                          o.iou[candidate], o.gt_ids.size)]
+    share_of_true = o.intersection / o.gt_areas[o.rows]  # how much of the true nucleus is covered
+    share_of_pred = o.intersection / o.pred_areas[o.cols]  # how much of the prediction lies inside
+    big = (share_of_true >= coverage) | (share_of_pred >= coverage)
+    true_explained = np.union1d(o.rows[matched], o.rows[big])
+    pred_explained = np.union1d(o.cols[matched], o.cols[big])
+    merges = _owners_of_several(o.cols, share_of_true, coverage)
+    larger = o.pred_areas[o.cols] >= size_ratio * o.gt_areas[o.rows]
+    too_large = (share_of_true >= coverage) & larger & ~np.isin(o.cols, merges)
+    return {
+        "matched_true": np.sort(o.gt_ids[o.rows[matched]]),
+        "matched_pred": np.sort(o.pred_ids[o.cols[matched]]),
+        "missed": np.setdiff1d(o.gt_ids, o.gt_ids[true_explained]),
+        "invented": np.setdiff1d(o.pred_ids, o.pred_ids[pred_explained]),
+        "merges": o.pred_ids[merges],
+        "splits": o.gt_ids[_owners_of_several(o.rows, share_of_pred, coverage)],
+        "too_large": np.unique(o.pred_ids[o.cols[too_large]]),
+    }
+
+
+def _owners_of_several(owners: np.ndarray, share: np.ndarray, coverage: float) -> np.ndarray:
+    """Indices (sorted) of the owners that hold two or more objects lying >= `coverage` inside."""
+    held = owners[share >= coverage]
+    return np.flatnonzero(np.bincount(held) >= 2) if held.size else np.zeros(0, np.int64)
+
+
 def instance_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """One table row for one field of view: the IoU-0.5 scores, f1_mean, counts, splits, merges.
+    """One table row for one field of view: the IoU-0.5 scores, f1_mean, counts, the course's
+    first-part metrics and the errors by cause.
 
     Keys: f1_iou50, precision_iou50, recall_iou50, f1_mean, mean_matched_iou_iou50, n_true,
-    n_pred, splits, merges (see `match_instances`).
+    n_pred (see `match_instances`); COURSE_INSTANCE_METRICS: accuracy_iou50, dice, jaccard,
+    map_iou50, map_iou75 (average precision at IoU 0.5 and 0.75) and mar; the counts of
+    ERROR_CAUSES: missed, invented, merges, splits, too_large (see `error_causes`).
     """
-    result = match_instances(gt, pred, thresholds=[0.5])
+    result = match_instances(gt, pred, thresholds=[0.5, 0.75])
+    causes = error_causes(gt, pred)
     return {
         "f1_iou50": result["f1"][0],
         "precision_iou50": result["precision"][0],
@@ -530,6 +653,11 @@ def instance_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "mean_matched_iou_iou50": result["mean_matched_iou"][0],
         "n_true": result["n_true"],
         "n_pred": result["n_pred"],
-        "splits": result["splits"],
-        "merges": result["merges"],
+        "accuracy_iou50": result["accuracy"][0],
+        "dice": result["dice"],
+        "jaccard": result["jaccard"],
+        "map_iou50": result["average_precision"][0],
+        "map_iou75": result["average_precision"][1],
+        "mar": result["mar"],
+        **{cause: int(causes[cause].size) for cause in ERROR_CAUSES},
     }

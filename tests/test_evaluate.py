@@ -20,7 +20,8 @@ from pix2pixhd.evaluate import (
     summarise,
     write_evaluation,
 )
-from pix2pixhd.layout import DataError, read_image, write_image, write_mask
+from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_mask
+from pix2pixhd.segmentation import segment_nuclei
 
 SIZE = 64
 BACKGROUND = 0.1
@@ -319,6 +320,21 @@ def test_csvs_hold_one_row_per_image_and_one_summary_row(split, tmp_path):
     assert list(per_image["fov"]) == FOVS and len(summary_row) == 1
     assert np.allclose(per_image["psnr"], table["psnr"])
     assert summary_row.loc[0, "ssim"] == pytest.approx(summary["ssim"])
+
+
+def test_course_metrics_and_error_causes_are_columns_and_in_the_summary(split, tmp_path):
+    table = evaluate_predictions(write_predictions(tmp_path / "pred", split, blurred), split,
+                                 progress=False)
+    summary = write_evaluation(table, tmp_path / "out")
+    per_image = pd.read_csv(tmp_path / "out" / "per_image.csv")
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    columns = [*metrics.COURSE_INSTANCE_METRICS, *metrics.ERROR_CAUSES]
+    assert set(columns) <= set(per_image) and set(columns) <= set(written)
+    truth = read_mask(split / "nuclei_masks" / f"{FOVS[0]}.tif")
+    expected = metrics.instance_metrics(truth, segment_nuclei(blurred(stain(split, FOVS[0]))))
+    for column in columns:
+        assert per_image.loc[0, column] == pytest.approx(expected[column])
+        assert summary[column] == pytest.approx(per_image[column].mean())
 
 
 def test_compare_models_adds_the_real_stain_as_reference(split, tmp_path):

@@ -5,12 +5,16 @@ import pytest
 from scipy import ndimage as ndi
 from scipy import stats
 from skimage.metrics import normalized_root_mse, peak_signal_noise_ratio, structural_similarity
+from sklearn.metrics import f1_score, jaccard_score
 
 from pix2pixhd.metrics import (
+    COURSE_INSTANCE_METRICS,
+    ERROR_CAUSES,
     IOU_THRESHOLDS,
     PER_THRESHOLD_KEYS,
     SPECTRAL_BANDS,
     band_power_ratio,
+    error_causes,
     hf_power_ratio,
     high_frequency_power,
     instance_metrics,
@@ -346,3 +350,187 @@ def test_instance_metrics_row_matches_match_instances_at_0_5():
     assert row["f1_iou50"] == full["f1"][0] and row["recall_iou50"] == full["recall"][0]
     assert row["f1_mean"] == full["f1_mean"] and row["merges"] == full["merges"]
     assert set(PER_THRESHOLD_KEYS) <= set(full)
+
+
+# --- the course's first-part metrics -------------------------------------------------------------
+
+
+def coco_reference(gt, pred, threshold):
+    """COCO's per-image AP and recall written out step by step, for equally confident objects.
+
+    Dense IoU from pixels; each detection, in order, takes the unmatched true object of highest
+    IoU >= threshold; cumulative precision and recall; precision made non-increasing from the
+    right; read at recall levels 0, 0.01, ..., 1 (the first point reaching each level). Ties in
+    confidence are ordered with the unmatched detections first (the order under which COCO's
+    value does not depend on the input order, see metrics._average_precision).
+    """
+    gt_ids, pred_ids = np.unique(gt)[1:], np.unique(pred)[1:]
+    iou = np.array([[np.sum((gt == g) & (pred == p)) / np.sum((gt == g) | (pred == p))
+                     for g in gt_ids] for p in pred_ids]).reshape(len(pred_ids), len(gt_ids))
+    taken, hit = set(), []
+    for row in iou:
+        free = [j for j in np.argsort(-row) if j not in taken and row[j] >= threshold]
+        hit.append(bool(free))
+        if free:
+            taken.add(free[0])
+    order = sorted(range(len(hit)), key=lambda k: hit[k])  # misses first, stable
+    tp = np.cumsum([hit[k] for k in order])
+    fp = np.cumsum([not hit[k] for k in order])
+    recall = tp / max(len(gt_ids), 1)
+    precision = tp / np.maximum(tp + fp, 1)
+    for k in range(len(precision) - 2, -1, -1):
+        precision[k] = max(precision[k], precision[k + 1])
+    levels = np.linspace(0, 1, 101)
+    at = np.searchsorted(recall, levels, side="left")
+    read = [precision[i] if i < len(precision) else 0.0 for i in at]
+    n_tp = int(sum(hit))
+    return {"ap": float(np.mean(read)), "recall": n_tp / max(len(gt_ids), 1), "tp": n_tp,
+            "fp": len(pred_ids) - n_tp, "fn": len(gt_ids) - n_tp}
+
+
+def course_case():
+    """7 true nuclei, 9 predicted: 3 exact, 2 shifted (IoU 0.54), 1 grown (IoU 0.77), 1 missed,
+    3 invented. At IoU 0.5: TP 6, FP 3, FN 1; at 0.75: TP 4, FP 5, FN 3 (all counts differ)."""
+    gt_boxes, pred_boxes = [], []
+    for k in range(3):  # exact
+        gt_boxes.append((k + 1, 0, 10, 20 * k, 20 * k + 10))
+        pred_boxes.append((k + 11, 0, 10, 20 * k, 20 * k + 10))
+    for k in range(2):  # shifted by 3 columns: IoU 70 / 130
+        gt_boxes.append((k + 4, 20, 30, 20 * k, 20 * k + 10))
+        pred_boxes.append((k + 14, 20, 30, 20 * k + 3, 20 * k + 13))
+    gt_boxes.append((6, 40, 50, 0, 10))  # grown to 10 x 13: IoU 100 / 130
+    pred_boxes.append((16, 40, 50, 0, 13))
+    gt_boxes.append((7, 40, 50, 40, 50))  # missed
+    for k in range(3):  # invented
+        pred_boxes.append((k + 17, 60, 70, 20 * k, 20 * k + 10))
+    return squares((80, 80), gt_boxes), squares((80, 80), pred_boxes)
+
+
+def test_course_case_counts_all_differ():
+    gt, pred = course_case()
+    counts = [(r["tp"], r["fp"], r["fn"]) for r in (coco_reference(gt, pred, t)
+                                                  for t in (0.5, 0.75))]
+    assert counts == [(6, 3, 1), (4, 5, 3)]
+
+
+@pytest.mark.parametrize("case", ["hand-built", "random 0", "random 1", "random 2"])
+def test_course_metrics_equal_coco_reference_and_sklearn(case):
+    if case == "hand-built":
+        gt, pred = course_case()
+    else:
+        rng = np.random.default_rng(int(case[-1]) + 20)
+        gt, pred = random_labels(rng, n=10), random_labels(rng, n=12)
+    row = instance_metrics(gt, pred)
+    assert set(COURSE_INSTANCE_METRICS) <= set(row)
+    at50, at75 = coco_reference(gt, pred, 0.5), coco_reference(gt, pred, 0.75)
+    assert row["map_iou50"] == pytest.approx(at50["ap"], abs=1e-12)
+    assert row["map_iou75"] == pytest.approx(at75["ap"], abs=1e-12)
+    assert row["accuracy_iou50"] == pytest.approx(at50["tp"] / (at50["tp"] + at50["fp"]
+                                                                + at50["fn"]))
+    mean_recall = np.mean([coco_reference(gt, pred, t)["recall"] for t in IOU_THRESHOLDS])
+    assert row["mar"] == pytest.approx(mean_recall, abs=1e-12)
+    truth, found = gt.ravel() > 0, pred.ravel() > 0
+    assert row["dice"] == pytest.approx(f1_score(truth, found))
+    assert row["jaccard"] == pytest.approx(jaccard_score(truth, found))
+
+
+def test_course_metrics_of_the_hand_built_case_by_hand():
+    gt, pred = course_case()
+    row = instance_metrics(gt, pred)
+    assert row["accuracy_iou50"] == pytest.approx(6 / 10)
+    # one point (recall 6/7, precision 6/9): the recall levels 0 ... 0.85 are reached, 86 of 101
+    assert row["map_iou50"] == pytest.approx(6 / 9 * 86 / 101)
+    assert row["map_iou75"] == pytest.approx(4 / 9 * 58 / 101)  # recall 4/7 = 0.571...
+    overlap = 3 * 100 + 2 * 70 + 100  # exact, shifted, grown
+    assert row["dice"] == pytest.approx(2 * overlap / (700 + 900 + 30))
+    assert row["jaccard"] == pytest.approx(overlap / (700 + 900 + 30 - overlap))
+
+
+def test_course_metrics_of_an_empty_prediction_are_zero():
+    gt, _ = course_case()
+    row = instance_metrics(gt, np.zeros_like(gt))
+    assert [row[key] for key in COURSE_INSTANCE_METRICS] == [0.0] * 6
+
+
+# --- errors by cause -----------------------------------------------------------------------------
+
+
+def error_case():
+    """Hand-built nuclei, one per 30 x 30 cell, with each cause a different number of times:
+    missed 5, invented 3 (one grazing a true nucleus), merges 1, splits 2, too large 4 (two
+    matched at IoU 0.625, two unmatched at IoU 0.25), plus 2 exact, and 1 shifted (IoU 0.43)
+    and 1 too small (IoU 0.16) that are in no cause."""
+    gt, pred = np.zeros((150, 180), np.int32), np.zeros((150, 180), np.int32)
+    cells = iter((30 * (k // 6), 30 * (k % 6)) for k in range(30))
+    ids = iter(range(1, 200))
+
+    def put(labels, r, c, height, width):
+        labels[r:r + height, c:c + width] = next(ids)
+
+    for _ in range(2):  # exact
+        r, c = next(cells)
+        put(gt, r, c, 10, 10)
+        put(pred, r, c, 10, 10)
+    for _ in range(5):  # missed
+        put(gt, *next(cells), 10, 10)
+    for _ in range(2):  # invented
+        put(pred, *next(cells), 10, 10)
+    r, c = next(cells)  # invented, grazing a true nucleus that is matched by another
+    put(gt, r, c, 10, 12)
+    put(pred, r, c, 10, 10)
+    put(pred, r, c + 10, 10, 10)
+    r, c = next(cells)  # merge: two true nuclei under one
+    put(gt, r, c, 10, 10)
+    put(gt, r, c + 10, 10, 10)
+    put(pred, r, c, 10, 20)
+    for _ in range(2):  # split: one true nucleus in two halves
+        r, c = next(cells)
+        put(gt, r, c, 10, 20)
+        put(pred, r, c, 10, 10)
+        put(pred, r, c + 10, 10, 10)
+    for _ in range(2):  # too large, matched: 10 x 16 around 10 x 10
+        r, c = next(cells)
+        put(gt, r, c, 10, 10)
+        put(pred, r, c, 10, 16)
+    for _ in range(2):  # too large, unmatched: 20 x 20 around 10 x 10
+        r, c = next(cells)
+        put(gt, r + 5, c + 5, 10, 10)
+        put(pred, r, c, 20, 20)
+    r, c = next(cells)  # shifted by 4 columns: IoU 60 / 140
+    put(gt, r, c, 10, 10)
+    put(pred, r, c + 4, 10, 10)
+    r, c = next(cells)  # too small: a 4 x 4 prediction inside a 10 x 10 nucleus
+    put(gt, r, c, 10, 10)
+    put(pred, r + 3, c + 3, 4, 4)
+    return gt, pred
+
+
+def test_error_causes_counts_each_cause_of_a_hand_built_case():
+    gt, pred = error_case()
+    causes = error_causes(gt, pred)
+    counts = {cause: causes[cause].size for cause in ERROR_CAUSES}
+    assert counts == {"missed": 5, "invented": 3, "merges": 1, "splits": 2, "too_large": 4}
+    # exact 2, grazed 1, one of the merged (IoU 0.5) 1, one half of each split 2, too large 2
+    assert causes["matched_true"].size == causes["matched_pred"].size == 8
+    row = instance_metrics(gt, pred)
+    assert {cause: row[cause] for cause in ERROR_CAUSES} == counts
+    full = match_instances(gt, pred)
+    assert (full["merges"], full["splits"]) == (1, 2)
+
+
+def test_error_causes_name_the_right_nuclei():
+    gt = squares((30, 60), [(3, 0, 10, 0, 10), (8, 0, 10, 20, 30)])
+    pred = squares((30, 60), [(5, 0, 10, 0, 10), (6, 20, 30, 40, 50), (7, 0, 10, 28, 38)])
+    causes = error_causes(gt, pred)  # 8 is grazed by 7 (2 of 100 pixels): missed, and 7 invented
+    assert causes["matched_true"].tolist() == [3] and causes["matched_pred"].tolist() == [5]
+    assert causes["missed"].tolist() == [8] and causes["invented"].tolist() == [6, 7]
+
+
+def test_error_causes_rules_follow_their_parameters():
+    gt = squares((20, 40), [(1, 0, 10, 0, 10)])
+    pred = squares((20, 40), [(1, 0, 10, 0, 13)])  # 1.3 times the area, IoU 0.77
+    assert error_causes(gt, pred)["too_large"].size == 0
+    assert error_causes(gt, pred, size_ratio=1.25)["too_large"].tolist() == [1]
+    assert error_causes(gt, pred, iou_threshold=0.8)["missed"].size == 0  # overlaps: not missed
+    with pytest.raises(ValueError, match="size_ratio"):
+        error_causes(gt, pred, size_ratio=1.0)
