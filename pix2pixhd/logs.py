@@ -2,6 +2,7 @@
 
     scalars = read_scalars("checkpoints/pix2pixhd_nuclei/logs")   # tidy DataFrame
     plot_scalars(scalars, [D_REAL, D_FAKE], smoothing=0.9)
+    grids = read_images("checkpoints/pix2pixhd_nuclei/logs")      # [(step, image), ...]
 
 The tag names below are the only spelling of what the Trainer writes; `train`, `models`, `viz`
 and the notebook import them. Which loss tags a model kind logs is in `models.MODEL_KINDS`.
@@ -9,6 +10,7 @@ and the notebook import them. Which loss tags a model kind logs is in `models.MO
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -86,6 +88,36 @@ def read_scalars(logdir: str | Path) -> pd.DataFrame:
     table = table.sort_values(["run", "tag", "step", "file", "wall_time"])
     table = table.drop_duplicates(["run", "tag", "step"], keep="last").drop(columns="file")
     return table.reset_index(drop=True)
+
+
+def read_images(
+    logdir: str | Path, tag: str = VAL_IMAGES
+) -> list[tuple[int, np.ndarray]]:
+    """The images logged under `tag` in the event files under `logdir`: [(step, image), ...].
+
+    In step order; each image uint8, (H, W, 3) or (H, W, 4) as TensorBoard stored it (a PNG, so
+    the pixels are those written). The default tag is the Trainer's validation grid (rows of
+    phase | real stain | prediction crops), logged once per epoch. When a resumed run logged a
+    step again, the later file's image wins.
+    """
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = find_event_files(logdir)
+    if not files:
+        raise FileNotFoundError(f"no TensorBoard event files under {logdir}")
+    encoded: dict[int, bytes] = {}
+    tags: set[str] = set()
+    for path in files:
+        accumulator = EventAccumulator(str(path), size_guidance={"images": 0})
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["images"])
+        if tag in accumulator.Tags()["images"]:
+            encoded |= {e.step: e.encoded_image_string for e in accumulator.Images(tag)}
+    if not encoded:
+        known = ", ".join(sorted(tags)) or "none"
+        raise KeyError(f"no images tagged {tag!r} under {logdir}; its image tags: {known}")
+    return [(step, np.asarray(Image.open(io.BytesIO(encoded[step])))) for step in sorted(encoded)]
 
 
 def smooth(values: np.ndarray, weight: float) -> np.ndarray:

@@ -53,6 +53,14 @@ STAIN_PERCENTILES = (1.0, 99.5)
 OUTLINE_COLOURS = {"truth": "#56B4E9", "prediction": "#E69F00"}
 """Sky blue and orange (Okabe-Ito): distinct on gray and for colour-blind readers."""
 
+ERROR_OUTLINES = {
+    "matched": ("#009E73", "green", "matched at IoU 0.5 (predicted outline)"),
+    "missed": ("#56B4E9", "blue", "missed (true outline)"),
+    "invented": ("#D55E00", "red", "invented (predicted outline)"),
+    "other": ("#F0E442", "yellow", "other unmatched prediction: merged, split, shifted"),
+}
+"""Outline colour, its name and meaning in `plot_instance_errors` (Okabe-Ito colours)."""
+
 CROP_COLOUR = "#00E5FF"
 
 HF_CUTOFF = metrics.HF_CUTOFF
@@ -314,6 +322,63 @@ def plot_segmentation_overlay(
                               label=f"{name} ({count} {'nucleus' if count == 1 else 'nuclei'})"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2,
               frameon=False, fontsize=9)
+    return _save(figure, path)
+
+
+def plot_instance_errors(
+    stains: Sequence[np.ndarray],
+    true_labels: Sequence[np.ndarray],
+    predicted_labels: Sequence[np.ndarray],
+    causes: Sequence[Mapping[str, np.ndarray]],
+    titles: Sequence[str],
+    *,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Fields of view (e.g. a model's worst and best) with their nuclei outlined by outcome.
+
+    stains: the images to draw on (H, W), e.g. the virtual stains; true_labels and
+    predicted_labels: integer labels (H, W); causes: `metrics.error_causes` of each pair. On
+    the stain in gray: matched predictions in green, missed true nuclei in blue, invented
+    predictions in red, the other unmatched predictions (merges, split pieces, shifted or
+    misshapen nuclei) in yellow (ERROR_OUTLINES). Each panel's title adds its counts.
+    """
+    counts = {len(stains), len(true_labels), len(predicted_labels), len(causes), len(titles)}
+    if len(counts) != 1 or not len(titles):
+        raise ValueError(f"{len(stains)} stains, {len(true_labels)} true and "
+                         f"{len(predicted_labels)} predicted label images, {len(causes)} causes "
+                         f"and {len(titles)} titles: pass one of each per panel (>= 1 panel)")
+    columns = min(len(titles), 2)
+    rows = math.ceil(len(titles) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 5.6 * rows + 0.6),
+                                squeeze=False, layout="constrained")
+    for ax, stain, truth, predicted, found, name in zip(
+            axes.flat, stains, true_labels, predicted_labels, causes, titles, strict=False):
+        images = _images(stain=stain, true_labels=truth, predicted_labels=predicted)
+        stain = images["stain"]
+        truth, predicted = (np.asarray(a).astype(np.int32) for a in (truth, predicted))
+        unmatched = np.setdiff1d(np.unique(predicted[predicted > 0]), found["matched_pred"])
+        drawn = {"matched": (predicted, found["matched_pred"], "inner"),
+                 "missed": (truth, found["missed"], "outer"),
+                 "invented": (predicted, found["invented"], "inner"),
+                 "other": (predicted, np.setdiff1d(unmatched, found["invented"]), "inner")}
+        shown = _show(ax, stain, f"{name}\n{found['matched_pred'].size} matched, "
+                      f"{found['missed'].size} missed, {found['invented'].size} invented",
+                      "gray", _range(stain, STAIN_PERCENTILES))
+        figure.colorbar(shown, ax=ax, shrink=0.8, label=f"stain {STAIN_UNIT}")
+        width = max(1, round(max(stain.shape) / 300))
+        for key, (labels, ids, mode) in drawn.items():
+            outline = np.zeros((*stain.shape, 4))
+            outline[_outline(np.where(np.isin(labels, ids), labels, 0), mode, width)] = to_rgba(
+                ERROR_OUTLINES[key][0])
+            ax.imshow(outline, interpolation="nearest")
+    for ax in axes.flat[len(titles):]:
+        ax.set_axis_off()
+    handles = [Line2D([], [], color=colour, lw=2.5, label=f"{colour_name}: {meaning}")
+               for colour, colour_name, meaning in ERROR_OUTLINES.values()]
+    figure.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False, fontsize=9)
+    if title:
+        figure.suptitle(title)
     return _save(figure, path)
 
 
@@ -636,6 +701,37 @@ def plot_sparsification(
 
 
 # --- training logs -------------------------------------------------------------------------------
+
+
+def plot_logged_images(
+    images: Sequence[tuple[int, np.ndarray]],
+    *,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Images logged during training side by side, e.g. `logs.read_images` at a few epochs.
+
+    images: (step, image) pairs, image (H, W) or (H, W, 3|4) as logged; titles: one per image
+    (default "step N"). Shown as stored, without rescaling, so the epochs compare as they did
+    in TensorBoard's image tab.
+    """
+    if not len(images):
+        raise ValueError("no images to show; read them with logs.read_images(logdir)")
+    titles = [f"step {step}" for step, _ in images] if titles is None else list(titles)
+    if len(titles) != len(images):
+        raise ValueError(f"{len(titles)} titles for {len(images)} images")
+    height, width = np.asarray(images[0][1]).shape[:2]
+    panel = 4.2
+    figure, axes = plt.subplots(1, len(images), squeeze=False, layout="constrained",
+                                figsize=(panel * len(images), panel * height / width + 0.6))
+    for ax, (_, image), name in zip(axes[0], images, titles, strict=True):
+        ax.imshow(image, cmap="gray", interpolation="antialiased")
+        ax.set_title(name)
+        ax.set_axis_off()
+    if title:
+        figure.suptitle(title)
+    return _save(figure, path)
 
 
 def plot_training_curves(

@@ -6,7 +6,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from torch.utils.tensorboard import SummaryWriter  # noqa: E402
 
-from pix2pixhd.logs import plot_scalars, read_scalars, smooth  # noqa: E402
+from pix2pixhd.logs import plot_scalars, read_images, read_scalars, smooth  # noqa: E402
 
 
 def write_run(logdir, steps, offset=0.0):
@@ -70,3 +70,42 @@ def test_add_scalars_series_are_all_read_with_their_run(tmp_path):
     assert list(table[table.tag == "lr"].run.unique()) == [""]
     lines = plot_scalars(table, ["PSNR"]).get_lines()
     assert {line.get_label() for line in lines} == {"PSNR (PSNR_train)", "PSNR (PSNR_validation)"}
+
+
+def write_images(logdir, steps, seed):
+    """uint8 (3, 12, 20) images at `steps` (SummaryWriter stores uint8 unscaled); returns them."""
+    rng = np.random.default_rng(seed)
+    images = {step: rng.integers(0, 256, size=(3, 12, 20), dtype=np.uint8) for step in steps}
+    writer = SummaryWriter(logdir)
+    for step, image in images.items():
+        writer.add_image("val/phase_target_prediction", image, step)
+        writer.add_scalar("val/psnr", 20.0, step)
+    writer.close()
+    return images
+
+
+def test_read_images_returns_the_logged_pixels_in_step_order(tmp_path):
+    written = write_images(tmp_path, [30, 10, 20], seed=0)
+    read = read_images(tmp_path)
+    assert [step for step, _ in read] == [10, 20, 30]
+    for step, image in read:
+        np.testing.assert_array_equal(image, written[step].transpose(1, 2, 0))
+
+
+def test_read_images_of_a_resumed_run_keep_the_later_image(tmp_path):
+    import time
+
+    write_images(tmp_path, [1, 2], seed=0)
+    time.sleep(1.1)  # event file names hold the second they were opened
+    later = write_images(tmp_path, [2, 3], seed=1)
+    read = dict(read_images(tmp_path))
+    assert sorted(read) == [1, 2, 3]
+    np.testing.assert_array_equal(read[2], later[2].transpose(1, 2, 0))
+
+
+def test_read_images_names_the_tags_there_are(tmp_path):
+    write_images(tmp_path, [0], seed=0)
+    with pytest.raises(KeyError, match="val/phase_target_prediction"):
+        read_images(tmp_path, tag="train/grid")
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        read_images(tmp_path / "empty")

@@ -165,6 +165,49 @@ def test_segmentation_overlay_draws_both_outlines_in_their_colours(images, tmp_p
     assert (tmp_path / "overlay.png").is_file()
 
 
+def test_instance_errors_outline_each_outcome_in_its_named_colour(images, tmp_path):
+    from pix2pixhd.metrics import error_causes
+
+    truth = np.zeros((SIZE, SIZE), dtype=np.uint16)
+    truth[disk((10, 10), 5)] = 1  # matched
+    truth[disk((22, 20), 6)] = 2  # missed
+    predicted = np.where(truth == 1, 4, 0)
+    predicted[disk((6, 26), 3)] = 9  # invented
+    causes = error_causes(truth, predicted)
+    figure = viz.plot_instance_errors([images["stain"]] * 2, [truth] * 2, [predicted] * 2,
+                                      [causes] * 2, ["worst", "best"], path=tmp_path / "e.png")
+    ax = image_axes(figure)[0]
+    assert ax.get_title() == "worst\n1 matched, 1 missed, 1 invented"
+    _, matched, missed, invented, other = (image.get_array() for image in ax.images)
+    expected = {"matched": (matched, predicted == 4, "inner"),
+                "missed": (missed, truth == 2, "outer"),
+                "invented": (invented, predicted == 9, "inner")}
+    for key, (outline, mask, mode) in expected.items():
+        drawn = outline[..., 3] > 0
+        np.testing.assert_array_equal(drawn, find_boundaries(mask, mode=mode))
+        np.testing.assert_allclose(outline[drawn][0], matplotlib.colors.to_rgba(
+            viz.ERROR_OUTLINES[key][0]))
+    assert not other[..., 3].any()
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert [text.split(":")[0] for text in legend] == ["green", "blue", "red", "yellow"]
+    assert len(image_axes(figure)) == 2 and (tmp_path / "e.png").is_file()
+    with pytest.raises(ValueError, match="one of each per panel"):
+        viz.plot_instance_errors([images["stain"]], [truth], [predicted], [], ["worst"])
+
+
+def test_logged_images_are_shown_side_by_side_as_stored_with_titles(rng):
+    grids = [(step, rng.integers(0, 256, (20, 15, 3), dtype=np.uint8)) for step in (50, 750)]
+    figure = viz.plot_logged_images(grids, titles=["epoch 1", "epoch 15"], title="validation")
+    axes = image_axes(figure)
+    assert [ax.get_title() for ax in axes] == ["epoch 1", "epoch 15"]
+    for ax, (_, grid) in zip(axes, grids, strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), grid)
+    assert [ax.get_title() for ax in image_axes(viz.plot_logged_images(grids))] == [
+        "step 50", "step 750"]
+    with pytest.raises(ValueError, match="2 images"):
+        viz.plot_logged_images(grids, titles=["one"])
+
+
 # --- tables of metrics ---------------------------------------------------------------------------
 
 
