@@ -57,7 +57,8 @@ ERROR_OUTLINES = {
     "matched": ("#009E73", "green", "matched at IoU 0.5 (predicted outline)"),
     "missed": ("#56B4E9", "blue", "missed (true outline)"),
     "invented": ("#D55E00", "red", "invented (predicted outline)"),
-    "other": ("#F0E442", "yellow", "other unmatched prediction: merged, split, shifted"),
+    "other": ("#F0E442", "yellow", "other unmatched (true and predicted outlines): too "
+              "large, merged, split, shifted"),
 }
 """Outline colour, its name and meaning in `plot_instance_errors` (Okabe-Ito colours)."""
 
@@ -340,8 +341,10 @@ def plot_instance_errors(
     stains: the images to draw on (H, W), e.g. the virtual stains; true_labels and
     predicted_labels: integer labels (H, W); causes: `metrics.error_causes` of each pair. On
     the stain in gray: matched predictions in green, missed true nuclei in blue, invented
-    predictions in red, the other unmatched predictions (merges, split pieces, shifted or
-    misshapen nuclei) in yellow (ERROR_OUTLINES). Each panel's title adds its counts.
+    predictions in red, and the other unmatched nuclei (too large, merged, split, shifted), true
+    and predicted, in yellow (ERROR_OUTLINES): true outlines lie just outside a nucleus and
+    predicted ones just inside, so where both are drawn their gap shows the size error. Each
+    panel's title adds its counts.
     """
     counts = {len(stains), len(true_labels), len(predicted_labels), len(causes), len(titles)}
     if len(counts) != 1 or not len(titles):
@@ -357,20 +360,24 @@ def plot_instance_errors(
         images = _images(stain=stain, true_labels=truth, predicted_labels=predicted)
         stain = images["stain"]
         truth, predicted = (np.asarray(a).astype(np.int32) for a in (truth, predicted))
-        unmatched = np.setdiff1d(np.unique(predicted[predicted > 0]), found["matched_pred"])
-        drawn = {"matched": (predicted, found["matched_pred"], "inner"),
-                 "missed": (truth, found["missed"], "outer"),
-                 "invented": (predicted, found["invented"], "inner"),
-                 "other": (predicted, np.setdiff1d(unmatched, found["invented"]), "inner")}
+        other_pred = np.setdiff1d(np.unique(predicted[predicted > 0]),
+                                  np.union1d(found["matched_pred"], found["invented"]))
+        other_true = np.setdiff1d(np.unique(truth[truth > 0]),
+                                  np.union1d(found["matched_true"], found["missed"]))
+        drawn = {"matched": [(predicted, found["matched_pred"], "inner")],
+                 "missed": [(truth, found["missed"], "outer")],
+                 "invented": [(predicted, found["invented"], "inner")],
+                 "other": [(predicted, other_pred, "inner"), (truth, other_true, "outer")]}
         shown = _show(ax, stain, f"{name}\n{found['matched_pred'].size} matched, "
                       f"{found['missed'].size} missed, {found['invented'].size} invented",
                       "gray", _range(stain, STAIN_PERCENTILES))
         figure.colorbar(shown, ax=ax, shrink=0.8, label=f"stain {STAIN_UNIT}")
         width = max(1, round(max(stain.shape) / 300))
-        for key, (labels, ids, mode) in drawn.items():
+        for key, layers in drawn.items():
             outline = np.zeros((*stain.shape, 4))
-            outline[_outline(np.where(np.isin(labels, ids), labels, 0), mode, width)] = to_rgba(
-                ERROR_OUTLINES[key][0])
+            for labels, ids, mode in layers:
+                line = _outline(np.where(np.isin(labels, ids), labels, 0), mode, width)
+                outline[line] = to_rgba(ERROR_OUTLINES[key][0])
             ax.imshow(outline, interpolation="nearest")
     for ax in axes.flat[len(titles):]:
         ax.set_axis_off()

@@ -173,6 +173,8 @@ def test_instance_errors_outline_each_outcome_in_its_named_colour(images, tmp_pa
     truth[disk((22, 20), 6)] = 2  # missed
     predicted = np.where(truth == 1, 4, 0)
     predicted[disk((6, 26), 3)] = 9  # invented
+    truth[26:30, 2:6] = 3  # too large: a 4 x 4 nucleus under an 8 x 8 prediction
+    predicted[24:32, 0:8] = 5
     causes = error_causes(truth, predicted)
     figure = viz.plot_instance_errors([images["stain"]] * 2, [truth] * 2, [predicted] * 2,
                                       [causes] * 2, ["worst", "best"], path=tmp_path / "e.png")
@@ -187,7 +189,8 @@ def test_instance_errors_outline_each_outcome_in_its_named_colour(images, tmp_pa
         np.testing.assert_array_equal(drawn, find_boundaries(mask, mode=mode))
         np.testing.assert_allclose(outline[drawn][0], matplotlib.colors.to_rgba(
             viz.ERROR_OUTLINES[key][0]))
-    assert not other[..., 3].any()
+    np.testing.assert_array_equal(other[..., 3] > 0, find_boundaries(predicted == 5, mode="inner")
+                                  | find_boundaries(truth == 3, mode="outer"))
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
     assert [text.split(":")[0] for text in legend] == ["green", "blue", "red", "yellow"]
     assert len(image_axes(figure)) == 2 and (tmp_path / "e.png").is_file()
