@@ -848,9 +848,11 @@ print(f"GAN on {gan_summary['n_images']} test images: PSNR {gan_summary['psnr']:
 # %% [markdown]
 # The course's first part scored its segmentations with other instance metrics; here they are,
 # from the same matching, so the two parts compare. **Accuracy** (as StarDist defines it) is
-# TP / (TP + FP + FN) at IoU 0.5, below F1 whenever anything is wrong. **Dice** and **Jaccard**
-# compare the nuclei masks pixel by pixel (all nuclei as one foreground), blind to how they are
-# cut into objects. **mAP** at IoU 0.5 and 0.75 is COCO's average precision: our nuclei have no
+# TP / (TP + FP + FN) at IoU 0.5, below F1 whenever anything is wrong (the first part's
+# notebook computed the pixel accuracy of the masks instead, which the background dominates).
+# **Dice** and **Jaccard** compare the nuclei masks pixel by pixel (all nuclei as one
+# foreground), blind to how they are cut into objects. **mAP** at IoU 0.5 and 0.75 is COCO's
+# average precision: our nuclei have no
 # confidence scores, so it is the precision times the share of recall levels 0, 0.01, ..., 1
 # that the segmentation reaches. **mAR** is the recall averaged over IoU 0.5 ... 0.95.
 

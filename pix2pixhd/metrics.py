@@ -534,8 +534,9 @@ def match_instances(
 
     - per threshold (lists in the order of `thresholds`, see PER_THRESHOLD_KEYS): thresholds,
       tp, fp, fn, precision = tp / n_pred, recall = tp / n_true, f1, mean_matched_iou (mean IoU
-      of the matched pairs), accuracy = tp / (tp + fp + fn) (StarDist's "accuracy", the one
-      the course's first part reports), average_precision (COCO's AP with every object equally
+      of the matched pairs), accuracy = tp / (tp + fp + fn) (StarDist's object "accuracy";
+      the 2024 course's accuracy column was the pixel accuracy of the binary masks, which the
+      background dominates), average_precision (COCO's AP with every object equally
       confident: precision x the share of COCO_RECALL_LEVELS up to the recall). A ratio with a
       zero denominator is 0 (an empty prediction scores precision, recall and F1 0);
       mean_matched_iou is nan when nothing matched.
@@ -543,8 +544,8 @@ def match_instances(
     - mar: recall averaged over IOU_THRESHOLDS (COCO's mean average recall, with no cap on the
       number of objects; COCO's mAR_100 counts the first 100 predictions only).
     - dice, jaccard: overlap of the binary masks, 2 |T & P| / (|T| + |P|) and |T & P| / |T | P|,
-      T and P the pixels of any true and any predicted object (as the course's first part
-      computed them, on the masks rather than per object).
+      T and P the pixels of any true and any predicted object (the course's first part also
+      computed them on the binary masks, not per object).
     - n_true, n_pred: object counts.
     - splits: ground-truth objects that hold two or more predicted objects, each with at least
       `coverage` of its own area inside that ground-truth object (one nucleus cut in pieces).
