@@ -36,7 +36,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from pix2pixhd import sizes
-from pix2pixhd.layout import DataError, plain_name
+from pix2pixhd.layout import DataError, plain_name, write_atomically
 
 MODEL_KINDS = ("gan", "regression", "viscy")
 GENERATORS = ("global", "local")
@@ -320,7 +320,9 @@ def load_config(name_or_path: str | Path) -> Config:
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Written atomically; a `path` that is a symbolic link is replaced, not written through."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def apply_overrides(config: Config, overrides: list[str]) -> Config:

@@ -11,14 +11,16 @@ reported once, by name, with what to do about it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import math
 import numbers
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,9 @@ def check_output_folder(out: str | Path, inputs: list[str | Path | None]) -> Pat
     an input file, only its own folder is refused (a subfolder beside it is fine).
     Returns `out` unchanged.
     """
+    if Path(out).is_symlink() and not Path(out).exists():
+        raise DataError(f"output folder {out} is a symbolic link to {os.readlink(out)}, which "
+                        "does not exist; make that folder or choose another --out")
     if Path(out).exists() and not Path(out).is_dir():
         raise DataError(f"output folder {out} is a file; choose a folder (it will be made)")
     where = Path(out).resolve()
@@ -152,6 +157,10 @@ def read_mask(path: str | Path) -> np.ndarray:
         )
     if array.min() < 0:
         raise DataError(f"{path} has negative labels; labels must be >= 0 (0 is background)")
+    if array.max() > np.iinfo(np.int32).max:
+        raise DataError(f"{path} has label {array.max()}, beyond the {np.iinfo(np.int32).max} "
+                        "this package counts to; renumber the nuclei 1..N (e.g. skimage's "
+                        "relabel_sequential) and save the mask as uint16 or uint32")
     return array.astype(np.int32, copy=False)
 
 
@@ -170,7 +179,7 @@ def read_image_shape(path: str | Path) -> tuple[int, ...]:
 def _read_tiff(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path} does not exist")
+        raise DataError(f"{path} {_not_a_file(path)}")
     try:
         array = np.asarray(tifffile.imread(path))
     except Exception as error:  # tifffile raises many kinds for corrupt files
@@ -186,6 +195,42 @@ def _unreadable_message(path: Path, error: Exception) -> str:
 def _check_2d(path: Path, shape: tuple[int, ...]) -> None:
     if len(shape) != 2:
         raise DataError(f"{path} has shape {shape}; expected one 2-D plane (H, W)")
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path` cannot be read as a file: it is missing, a folder, or a device or pipe."""
+    if path.is_dir():
+        return "is a folder, not a TIFF file; pass the file, or rename the folder"
+    if path.exists():
+        return "is not a regular file (a device or a pipe); pass a TIFF file"
+    if path.is_symlink():
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    return "does not exist"
+
+
+def output_path(folder: str | Path, *names: str) -> Path:
+    """folder/names[0]/.../names[-1], its subfolders made; a subfolder that is a link is refused.
+
+    `folder` is the user's choice (it may well be a link to scratch space), but a link inside
+    it, such as OUT/nuclei pointing at the real stains, would send every write into the
+    link's target. The file itself may be a link: `write_atomically` replaces the link, not
+    its target.
+    """
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in names[:-1]:
+        path = path / name
+        refuse_link(path, folder)
+        path.mkdir(exist_ok=True)
+    return path / names[-1]
+
+
+def refuse_link(path: str | Path, folder: str | Path) -> None:
+    """DataError if `path`, a folder this package writes into inside `folder`, is a link."""
+    if Path(path).is_symlink():
+        raise DataError(f"{path} is a symbolic link (to {os.readlink(path)}): writing through "
+                        f"it would change files outside {folder}; remove the link, or choose "
+                        "another output folder")
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
@@ -211,7 +256,8 @@ def write_atomically(path: str | Path, write: Callable[[str], object]) -> Path:
     download, or a crash) never sees a half-written file under the real name.
 
     Leftover temporaries of `path` from a killed earlier write are removed first, and the file
-    takes the mode the umask gives new files (mkstemp alone would make it private, 0600).
+    takes the mode the umask gives new files (mkstemp alone would make it private, 0600). A
+    `path` that is a symbolic link is replaced by the new file; its target is left alone.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +273,44 @@ def write_atomically(path: str | Path, write: Callable[[str], object]) -> Path:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+@contextlib.contextmanager
+def folder_written_atomically(folder: str | Path) -> Iterator[Path]:
+    """A new, empty folder beside `folder` to fill; when the block ends well it takes the place
+    of `folder` (the earlier one is deleted only then), on an error it is deleted.
+
+    So a reader, an interrupted re-run or a crash sees either the old folder or the complete
+    new one, never a mix. Hidden leftovers `.NAME.*.part` of a killed earlier run are removed
+    first (hold the folder's lock: a concurrent run's are not leftovers). Between the two
+    renames of a replacement the name is briefly absent. A `folder` that is a symbolic link
+    stays one: its target is replaced.
+    """
+    folder = Path(folder)
+    if folder.is_symlink():
+        if not folder.exists():
+            raise DataError(f"{folder} is a symbolic link to {os.readlink(folder)}, which does "
+                            "not exist; make that folder or choose another one")
+        folder = folder.resolve()
+    folder = folder.absolute()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*.part"):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
+    try:
+        os.chmod(building, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
+        yield building
+        if folder.is_dir() and any(folder.iterdir()):
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.",
+                                        suffix=".old.part"))
+            os.replace(folder, old)
+            os.replace(building, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(building, folder)  # an empty folder is replaced by rename alone
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
 
 
 def write_json(path: str | Path, values: dict[str, Any]) -> Path:

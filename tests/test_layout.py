@@ -128,3 +128,45 @@ def test_what_the_reader_refuses_is_never_written(tmp_path):
         layout.write_dataset_json(tmp_path, {"normalisation": {"phase": {
             "median": 0.0, "iqr": None, "p_low": 0.0, "p_high": 1.0}}})
     assert not (tmp_path / "dataset.json").exists()
+
+
+def test_a_folder_named_like_a_tiff_is_called_a_folder(tmp_path):
+    (tmp_path / "x.tif").mkdir()
+    with pytest.raises(DataError, match=r"x.tif is a folder, not a TIFF file"):
+        layout.read_image(tmp_path / "x.tif")
+    with pytest.raises(DataError, match=r"y.tif does not exist"):
+        layout.read_image(tmp_path / "y.tif")
+
+
+def test_mask_labels_beyond_int32_name_the_file(tmp_path):
+    import tifffile
+
+    path = tmp_path / "fov_0000.tif"
+    tifffile.imwrite(path, np.array([[0, 2**31], [1, 2]], np.uint32))
+    with pytest.raises(DataError, match=r"fov_0000.tif has label 2147483648.*renumber"):
+        layout.read_mask(path)
+    tifffile.imwrite(path, np.array([[0, 2**31 - 1]], np.uint32))
+    assert layout.read_mask(path).max() == 2**31 - 1
+
+
+def test_a_linked_subfolder_of_an_output_is_refused_and_a_linked_file_replaced(tmp_path):
+    truth = tmp_path / "truth"
+    layout.write_image(truth / "fov_0000.tif", np.ones((4, 4)))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "nuclei").symlink_to(truth)
+    with pytest.raises(DataError, match=r"out/nuclei is a symbolic link .*remove the link"):
+        layout.output_path(tmp_path / "out", "nuclei", "fov_0000.tif")
+    (tmp_path / "out" / "table.csv").symlink_to(truth / "fov_0000.tif")
+    layout.write_json(layout.output_path(tmp_path / "out", "table.csv"), {"a": 1})
+    assert layout.read_image(truth / "fov_0000.tif").sum() == 16
+    assert not (tmp_path / "out" / "table.csv").is_symlink()
+    linked_out = tmp_path / "linked"  # the folder given may itself be a link
+    linked_out.symlink_to(tmp_path / "out")
+    assert layout.output_path(linked_out, "mean", "a.tif") == linked_out / "mean" / "a.tif"
+
+
+def test_a_dangling_output_link_is_named_as_one(tmp_path):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    with pytest.raises(DataError, match=r"out is a symbolic link to .*gone, which does not "
+                                        "exist; make that folder"):
+        layout.check_output_folder(tmp_path / "out", [])
