@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
+from pix2pixhd.locking import folder_lock
 from pix2pixhd.normalisation import dataset_statistics
 
 log = logging.getLogger(__name__)
@@ -230,14 +232,30 @@ def make_dataset(
 
     FOV k of a split is drawn from its own seed (spawned from `seed`), so it does not depend on
     how many FOVs are written. Re-running into the same folder replaces an earlier synthetic
-    dataset, including FOVs it had beyond the new counts.
+    dataset as a whole: the new one is written beside it and renamed into place, dataset.json
+    last, so an interrupted run leaves the old one intact. A folder holding anything else is
+    refused, and so is a second run on the same folder while one is writing
+    (`locking.folder_lock`).
     """
     params = params or SyntheticParameters()
     out = Path(out)
     counts = {"train": n_train, "val": n_val, "test": n_test}
     if n_train < 1 or n_val < 0 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_val, n_test >= 0, got {counts}")
-    _refuse_foreign_dataset(out)
+    with folder_lock(out, f"pix2pixhd data synthetic --out {out}"):
+        _refuse_foreign_files(out)
+        with layout.folder_written_atomically(out) as building:
+            _write_fovs(building, counts, size, seed, params)
+            layout.write_dataset_json(building, {
+                "source": "synthetic", "seed": seed, "size": size,
+                "parameters": dataclasses.asdict(params), **dataset_statistics(building)})
+    log.info("wrote %s synthetic FOVs of %d x %d px to %s", counts, size, size, out)
+    return out
+
+
+def _write_fovs(out: Path, counts: dict[str, int], size: int, seed: int,
+                params: SyntheticParameters) -> None:
+    """Every field of view of every split, with its masks, into `out`."""
     split_seeds = np.random.SeedSequence(seed).spawn(len(layout.SPLITS))
     jobs = [
         (split, k, fov_seed)
@@ -250,19 +268,6 @@ def make_dataset(
         for channel in layout.CHANNELS:
             layout.write_image(layout.image_path(out, split, channel, name), fov[channel])
         layout.write_mask(layout.image_path(out, split, layout.MASKS, name), fov["nuclei_masks"])
-    _remove_stale_fovs(out, counts)
-    layout.write_dataset_json(
-        out,
-        {
-            "source": "synthetic",
-            "seed": seed,
-            "size": size,
-            "parameters": dataclasses.asdict(params),
-            **dataset_statistics(out),
-        },
-    )
-    log.info("wrote %s synthetic FOVs of %d x %d px to %s", counts, size, size, out)
-    return out
 
 
 # --- cells ---------------------------------------------------------------------------------
@@ -737,23 +742,34 @@ def _illumination(size: int, falloff: float) -> np.ndarray:
     return field
 
 
-def _refuse_foreign_dataset(out: Path) -> None:
-    """Never mix synthetic FOVs into a folder that holds another dataset."""
-    if not layout.dataset_json_path(out).is_file():
+SYNTHETIC_FILES = re.compile(
+    rf"dataset\.json|examples\.png|({'|'.join(layout.SPLITS)})"
+    rf"(/({'|'.join((*layout.CHANNELS, layout.MASKS))})(/fov_[0-9]{{4,}}\.tif)?)?"
+    r"|(.+/)?\.[^/]+\.part")
+"""Paths (relative, '/'-separated) a synthetic dataset folder holds, with the leftovers of
+killed writes: what a re-run replaces."""
+
+
+def _refuse_foreign_files(out: Path) -> None:
+    """Replace only a synthetic dataset this package wrote (plus `data show`'s examples.png);
+    a folder with another dataset, or with anything else, is refused before anything is done."""
+    if not out.is_dir():
         return
-    source = layout.read_dataset_json(out).get("source")
-    if source != "synthetic":
+    if layout.dataset_json_path(out).is_file():
+        source = layout.read_dataset_json(out).get("source")
+        if source != "synthetic":
+            raise layout.DataError(
+                f"{out} already holds a '{source}' dataset; write the synthetic one to another "
+                "folder (--out) or delete this one first")
+    elif any(out.iterdir()):
         raise layout.DataError(
-            f"{out} already holds a '{source}' dataset; write the synthetic one to another "
-            "folder (--out) or delete this one first"
-        )
-
-
-def _remove_stale_fovs(out: Path, counts: dict[str, int]) -> None:
-    """Delete FOVs an earlier, larger synthetic dataset left in `out` beyond the new counts."""
-    for split, count in counts.items():
-        for folder in (*layout.CHANNELS, layout.MASKS):
-            for path in (out / split / folder).glob("fov_*.tif"):
-                index = path.stem.removeprefix("fov_")
-                if index.isdigit() and int(index) >= count:
-                    path.unlink()
+            f"{out} is not empty and holds no dataset.json, so it is not a dataset that "
+            "`data synthetic` wrote; choose a new or empty folder (--out)")
+    foreign = sorted(str(path.relative_to(out)) for path in out.rglob("*")
+                     if not SYNTHETIC_FILES.fullmatch(path.relative_to(out).as_posix())
+                     or path.is_symlink())
+    if foreign:
+        raise layout.DataError(
+            f"{out} holds files a synthetic dataset does not ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); re-writing it would delete them: move "
+            "them, or choose another folder (--out)")

@@ -109,6 +109,59 @@ def test_refuses_to_write_into_a_folder_holding_another_dataset(tmp_path):
         make_dataset(tmp_path, n_train=1, n_val=0, n_test=0, size=32)
 
 
+def _files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_folder_without_dataset_json_keeps_the_users_files(tmp_path):
+    mine = tmp_path / "mine"
+    for k in (0, 5):
+        layout.write_image(layout.image_path(mine, "train", "phase", f"fov_{k:04d}"),
+                           np.full((8, 8), k, np.float32))
+    before = _files(mine)
+    with pytest.raises(layout.DataError, match="holds no dataset.json.*new or empty folder"):
+        make_dataset(mine, n_train=2, n_val=1, n_test=1, size=16)
+    assert _files(mine) == before
+
+
+def test_a_synthetic_dataset_with_other_files_in_it_is_not_rewritten(tmp_path):
+    root = make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
+    (root / "test" / "predictions").mkdir()
+    (root / "test" / "predictions" / "fov_0000.tif").write_bytes(b"mine")
+    with pytest.raises(layout.DataError, match=r"holds files .*test/predictions"):
+        make_dataset(root, n_train=1, n_val=1, n_test=1, size=16, seed=1)
+    assert (root / "test" / "predictions" / "fov_0000.tif").read_bytes() == b"mine"
+
+
+def test_an_interrupted_rewrite_leaves_the_old_dataset_whole(tmp_path, monkeypatch):
+    from pix2pixhd import synthetic
+    from pix2pixhd.data import check_dataset
+
+    root = make_dataset(tmp_path / "data", n_train=3, n_val=1, n_test=1, size=32, seed=0)
+    before = _files(root)
+    drawn = []
+
+    def fails_at_the_third(rng, size, params=None):
+        drawn.append(size)
+        if len(drawn) == 3:
+            raise KeyboardInterrupt
+        return simulate_fov(rng, size, params)
+
+    monkeypatch.setattr(synthetic, "simulate_fov", fails_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(root, n_train=3, n_val=1, n_test=1, size=32, seed=1)
+    assert _files(root) == before and check_dataset(root) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing left beside it
+
+
+def test_a_rewrite_through_a_linked_folder_keeps_the_link(tmp_path):
+    target = make_dataset(tmp_path / "scratch", n_train=1, n_val=1, n_test=1, size=16, seed=0)
+    (tmp_path / "data").symlink_to(target)
+    make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16, seed=1)
+    assert (tmp_path / "data").is_symlink()
+    assert layout.read_dataset_json(target)["seed"] == 1
+
+
 def test_bad_sizes_and_counts_are_refused_by_name():
     with pytest.raises(ValueError, match="size=8"):
         _fov(0, size=8)

@@ -1,0 +1,51 @@
+"""One writer per folder: the second command names the first, and a dead holder's lock is taken."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from pix2pixhd.locking import FolderBusyError, folder_lock, lock_path
+from pix2pixhd.synthetic import make_dataset
+
+
+def test_a_second_lock_names_the_process_and_command_holding_it(tmp_path):
+    with folder_lock(tmp_path / "run", "pix2pixhd train --name run"):
+        with pytest.raises(FolderBusyError) as error, folder_lock(tmp_path / "run"):
+            pass
+    message = str(error.value)
+    assert f"in use by process {os.getpid()} on " in message
+    assert "(pix2pixhd train --name run, since " in message and "\n" not in message
+    with folder_lock(tmp_path / "run"):  # released: free again
+        pass
+    assert not lock_path(tmp_path / "run").exists()
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pix2pixhd.locking import folder_lock\n"
+         f"with folder_lock({str(tmp_path / 'data')!r}, 'pix2pixhd data synthetic'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderBusyError, match=f"process {holder.pid} "):
+            make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert str(holder.pid) in lock_path(tmp_path / "data").read_text()  # left behind, stale
+    make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
+    assert (tmp_path / "data" / "dataset.json").is_file()
+    assert not lock_path(tmp_path / "data").exists()
+
+
+def test_a_dataset_being_written_is_not_written_by_a_second_run(tmp_path):
+    make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16, seed=0)
+    before = {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()}
+    with folder_lock(tmp_path / "data", "pix2pixhd data synthetic --seed 0"):
+        with pytest.raises(FolderBusyError, match="data synthetic --seed 0"):
+            make_dataset(tmp_path / "data", n_train=2, n_val=1, n_test=1, size=16, seed=1)
+    assert {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()} == before
