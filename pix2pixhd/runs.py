@@ -22,7 +22,7 @@ from pix2pixhd.checkpoint import (
 )
 from pix2pixhd.config import Config, from_dict, save_config, to_dict
 from pix2pixhd.dataset import data_provenance
-from pix2pixhd.layout import DataError, read_dataset_json
+from pix2pixhd.layout import DataError, read_dataset_json, refuse_link
 from pix2pixhd.logs import thin_event_files
 
 RUN_FILES = ("latest.pt", "epoch_[0-9][0-9][0-9]*.pt", "config.yaml", "logs", ".*.part")
@@ -79,6 +79,7 @@ def _check_export_folder(run_dir: Path, out_dir: Path, overwrite: bool) -> None:
     if out_dir.resolve() == run_dir.resolve():
         raise CheckpointError(f"exporting {run_dir} into itself would drop its optimiser "
                               "states; choose another --out")
+    refuse_link(out_dir / "logs", out_dir)  # before latest.pt is replaced, not after
     if overwrite or not out_dir.is_dir() or not foreign_files(out_dir, (".*.part",)):
         return
     foreign = foreign_files(out_dir, EXPORT_FILES) + [
@@ -106,18 +107,23 @@ def foreign_files(folder: Path, patterns: tuple[str, ...]) -> list[str]:
                   if not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns))
 
 
-def clear_run_folder(run_dir: Path) -> None:
-    """Delete what `train` wrote in `run_dir` (--overwrite); refuse if anything else is there.
-
-    The folder itself stays, so a mistaken --name or --checkpoints-dir cannot remove a
-    working folder: only the checkpoints, config and logs of a run go.
-    """
+def foreign_run_files(run_dir: Path) -> None:
+    """Refuse --overwrite on a folder that holds files training did not write."""
     foreign = foreign_files(run_dir, RUN_FILES)
     if foreign:
         raise CheckpointError(
             f"--overwrite refused: {run_dir} holds files that training did not write "
             f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); move them or "
             "choose another --name")
+
+
+def clear_run_folder(run_dir: Path) -> None:
+    """Delete what `train` wrote in `run_dir` (--overwrite); refuse if anything else is there.
+
+    The folder itself stays, so a mistaken --name or --checkpoints-dir cannot remove a
+    working folder: only the checkpoints, config and logs of a run go.
+    """
+    foreign_run_files(run_dir)
     for entry in run_dir.iterdir():
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)

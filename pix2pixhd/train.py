@@ -59,12 +59,13 @@ from pix2pixhd.config import (
     validate,
 )
 from pix2pixhd.dataset import make_loaders, set_loader_epoch
-from pix2pixhd.layout import plain_name
+from pix2pixhd.layout import plain_name, refuse_link
+from pix2pixhd.locking import folder_lock
 from pix2pixhd.losses import Predictions, VGGLoss, discriminator_loss
 from pix2pixhd.metrics import psnr, ssim
 from pix2pixhd.models import make_discriminator, make_generator, model_kind
 from pix2pixhd.normalisation import Normaliser
-from pix2pixhd.runs import clear_run_folder, run_provenance
+from pix2pixhd.runs import clear_run_folder, foreign_run_files, run_provenance
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class Trainer:
         self.device = resolve_device(config.train.device, self.distributed.local_rank)
         self.run_dir = Path(config.train.checkpoints_dir) / plain_name(config.train.name, "run")
         self.kind = model_kind(config.model.kind)
-        self._prepare_run_dir(resume, overwrite)
+        starting_over = self._prepare_run_dir(resume, overwrite)
 
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank
         if loaders is None:
@@ -242,6 +243,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0   # optimiser steps taken
         self.saved_epoch: int | None = None  # what latest.pt holds from this session
+        if starting_over:  # only now: data and config are checked, the networks built
+            clear_run_folder(self.run_dir)
         if resume:
             self.load_state(load_checkpoint(self.run_dir / "latest.pt", self.device))
         self.ddp_generator = self._prepare(self.generator)
@@ -250,8 +253,11 @@ class Trainer:
 
     # --- set-up ---------------------------------------------------------------------------
 
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> bool:
+        """Refuse what cannot go on; True when an earlier run is to be cleared (--overwrite),
+        which happens only once everything else has been checked."""
         latest = self.run_dir / "latest.pt"
+        refuse_link(self.run_dir / "logs", self.run_dir)
         if resume and not latest.is_file():
             raise CheckpointError(f"nothing to resume: {latest} does not exist; drop --resume "
                                   "to start a new run")
@@ -260,8 +266,9 @@ class Trainer:
                 raise CheckpointError(
                     f"{latest} exists; pass --resume to continue that run, --overwrite to "
                     "start it again, or choose another --name")
-            if self.distributed.is_main:
-                clear_run_folder(self.run_dir)
+            foreign_run_files(self.run_dir)
+            return self.distributed.is_main
+        return False
 
     def _prepare(self, module: nn.Module | None) -> nn.Module | None:
         """channels_last and torch.compile in place (state dict keys unchanged), then the
@@ -530,11 +537,19 @@ class Trainer:
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
             self.optimizer_D.load_state_dict(state["optimizer_D"])
-        self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step = state["epoch"], state["step"]
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        if "scaler" not in state or "rng" not in state:  # checkpoints of older versions
+            log.warning("%s holds no %s state: the run resumes with the same weights and "
+                        "optimisers, but its random crops, dropout and loss scale start "
+                        "afresh, so it will not repeat a run that never stopped",
+                        self.run_dir / "latest.pt", " or ".join(
+                            key for key in ("scaler", "rng") if key not in state))
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            if state["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         log.info("resumed %s at epoch %d, step %d", self.run_dir, self.epoch, self.step)
 
     def save(self) -> None:
@@ -584,8 +599,12 @@ def run_training(config: Config, *, resume: bool = False, overwrite: bool = Fals
     try:
         if torch.cuda.is_available():
             torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest kernels
-        trainer = Trainer(config, resume=resume, overwrite=overwrite, distributed=distributed)
-        return trainer.fit()
+        run_dir = Path(config.train.checkpoints_dir) / plain_name(config.train.name, "run")
+        # one writer per run folder: only rank 0 writes, so only rank 0 locks
+        with folder_lock(run_dir) if distributed.is_main else nullcontext():
+            trainer = Trainer(config, resume=resume, overwrite=overwrite,
+                              distributed=distributed)
+            return trainer.fit()
     finally:
         if distributed.world_size > 1:
             dist.destroy_process_group()

@@ -224,3 +224,70 @@ def test_a_failed_save_names_the_file_and_keeps_the_previous_checkpoint(tmp_path
     monkeypatch.undo()
     assert torch.load(tmp_path / "latest.pt", weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def _malformed(state, key, value):
+    """A copy of `state` with `key` (dotted: into nested dicts) set, or deleted for ...."""
+    import copy
+
+    state = copy.deepcopy(state)
+    *parents, last = key.split(".")
+    holder = state
+    for parent in parents:
+        holder = holder[parent]
+    if value is ...:
+        del holder[last]
+    else:
+        holder[last] = value
+    return state
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("config", [1, 2], "holds a config that is a list, not a mapping"),
+    ("generator", {}, "'generator' is not a non-empty state dict"),
+    ("config.data.target_channels", ["nuclei", "membrane"],
+     "'generator' does not fit the checkpoint's own config"),
+    ("config.model.ngf", 8, "'generator' does not fit the checkpoint's own config"),
+    ("normaliser", ..., "'normaliser' is missing"),
+    ("normaliser.stats.phase.iqr", "abc", "'normaliser' has statistics that are not finite"),
+    ("provenance.input_statistics.median", "zero", "'provenance' is not a mapping with numeric"),
+    ("epoch", "1", "'epoch' is '1', not a count"),
+])
+def test_a_malformed_checkpoint_is_one_line_naming_the_file_and_field(run, tmp_path, key,
+                                                                      value, words):
+    from pix2pixhd.predict import load_predictor
+
+    from pix2pixhd.config import ConfigError
+
+    path = tmp_path / "latest.pt"
+    torch.save(_malformed(load_checkpoint(run.run_dir / "latest.pt"), key, value), path)
+    with pytest.raises((CheckpointError, ConfigError)) as error:
+        load_predictor(path)
+    message = str(error.value)
+    assert message.startswith(str(path)) and words in message and "\n" not in message
+
+
+def test_a_pickled_object_is_refused_in_one_line_without_unsafe_advice(tmp_path):
+    path = tmp_path / "latest.pt"
+    torch.save({"generator": {}, "config": Path("x")}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "pickled Python object (pathlib" in message and "\n" not in message
+    assert "weights_only" not in message
+
+
+def test_an_older_checkpoint_without_scaler_and_rng_resumes_with_a_warning(run, tmp_path,
+                                                                           caplog):
+    from pix2pixhd.config import apply_overrides
+
+    folder = tmp_path / "runs" / run.config.train.name
+    folder.mkdir(parents=True)
+    state = load_checkpoint(run.run_dir / "latest.pt")
+    del state["scaler"], state["rng"]
+    torch.save(state, folder / "latest.pt")
+    config = apply_overrides(run.config, [f"train.checkpoints_dir={tmp_path / 'runs'}"])
+    with caplog.at_level("WARNING"):
+        resumed = Trainer(config, resume=True)
+    assert (resumed.epoch, resumed.step) == (state["epoch"], state["step"])
+    assert any("holds no scaler or rng state" in r.getMessage() for r in caplog.records)
