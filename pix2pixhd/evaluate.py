@@ -42,8 +42,10 @@ from pix2pixhd.layout import (
     image_path,
     list_fovs,
     list_tiffs,
+    output_path,
     read_image,
     read_mask,
+    write_atomically,
     write_json,
 )
 
@@ -196,8 +198,8 @@ def paired_files(
             raise DataError(f"{message}; the predictions there are named {_names(extra)}; "
                             "map names with a pattern, or pair by sorted order")
         if not allow_missing:
-            raise DataError(f"{message}; predict them, or pass allow_missing=True to evaluate "
-                            "the others only")
+            raise DataError(f"{message}; predict them, or evaluate the others only with "
+                            "--allow-missing (allow_missing=True in Python)")
         log.warning("%s; evaluating the other %d", message, len(stains) - len(missing))
     return {
         fov: (predictions[fov], image_path(split.parent, split.name, channel, fov))
@@ -427,11 +429,12 @@ def write_evaluation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, floa
     the returned dict keep inf and nan.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     summary = summarise(table)
-    table.to_csv(out / "per_image.csv", index=False)
-    pd.DataFrame([summary]).to_csv(out / "summary.csv", index=False)
-    write_json(out / "summary.json", summary)
+    write_atomically(output_path(out, "per_image.csv"),
+                     lambda temporary: table.to_csv(temporary, index=False))
+    write_atomically(output_path(out, "summary.csv"),
+                     lambda temporary: pd.DataFrame([summary]).to_csv(temporary, index=False))
+    write_json(output_path(out, "summary.json"), summary)
     log.info("wrote %s, summary.csv and summary.json", out / "per_image.csv")
     return summary
 

@@ -32,9 +32,11 @@ from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.config import Config, from_dict
 from pix2pixhd.layout import (
     UNITS_FILE,
+    DataError,
     check_output_folder,
     list_fovs,
     list_tiffs,
+    output_path,
     read_image,
     write_image,
     write_json,
@@ -274,6 +276,17 @@ def input_files(source: str | Path) -> dict[str, Path]:
     return files
 
 
+def _refuse_an_out_holding_the_input(out: str | Path, source: str | Path) -> None:
+    """An `out` that holds the input's folder would put OUT/nuclei/ beside OUT/phase/, where a
+    dataset without dataset.json keeps its real stains."""
+    folder = Path(source).resolve()
+    folder = folder.parent if folder.is_file() else folder
+    if Path(out).resolve() in folder.parents:
+        raise DataError(f"output folder {out} holds the input {source}; predictions there "
+                        "(OUT/<channel>/) could replace real stains beside it: choose a folder "
+                        "outside it")
+
+
 def predict_folder(
     checkpoint: str | Path,
     source: str | Path,
@@ -297,6 +310,7 @@ def predict_folder(
     otherwise written in VisCy's units. units.json records which, and `evaluate` reads it.
     """
     check_output_folder(out, [source])
+    _refuse_an_out_holding_the_input(out, source)
     if dataset_root is None and (Path(source) / "phase").is_dir():
         dataset_root = Path(source).parent
     generator, config, normaliser, stats = load_predictor_and_statistics(
@@ -314,10 +328,10 @@ def predict_folder(
         size = tile_size or default_tile_size(generator, phase.shape, str(path))
         stain = predict_image(generator, phase, scaling, tile_size=size, overlap=overlap)
         for channel, image in zip(config.data.target_channels, stain, strict=True):
-            target = Path(out) / channel / name
+            target = output_path(out, channel, name)
             write_image(target, image)
             written.append(target)
-    write_json(Path(out) / UNITS_FILE, units)
+    write_json(output_path(out, UNITS_FILE), units)
     log.info("wrote %d predictions to %s (%s units)", len(written), out, units["units"])
     return written
 

@@ -24,17 +24,36 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pix2pixhd.config import check_counts
-from pix2pixhd.layout import MASKS, image_path, read_image, read_mask, write_image, write_json
+from pix2pixhd.layout import (
+    MASKS,
+    image_path,
+    output_path,
+    read_image,
+    read_mask,
+    write_atomically,
+    write_image,
+    write_json,
+)
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (
+    default_tile_size,
     input_files,
     input_normaliser,
     load_predictor_and_statistics,
     pad_to_multiple,
+    tile_starts,
 )
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
 log = logging.getLogger(__name__)
+
+MAX_SAMPLES = 1024
+"""Most MC-dropout samples per image: the spread is estimated to a few per cent long before
+(its relative standard error is about 1 / sqrt(2 (n - 1))), and every sample stays in memory."""
+
+MAX_SAMPLE_GIB = 8.0
+"""Largest memory the samples of one image may take in `sample_folder` (float32 samples, and
+the float64 copy the uncertainty scores make); a larger n x H x W is refused before sampling."""
 
 DROPOUT_TYPES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
@@ -166,14 +185,58 @@ def sample_stains(
     *,
     seed: int = 0,
     batch_size: int = 16,
+    tile_size: int | None = None,
+    overlap: int = 128,
+    progress: bool = False,
 ) -> np.ndarray:
-    """n MC-dropout stains for one raw phase image (H, W), in the stain's units: (n, C, H, W)."""
+    """n MC-dropout stains for one raw phase image (H, W), in the stain's units: (n, C, H, W).
+
+    Images larger than `tile_size` (None: `predict.default_tile_size`) go through the network
+    in overlapping tiles placed as `predict_image` places them, so its memory stays bounded at
+    any image size (only the samples themselves grow with H x W). Each pixel takes its samples
+    from the one tile it is most central in, instead of predict's blend: sample i of two tiles
+    are independent draws, and their blend would have a smaller spread in every overlap. Tile
+    k draws with seed + k.
+    """
+    tile_size = tile_size or default_tile_size(generator, phase.shape)
+    check_counts(n=n, batch_size=batch_size, tile_size=tile_size)
+    if not 0 <= overlap < tile_size // 2:
+        raise ValueError(f"overlap {overlap} must be at least 0 and below half the tile size "
+                         f"{tile_size}")
     device = next(generator.parameters()).device
-    normalised = np.asarray(normaliser.normalise_input(phase), dtype=np.float32)
-    tensor = torch.from_numpy(normalised)[None, None].to(device)
-    samples = mc_dropout_samples(generator, tensor, n, seed=seed, batch_size=batch_size,
-                                 progress=False)
-    return np.asarray(normaliser.denormalise_target(samples.float().cpu().numpy()))
+    normalised = torch.from_numpy(np.asarray(normaliser.normalise_input(phase), np.float32))
+    height, width = phase.shape
+    regions = [(rows, cols) for rows in _owned_spans(height, tile_size, overlap)
+               for cols in _owned_spans(width, tile_size, overlap)]
+    stains = None
+    for index, ((rows, own_rows), (cols, own_cols)) in enumerate(
+            tqdm(regions, desc="MC-dropout tiles", leave=False,
+                 disable=not progress or len(regions) == 1)):
+        tile = normalised[rows, cols][None, None].to(device)
+        samples = mc_dropout_samples(generator, tile, n, seed=seed + index,
+                                     batch_size=batch_size, progress=progress)
+        samples = samples[..., _within(own_rows, rows), _within(own_cols, cols)]
+        samples = np.asarray(normaliser.denormalise_target(samples.float().cpu().numpy()))
+        if stains is None:
+            stains = np.empty((n, samples.shape[1], height, width), dtype=np.float32)
+        stains[..., own_rows, own_cols] = samples
+    return stains
+
+
+def _owned_spans(length: int, tile: int, overlap: int) -> list[tuple[slice, slice]]:
+    """(tile, owned part) along one axis: tiles where `predict.tile_starts` puts them, every
+    pixel owned by one of them, the cut halfway through each overlap."""
+    starts = tile_starts(length, tile, overlap)
+    ends = [min(start + tile, length) for start in starts]
+    cuts = [0, *((after + end) // 2 for after, end in zip(starts[1:], ends, strict=False)),
+            length]
+    return [(slice(start, end), slice(cuts[k], cuts[k + 1]))
+            for k, (start, end) in enumerate(zip(starts, ends, strict=True))]
+
+
+def _within(part: slice, whole: slice) -> slice:
+    """`part` of an axis in the coordinates of `whole`, a span that contains it."""
+    return slice(part.start - whole.start, part.stop - whole.start)
 
 
 def _split_images(source: Path, channel: str) -> dict[str, dict[str, Path | None]]:
@@ -229,7 +292,13 @@ def sample_folder(
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
     `normalise` and the warning on inputs far from the training data: `predict.input_normaliser`.
+    Large images are sampled in tiles (`sample_stains`); `n` is at most MAX_SAMPLES, and an
+    image whose samples would take more than MAX_SAMPLE_GIB is refused before sampling.
     """
+    check_counts(n=n)
+    if n > MAX_SAMPLES:
+        raise ValueError(f"--n {n} samples per image is more than {MAX_SAMPLES}; the spread "
+                         f"of {MAX_SAMPLES} is already known to within about 2 %")
     generator, _, normaliser, stats = load_predictor_and_statistics(checkpoint, device)
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
     std_scale = 1.0
@@ -242,12 +311,13 @@ def sample_folder(
     images = list(_split_images(Path(source), channel).items())[:max_images]
     for name, paths in tqdm(images, desc="MC-dropout"):
         phase = read_image(paths["phase"])
+        _check_sample_memory(paths["phase"], phase.shape, n, len(normaliser.target_channels))
         scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), normalise)
         stains = sample_stains(generator, scaling, phase, n, seed=seed,
-                               batch_size=batch_size)[:, 0]
+                               batch_size=batch_size, progress=True)[:, 0]
         maps = uncertainty_maps(stains)
-        write_image(Path(out) / "mean" / name, maps["mean"])
-        write_image(Path(out) / "std" / name, maps["std"])
+        write_image(output_path(out, "mean", name), maps["mean"])
+        write_image(output_path(out, "std", name), maps["std"])
         if paths["target"] is not None:
             masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
             scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
@@ -256,8 +326,21 @@ def sample_folder(
     if not rows:
         return {}
     table = pd.DataFrame(rows)
-    table.to_csv(Path(out) / "per_image.csv", index=False)
+    write_atomically(output_path(out, "per_image.csv"),
+                     lambda temporary: table.to_csv(temporary, index=False))
     summary = {name: float(table[name].mean()) for name in table.columns if name != "fov"}
     summary |= {"n_images": len(table), "n_samples": n, "seed": seed}
-    write_json(Path(out) / "summary.json", summary)
+    write_json(output_path(out, "summary.json"), summary)
     return summary
+
+
+def _check_sample_memory(path: Path, shape: tuple[int, ...], n: int, channels: int) -> None:
+    """Refuse an image whose n samples (and their float64 copy) exceed MAX_SAMPLE_GIB."""
+    pixels = shape[0] * shape[1]
+    gib = n * pixels * (4 * channels + 8) / 2**30
+    log.debug("%s: %d samples take %.2f GiB", path, n, gib)
+    if gib > MAX_SAMPLE_GIB:
+        fitting = int(MAX_SAMPLE_GIB * 2**30 // (pixels * (4 * channels + 8)))
+        fix = f"use --n {fitting} or fewer, or crop the image" if fitting >= 2 else "crop it"
+        raise ValueError(f"{path}: {n} samples of {shape[0]}x{shape[1]} pixels would take "
+                         f"{gib:.1f} GiB of memory, more than {MAX_SAMPLE_GIB:.0f}; {fix}")

@@ -177,6 +177,7 @@ def test_missing_predictions_are_an_error_naming_them(split, tmp_path):
     with pytest.raises(DataError, match=FOVS[2]) as error:
         evaluate(pred, split)
     assert FOVS[0] not in str(error.value)
+    assert "--allow-missing" in str(error.value)  # the flag a command-line user can pass
 
 
 def test_allow_missing_evaluates_the_others_with_a_warning(split, tmp_path, caplog):
