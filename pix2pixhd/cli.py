@@ -17,7 +17,14 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from pix2pixhd.layout import MATCH, DataError, check_output_folder, plain_name
+from pix2pixhd.layout import (
+    MATCH,
+    DataError,
+    check_output_folder,
+    dataset_json_path,
+    plain_name,
+    write_atomically,
+)
 from pix2pixhd.normalisation import NORMALISE
 
 log = logging.getLogger("pix2pixhd")
@@ -68,12 +75,48 @@ def _data_check(args: argparse.Namespace) -> int:
 
 
 def _data_show(args: argparse.Namespace) -> int:
-    from pix2pixhd.viz import plot_dataset_examples
+    import matplotlib.pyplot as plt
+
+    from pix2pixhd.viz import DPI, plot_dataset_examples
 
     out = Path(args.out) if args.out else Path(args.root) / "examples.png"
-    plot_dataset_examples(args.root, split=args.split, n=args.n, path=out)
+    check_figure_path(out)
+    figure = plot_dataset_examples(args.root, split=args.split, n=args.n)
+    write_atomically(out, lambda temporary: figure.savefig(
+        temporary, format="png", dpi=DPI, bbox_inches="tight", metadata={"Software": SHOWN_BY}))
+    plt.close(figure)
     print(f"wrote {out}")
     return 0
+
+
+SHOWN_BY = "pix2pixhd data show"
+"""The PNG 'Software' entry of `data show`'s figures: the only files it replaces."""
+
+
+def check_figure_path(out: Path) -> None:
+    """`data show` writes a new PNG, or replaces one it wrote, and never a file of a dataset
+    (only ROOT/examples.png, its default, may lie in one)."""
+    folder = out.parent.resolve()
+    for parent in (folder, *folder.parents):
+        if dataset_json_path(parent).is_file() and (parent, out.name) != (folder, "examples.png"):
+            raise DataError(f"--out {out} lies inside the dataset {parent}; write the figure "
+                            "outside it, or as its examples.png")
+    if out.suffix.lower() != ".png":
+        raise DataError(f"--out {out} does not end in .png; the examples are a PNG figure")
+    if (out.exists() or out.is_symlink()) and _png_software(out) != SHOWN_BY:
+        raise DataError(f"--out {out} exists and is not a figure of `data show`; choose "
+                        "another path, or move that file away")
+
+
+def _png_software(path: Path) -> str | None:
+    """The 'Software' text of a PNG file, None for anything else."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.info.get("Software") if image.format == "PNG" else None
+    except (OSError, ValueError):
+        return None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -92,10 +135,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pix2pixhd.locking import folder_lock
     from pix2pixhd.runs import export_run
 
-    path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator,
-                      overwrite=args.overwrite, epochs=args.epoch or ())
+    with folder_lock(args.out):
+        path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator,
+                          overwrite=args.overwrite, epochs=args.epoch or ())
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and its logs")
     return 0
 
@@ -149,6 +194,9 @@ def _bench(args: argparse.Namespace) -> int:
     print(json.dumps(results, indent=2))
     return 0
 
+
+MAX_BENCH_SIZE = 2048
+"""Largest --size of `bench`: its batches are whole images, untiled (predict tiles any size)."""
 
 NORMALISE_HELP = ("scale the phase images by the train split's median and IQR (dataset, as in "
                   "training) or by each image's own (image: for inputs in other units)")
@@ -211,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = data_verbs.add_parser("download", help="fetch the real A549 dataset")
     download.add_argument("--out", default="data")
-    download.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    download.add_argument("--timeout", type=positive_seconds, default=10.0,
+                          help="seconds per request")
     download.add_argument("--val-fraction", type=float, default=0.15)
     download.add_argument("--train-url", default=None,
                           help="the training plate: http(s) or file:// URL or a path (default "
@@ -308,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--checkpoint", required=True)
     sample.add_argument("--input", required=True,
                         help="a phase TIFF, a folder, or a split folder (then also scores)")
-    sample.add_argument("--n", type=at_least(2), default=16, help="samples per image")
+    sample.add_argument("--n", type=at_least(2), default=16,
+                        help="samples per image (at most sampling.MAX_SAMPLES)")
     sample.add_argument("--out", required=True)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--batch-size", type=at_least(1), default=None,
@@ -323,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = verbs.add_parser("bench", help="time training steps, inference, MC sampling (JSON)")
     bench.add_argument("--config", default="quick")
     bench.add_argument("--batch", type=at_least(1), default=4)
-    bench.add_argument("--size", type=at_least(16), default=256)
+    bench.add_argument("--size", type=at_least(16, MAX_BENCH_SIZE), default=256,
+                       help=f"side of the random images, pixels (at most {MAX_BENCH_SIZE})")
     bench.add_argument("--warmup", type=at_least(0), default=3)
     bench.add_argument("--repeats", type=at_least(1), default=10)
     bench.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -359,8 +410,9 @@ def _one_line(error: Exception) -> str:
     return str(error)
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer no smaller than `minimum` (counts, sizes, overlaps)."""
+def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `minimum` (counts, sizes, overlaps), and
+    no larger than `maximum` where one is given."""
 
     def parse(text: str) -> int:
         try:
@@ -369,9 +421,22 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds above 0 (a timeout)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text}")
+    return value
 
 
 if __name__ == "__main__":

@@ -255,3 +255,199 @@ def test_an_input_in_other_units_gets_one_warning_line(workspace, tmp_path, capl
                      "--input", str(tmp_path / "images"), "--out", str(tmp_path / "pred2"),
                      "--normalise", "image"]) == 0
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+# --- safe with real inputs: nothing lost, no link followed, one line per bad input ------------
+
+
+def _copy_run(workspace, folder):
+    import shutil
+
+    shutil.copytree(workspace / "runs" / "gan", folder / "gan")
+    return folder / "gan"
+
+
+def test_overwrite_with_a_typo_in_data_leaves_the_old_run(workspace, tmp_path, capsys):
+    run = _copy_run(workspace, tmp_path)
+    before = _run_files(run)
+    assert main(["train", "--data", str(workspace / "dta"), "--name", "gan",
+                 "--checkpoints-dir", str(tmp_path), "--overwrite"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert _run_files(run) == before
+
+
+def test_data_show_writes_no_dataset_file_and_no_file_it_did_not_write(workspace, tmp_path,
+                                                                       capsys):
+    from PIL import Image
+
+    data = workspace / "data"
+    before = _run_files(data / "test")
+    for out in (data / "test" / "nuclei" / "fov_0001.tif", data / "test" / "figure.png"):
+        assert main(["data", "show", str(data), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "lies inside the dataset" in err, err
+    assert _run_files(data / "test") == before
+    foreign = tmp_path / "holiday.png"
+    Image.new("RGB", (4, 4)).save(foreign)
+    assert main(["data", "show", str(data), "--out", str(foreign)]) == 2
+    assert "is not a figure of `data show`" in capsys.readouterr().err
+    assert Image.open(foreign).size == (4, 4)
+    mine = tmp_path / "examples.png"
+    for _ in range(2):  # a figure it wrote, it may replace
+        assert main(["data", "show", str(data), "--n", "1", "--out", str(mine)]) == 0
+    assert main(["data", "show", str(data), "--n", "1"]) == 0  # ROOT/examples.png, the default
+    assert (data / "examples.png").is_file()
+    (data / "examples.png").unlink()
+
+
+def test_predict_into_the_parent_of_its_input_keeps_the_stains_beside_it(workspace, tmp_path,
+                                                                          capsys):
+    import shutil
+
+    folder = tmp_path / "X"  # a split without dataset.json
+    shutil.copytree(workspace / "data" / "test", folder)
+    before = _run_files(folder)
+    assert main(["predict", "--checkpoint", str(workspace / "runs" / "gan" / "latest.pt"),
+                 "--input", str(folder / "phase"), "--out", str(folder)]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert _run_files(folder) == before
+
+
+def test_a_link_inside_an_output_folder_is_not_written_through(workspace, tmp_path, capsys):
+    import shutil
+
+    truth = tmp_path / "truth"
+    shutil.copytree(workspace / "data" / "test" / "nuclei", truth)
+    before = _run_files(truth)
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "nuclei").symlink_to(truth)
+    assert _predict(workspace, tmp_path / "pred") == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link" in err.splitlines()[-1]
+    assert _run_files(truth) == before
+
+    notes = tmp_path / "notes.txt"
+    for verb, out, names in (("evaluate", tmp_path / "eval", ("per_image.csv", "summary.csv")),
+                             ("sample", tmp_path / "mc", ("per_image.csv",))):
+        out.mkdir()
+        for name in names:
+            notes.write_text("my notes")
+            (out / name).unlink(missing_ok=True)
+            (out / name).symlink_to(notes)
+        command = (["evaluate", "--pred", str(workspace / "pred"), "--data",
+                    str(workspace / "data" / "test"), "--out", str(out)] if verb == "evaluate"
+                   else ["sample", "--checkpoint", str(workspace / "runs" / "gan" / "latest.pt"),
+                         "--input", str(workspace / "data" / "test"), "--n", "2",
+                         "--out", str(out)])
+        if verb == "evaluate" and not (workspace / "pred").is_dir():
+            assert _predict(workspace, workspace / "pred") == 0
+        assert main(command) == 0
+        assert notes.read_text() == "my notes"
+        assert all((out / name).is_file() and not (out / name).is_symlink() for name in names)
+
+
+def test_resume_writes_no_config_or_logs_through_links(workspace, tmp_path, capsys):
+    run = _copy_run(workspace, tmp_path)
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("mine")
+    (run / "config.yaml").unlink()
+    (run / "config.yaml").symlink_to(notes)
+    assert main(["train", "--resume", "--name", "gan", "--checkpoints-dir", str(tmp_path),
+                 "--epochs", "3"]) == 0
+    assert notes.read_text() == "mine" and not (run / "config.yaml").is_symlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    import shutil
+
+    shutil.rmtree(run / "logs")
+    (run / "logs").symlink_to(elsewhere)
+    assert main(["train", "--resume", "--name", "gan", "--checkpoints-dir", str(tmp_path),
+                 "--epochs", "4"]) == 2
+    assert "logs is a symbolic link" in capsys.readouterr().err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_an_export_with_linked_logs_is_refused_before_latest_is_replaced(workspace, tmp_path,
+                                                                       capsys):
+    run, shared = workspace / "runs" / "gan", tmp_path / "shared"
+    assert main(["export", "--run", str(run), "--out", str(shared)]) == 0
+    notes = tmp_path / "notes.yaml"
+    notes.write_text("mine")
+    (shared / "config.yaml").unlink()
+    (shared / "config.yaml").symlink_to(notes)
+    assert main(["export", "--run", str(run), "--out", str(shared)]) == 0
+    assert notes.read_text() == "mine"
+    import shutil
+
+    shutil.rmtree(shared / "logs")
+    (shared / "logs").symlink_to(tmp_path)
+    latest = (shared / "latest.pt").stat().st_mtime_ns, (shared / "latest.pt").read_bytes()
+    assert main(["export", "--run", str(run), "--out", str(shared), "--overwrite"]) == 2
+    assert "logs is a symbolic link" in capsys.readouterr().err
+    assert ((shared / "latest.pt").stat().st_mtime_ns, (shared / "latest.pt").read_bytes()
+            ) == latest
+
+
+def test_a_second_training_of_one_run_names_the_process_holding_it(workspace, tmp_path,
+                                                                  capsys):
+    import os
+
+    from pix2pixhd.locking import folder_lock
+
+    run = _copy_run(workspace, tmp_path)
+    before = _run_files(run)
+    with folder_lock(run, "pix2pixhd train --name gan"):
+        assert main(["train", "--data", str(workspace / "data"), "--name", "gan",
+                     "--checkpoints-dir", str(tmp_path), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert f"is in use by process {os.getpid()}" in err and "pix2pixhd train --name gan" in err
+    assert err.count("\n") == 1 and _run_files(run) == before
+
+
+def test_sample_bounds_n_and_shows_progress(workspace, tmp_path, capsys, monkeypatch):
+    checkpoint = str(workspace / "runs" / "gan" / "latest.pt")
+    monkeypatch.setattr("pix2pixhd.sampling.MAX_SAMPLE_GIB", 1e-3)  # 5 samples of 128² fit
+    assert main(["sample", "--checkpoint", checkpoint, "--input",
+                 str(workspace / "data" / "test"), "--n", "16",
+                 "--out", str(tmp_path / "mc")]) == 2
+    err = capsys.readouterr().err
+    assert "16 samples of 128x128 pixels would take" in err and "use --n 5 or fewer" in err
+    monkeypatch.undo()
+    assert main(["sample", "--checkpoint", checkpoint, "--input",
+                 str(workspace / "data" / "test"), "--n", "100000000",
+                 "--out", str(tmp_path / "mc")]) == 2
+    assert "more than 1024" in capsys.readouterr().err
+    assert not (tmp_path / "mc").exists()
+    assert main(["sample", "--checkpoint", checkpoint, "--input",
+                 str(workspace / "data" / "test" / "phase" / "fov_0000.tif"), "--n", "3",
+                 "--batch-size", "1", "--out", str(tmp_path / "mc")]) == 0
+    assert "MC-dropout batches" in capsys.readouterr().err
+
+
+def test_bench_refuses_a_size_beyond_its_bound(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--size", "20000"])
+    assert "--size: must be at most 2048" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf"])
+def test_download_timeout_must_be_positive_seconds(timeout, capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "download", "--timeout", timeout, "--out", "nowhere"])
+    assert "--timeout: must be a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_unusable_checkpoint_and_output_paths_say_what_they_are(workspace, tmp_path, capsys):
+    test = str(workspace / "data" / "test")
+    for checkpoint, words in ((workspace / "runs" / "gan", "is a folder; pass the checkpoint "
+                                                          "file in it (it holds"),
+                              ("/dev/zero", "is not a regular file")):
+        assert main(["predict", "--checkpoint", str(checkpoint), "--input", test,
+                     "--out", str(tmp_path / "p")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    assert _predict(workspace, tmp_path / "dangling") == 2
+    err = capsys.readouterr().err
+    assert "is a symbolic link to" in err and "which does not exist" in err
+    assert "File exists" not in err and err.count("\n") == 1
