@@ -41,6 +41,9 @@ def lock_path(folder: str | Path) -> Path:
     """The lock file of `folder`: `.<name>.lock` beside it (a symlinked folder: its target's)."""
     folder = Path(folder).absolute()
     if folder.is_symlink():
+        if not folder.exists():
+            raise DataError(f"{folder} is a symbolic link to {os.readlink(folder)}, which does "
+                            "not exist; make that folder or choose another one")
         folder = folder.resolve()
     return folder.parent / f".{folder.name}.lock"
 

@@ -49,3 +49,12 @@ def test_a_dataset_being_written_is_not_written_by_a_second_run(tmp_path):
         with pytest.raises(FolderBusyError, match="data synthetic --seed 0"):
             make_dataset(tmp_path / "data", n_train=2, n_val=1, n_test=1, size=16, seed=1)
     assert {p: p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file()} == before
+
+
+def test_a_dangling_link_is_named_before_anything_is_made(tmp_path):
+    from pix2pixhd.layout import DataError
+
+    (tmp_path / "data").symlink_to(tmp_path / "scratch" / "data")
+    with pytest.raises(DataError, match="data is a symbolic link to .*, which does not exist"):
+        make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
