@@ -293,6 +293,8 @@ def folder_written_atomically(folder: str | Path) -> Iterator[Path]:
                             "not exist; make that folder or choose another one")
         folder = folder.resolve()
     folder = folder.absolute()
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder} is a file; choose a folder (it will be made)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*.part"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()

@@ -122,6 +122,10 @@ def test_a_folder_without_dataset_json_keeps_the_users_files(tmp_path):
     with pytest.raises(layout.DataError, match="holds no dataset.json.*new or empty folder"):
         make_dataset(mine, n_train=2, n_val=1, n_test=1, size=16)
     assert _files(mine) == before
+    (tmp_path / "notes").write_text("mine")
+    with pytest.raises(layout.DataError, match="notes is a file; choose a folder"):
+        make_dataset(tmp_path / "notes", n_train=1, n_val=1, n_test=1, size=16)
+    assert (tmp_path / "notes").read_text() == "mine"
 
 
 def test_a_synthetic_dataset_with_other_files_in_it_is_not_rewritten(tmp_path):
