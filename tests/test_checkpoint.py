@@ -255,9 +255,8 @@ def _malformed(state, key, value):
 ])
 def test_a_malformed_checkpoint_is_one_line_naming_the_file_and_field(run, tmp_path, key,
                                                                       value, words):
-    from pix2pixhd.predict import load_predictor
-
     from pix2pixhd.config import ConfigError
+    from pix2pixhd.predict import load_predictor
 
     path = tmp_path / "latest.pt"
     torch.save(_malformed(load_checkpoint(run.run_dir / "latest.pt"), key, value), path)

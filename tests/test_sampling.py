@@ -124,11 +124,11 @@ def test_a_phase_without_its_batch_axis_is_rejected(generator):
 
 
 def _identity_normaliser():
-    from pix2pixhd.data import Normaliser
+    from pix2pixhd.normalisation import DatasetNormaliser
 
     stats = {"phase": {"median": 0.0, "iqr": 1.0, "p_low": -1.0, "p_high": 1.0},
              "nuclei": {"median": 0.0, "iqr": 1.0, "p_low": -1.0, "p_high": 1.0}}
-    return Normaliser("phase", ["nuclei"], stats)
+    return DatasetNormaliser("phase", ["nuclei"], stats)
 
 
 def test_large_images_are_sampled_in_tiles_no_larger_than_the_tile_size(generator):

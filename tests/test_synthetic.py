@@ -139,7 +139,7 @@ def test_a_synthetic_dataset_with_other_files_in_it_is_not_rewritten(tmp_path):
 
 def test_an_interrupted_rewrite_leaves_the_old_dataset_whole(tmp_path, monkeypatch):
     from pix2pixhd import synthetic
-    from pix2pixhd.data import check_dataset
+    from pix2pixhd.checks import check_dataset
 
     root = make_dataset(tmp_path / "data", n_train=3, n_val=1, n_test=1, size=32, seed=0)
     before = _files(root)
