@@ -29,6 +29,7 @@ from pix2pixhd.layout import (
     image_path,
     output_path,
     read_image,
+    read_image_shape,
     read_mask,
     write_atomically,
     write_image,
@@ -301,17 +302,19 @@ def sample_folder(
                          f"of {MAX_SAMPLES} is already known to within about 2 %")
     generator, _, normaliser, stats = load_predictor_and_statistics(checkpoint, device)
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
+    channel = normaliser.target_channels[0]
+    images = list(_split_images(Path(source), channel).items())[:max_images]
+    for _, paths in images:  # from the headers, before any image is sampled or written
+        _check_sample_memory(paths["phase"], read_image_shape(paths["phase"]), n,
+                             len(normaliser.target_channels))
     std_scale = 1.0
     if calibration is not None:
         std_scale = calibrate_std_scale(generator, normaliser, calibration, n=n, seed=seed,
                                         batch_size=batch_size)
         log.info("std scale fitted on %s: %.3f", calibration, std_scale)
-    channel = normaliser.target_channels[0]
     rows = []
-    images = list(_split_images(Path(source), channel).items())[:max_images]
     for name, paths in tqdm(images, desc="MC-dropout"):
         phase = read_image(paths["phase"])
-        _check_sample_memory(paths["phase"], phase.shape, n, len(normaliser.target_channels))
         scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), normalise)
         stains = sample_stains(generator, scaling, phase, n, seed=seed,
                                batch_size=batch_size, progress=True)[:, 0]

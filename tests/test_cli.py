@@ -412,6 +412,7 @@ def test_sample_bounds_n_and_shows_progress(workspace, tmp_path, capsys, monkeyp
                  "--out", str(tmp_path / "mc")]) == 2
     err = capsys.readouterr().err
     assert "16 samples of 128x128 pixels would take" in err and "use --n 5 or fewer" in err
+    assert not (tmp_path / "mc").exists()  # refused before the first image was sampled
     monkeypatch.undo()
     assert main(["sample", "--checkpoint", checkpoint, "--input",
                  str(workspace / "data" / "test"), "--n", "100000000",
