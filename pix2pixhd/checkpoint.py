@@ -95,10 +95,9 @@ def check_checkpoint(state: Any, path: str | Path) -> None:
     unless `state` has the fields a checkpoint of `train` or `export` has, of the right types,
     with weights that fit its config.
 
-    The weights are compared with a generator built from the config on the meta device (shapes
-    only, no memory), so a checkpoint whose channels or options do not fit its weights is
-    named here, not by a RuntimeError of load_state_dict. Resume's own fields (optimiser
-    states, scaler, rng) are checked where a run resumes.
+    Whether the weights fit the config is checked where a network is built from them
+    (`models.generator_from_checkpoint`, resume); resume's own fields (optimiser states,
+    scaler, rng) where a run resumes.
     """
     if not isinstance(state, dict) or "generator" not in state or "config" not in state:
         raise CheckpointError(
@@ -114,10 +113,6 @@ def check_checkpoint(state: Any, path: str | Path) -> None:
     if not isinstance(weights, dict) or not weights or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
         raise refuse("generator", "is not a non-empty state dict of tensors")
-    differences = _weight_differences(weights, config)
-    if differences:
-        raise refuse("generator", "does not fit the checkpoint's own config (model options, "
-                     f"data.target_channels): {'; '.join(differences[:3])}")
     for field in ("epoch", "step"):
         value = state.get(field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -133,21 +128,6 @@ def check_checkpoint(state: Any, path: str | Path) -> None:
     if provenance is not None and not isinstance(provenance, dict) or (
             statistics is not None and not _numbers(statistics)):
         raise refuse("provenance", "is not a mapping with numeric input_statistics")
-
-
-def _weight_differences(weights: dict[str, torch.Tensor], config: Config) -> list[str]:
-    """'name: shape in the file, shape the config builds' for each weight that differs."""
-    # imported here, not at the top: models imports vscyto, which imports this module
-    from pix2pixhd.models import make_generator
-
-    with torch.device("meta"):
-        built = make_generator(config).state_dict()
-    names = sorted(set(weights) | set(built))
-    return [f"{name}: {tuple(weights[name].shape) if name in weights else 'missing'} in the "
-            f"file, {tuple(built[name].shape) if name in built else 'none'} from the config"
-            for name in names
-            if name not in weights or name not in built
-            or weights[name].shape != built[name].shape]
 
 
 def _normaliser_problem(values: Any, config: Config) -> str | None:

@@ -15,10 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from pix2pixhd import logs
-from pix2pixhd.config import Config, ConfigError, ModelConfig
+from pix2pixhd.checkpoint import CheckpointError
+from pix2pixhd.config import Config, ConfigError, ModelConfig, from_dict
 from pix2pixhd.losses import Predictions, feature_matching_loss, gan_loss, l1_loss
 from pix2pixhd.networks import build_discriminator, build_generator
 from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
@@ -139,6 +141,35 @@ def make_generator(config: Config) -> nn.Module:
     """The generator of `config.model.kind`, freshly initialised."""
     input_nc, output_nc = channel_counts(config)
     return model_kind(config.model.kind).build_generator(config.model, input_nc, output_nc)
+
+
+def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) -> None:
+    """CheckpointError naming `path` when saved generator weights do not fit `config`.
+
+    The generator is built on the meta device (shapes only, no memory), so a checkpoint whose
+    channels or options disagree with its weights is named here, not by a RuntimeError of
+    load_state_dict."""
+    with torch.device("meta"):
+        built = make_generator(config).state_dict()
+    differences = [
+        f"{name}: {tuple(weights[name].shape) if name in weights else 'missing'} in the file, "
+        f"{tuple(built[name].shape) if name in built else 'none'} from the config"
+        for name in sorted(set(weights) | set(built))
+        if name not in weights or name not in built or weights[name].shape != built[name].shape]
+    if differences:
+        raise CheckpointError(
+            f"{path}: 'generator' does not fit the checkpoint's own config (model options, "
+            f"data.target_channels): {'; '.join(differences[:3])}; it is not a checkpoint as "
+            "`pix2pixhd train` writes them, or it was damaged")
+
+
+def generator_from_checkpoint(state: dict, path: object) -> tuple[nn.Module, Config]:
+    """The generator a checkpoint's `state` holds (on the CPU, in train mode) and its config."""
+    config = from_dict(state["config"])
+    check_weights_fit(state["generator"], config, path)
+    generator = make_generator(config)
+    generator.load_state_dict(state["generator"])
+    return generator, config
 
 
 def make_discriminator(config: Config) -> nn.Module | None:

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pix2pixhd.checkpoint import load_checkpoint
-from pix2pixhd.config import Config, from_dict
+from pix2pixhd.config import Config
 from pix2pixhd.layout import (
     UNITS_FILE,
     DataError,
@@ -41,7 +41,7 @@ from pix2pixhd.layout import (
     write_image,
     write_json,
 )
-from pix2pixhd.models import make_generator
+from pix2pixhd.models import generator_from_checkpoint
 from pix2pixhd.normalisation import NORMALISE, Normaliser, median_and_iqr
 from pix2pixhd.runs import training_statistics
 from pix2pixhd.vscyto import has_stain_statistics, is_viscy_checkpoint, load_viscy_predictor
@@ -123,9 +123,7 @@ def load_predictor_and_statistics(
     if state.get("normaliser") is None:
         raise ValueError(f"{checkpoint} holds no normalisation statistics; it cannot scale "
                          "new images. Was it trained through `pix2pixhd train`?")
-    config = from_dict(state["config"])
-    generator = make_generator(config)
-    generator.load_state_dict(state["generator"])
+    generator, config = generator_from_checkpoint(state, checkpoint)
     return (generator.to(device).eval(), config, Normaliser.from_dict(state["normaliser"]),
             training_statistics(state))
 

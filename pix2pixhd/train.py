@@ -63,7 +63,7 @@ from pix2pixhd.layout import plain_name, refuse_link
 from pix2pixhd.locking import folder_lock
 from pix2pixhd.losses import Predictions, VGGLoss, discriminator_loss
 from pix2pixhd.metrics import psnr, ssim
-from pix2pixhd.models import make_discriminator, make_generator, model_kind
+from pix2pixhd.models import check_weights_fit, make_discriminator, make_generator, model_kind
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.runs import clear_run_folder, foreign_run_files, run_provenance
 
@@ -532,6 +532,7 @@ class Trainer:
         """Continue exactly where `state` left off: weights, optimisers, counters, RNG."""
         check_compatible(state, self.config, self.run_dir / "latest.pt",
                          self.kind.architecture_options)
+        check_weights_fit(state["generator"], self.config, self.run_dir / "latest.pt")
         self.generator.load_state_dict(state["generator"])
         self.optimizer_G.load_state_dict(state["optimizer_G"])
         if self.discriminator is not None:

@@ -245,8 +245,7 @@ def _malformed(state, key, value):
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("config", [1, 2], "holds a config that is a list, not a mapping"),
     ("generator", {}, "'generator' is not a non-empty state dict"),
-    ("config.data.target_channels", ["nuclei", "membrane"],
-     "'generator' does not fit the checkpoint's own config"),
+    ("config.data.target_channels", ["nuclei", "membrane"], "'normaliser' scales ['nuclei']"),
     ("config.model.ngf", 8, "'generator' does not fit the checkpoint's own config"),
     ("normaliser", ..., "'normaliser' is missing"),
     ("normaliser.stats.phase.iqr", "abc", "'normaliser' has statistics that are not finite"),
