@@ -350,13 +350,15 @@ def evaluate_predictions(
 
     Columns: fov; psnr, ssim, pearson, mae, nrmse (prediction vs real stain, the real stain's
     range as data range); hf_power_ratio; band_power_ratio_low/mid/high and
-    log_spectral_distance (`metrics.spectral_metrics`); the `instance_scores` of the prediction
-    and the same for the real stain prefixed `real_stain_`. Without masks the instance columns
-    are left out (with a warning). Values are nan where undefined (Pearson r or the sharpness
-    ratio of a constant prediction, mean matched IoU when nothing matched) and psnr is inf for
-    a prediction equal to the real stain. PSNR, SSIM, MAE and NRMSE are left nan, with the
-    reason in the column `units`, for predictions in other units than the stain: those whose
-    PRED/units.json says so, and those whose range is unlike the stain's (a warning names each).
+    log_spectral_distance (`metrics.spectral_metrics`); band_power_low/mid/high of the
+    prediction and of the real stain (`real_stain_band_power_...`, what `summarise` divides);
+    the `instance_scores` of the prediction and the same for the real stain prefixed
+    `real_stain_`. Without masks the instance columns are left out (with a warning). Values
+    are nan where undefined (Pearson r or the sharpness ratio of a constant prediction, mean
+    matched IoU when nothing matched) and psnr is inf for a prediction equal to the real
+    stain. PSNR, SSIM, MAE and NRMSE are left nan, with the reason in the column `units`, for
+    predictions in other units than the stain: those whose PRED/units.json says so, and those
+    whose range is unlike the stain's (a warning names each).
     """
     split = Path(data_split_dir)
     pairs = paired_files(pred_dir, split, channel, allow_missing=allow_missing, match=match,
@@ -379,6 +381,7 @@ def evaluate_predictions(
             row.update(dict.fromkeys(UNIT_DEPENDENT, math.nan))
         row["hf_power_ratio"] = metrics.hf_power_ratio(prediction, stain, **sharpness)
         row.update(metrics.spectral_metrics(prediction, stain))
+        row.update(_band_powers(prediction, stain))
         if masks is not None:
             true_labels = _read_same_shape(stain_path, stain.shape, masks[fov], mask=True)
             row.update(instance_scores(prediction, true_labels, segment=segment))
@@ -403,6 +406,14 @@ def _declared_units_problem(pred_dir: str | Path) -> str | None:
     return reason
 
 
+def _band_powers(prediction: np.ndarray, stain: np.ndarray) -> dict[str, float]:
+    """band_power_<band> of the prediction and real_stain_band_power_<band> of the real stain."""
+    powers = {f"band_power_{band}": power
+              for band, power in metrics.band_powers(prediction).items()}
+    return powers | _prefixed({f"band_power_{band}": power
+                               for band, power in metrics.band_powers(stain).items()})
+
+
 # --- tables --------------------------------------------------------------------------------------
 
 
@@ -412,9 +423,20 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
     nan entries (undefined for that image) are left out of a mean; a column that is nan for
     every image, or missing (SUMMARY_KEYS without masks), summarises to nan. An inf psnr (a
     prediction equal to the real stain) makes the mean inf. Keys sorted.
+
+    band_power_ratio_<band> is not the mean of the images' ratios but the ratio of the mean band
+    powers, prediction over real stain: the band of the spectra averaged over the images, the
+    curves `viz.plot_power_spectra` draws. A mean of ratios would let a faint image whose
+    ratio is far off count as much as a bright one that holds most of the power, and the
+    table would disagree with the figure. nan when the table has no band powers.
     """
     numeric = table.select_dtypes("number")
-    summary: dict[str, float] = {column: float(numeric[column].mean()) for column in numeric}
+    summary: dict[str, float] = {column: float(numeric[column].mean()) for column in numeric
+                                 if not column.startswith("band_power_ratio_")}
+    for band in metrics.SPECTRAL_BANDS:
+        prediction = summary.get(f"band_power_{band}", math.nan)
+        real = summary.get(f"{REAL_STAIN}band_power_{band}", math.nan)
+        summary[f"band_power_ratio_{band}"] = prediction / real if real > 0 else math.nan
     for key in SUMMARY_KEYS:
         summary.setdefault(key, math.nan)
     summary["n_images"] = len(table)

@@ -288,18 +288,38 @@ the corners of the spectrum where only diagonal directions are left."""
 
 
 def band_power(image: np.ndarray, low: float, high: float) -> float:
-    """Mean power of the Fourier coefficients whose radial frequency lies in [low, high).
+    """Mean of an image's radially averaged power spectrum over the frequencies in [low, high).
 
-    Mean removed, Hann window (see `_power_spectrum_2d`), so white noise of variance s^2 gives s^2
-    in any band. Frequencies in cycles/pixel.
+    Each radial bin of `radial_power_spectrum` counts once, as it does on a plotted spectrum,
+    so a band's power is what its stretch of the curve reads. Mean removed, Hann window, so
+    white noise of variance s^2 gives s^2 in any band. Frequencies in cycles/pixel.
+    """
+    return spectrum_band_power(*radial_power_spectrum(image), low, high)
+
+
+def spectrum_band_power(
+    frequencies: np.ndarray, power: np.ndarray, low: float, high: float
+) -> float:
+    """Mean of a radially averaged spectrum (frequencies, power: 1-D) over its bins in [low, high).
+
+    Works on one image's spectrum or on a spectrum averaged over images (`evaluate.radial_spectra`),
+    so the band powers of a table and those of a figure are read the same way.
     """
     if not 0 <= low < high <= np.sqrt(0.5):
         raise ValueError(f"band [{low}, {high}) cycles/pixel is empty or beyond the spectrum")
-    radius, power = _power_spectrum_2d(image)
-    in_band = (radius >= low) & (radius < high)
+    frequencies, power = np.asarray(frequencies, np.float64), np.asarray(power, np.float64)
+    in_band = (frequencies >= low) & (frequencies < high)
     if not in_band.any():
-        raise ValueError(f"band [{low}, {high}) holds no frequency of a {image.shape} image")
+        raise ValueError(f"band [{low}, {high}) holds no frequency of the spectrum "
+                         f"({frequencies.size} bins up to {frequencies.max():.3g} cycles/pixel)")
     return float(power[in_band].mean())
+
+
+def band_powers(image: np.ndarray) -> dict[str, float]:
+    """`band_power` of an image in each of `SPECTRAL_BANDS`, from one spectrum: {band: power}."""
+    frequencies, power = radial_power_spectrum(image)
+    return {band: spectrum_band_power(frequencies, power, low, high)
+            for band, (low, high) in SPECTRAL_BANDS.items()}
 
 
 def band_power_ratio(pred: np.ndarray, target: np.ndarray, band: str) -> float:

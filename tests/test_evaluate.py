@@ -387,3 +387,31 @@ def test_radial_spectra_show_blur_as_lost_high_frequency_power(split, tmp_path):
     assert (blurry["prediction"][high] < 0.1 * blurry["real_stain"][high]).all()
     expected = np.mean([metrics.radial_power_spectrum(stain(split, f))[1][1:] for f in FOVS], 0)
     assert np.allclose(blurry["real_stain"], expected)
+
+
+def test_band_ratios_of_the_summary_are_those_of_the_mean_spectra(split, tmp_path):
+    """Two images, one 100x brighter in power: the summary divides the mean spectra.
+
+    Field a: the prediction is twice the real stain t (power ratio 4). Field b: the real stain
+    is 10 t and the prediction t (ratio 0.01). Both are made of the same texture t of band
+    power P, so the mean spectra give (4P + P) / (P + 100P) = 5/101 in every band, while the
+    mean of the per-image ratios would be (4 + 0.01) / 2 = 2.005.
+    """
+    texture, masks = stain(split, FOVS[0]), read_mask(split / "nuclei_masks" / f"{FOVS[0]}.tif")
+    data = tmp_path / "data" / "test"
+    for fov, real, prediction in (("a", texture, 2 * texture), ("b", 10 * texture, texture)):
+        write_image(data / "nuclei" / f"{fov}.tif", real)
+        write_mask(data / "nuclei_masks" / f"{fov}.tif", masks)
+        write_image(tmp_path / "pred" / f"{fov}.tif", prediction)
+    summary = evaluate_folder(tmp_path / "pred", data, tmp_path / "out", progress=False)
+    per_image = pd.read_csv(tmp_path / "out" / "per_image.csv").set_index("fov")
+    spectra = radial_spectra(tmp_path / "pred", data, progress=False)
+    for band, (low, high) in metrics.SPECTRAL_BANDS.items():
+        key = f"band_power_ratio_{band}"
+        assert summary[key] == pytest.approx(5 / 101, rel=1e-6)  # float32 TIFFs
+        assert per_image.loc["a", key] == pytest.approx(4.0) and per_image.loc["b", key] == (
+            pytest.approx(0.01))
+        in_band = (spectra["frequency"] >= low) & (spectra["frequency"] < high)
+        from_figure = (spectra["prediction"][in_band].mean()
+                       / spectra["real_stain"][in_band].mean())
+        assert summary[key] == pytest.approx(from_figure, rel=1e-9)

@@ -160,15 +160,16 @@ def sinusoid(frequency, shape=(128, 128), amplitude=1.0):
 
 @pytest.mark.parametrize(("frequency", "band"), [(0.1, "low"), (0.22, "mid"), (0.38, "high")])
 def test_a_sinusoid_puts_its_power_in_its_own_band(frequency, band):
-    """Against white noise of tiny variance, a wave adds power only in the band holding it."""
+    """Against white noise of small variance, a wave adds power only in the band holding it."""
     rng = np.random.default_rng(4)
-    reference = rng.normal(scale=1e-3, size=(128, 128))
+    # the Hann window spreads a line over about 2 bins (0.016 cycles/pixel at 128 px); its far
+    # leakage shows next to noise of variance 1e-6 but stays well under a variance of 1e-4
+    reference = rng.normal(scale=1e-2, size=(128, 128))
     wave = sinusoid(frequency) + reference
     ratios = {name: band_power_ratio(wave, reference, name) for name in SPECTRAL_BANDS}
     assert ratios[band] > 1e3
     for other in set(SPECTRAL_BANDS) - {band}:
-        # the Hann window spreads a line over about 2 bins, i.e. 0.016 cycles/pixel at 128 px
-        assert ratios[other] == pytest.approx(1.0, rel=0.5)
+        assert ratios[other] == pytest.approx(1.0, rel=0.1)
 
 
 def test_band_power_ratio_of_scaled_image_is_the_square_of_the_scale():
