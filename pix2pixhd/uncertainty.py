@@ -7,7 +7,7 @@
 The samples come from `sampling` (dropout left on at inference); everything here takes arrays
 and returns numbers, so it scores any set of samples (an ensemble, test-time augmentation) the
 same way. MC-dropout spreads are usually too narrow, so `fit_std_scale` rescales them on
-validation images before they are read as error bars.
+validation images (the scale with the lowest UCE there) before they are read as error bars.
 
 Does the uncertainty point at the errors? Three views:
 
@@ -16,7 +16,8 @@ Does the uncertainty point at the errors? Three views:
   watch the error of what remains fall; the oracle removes the largest errors first, so the
   area between the two curves (AUSE, Ilg et al. 2018) is 0 for a perfect ranking.
 - calibration (`uncertainty_calibration_error`): within pixels of similar predicted variance,
-  does the squared error match that variance (UCE, Laves et al. 2020)?
+  does the squared error match that variance (UCE, Laves et al. 2020)? `reliability_bins`
+  gives the bins themselves, for a reliability diagram (`viz.plot_reliability`).
 """
 
 from __future__ import annotations
@@ -172,15 +173,15 @@ def ause(curve: dict[str, np.ndarray | float]) -> float:
     return float(np.sum(np.diff(x) * (gap[1:] + gap[:-1]) / 2))
 
 
-def uncertainty_calibration_error(
+def reliability_bins(
     variance: np.ndarray, squared_error: np.ndarray, n_bins: int = 20
-) -> float:
-    """UCE: how far the squared error is from the predicted variance, bin by bin.
+) -> pd.DataFrame:
+    """The numbers of a reliability diagram: pixels grouped by predicted variance, n_bins rows.
 
     Pixels are sorted by predicted variance and cut into `n_bins` bins of equal count (equal
-    widths would leave most bins empty, variances are very skewed); UCE = sum over bins of
-    (n_bin / N) * |mean squared error - mean variance|, in squared stain units. 0 for a
-    calibrated model; comparable between models only on the same images and units.
+    widths would leave most bins empty, variances are very skewed). Columns per bin: pixels,
+    mean_variance, mean_squared_error, and their square roots rms_std and rms_error (the
+    stain's units). A calibrated model has rms_error = rms_std in every bin.
     """
     variance, squared_error = _flat_pair(variance, squared_error, ("variance", "squared_error"))
     if not 1 <= n_bins <= variance.size:
@@ -188,26 +189,59 @@ def uncertainty_calibration_error(
             f"n_bins={n_bins} must be between 1 and the number of pixels ({variance.size})"
         )
     order = np.argsort(variance, kind="stable")
-    uce = 0.0
-    for bin_indices in np.array_split(order, n_bins):
-        gap = abs(squared_error[bin_indices].mean() - variance[bin_indices].mean())
-        uce += bin_indices.size / variance.size * gap
-    return float(uce)
+    bins = np.array_split(order, n_bins)
+    table = pd.DataFrame({
+        "pixels": [b.size for b in bins],
+        "mean_variance": [variance[b].mean() for b in bins],
+        "mean_squared_error": [squared_error[b].mean() for b in bins],
+    })
+    table["rms_std"] = np.sqrt(table["mean_variance"])
+    table["rms_error"] = np.sqrt(table["mean_squared_error"])
+    return table
 
 
-def fit_std_scale(std: np.ndarray, error: np.ndarray) -> float:
-    """The factor s that makes (s * std)^2 match the squared error on average.
+def uncertainty_calibration_error(
+    variance: np.ndarray, squared_error: np.ndarray, n_bins: int = 20
+) -> float:
+    """UCE: how far the squared error is from the predicted variance, bin by bin.
 
-    s^2 = mean(error^2) / mean(std^2), the maximum-likelihood scale of a Gaussian error model
-    error ~ N(0, (s * std)^2). MC-dropout spreads are typically too narrow (s > 1). Fit s on the
-    validation split and apply it to the test split, never on the images you then score.
-    error may be signed or absolute (it is squared).
+    Over the bins of `reliability_bins`, UCE = sum of (n_bin / N) * |mean squared error - mean
+    variance|, in squared stain units (Laves et al. 2020). 0 for a calibrated model; comparable
+    between models only on the same images and units.
+    """
+    bins = reliability_bins(variance, squared_error, n_bins)
+    gaps = np.abs(bins["mean_squared_error"] - bins["mean_variance"])
+    return float(np.sum(bins["pixels"] / bins["pixels"].sum() * gaps))
+
+
+def fit_std_scale(std: np.ndarray, error: np.ndarray, n_bins: int = 20) -> float:
+    """The factor s that minimises the UCE of the variance (s * std)^2 against error^2.
+
+    Fit s on the validation split and apply it to the test split, never on the images you
+    then score. error may be signed or absolute (it is squared).
+
+    Scaling keeps the order of the pixels, so the bins stay the same and UCE(s) is the sum over
+    bins of (n_bin / N) * v_bin * |r_bin - s^2|, with v_bin the bin's mean variance and r_bin
+    its mean squared error over v_bin: the minimum is at the median of r_bin weighted by
+    n_bin * v_bin. Not the Gaussian maximum-likelihood scale, s^2 = mean(error^2) / mean(std^2):
+    a few pixels whose error is huge whatever their std (nuclei brighter than anything the
+    model can draw) dominate that mean, and the scale they set widens every other error bar
+    until the UCE is worse than with no scale at all. MC-dropout spreads are typically too
+    narrow (s > 1).
     """
     std, error = _flat_pair(std, error, ("std", "error"))
-    mean_variance = np.mean(std**2)
-    if not mean_variance > 0:
+    if not np.any(std > 0):
         raise ValueError("std is zero everywhere: no scale makes it match the errors")
-    return float(np.sqrt(np.mean(error**2) / mean_variance))
+    bins = reliability_bins(std**2, error**2, min(n_bins, std.size))
+    bins = bins[bins["mean_variance"] > 0]  # a zero-spread bin's gap is the same for any s
+    ratio = (bins["mean_squared_error"] / bins["mean_variance"]).to_numpy()
+    weight = (bins["pixels"] * bins["mean_variance"]).to_numpy()
+    order = np.argsort(ratio, kind="stable")
+    cumulative = np.cumsum(weight[order])
+    median = ratio[order][np.searchsorted(cumulative, cumulative[-1] / 2)]
+    if not median > 0:
+        raise ValueError("the errors are zero where the std is not: no scale above 0 fits them")
+    return float(np.sqrt(median))
 
 
 # --- nuclei ------------------------------------------------------------------------------------

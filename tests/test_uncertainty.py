@@ -9,6 +9,7 @@ from pix2pixhd.uncertainty import (
     fit_std_scale,
     nuclei_count_spread,
     per_nucleus_uncertainty,
+    reliability_bins,
     sparsification_curve,
     spearman_uncertainty_error,
     uncertainty_calibration_error,
@@ -95,6 +96,47 @@ def test_fit_std_scale_recovers_a_known_factor_and_lowers_uce():
     before = uncertainty_calibration_error(std**2, error**2)
     after = uncertainty_calibration_error((scale * std) ** 2, error**2)
     assert after < 0.1 * before
+
+
+def confidently_wrong(seed=0, factor=2.0, n=200_000, share=0.01):
+    """std and errors with a known variance (factor * std)^2, except a `share` of pixels with a
+    near-zero std and an error of 100: what pixels above a model's ceiling look like."""
+    rng = np.random.default_rng(seed)
+    std = rng.uniform(0.5, 2.0, size=n)
+    error = rng.normal(0.0, factor * std)
+    wrong = rng.random(n) < share
+    std[wrong], error[wrong] = 0.01, 100.0
+    return std, error
+
+
+def test_fit_std_scale_is_not_set_by_a_few_confidently_wrong_pixels():
+    std, error = confidently_wrong(factor=2.0)
+    scale = fit_std_scale(std, error)
+    assert scale == pytest.approx(2.0, rel=0.05)
+    # the mean-square (Gaussian maximum-likelihood) scale is pulled to about 6 by the 1 %
+    mean_square = np.sqrt(np.mean(error**2) / np.mean(std**2))
+    assert mean_square > 5
+    uce = {s: uncertainty_calibration_error((s * std) ** 2, error**2)
+           for s in (1.0, scale, mean_square)}
+    assert uce[scale] < uce[1.0] and uce[scale] < uce[mean_square]
+
+
+def test_fit_std_scale_finds_the_lowest_uce():
+    std, error = confidently_wrong(seed=1, factor=3.0)
+    scale = fit_std_scale(std, error)
+    best = uncertainty_calibration_error((scale * std) ** 2, error**2)
+    for step in (0.9, 0.97, 1.03, 1.1):
+        assert best <= uncertainty_calibration_error((step * scale * std) ** 2, error**2)
+
+
+def test_reliability_bins_on_a_hand_computed_case():
+    bins = reliability_bins(np.array([4.0, 1.0, 3.0, 2.0]), np.array([5.0, 1.0, 5.0, 1.0]),
+                            n_bins=2)
+    assert bins["pixels"].tolist() == [2, 2]
+    np.testing.assert_allclose(bins["mean_variance"], [1.5, 3.5])
+    np.testing.assert_allclose(bins["mean_squared_error"], [1.0, 5.0])
+    np.testing.assert_allclose(bins["rms_std"], np.sqrt([1.5, 3.5]))
+    np.testing.assert_allclose(bins["rms_error"], [1.0, np.sqrt(5.0)])
 
 
 # --- nuclei ------------------------------------------------------------------------------------
