@@ -10,7 +10,9 @@ Functions take arrays and tables (only `plot_dataset_examples` reads files), ret
 matplotlib Figure and, given a path, also save it as a PNG, so the command line and the
 notebook make the same pictures. Colour maps are perceptually uniform: gray for phase (rad),
 magma for stains (a.u.), viridis for spreads, a diverging map centred on 0 for signed
-differences. Every stain panel of one figure shares one colour scale, so brightness compares.
+differences. Every stain panel of one figure shares one colour scale, the real stain's 1st to
+99.9th percentile (`STAIN_PERCENTILES`), so brightness compares; the colour bar says so, and
+a prediction that cannot be as bright as the brightest real nuclei shows them dimmer.
 """
 
 from __future__ import annotations
@@ -47,8 +49,13 @@ PHASE_CMAP, STAIN_CMAP, SPREAD_CMAP, ERROR_CMAP, SIGNED_CMAP = (
 PHASE_UNIT = "phase (rad)"
 STAIN_UNIT = "intensity (a.u.)"
 AU = "(a.u.)"
-STAIN_PERCENTILES = (1.0, 99.5)
-"""The stain colour scale: the real stain's 1st to 99.5th percentile, shared by all stain panels."""
+STAIN_PERCENTILES = (1.0, 99.9)
+"""The stain colour scale: the real stain's 1st to 99.9th percentile, shared by all stain panels.
+
+High enough that whole bright nuclei (dividing cells) keep their brightness: a scale that ended
+near the normaliser's p_high (the 99.5th percentile of the train split) would show a real
+stain and a prediction clipped at p_high alike. The 0.1 % of pixels above it get the top colour,
+which the colour bar's arrow marks."""
 
 OUTLINE_COLOURS = {"truth": "#56B4E9", "prediction": "#E69F00"}
 """Sky blue and orange (Okabe-Ito): distinct on gray and for colour-blind readers."""
@@ -98,8 +105,9 @@ def plot_dataset_examples(
 ) -> Figure:
     """Show `n` fields of view of a split, one row each: phase | nuclei | membrane | nuclei mask.
 
-    Intensities are shown between the 0.5th and 99.5th percentile of each image so one bright
-    pixel does not hide the rest. Channels missing on disk are left blank with a note.
+    Phase is shown between the 0.5th and 99.5th percentile of each image so one bright pixel
+    does not hide the rest, stains between their `STAIN_PERCENTILES`, so the brightest nuclei
+    stand out. Channels missing on disk are left blank with a note.
     """
     fovs = layout.list_fovs(root, split)
     if not fovs:
@@ -115,9 +123,13 @@ def plot_dataset_examples(
                 _blank(ax, f"{title}\n(no file)")
                 continue
             image = layout.read_image(file)
-            low, high = np.percentile(image, normalisation.PERCENTILES)
+            stain = channel != "phase"
+            low, high = _range(image, STAIN_PERCENTILES if stain else normalisation.PERCENTILES)
             shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
-            figure.colorbar(shown, ax=ax, shrink=0.85, label=unit)
+            if stain:
+                _stain_colorbar(figure, shown, ax, source="this image's", shrink=0.85)
+            else:
+                figure.colorbar(shown, ax=ax, shrink=0.85, label=unit)
             ax.set_title(f"{fov}: {title}", fontsize=9)
             ax.set_axis_off()
         _show_mask(figure, row[3], layout.image_path(root, split, layout.MASKS, fov), fov)
@@ -185,6 +197,16 @@ def _show(
     return shown
 
 
+def _stain_colorbar(
+    figure: Figure, shown: plt.AxesImage, ax, source: str = "the real stain's", **kwargs
+) -> None:
+    """The colour bar of stain panels: its unit, where its range comes from, arrows for beyond."""
+    low, high = STAIN_PERCENTILES
+    label = (f"stain {STAIN_UNIT}\ncolours span {source} percentiles {low:g}-{high:g};\n"
+             "pixels beyond get the end colours")
+    figure.colorbar(shown, ax=ax, extend="both", label=label, **kwargs)
+
+
 def _crop_box(crop: tuple[slice, slice], shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """(top, bottom, left, right) of a (rows, columns) crop, or a ValueError if it is empty."""
     if len(crop) != 2 or not all(isinstance(s, slice) for s in crop):
@@ -215,8 +237,9 @@ def plot_predictions(
     """One field of view: phase | real stain | each model's prediction, e.g. {"GAN": .., ...}.
 
     All images (H, W); predictions in the real stain's units. Every stain panel uses the same
-    colour scale (the real stain's 1st to 99.5th percentile), so a dimmer or brighter
-    prediction looks dimmer or brighter. titles: one per column, replacing the defaults.
+    colour scale (the real stain's `STAIN_PERCENTILES`), so a dimmer or brighter prediction
+    looks dimmer or brighter, and one clipped below the brightest real nuclei shows them dim.
+    titles: one per column, replacing the defaults.
     crop: (rows, columns) slices; draws that box on the first row and adds a second row with
     the zoomed crop of every column, where blur and invented texture show.
     """
@@ -244,8 +267,7 @@ def plot_predictions(
     figure.colorbar(axes[0, 0].images[0], ax=axes[:, 0], location="left", shrink=0.8,
                     label=PHASE_UNIT)
     if len(columns) > 1:
-        figure.colorbar(axes[0, 1].images[0], ax=axes[:, 1:], shrink=0.8,
-                        label=f"stain {STAIN_UNIT}")
+        _stain_colorbar(figure, axes[0, 1].images[0], axes[:, 1:], shrink=0.8)
     return _save(figure, path)
 
 
@@ -260,8 +282,8 @@ def plot_prediction_grid(
 ) -> Figure:
     """Several fields of view, one row each: phase | real stain | prediction (e.g. best, worst).
 
-    Each row's stain and prediction share that row's colour scale (its real stain's 1st to
-    99.5th percentile). fovs label the rows; put a score in them to say why a row is shown,
+    Each row's stain and prediction share that row's colour scale (its real stain's
+    `STAIN_PERCENTILES`). fovs label the rows; put a score in them to say why a row is shown,
     e.g. "fov_0003 (PSNR 31.2 dB)".
     """
     counts = {len(phases), len(targets), len(predictions), len(fovs)}
@@ -281,7 +303,7 @@ def plot_prediction_grid(
         limits = _range(target, STAIN_PERCENTILES)
         _show(row[1], target, f"{fov}: real stain", STAIN_CMAP, limits)
         shown = _show(row[2], prediction, f"{fov}: prediction", STAIN_CMAP, limits)
-        figure.colorbar(shown, ax=row[1:], shrink=0.85, label=f"stain {STAIN_UNIT}")
+        _stain_colorbar(figure, shown, row[1:], shrink=0.85)
     if title:
         figure.suptitle(title)
     return _save(figure, path)
@@ -310,7 +332,7 @@ def plot_segmentation_overlay(
     figure, ax = plt.subplots(figsize=(7.0, 6.6), layout="constrained")
     shown = _show(ax, stain, title or "nuclei outlines on the stain", "gray",
                   _range(stain, STAIN_PERCENTILES))
-    figure.colorbar(shown, ax=ax, shrink=0.8, label=f"stain {STAIN_UNIT}")
+    _stain_colorbar(figure, shown, ax, source="this image's", shrink=0.8)
     width = max(1, round(max(stain.shape) / 300))  # a 1-pixel line vanishes in a large image
     handles = []
     for labels, mode, key, name in ((true_labels, "outer", "truth", "ground truth"),
@@ -587,8 +609,7 @@ def plot_mc_samples(
         _show(axes[0, i + 1], samples[i], f"sample {i + 1}", STAIN_CMAP, stain_limits)
     _show(axes[0, -1], target, "real stain", STAIN_CMAP, stain_limits)
     figure.colorbar(phase_shown, ax=axes[:, 0], location="left", shrink=0.8, label=PHASE_UNIT)
-    figure.colorbar(axes[0, -1].images[0], ax=axes[0, 1:], shrink=0.85,
-                    label=f"stain {STAIN_UNIT}")
+    _stain_colorbar(figure, axes[0, -1].images[0], axes[0, 1:], shrink=0.85)
     if differences is not None:
         spread = float(np.percentile(np.abs(differences[:k]), 99.5)) or 1.0
         for i in range(k):
@@ -613,7 +634,8 @@ def plot_uncertainty_maps(
 ) -> Figure:
     """Mean prediction | std | |mean - real stain| | (cv) | std against |error|, per pixel.
 
-    All maps (H, W) in the stain's units (cv is a ratio). If the spread is a useful
+    All maps (H, W) in the stain's units (cv is a ratio); the mean on the real stain's colour
+    scale (`STAIN_PERCENTILES`). If the spread is a useful
     uncertainty, the std map is bright where the error map is, and the last panel's cloud of
     at most `max_pixels` pixels (drawn at random, seeded) rises. spearman: the rank correlation
     of std and |error| (`uncertainty.spearman_uncertainty_error`), given in that panel's title.
@@ -625,7 +647,7 @@ def plot_uncertainty_maps(
     mean, std, target = images["mean"], images["std"], images["target"]
     error = np.abs(mean - target)
     panels = [("mean of the samples", mean, STAIN_CMAP, _range(target, STAIN_PERCENTILES),
-               f"stain {STAIN_UNIT}"),
+               None),
               ("std of the samples", std, SPREAD_CMAP, (0.0, _range(std, (0, 99.5))[1]),
                f"std {AU}"),
               ("|mean − real stain|", error, ERROR_CMAP, (0.0, _range(error, (0, 99.5))[1]),
@@ -637,7 +659,10 @@ def plot_uncertainty_maps(
                                 squeeze=False, layout="constrained")
     for ax, (title, image, cmap, limits, unit) in zip(axes[0], panels, strict=False):
         shown = _show(ax, image, title, cmap, limits)
-        figure.colorbar(shown, ax=ax, shrink=0.8, label=unit)
+        if unit is None:  # the stain panel
+            _stain_colorbar(figure, shown, ax, shrink=0.8)
+        else:
+            figure.colorbar(shown, ax=ax, shrink=0.8, label=unit)
     rng = np.random.default_rng(0)
     keep = rng.choice(error.size, size=min(max_pixels, error.size), replace=False)
     x, y = std.ravel(), error.ravel()
@@ -704,6 +729,45 @@ def plot_sparsification(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
               frameon=False)
+    return _save(figure, path)
+
+
+def plot_reliability(
+    bins: Mapping[str, pd.DataFrame] | pd.DataFrame, *, path: str | Path | None = None
+) -> Figure:
+    """Reliability diagram: each bin's error against its predicted spread, log-log.
+
+    bins: one `uncertainty.reliability_bins` table or {label: table}, e.g. the raw MC-dropout
+    std and the calibrated one (put the UCE in the label). Each point is a bin of pixels of
+    similar predicted variance: its root mean squared error against the root of its mean
+    predicted variance, both in the stain's units. On the diagonal the error bars are right;
+    above it the model is overconfident (errors larger than its std says), below it too
+    cautious. One scale factor slides a whole curve sideways; it cannot bend it.
+    """
+    named = {"MC-dropout std": bins} if isinstance(bins, pd.DataFrame) else dict(bins)
+    if not named:
+        raise ValueError("no bins: pass uncertainty.reliability_bins(variance, squared_error)")
+    figure, ax = plt.subplots(figsize=(5.6, 4.8), layout="constrained")
+    values = []
+    for i, (name, table) in enumerate(named.items()):
+        _require(table, ("rms_std", "rms_error"), f"bins of {name!r}",
+                 "uncertainty.reliability_bins")
+        x, y = _positive(table["rms_std"]), _positive(table["rms_error"])
+        ax.plot(x, y, marker="o", ms=4, lw=1.5, color=f"C{i}", label=name)
+        values += [x, y]
+    values = np.concatenate(values)
+    low, high = np.nanmin(values), np.nanmax(values)
+    ax.plot([low, high], [low, high], color="0.3", linestyle="--", lw=1.2,
+            label="calibrated: error = std")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"predicted std of the bin {AU}\n(root of its mean variance)")
+    ax.set_ylabel(f"error of the bin {AU}\n(root of its mean squared error)")
+    counts = {len(table) for table in named.values()}
+    ax.set_title(f"reliability: error against predicted spread\n"
+                 f"({'/'.join(map(str, sorted(counts)))} bins of equal pixel count)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _save(figure, path)
 
 
@@ -889,9 +953,11 @@ def plot_training_crops(
     path: str | Path | None = None,
 ) -> Figure:
     """The first `n` crops of a training batch as the network sees them: normalised phase on
-    top, normalised stain below on the fixed [-1, 1] scale of the generator's tanh output.
+    top, normalised stain below, from -1 up to +1 or the crops' 99.9th percentile if higher.
 
-    inputs, targets: (B, 1, h, w) arrays (or CPU tensors) from the train loader.
+    +1, the bound of the generator's tanh output, is dashed on the colour bar: target pixels
+    above it are brightness no prediction can reach. inputs, targets: (B, 1, h, w) arrays (or
+    CPU tensors) from the train loader.
     """
     inputs, targets = np.asarray(inputs, dtype=np.float64), np.asarray(targets, np.float64)
     same_crops = targets.shape[:1] + targets.shape[2:] == inputs.shape[:1] + inputs.shape[2:]
@@ -902,11 +968,15 @@ def plot_training_crops(
     figure, axes = plt.subplots(2, n, figsize=(2.6 * n + 1.2, 5.2), squeeze=False,
                                 layout="constrained")
     phase_limits = _range(inputs[:n, 0], normalisation.PERCENTILES)
+    stain_limits = (-1.0, max(1.0, float(np.percentile(targets[:n, 0], STAIN_PERCENTILES[1]))))
     for column in range(n):
         phase = _show(axes[0, column], inputs[column, 0], f"crop {column}: phase", PHASE_CMAP,
                       phase_limits)
         stain = _show(axes[1, column], targets[column, 0], f"crop {column}: nuclei", STAIN_CMAP,
-                      (-1.0, 1.0))
+                      stain_limits)
     figure.colorbar(phase, ax=axes[0, :], shrink=0.8, label="phase, normalised (median 0, IQR 1)")
-    figure.colorbar(stain, ax=axes[1, :], shrink=0.8, label="stain, normalised to [-1, 1]")
+    bar = figure.colorbar(stain, ax=axes[1, :], shrink=0.8, extend="max",
+                          label="stain, normalised (p_low -1, p_high +1);\n"
+                                "dashed: +1, the most the tanh output can reach")
+    bar.ax.axhline(1.0, color="white", linestyle="--", lw=1.5)
     return _save(figure, path)

@@ -95,6 +95,22 @@ def test_plot_predictions_shows_every_stain_on_the_real_stains_scale(images):
     assert any("a.u." in label for label in labels)
 
 
+def test_stain_colours_reach_bright_nuclei_so_a_clipped_prediction_looks_dimmer():
+    """A bright nucleus of 0.3 % of the pixels, above the 99.5th percentile: the shared scale
+    reaches it, so a prediction clipped at 1,000 shows that nucleus below the top colour."""
+    stain = np.full((64, 64), 100.0)
+    stain[disk((20, 20), 8)] = 800.0  # ordinary nuclei: 5 % of the pixels
+    stain[disk((45, 45), 2)] = 5000.0  # 13 pixels
+    clipped = np.minimum(stain, 1000.0)
+    figure = viz.plot_predictions(np.zeros_like(stain), stain, {"GAN": clipped})
+    low, high = image_axes(figure)[2].images[0].get_clim()
+    assert high > 2 * clipped.max()
+    bars = [ax._colorbar for ax in figure.axes if hasattr(ax, "_colorbar")]
+    stain_bar = next(bar for bar in bars if "stain" in bar.ax.get_ylabel())
+    assert stain_bar.extend == "both"
+    assert "real stain's percentiles 1-99.9" in stain_bar.ax.get_ylabel()
+
+
 def test_plot_predictions_crop_adds_a_zoomed_row_and_outlines_the_crop(images, tmp_path):
     crop = (slice(4, 20), slice(8, 16))
     figure = viz.plot_predictions(images["phase"], images["stain"], {"GAN": images["GAN"]},
@@ -363,6 +379,28 @@ def test_sparsification_without_an_ause_draws_the_curves_without_one():
     assert len(ax.collections) == 1
 
 
+def test_reliability_diagram_draws_each_curve_and_the_diagonal_on_log_axes(tmp_path):
+    bins = pd.DataFrame({"rms_std": [1.0, 2.0, 4.0], "rms_error": [10.0, 12.0, 30.0]})
+    scaled = bins.assign(rms_std=5 * bins["rms_std"])
+    figure = viz.plot_reliability({"raw (UCE 900)": bins, "x5 (UCE 200)": scaled},
+                                  path=tmp_path / "reliability.png")
+    ax = figure.axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    lines = ax.get_lines()
+    np.testing.assert_allclose(lines[1].get_xdata(), [5.0, 10.0, 20.0])
+    diagonal = lines[-1]
+    np.testing.assert_allclose(diagonal.get_xdata(), diagonal.get_ydata())
+    np.testing.assert_allclose(diagonal.get_xdata(), [1.0, 30.0])
+    assert legend_texts(ax)[:2] == ["raw (UCE 900)", "x5 (UCE 200)"]
+    assert "3 bins" in ax.get_title()
+    assert (tmp_path / "reliability.png").is_file()
+
+
+def test_reliability_diagram_names_the_function_that_makes_its_bins():
+    with pytest.raises(ValueError, match="reliability_bins"):
+        viz.plot_reliability(pd.DataFrame({"std": [1.0]}))
+
+
 # --- training logs -------------------------------------------------------------------------------
 
 GAN_TAGS = ["loss/D_real", "loss/D_fake", "loss/G_GAN", "loss/G_GAN_Feat", "D_out/train_real",
@@ -436,6 +474,17 @@ def test_training_crops_show_stains_on_the_fixed_tanh_scale(rng):
     assert len(shown) == 8
     assert [ax.images[0].get_clim() == (-1.0, 1.0) for ax in shown] == [False] * 4 + [True] * 4
     assert len(colorbar_labels(figure)) == 2
+
+
+def test_training_crops_show_targets_above_the_tanh_bound(rng):
+    inputs, targets = rng.normal(size=(4, 1, 16, 16)), rng.uniform(-1, 1, (4, 1, 16, 16))
+    targets[0, 0, :4, :4] = 6.0  # a bright nucleus, far above p_high
+    figure = viz.plot_training_crops(inputs, targets, n=4)
+    low, high = image_axes(figure)[4].images[0].get_clim()
+    assert low == -1.0 and high > 1.0
+    bar = [ax for ax in figure.axes if hasattr(ax, "_colorbar")][-1]
+    assert [line.get_ydata()[0] for line in bar.get_lines()] == [1.0]
+    assert "tanh" in bar.get_ylabel()
 
 
 def test_training_crops_refuse_inputs_and_targets_of_other_crops(rng):
