@@ -127,7 +127,7 @@ def plot_dataset_examples(
             low, high = _range(image, STAIN_PERCENTILES if stain else normalisation.PERCENTILES)
             shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
             if stain:
-                _stain_colorbar(figure, shown, ax, source="this image's", shrink=0.85)
+                _stain_colorbar(figure, shown, ax, compact=True, shrink=0.85)
             else:
                 figure.colorbar(shown, ax=ax, shrink=0.85, label=unit)
             ax.set_title(f"{fov}: {title}", fontsize=9)
@@ -198,11 +198,15 @@ def _show(
 
 
 def _stain_colorbar(
-    figure: Figure, shown: plt.AxesImage, ax, source: str = "the real stain's", **kwargs
+    figure: Figure, shown: plt.AxesImage, ax, source: str = "the real stain's",
+    compact: bool = False, **kwargs
 ) -> None:
-    """The colour bar of stain panels: its unit, where its range comes from, arrows for beyond."""
+    """The colour bar of stain panels: its unit, where its range comes from, arrows for beyond.
+
+    compact: a one-line label for small panels (the range is then that image's own)."""
     low, high = STAIN_PERCENTILES
-    label = (f"stain {STAIN_UNIT}\ncolours span {source} percentiles {low:g}-{high:g};\n"
+    label = (f"a.u.; colours: percentiles {low:g}-{high:g}" if compact else
+             f"stain {STAIN_UNIT}\ncolours span {source} percentiles {low:g}-{high:g};\n"
              "pixels beyond get the end colours")
     figure.colorbar(shown, ax=ax, extend="both", label=label, **kwargs)
 
@@ -976,7 +980,6 @@ def plot_training_crops(
                       stain_limits)
     figure.colorbar(phase, ax=axes[0, :], shrink=0.8, label="phase, normalised (median 0, IQR 1)")
     bar = figure.colorbar(stain, ax=axes[1, :], shrink=0.8, extend="max",
-                          label="stain, normalised (p_low -1, p_high +1);\n"
-                                "dashed: +1, the most the tanh output can reach")
+                          label="stain, normalised\n(dashed: +1, tanh's bound)")
     bar.ax.axhline(1.0, color="white", linestyle="--", lw=1.5)
     return _save(figure, path)
