@@ -82,6 +82,7 @@ from pix2pixhd.sampling import sample_folder, sample_stains
 from pix2pixhd.segmentation import segment_nuclei
 from pix2pixhd.train import Trainer
 from pix2pixhd.uncertainty import (
+    reliability_bins,
     sparsification_curve,
     spearman_uncertainty_error,
     uncertainty_maps,
@@ -97,6 +98,7 @@ from pix2pixhd.viz import (
     plot_power_spectra,
     plot_prediction_grid,
     plot_predictions,
+    plot_reliability,
     plot_segmentation_overlay,
     plot_sparsification,
     plot_training_crops,
@@ -235,8 +237,13 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 # images. The phase image is centred on its median and divided by its interquartile range;
 # robust statistics ignore the few very bright or dark pixels. The stain is the generator's
 # output, which ends in a `tanh`, so it must live in [-1, 1]: its 0.5th percentile `p_low`
-# maps to -1 and its 99.5th percentile `p_high` to +1, linearly (values outside the range
-# land outside [-1, 1]; nothing is clipped).
+# maps to -1 and its 99.5th percentile `p_high` to +1, linearly. The map itself clips nothing
+# (values outside the range land outside [-1, 1]), but the `tanh` does: no prediction can be
+# brighter than `p_high` or darker than `p_low`. The brightest 0.5 % of the stain's pixels are
+# out of reach, and they are not scattered noise but whole bright nuclei (dividing cells, cells
+# with doubled DNA) up to ten times brighter than `p_high`: in the built-in test split 0.56 % of
+# the pixels lie above it. The cell after the check prints the share for your data; Parts 3
+# and 5 show what the ceiling costs.
 #
 # <div class="alert alert-info">
 # Task 1.1: write the stain normalisation and its inverse (which you need to measure errors in
@@ -285,6 +292,10 @@ for value, right, mine in zip(expected, examples, back):
         f"your denormalise_stain maps {value:.4f} to {mine:.4g}, it should be {right:.4g} "
         "(-1 goes back to p_low, +1 to p_high)")
 print("Task 1.1 passed: your normalisation and its inverse agree with the module's")
+above = pixels["nuclei"] > p_high
+print(f"{100 * above.mean():.2f} % of the nuclei pixels of {len(train_fovs)} training images lie "
+      f"above p_high = {p_high:.0f}, up to {pixels['nuclei'].max():.0f} "
+      f"({pixels['nuclei'].max() / p_high:.1f} x p_high): no prediction can reach them")
 
 # %% [markdown]
 # ### 1.3 Loaders: crops and augmentation
@@ -1029,7 +1040,9 @@ for cause, rule in ERROR_CAUSES.items():
 # `_high` are a prediction's power in 0.05-0.15, 0.15-0.30 and 0.30-0.45 cycles/pixel divided
 # by the real stain's (1 = as much detail as the real stain at that scale, below 1 = blurrier,
 # above 1 = texture or artefacts the real stain does not have): the low band holds chromatin
-# and nuclear edges, the high band little but camera noise. `log_spectral_distance` is the
+# and nuclear edges, the high band little but camera noise. The table divides the spectra
+# averaged over the test images, so its ratios read off the curves of the power-spectra
+# figure below (the ratio of each image is in its `per_image.csv`). `log_spectral_distance` is the
 # mean |log10| of the ratio of the two spectra over 0.02-0.45 cycles/pixel (0 = the same
 # spectrum). `hf_power_ratio` is the share of power above 0.1 cycles/pixel over the real
 # stain's share.
@@ -1254,11 +1267,18 @@ save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv
 #   can do. **AUSE** (area under the sparsification error) is the area between the model's
 #   curve and the oracle's: 0 for a perfect ranking, larger the worse it ranks.
 # - **Calibration**: is the std the right *size*? Pixels are grouped by predicted variance
-#   (std squared); in each group the mean squared error should equal the mean variance. **UCE**
-#   (uncertainty calibration error) is the average gap between the two, weighted by group size,
-#   in squared stain units: 0 for perfect error bars. MC-dropout spreads are usually too
-#   narrow, so the std is first multiplied by one scale factor fitted on validation images,
-#   and UCE is given before and after.
+#   (std squared) into 20 groups of equal size; in each group the mean squared error should
+#   equal the mean variance. **UCE** (uncertainty calibration error) is the average gap between
+#   the two, weighted by group size, in squared stain units: 0 for perfect error bars. The
+#   **reliability diagram** draws the groups, each one's error against its std: on the
+#   diagonal where they agree.
+#
+# MC-dropout spreads are usually too narrow, so `sample_folder` calibrates them: it multiplies
+# the std by the one factor that gives the lowest UCE on validation images, then scores the
+# test images before and after. (The textbook factor, the one that makes the mean squared
+# error equal the mean variance, is set by the few pixels whose errors are huge, the nuclei
+# brighter than the model can draw, and widens every other error bar so much that the UCE
+# rises.)
 #
 # `sample_folder` does all this for a folder of images and writes the mean and std maps, a
 # table per image and a summary.
@@ -1279,6 +1299,19 @@ stain_first = read_test_fov(first)[1]
 save_figure(plot_sparsification(sparsification_curve(std_first, np.abs(mean_map - stain_first))),
             "sparsification")
 
+# %%
+# the reliability diagram of the scored test images, before and after scaling the std
+mean_files, std_files = find_predictions(mc_folder, "mean"), find_predictions(mc_folder, "std")
+mc_std = np.concatenate([read_image(std_files[fov]).ravel() for fov in mc_table.fov])
+mc_error = np.concatenate([(read_image(mean_files[fov]) - read_test_fov(fov)[1]).ravel()
+                           for fov in mc_table.fov])
+scale = mc_summary["std_scale"]
+save_figure(plot_reliability({
+    "MC-dropout std": reliability_bins(mc_std**2, mc_error**2),
+    f"std x {scale:.2f} (fitted on validation)": reliability_bins((scale * mc_std) ** 2,
+                                                                  mc_error**2),
+}), "reliability")
+
 # %% [markdown]
 # <div class="alert alert-warning">
 # Questions:
@@ -1286,8 +1319,9 @@ save_figure(plot_sparsification(sparsification_curve(std_first, np.abs(mean_map 
 # - Where is the standard deviation high: inside nuclei, at their edges, in the background?
 #   Is that where the errors are?
 # - Is the fitted scale factor above or below 1, and what does that say about MC-dropout's
-#   error bars? Does scaling lower the UCE here? If not, why can one factor for all pixels
-#   not fix the calibration?
+#   error bars? How much does scaling lower the UCE? In the reliability diagram, which groups
+#   does the scale bring to the diagonal, which stay off it, and why can one factor for all
+#   pixels not fix them all?
 # - The nuclei count varies between samples. Would you report a nuclei count from one
 #   virtual stain without this spread?
 # - Is a low uncertainty a guarantee that a virtual stain is right? Think of a nucleus the
@@ -1303,11 +1337,18 @@ save_figure(plot_sparsification(sparsification_curve(std_first, np.abs(mean_map 
 #   and an AUSE well below the random curve's area say.
 # - A scale factor above 1 means the raw spread is too narrow: the errors are larger than the
 #   std promises, so raw MC-dropout error bars are overconfident (the usual finding); below
-#   1, they are too cautious. One factor can only stretch all error bars alike. If the
-#   errors are far too large in a few places (a missed or invented nucleus) and about right
-#   elsewhere, the factor fitted to all pixels over-widens the many good error bars to cover
-#   the few bad ones, and the UCE, which weighs every group of pixels, can rise: the spread
-#   has the wrong *shape*, not only the wrong size.
+#   1, they are too cautious. UCE weighs each group's gap in squared stain units, so the
+#   groups with the largest spreads and errors, the nuclei, decide the factor: scaled, they
+#   come to the diagonal (for the shipped GAN the factor is about 5, and the test UCE falls
+#   by about a third). A factor only slides the curve sideways on the log axes; it cannot
+#   change its shape, and the curve is much flatter than the diagonal: from the background to
+#   the nuclei the std grows about a hundredfold, the error about tenfold. So, scaled, the
+#   groups of small spread still sit five to twenty times above the diagonal. The group
+#   of the smallest spread has one of the largest errors: it is mostly background, but a few
+#   per cent of its pixels lie inside the brightest nuclei, where the samples agree at the
+#   generator's ceiling (`p_high`) and are all wrong by thousands. Those few pixels make
+#   almost all of its error. The model is confidently wrong there, and no factor widens an
+#   error bar of almost zero enough to cover them.
 # - No: when the count varies between samples by more than a nucleus or two, one virtual
 #   stain's count hides that spread; report the mean and the std over samples, or check with
 #   the real stain.
