@@ -26,6 +26,7 @@ test split (where it is judged), for each:
 Every map keeps p_low -> -1. Maps with `headroom` put the train split's brightest pixel at
 +0.8, not +1, so the generator need not saturate its tanh to draw it (tanh(x) = 0.8 at
 x = 1.1, while 0.99 needs 2.6) and test pixels somewhat brighter than any in train still fit.
+The numbers and what they say: docs/stain-range.md.
 """
 
 from __future__ import annotations
