@@ -922,7 +922,7 @@ for case, (true, predicted) in cases.items():
 print("Task 3.1 passed: your F1 agrees with the module's matching")
 
 # %%
-save_figure(plot_segmentation_overlay(gan_stain, true_labels, gan_labels,
+save_figure(plot_segmentation_overlay(gan_stain, true_labels, gan_labels, reference=test_stain,
                                       title=f"{fov}: nuclei in the GAN's virtual stain"),
             "gan_segmentation")
 ranked = gan_table.sort_values("f1_iou50").set_index("fov")

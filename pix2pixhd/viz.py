@@ -319,6 +319,7 @@ def plot_segmentation_overlay(
     predicted_labels: np.ndarray,
     *,
     title: str = "",
+    reference: np.ndarray | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """A stain (H, W) in gray with the outlines of true nuclei and of segmented nuclei on it.
@@ -326,8 +327,11 @@ def plot_segmentation_overlay(
     Labels are integer images (H, W), 0 = background. True outlines are drawn just outside each
     nucleus and predicted ones just inside, so where they agree both stay visible as a double
     line; a lone colour is a nucleus missed (blue) or invented or misshapen (orange).
+    reference: the real stain (H, W) whose `STAIN_PERCENTILES` set the gray scale when `stain`
+    is a prediction, so it compares with the real stain; None: `stain`'s own.
     """
-    images = _images(stain=stain, true_labels=true_labels, predicted_labels=predicted_labels)
+    named = {"stain": stain, "true_labels": true_labels, "predicted_labels": predicted_labels}
+    images = _images(**named, **({} if reference is None else {"reference": reference}))
     stain = images["stain"]
     # int32, not int64: scikit-image's "outer" boundaries of 64-bit labels also mark pixels
     # inside the nuclei (its erosion loses the 64-bit maximum it uses as a sentinel)
@@ -335,8 +339,9 @@ def plot_segmentation_overlay(
                                      (true_labels, predicted_labels))
     figure, ax = plt.subplots(figsize=(7.0, 6.6), layout="constrained")
     shown = _show(ax, stain, title or "nuclei outlines on the stain", "gray",
-                  _range(stain, STAIN_PERCENTILES))
-    _stain_colorbar(figure, shown, ax, source="this image's", shrink=0.8)
+                  _range(images.get("reference", stain), STAIN_PERCENTILES))
+    _stain_colorbar(figure, shown, ax, shrink=0.8,
+                    source="this image's" if reference is None else "the real stain's")
     width = max(1, round(max(stain.shape) / 300))  # a 1-pixel line vanishes in a large image
     handles = []
     for labels, mode, key, name in ((true_labels, "outer", "truth", "ground truth"),

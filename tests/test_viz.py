@@ -181,6 +181,18 @@ def test_segmentation_overlay_draws_both_outlines_in_their_colours(images, tmp_p
     assert (tmp_path / "overlay.png").is_file()
 
 
+def test_segmentation_overlay_of_a_prediction_takes_the_real_stains_range(images):
+    labels = np.zeros((SIZE, SIZE), dtype=np.uint16)
+    figure = viz.plot_segmentation_overlay(images["regression"], labels, labels,
+                                           reference=images["stain"])
+    np.testing.assert_allclose(image_axes(figure)[0].images[0].get_clim(),
+                               np.percentile(images["stain"], viz.STAIN_PERCENTILES))
+    assert any("real stain's" in label for label in colorbar_labels(figure))
+    with pytest.raises(ValueError, match="reference"):
+        viz.plot_segmentation_overlay(images["stain"], labels, labels,
+                                      reference=images["stain"][:-1])
+
+
 def test_instance_errors_outline_each_outcome_in_its_named_colour(images, tmp_path):
     from pix2pixhd.metrics import error_causes
 
