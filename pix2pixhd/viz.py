@@ -127,7 +127,8 @@ def plot_dataset_examples(
             low, high = _range(image, STAIN_PERCENTILES if stain else normalisation.PERCENTILES)
             shown = ax.imshow(image, cmap=cmap, vmin=low, vmax=high)
             if stain:
-                _stain_colorbar(figure, shown, ax, compact=True, shrink=0.85)
+                _stain_colorbar(figure, shown, ax, source="this image's", compact=True,
+                                shrink=0.85)
             else:
                 figure.colorbar(shown, ax=ax, shrink=0.85, label=unit)
             ax.set_title(f"{fov}: {title}", fontsize=9)
@@ -203,9 +204,9 @@ def _stain_colorbar(
 ) -> None:
     """The colour bar of stain panels: its unit, where its range comes from, arrows for beyond.
 
-    compact: a one-line label for small panels (the range is then that image's own)."""
+    compact: a two-line label for short colour bars."""
     low, high = STAIN_PERCENTILES
-    label = (f"a.u.; colours: percentiles {low:g}-{high:g}" if compact else
+    label = (f"a.u.; colours: {source}\npercentiles {low:g}-{high:g}" if compact else
              f"stain {STAIN_UNIT}\ncolours span {source} percentiles {low:g}-{high:g};\n"
              "pixels beyond get the end colours")
     figure.colorbar(shown, ax=ax, extend="both", label=label, **kwargs)
@@ -307,7 +308,7 @@ def plot_prediction_grid(
         limits = _range(target, STAIN_PERCENTILES)
         _show(row[1], target, f"{fov}: real stain", STAIN_CMAP, limits)
         shown = _show(row[2], prediction, f"{fov}: prediction", STAIN_CMAP, limits)
-        _stain_colorbar(figure, shown, row[1:], shrink=0.85)
+        _stain_colorbar(figure, shown, row[1:], compact=True, shrink=0.85)
     if title:
         figure.suptitle(title)
     return _save(figure, path)
