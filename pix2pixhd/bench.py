@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from pix2pixhd.config import Config, apply_overrides
-from pix2pixhd.sampling import mc_dropout_samples
+from pix2pixhd.sampling import dropout_modules, mc_dropout_samples
 from pix2pixhd.train import Trainer
 
 
@@ -103,7 +103,7 @@ def run_benchmark(
     steps = results["seconds_per_step"]
     results["images_per_s"] = {name: batch / seconds for name, seconds in steps.items()}
     results["inference_seconds_per_image"] = _inference_seconds(base, size, warmup, repeats)
-    if config.model.use_dropout:
+    if dropout_modules(base.generator):  # VisCy's network has none, whatever use_dropout says
         results |= _mc_benchmark(base, size, mc_samples, warmup, repeats)
     results["peak_memory_mb"] = _peak_memory_mb(device)
     return results

@@ -88,6 +88,17 @@ def test_bench_prints_json_timings_of_the_step_inference_and_sampling(capsys):
     assert results["mc_batched_speedup"] > 0
 
 
+def test_bench_times_a_network_without_dropout_and_skips_only_the_sampling(capsys):
+    pytest.importorskip("viscy")
+    tiny_viscy = ["model.kind=viscy", "model.encoder_blocks=[1,1,1,1]",
+                  "model.dims=[8,16,32,64]", "model.decoder_conv_blocks=1"]
+    sets = [item for option in TINY + tiny_viscy for item in ("--set", option)]
+    assert main(["bench", "--config", "quick", "--batch", "1", "--size", "64", "--warmup", "1",
+                 "--repeats", "2", *sets]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["seconds_per_step"]["step"] > 0 and "mc_batched_speedup" not in results
+
+
 def test_errors_are_one_line_with_a_nonzero_exit(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nothing"), "--checkpoints-dir",
                  str(tmp_path)]) == 2
