@@ -181,6 +181,9 @@ def check_compatible(state: dict[str, Any], config: Config, path: str | Path,
     if saved.data.target_channels != config.data.target_channels:
         differences.append(f"data.target_channels: {saved.data.target_channels} in the "
                            f"checkpoint, {config.data.target_channels} now")
+    if saved.data.stain_map != config.data.stain_map:  # the targets would change scale midway
+        differences.append(f"data.stain_map: {saved.data.stain_map!r} in the checkpoint, "
+                           f"{config.data.stain_map!r} now")
     if differences:
         raise CheckpointError(
             f"{path} was trained with other options; resume with the same ones or start a new "

@@ -74,6 +74,14 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_statistics(args: argparse.Namespace) -> int:
+    from pix2pixhd.normalisation import refresh_dataset_statistics
+
+    print(f"wrote the statistics of {Path(args.root) / 'train'} to "
+          f"{refresh_dataset_statistics(args.root)}")
+    return 0
+
+
 def _data_show(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
@@ -244,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    data = verbs.add_parser("data", help="make, download, check or show a dataset")
+    data = verbs.add_parser("data", help="make, download, check, measure or show a dataset")
     data_verbs = data.add_subparsers(dest="data_verb", required=True)
 
     synthetic = data_verbs.add_parser("synthetic", help="write the built-in synthetic dataset")
@@ -279,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--input-channel", default=Config().data.input_channel,
                        help="the channel every field of view must have (data.input_channel)")
     check.set_defaults(run=_data_check)
+
+    statistics = data_verbs.add_parser(
+        "statistics", help="measure the train split's normalisation statistics again and write "
+        "them into ROOT/dataset.json (for a file written before one of them existed)")
+    statistics.add_argument("root", nargs="?", default="data")
+    statistics.set_defaults(run=_data_statistics)
 
     show = data_verbs.add_parser("show", help="write a PNG of example images")
     show.add_argument("root", nargs="?", default="data")

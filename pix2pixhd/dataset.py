@@ -198,7 +198,8 @@ def make_loaders(
     """
     data = config.data
     root = Path(data.root)
-    normaliser = DatasetNormaliser.from_dataset(root, data.input_channel, data.target_channels)
+    normaliser = DatasetNormaliser.from_dataset(root, data.input_channel, data.target_channels,
+                                                stain_map=data.stain_map)
     seed = config.train.seed
     train = PairedDataset(
         root,
@@ -248,7 +249,7 @@ def make_loaders(
 
 # --- what a checkpoint records of its data ---------------------------------------------------
 
-PROVENANCE_DROPPED = ("normalisation", "positions", "counts", "percentiles")
+PROVENANCE_DROPPED = ("normalisation", "positions", "counts", "percentiles", "top_percentile")
 """dataset.json entries not copied into a checkpoint's provenance (long, or kept elsewhere)."""
 
 

@@ -33,7 +33,8 @@ SPLITS = ("train", "val", "test")
 CHANNELS = ("phase", "nuclei", "membrane")
 MASKS = "nuclei_masks"
 STATISTICS = ("median", "iqr", "p_low", "p_high")
-"""What dataset.json holds for each channel under "normalisation" (and mean, std)."""
+"""What dataset.json holds for each channel under "normalisation" (and mean, std, and p_top in
+files written since the asinh stain map, which needs it)."""
 UNITS_FILE = "units.json"
 """Written by `predict` beside its outputs: their units ("stain", or "viscy" for VisCy's
 median/IQR units) and why; `evaluate` reads it."""

@@ -3,11 +3,12 @@
 Networks train best on inputs of a known scale. Two strategies share one interface:
 
     DatasetNormaliser   the models trained here: phase by the train split's median and IQR,
-                        each stain from its train-split range [p_low, p_high] onto [-1, 1]
+                        each stain onto the generator's [-1, 1] by a stain map (STAIN_MAPS)
+                        built on its train-split percentiles
     PerImageNormaliser  VisCy's published models: each phase image by its own median and IQR,
                         stains in median/IQR units of the train split
 
-    normaliser = DatasetNormaliser.from_dataset("data", "phase", ["nuclei"])
+    normaliser = DatasetNormaliser.from_dataset("data", "phase", ["nuclei"], stain_map="asinh")
     x = normaliser.normalise_input(phase)                    # median 0, IQR 1
     stain = normaliser.denormalise_target(prediction)        # back to the stain's own units
     normaliser = Normaliser.from_dict(checkpoint["normaliser"])   # whichever it recorded
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from pix2pixhd.config import STAIN_MAPS
 from pix2pixhd.layout import (
     CHANNELS,
     DataError,
@@ -37,6 +39,7 @@ from pix2pixhd.layout import (
     list_fovs,
     read_dataset_json,
     read_image,
+    write_dataset_json,
 )
 
 Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not imported)
@@ -44,6 +47,19 @@ Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not
 PERCENTILES = (0.5, 99.5)
 """The percentiles p_low and p_high of each channel: the stain range that maps onto [-1, 1].
 Robust: the darkest and brightest 0.5 % of pixels (hot pixels, debris) do not set the scale."""
+
+TOP_PERCENTILE = 99.999
+"""The percentile p_top of each channel: the train split's brightest stain short of a few hot
+pixels (the top 0.001 %), which the asinh stain map places at TOP_LEVEL."""
+
+TOP_LEVEL = 0.8
+"""Where the asinh map puts p_top in the generator's output units: below tanh's bound of +1, so
+the brightest train nuclei are drawn without saturating the tanh (tanh(x) = 0.8 at x = 1.1, 0.99
+needs 2.6), and test stain somewhat brighter than any in train still fits underneath."""
+
+ASINH_SOFTNESS = 0.25
+"""The asinh map's scale s as a share of p_high - p_low: linear for stain up to about s above
+p_low (background, dim nuclei), logarithmic beyond (`experiments/stain_range.md`)."""
 
 MAX_PIXELS_PER_IMAGE = 65536
 """Statistics pool a strided subsample of at most this many pixels of each image: plenty for
@@ -68,8 +84,10 @@ def channel_statistics(
 ) -> dict[str, dict[str, float]]:
     """Robust intensity statistics of each channel over one split, from a strided subsample.
 
-    For each channel with images: median, iqr, p_low and p_high (the PERCENTILES), mean, std.
-    These, written to dataset.json, are all that normalisation ever scales by.
+    For each channel with images: median, iqr, p_low and p_high (the PERCENTILES), p_top (the
+    TOP_PERCENTILE), mean, std. These, written to dataset.json, are all that normalisation ever
+    scales by. p_top comes from the same subsample: on the built-in data it differs from the
+    percentile of every pixel by 0.3 %, and the asinh map depends on its logarithm.
     """
     stats: dict[str, dict[str, float]] = {}
     for channel in channels:
@@ -81,10 +99,10 @@ def channel_statistics(
             for path in tqdm(paths, desc=f"statistics of {channel}", unit="fov", leave=False)
         ]).astype(np.float64)
         median, iqr = median_and_iqr(values)
-        low, high = np.percentile(values, PERCENTILES)
+        low, high, top = np.percentile(values, [*PERCENTILES, TOP_PERCENTILE])
         stats[channel] = {"median": median, "iqr": iqr, "p_low": float(low),
-                          "p_high": float(high), "mean": float(values.mean()),
-                          "std": float(values.std())}
+                          "p_high": float(high), "p_top": float(top),
+                          "mean": float(values.mean()), "std": float(values.std())}
     if not stats:
         raise DataError(f"{Path(root) / split} has no images to compute statistics from")
     return stats
@@ -92,8 +110,19 @@ def channel_statistics(
 
 def dataset_statistics(root: str | Path) -> dict[str, Any]:
     """The entries of ROOT/dataset.json that normalisation reads, measured on ROOT's train split:
-    {"normalisation": {channel: statistics}, "percentiles": what p_low and p_high are}."""
-    return {"normalisation": channel_statistics(root, "train"), "percentiles": list(PERCENTILES)}
+    {"normalisation": {channel: statistics}, "percentiles": what p_low and p_high are,
+    "top_percentile": what p_top is}. `python -m pix2pixhd data statistics ROOT` rewrites them."""
+    return {"normalisation": channel_statistics(root, "train"), "percentiles": list(PERCENTILES),
+            "top_percentile": TOP_PERCENTILE}
+
+
+def refresh_dataset_statistics(root: str | Path) -> Path:
+    """Measure ROOT's train split again and write `dataset_statistics` into ROOT/dataset.json,
+    keeping its other entries (source, seed, URLs): for a file written before a statistic
+    existed (p_top), or after the train images changed. Returns the file's path."""
+    info = read_dataset_json(root)
+    write_dataset_json(root, info | dataset_statistics(root))
+    return dataset_json_path(root)
 
 
 def _subsample(image: np.ndarray) -> np.ndarray:
@@ -121,6 +150,9 @@ class Normaliser(ABC):
 
     strategy: ClassVar[str]
     """The name a checkpoint records (`to_dict()["strategy"]`)."""
+    options: ClassVar[dict[str, Any]] = {}
+    """The strategy's own fields that a checkpoint records, each with the value that a record
+    without it means (checkpoints written before the field existed)."""
 
     def __post_init__(self) -> None:
         self.target_channels = list(self.target_channels)
@@ -155,9 +187,11 @@ class Normaliser(ABC):
 
     @classmethod
     def from_dataset(
-        cls, root: str | Path, input_channel: str, target_channels: Sequence[str]
+        cls, root: str | Path, input_channel: str, target_channels: Sequence[str],
+        **options: Any,
     ) -> Normaliser:
-        """This strategy with the statistics stored in ROOT/dataset.json (its train split's)."""
+        """This strategy with the statistics stored in ROOT/dataset.json (its train split's);
+        `options`: the strategy's own fields (DatasetNormaliser: stain_map)."""
         path = dataset_json_path(root)
         stats = read_dataset_json(root).get("normalisation", {})
         needed = cls.required(input_channel, list(target_channels))
@@ -170,7 +204,8 @@ class Normaliser(ABC):
                 "data.target_channels) or rebuild the dataset"
             )
         try:
-            return cls(input_channel, list(target_channels), {c: dict(stats[c]) for c in needed})
+            return cls(input_channel, list(target_channels), {c: dict(stats[c]) for c in needed},
+                       **options)
         except DataError as error:
             raise DataError(f"{path}: {error}") from None
 
@@ -181,19 +216,22 @@ class Normaliser(ABC):
             "input_channel": self.input_channel,
             "target_channels": list(self.target_channels),
             "stats": {c: {k: float(v) for k, v in s.items()} for c, s in self.stats.items()},
+            **{name: getattr(self, name) for name in self.options},
         }
 
     @staticmethod
     def from_dict(values: dict[str, Any]) -> Normaliser:
         """The strategy `to_dict()` recorded; checkpoints that record none (written before
-        there were two) were all trained with the dataset strategy."""
+        there were two) were all trained with the dataset strategy, and those that record no
+        stain map with the linear one."""
         strategies = {kind.strategy: kind for kind in (DatasetNormaliser, PerImageNormaliser)}
         name = values.get("strategy", DatasetNormaliser.strategy)
         if not isinstance(name, str) or name not in strategies:
             raise DataError(f"normalisation strategy {name!r:.40} is not one of "
                             f"{', '.join(strategies)}")
-        return strategies[name](values["input_channel"], list(values["target_channels"]),
-                                values["stats"])
+        kind = strategies[name]
+        return kind(values["input_channel"], list(values["target_channels"]), values["stats"],
+                    **{key: values.get(key, old) for key, old in kind.options.items()})
 
     def _target_values(self, y: Array, name: str) -> Any:
         """Statistic `name` of each target channel, shaped to broadcast over y's channels."""
@@ -205,11 +243,51 @@ class DatasetNormaliser(Normaliser):
     """The train split's statistics for every image, as this package's models are trained.
 
     Input (phase): (x - median) / iqr, so the typical pixel is near 0 and the spread near 1.
-    Targets (stains): p_low -> -1 and p_high -> +1, linearly, the range of the generator's
-    final tanh (nothing is clipped: brighter stain lands above 1).
+    Targets (stains): onto the range of the generator's final tanh by `stain_map`:
+
+        linear  p_low -> -1, p_high -> +1. The map clips nothing, but a tanh output cannot
+                exceed p_high, and the brightest 0.5 % of the stain (whole bright nuclei)
+                lies above it.
+        asinh   y = -1 + 2 asinh((x - p_low) / s) / a, with s = (p_high - p_low) / 4 and `a`
+                chosen so that p_top (the 99.999th percentile) lands at +0.8: linear near the
+                background, logarithmic above, so nuclei ten times brighter than a typical one
+                fit under the tanh's bound and a typical one keeps two thirds of the units it
+                has in the linear map (`experiments/stain_range.md`).
+
+    `tanh_ceiling()` is the brightest stain a generator ending in tanh can draw.
     """
 
+    stain_map: str = "linear"
+    """One of STAIN_MAPS; linear is what checkpoints that record none were trained with."""
+
     strategy: ClassVar[str] = "dataset"
+    options: ClassVar[dict[str, Any]] = {"stain_map": "linear"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stain_map not in STAIN_MAPS:
+            raise DataError(f"stain map {self.stain_map!r:.40} is not one of "
+                            f"{', '.join(STAIN_MAPS)}")
+        if self.stain_map == "asinh":
+            for channel in self.target_channels:
+                _check_top(self.stats[channel], channel)
+
+    @classmethod
+    def from_dataset(
+        cls, root: str | Path, input_channel: str, target_channels: Sequence[str],
+        stain_map: str = "linear",
+    ) -> DatasetNormaliser:
+        """The statistics of ROOT/dataset.json with `stain_map`; a dataset.json written before
+        p_top existed is named, with the command that adds it."""
+        if stain_map == "asinh":
+            stats = read_dataset_json(root).get("normalisation", {})
+            lacking = [c for c in target_channels if c in stats and "p_top" not in stats[c]]
+            if lacking:
+                raise DataError(
+                    f"{dataset_json_path(root)} has no p_top for {', '.join(map(repr, lacking))}"
+                    f", which data.stain_map=asinh needs (the file predates it): add it with "
+                    f"`python -m pix2pixhd data statistics {root}`, or set data.stain_map=linear")
+        return super().from_dataset(root, input_channel, target_channels, stain_map=stain_map)
 
     @staticmethod
     def required(input_channel: str, target_channels: list[str]) -> dict[str, tuple[str, ...]]:
@@ -223,12 +301,31 @@ class DatasetNormaliser(Normaliser):
     def normalise_target(self, y: Array) -> Array:
         y = _as_float(y)
         low, high = self._target_values(y, "p_low"), self._target_values(y, "p_high")
-        return 2 * (y - low) / (high - low) - 1
+        if self.stain_map == "linear":
+            return 2 * (y - low) / (high - low) - 1
+        softness, scale = self._asinh_constants(y)
+        return 2 * _asinh((y - low) / softness) / scale - 1
 
     def denormalise_target(self, y: Array) -> Array:
         y = _as_float(y)
         low, high = self._target_values(y, "p_low"), self._target_values(y, "p_high")
-        return (y + 1) / 2 * (high - low) + low
+        if self.stain_map == "linear":
+            return (y + 1) / 2 * (high - low) + low
+        softness, scale = self._asinh_constants(y)
+        return softness * _sinh((y + 1) / 2 * scale) + low
+
+    def tanh_ceiling(self) -> dict[str, float]:
+        """{channel: the brightest stain (a.u.) a generator ending in tanh can output}, the
+        stain that +1 maps back to; nothing brighter can be predicted."""
+        ones = np.ones((len(self.target_channels), 1, 1))
+        return dict(zip(self.target_channels, self.denormalise_target(ones).ravel().tolist(),
+                        strict=True))
+
+    def _asinh_constants(self, y: Any) -> tuple[Any, Any]:
+        """The asinh map's s and a of each target channel, shaped to broadcast over y."""
+        constants = [asinh_constants(self.stats[c]) for c in self.target_channels]
+        return (_per_channel([softness for softness, _ in constants], y),
+                _per_channel([scale for _, scale in constants], y))
 
     def for_image(self, image: np.ndarray) -> DatasetNormaliser:
         """A copy whose input statistics are `image`'s own (the targets' are unchanged).
@@ -239,7 +336,16 @@ class DatasetNormaliser(Normaliser):
         median, iqr = _own_median_and_iqr(image)
         stats = {channel: dict(values) for channel, values in self.stats.items()}
         stats[self.input_channel] |= {"median": median, "iqr": iqr}
-        return DatasetNormaliser(self.input_channel, self.target_channels, stats)
+        return replace(self, stats=stats)
+
+
+def asinh_constants(stats: dict[str, float]) -> tuple[float, float]:
+    """The asinh map's scale s (a.u.) and compression a for one stain's statistics (p_low,
+    p_high, p_top): s = ASINH_SOFTNESS (p_high - p_low), and a such that p_top lands at
+    TOP_LEVEL, from -1 + 2 asinh((p_top - p_low) / s) / a = TOP_LEVEL."""
+    softness = ASINH_SOFTNESS * (stats["p_high"] - stats["p_low"])
+    scale = 2 * float(np.arcsinh((stats["p_top"] - stats["p_low"]) / softness)) / (1 + TOP_LEVEL)
+    return softness, scale
 
 
 @dataclass
@@ -311,6 +417,24 @@ def _check_channel_statistics(
     if "p_low" in keys and not values["p_high"] > values["p_low"]:
         raise DataError(f"channel {channel!r} has p_high {values['p_high']} <= p_low "
                         f"{values['p_low']}: its train images are (nearly) constant")
+
+
+def _check_top(values: dict[str, Any], channel: str) -> None:
+    """p_top, which the asinh map needs, is a finite number at or above p_high."""
+    if "p_top" not in values:
+        raise DataError(f"no p_top for channel {channel!r}: the asinh stain map needs the train "
+                        f"split's {TOP_PERCENTILE}th percentile (dataset.json, 'normalisation')")
+    if not is_finite_number(values["p_top"]) or not values["p_top"] >= values["p_high"]:
+        raise DataError(f"normalisation.{channel}.p_top is {values['p_top']!r:.40}, not a finite "
+                        f"number at or above p_high {values['p_high']}")
+
+
+def _asinh(x: Any) -> Any:
+    return np.arcsinh(x) if _is_numpy(x) else x.asinh()
+
+
+def _sinh(x: Any) -> Any:
+    return np.sinh(x) if _is_numpy(x) else x.sinh()
 
 
 def _is_numpy(x: Any) -> bool:

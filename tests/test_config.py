@@ -37,6 +37,15 @@ def test_course_preset_is_the_course_gpu_configuration():
     assert (model.ndf, model.num_D, model.use_dropout) == (32, 3, True)
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_presets_map_stains_by_asinh_and_a_config_without_the_option_is_linear(name):
+    """Checkpoints written before data.stain_map existed were trained with the linear map."""
+    assert load_config(name).data.stain_map == "asinh"
+    values = to_dict(load_config(name))
+    del values["data"]["stain_map"]
+    assert from_dict(values).data.stain_map == "linear"
+
+
 def test_overrides_parse_values_by_the_field_type():
     config = apply_overrides(
         load_config("quick"),
@@ -65,6 +74,7 @@ def test_overrides_leave_the_original_untouched():
         ("model.ngf", "section.key=value"),
         ("model.use_dropout=3", "model.use_dropout expects bool"),
         ("model.kind=diffusion", "not one of gan, regression"),
+        ("data.stain_map=log", "not one of linear, asinh"),
         ("train.save_every=0", "train.save_every=0 must be at least 1"),
         ("train.niter=-3", "train.niter=-3 must be at least 0"),
         ("data.batch_size=0", "data.batch_size=0 must be at least 1"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -14,10 +15,12 @@ from pix2pixhd import layout
 from pix2pixhd.layout import DataError
 from pix2pixhd.normalisation import (
     PERCENTILES,
+    TOP_PERCENTILE,
     DatasetNormaliser,
     Normaliser,
     PerImageNormaliser,
     channel_statistics,
+    refresh_dataset_statistics,
 )
 
 from .tiny_data import MALFORMED
@@ -28,8 +31,9 @@ CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 def hand_stats() -> dict[str, dict[str, float]]:
     return {
         "phase": {"median": 10.0, "iqr": 4.0, "p_low": 0.0, "p_high": 20.0},
-        "nuclei": {"median": 150.0, "iqr": 50.0, "p_low": 100.0, "p_high": 300.0},
-        "membrane": {"median": 0.0, "iqr": 1.0, "p_low": -2.0, "p_high": 6.0},
+        "nuclei": {"median": 150.0, "iqr": 50.0, "p_low": 100.0, "p_high": 300.0,
+                   "p_top": 1100.0},
+        "membrane": {"median": 0.0, "iqr": 1.0, "p_low": -2.0, "p_high": 6.0, "p_top": 30.0},
     }
 
 
@@ -46,11 +50,12 @@ def test_channel_statistics_are_the_percentiles_of_every_train_pixel(tiny_datase
         values = np.concatenate([layout.read_image(p).ravel() for p in
                                  sorted((tiny_dataset / "train" / channel).glob("*.tif"))])
         # 64x64 images are not subsampled, so these are every pixel's percentiles
-        q25, q50, q75, low, high = np.percentile(values.astype(np.float64),
-                                                 [25, 50, 75, *PERCENTILES])
+        q25, q50, q75, low, high, top = np.percentile(values.astype(np.float64),
+                                                      [25, 50, 75, *PERCENTILES, TOP_PERCENTILE])
         got = stats[channel]
-        np.testing.assert_allclose([got["median"], got["iqr"], got["p_low"], got["p_high"]],
-                                   [q50, q75 - q25, low, high], rtol=1e-6)
+        np.testing.assert_allclose(
+            [got["median"], got["iqr"], got["p_low"], got["p_high"], got["p_top"]],
+            [q50, q75 - q25, low, high, top], rtol=1e-6)
         assert got["mean"] == pytest.approx(values.mean(), rel=1e-5)
 
 
@@ -66,6 +71,7 @@ def test_the_dataset_json_a_writer_makes_holds_the_statistics(tiny_dataset):
     info = layout.read_dataset_json(tiny_dataset)
     assert info["normalisation"] == channel_statistics(tiny_dataset, "train")
     assert info["percentiles"] == list(PERCENTILES)
+    assert info["top_percentile"] == TOP_PERCENTILE
 
 
 # --- the dataset strategy ---
@@ -170,6 +176,156 @@ def test_normalising_by_the_image_undoes_its_units():
         np.array([[[100.0]], [[6.0]]])), [[[-1.0]], [[1.0]]])
 
 
+# --- the asinh stain map ---
+
+
+def asinh_normaliser(**stats) -> DatasetNormaliser:
+    return DatasetNormaliser("phase", ["nuclei", "membrane"], hand_stats() | stats,
+                             stain_map="asinh")
+
+
+def test_asinh_map_matches_values_computed_by_hand():
+    """nuclei: p_low 100, p_high 300, p_top 1100, so s = 200 / 4 = 50 and p_top - p_low = 20 s;
+    asinh(u) = ln(u + sqrt(u^2 + 1)), and a = 2 asinh(20) / 1.8 puts p_top at +0.8."""
+    normaliser = asinh_normaliser()
+    stains = np.array([[[400.0, 1100.0, 100.0]], [[10.0, 30.0, -2.0]]])  # (C=2, 1, 3)
+    y = normaliser.normalise_target(stains)
+    # 400 is 6 s above p_low: y = -1 + 2 asinh(6) / a = -1 + 1.8 ln(6 + sqrt 37) / ln(20 + sqrt 401)
+    expected = -1 + 1.8 * math.log(6 + math.sqrt(37)) / math.log(20 + math.sqrt(401))
+    assert expected == pytest.approx(0.215666, abs=1e-6)
+    np.testing.assert_allclose(y[0, 0], [expected, 0.8, -1.0], rtol=1e-12, atol=1e-12)
+    # membrane: s = 2, 10 is 6 s above p_low = -2 and 30 is 16 s above it
+    membrane = -1 + 1.8 * math.log(6 + math.sqrt(37)) / math.log(16 + math.sqrt(257))
+    np.testing.assert_allclose(y[1, 0], [membrane, 0.8, -1.0], rtol=1e-12, atol=1e-12)
+    # the ceiling, +1: asinh(u) = a, so u = sinh(a) = ((20 + sqrt 401)^(10/9) - its inverse) / 2
+    root = 20 + math.sqrt(401)
+    assert normaliser.tanh_ceiling()["nuclei"] == pytest.approx(
+        100 + 50 * (root ** (10 / 9) - root ** (-10 / 9)) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_asinh_map_round_trips_below_within_and_above_the_train_range(dtype):
+    rng = np.random.default_rng(0)
+    normaliser = asinh_normaliser()
+    stains = np.stack([rng.uniform(-500, 20000, (3, 16, 16)),
+                       rng.uniform(-10, 200, (3, 16, 16))], axis=1).astype(dtype)  # (B, 2, H, W)
+    back = normaliser.denormalise_target(normaliser.normalise_target(stains))
+    assert back.dtype == dtype
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(back, stains, rtol=rtol, atol=rtol * 200)
+    tensor = torch.from_numpy(stains)
+    np.testing.assert_allclose(normaliser.denormalise_target(normaliser.normalise_target(tensor))
+                               .numpy(), stains, rtol=rtol, atol=rtol * 200)
+
+
+def test_asinh_map_is_strictly_increasing():
+    normaliser = DatasetNormaliser("phase", ["nuclei"], hand_stats(), stain_map="asinh")
+    stains = np.linspace(-1000.0, 100000.0, 200001)[None]  # (1, N): one channel
+    assert np.all(np.diff(normaliser.normalise_target(stains)[0]) > 0)
+    outputs = np.linspace(-3.0, 3.0, 20001)[None]
+    assert np.all(np.diff(normaliser.denormalise_target(outputs)[0]) > 0)
+
+
+def test_asinh_gives_ordinary_stain_more_units_than_a_linear_map_reaching_as_far():
+    """The point of the compression: a linear map whose ceiling were as high would leave the
+    span p_low..p_high (background to ordinary nuclei) a few hundredths of the output."""
+    normaliser = DatasetNormaliser("phase", ["nuclei"], hand_stats(), stain_map="asinh")
+    ceiling = normaliser.tanh_ceiling()["nuclei"]
+    span = np.diff(normaliser.normalise_target(np.array([[100.0, 300.0]]))[0])[0]
+    linear_span = 2 * (300 - 100) / (ceiling - 100)
+    assert span > 3 * linear_span
+
+
+def test_the_stain_map_is_recorded_and_a_record_without_one_is_linear(tmp_path):
+    normaliser = asinh_normaliser()
+    torch.save({"normaliser": normaliser.to_dict()}, tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)["normaliser"]
+    assert loaded["stain_map"] == "asinh" and loaded["stats"]["nuclei"]["p_top"] == 1100.0
+    assert Normaliser.from_dict(loaded) == normaliser
+    old = {key: value for key, value in loaded.items() if key != "stain_map"}
+    assert Normaliser.from_dict(old).stain_map == "linear"
+    with pytest.raises(DataError, match="stain map 'log' is not one of linear, asinh"):
+        Normaliser.from_dict(loaded | {"stain_map": "log"})
+
+
+def test_for_image_keeps_the_stain_map():
+    normaliser = asinh_normaliser()
+    phase = np.random.default_rng(0).normal(3.0, 2.0, (16, 16))
+    assert normaliser.for_image(phase).stain_map == "asinh"
+    stains = np.array([[[400.0]], [[10.0]]])
+    np.testing.assert_allclose(normaliser.for_image(phase).normalise_target(stains),
+                               normaliser.normalise_target(stains))
+
+
+@pytest.mark.parametrize("p_top, words", [
+    (None, "no p_top for channel 'nuclei'"),
+    (float("nan"), "normalisation.nuclei.p_top is nan"),
+    (200.0, "normalisation.nuclei.p_top is 200.0, not a finite number at or above p_high 300"),
+])
+def test_asinh_without_a_usable_p_top_is_refused(p_top, words):
+    stats = hand_stats()
+    if p_top is None:
+        del stats["nuclei"]["p_top"]
+    else:
+        stats["nuclei"]["p_top"] = p_top
+    values = {"input_channel": "phase", "target_channels": ["nuclei"], "stats": stats}
+    Normaliser.from_dict(values)  # the linear map does not need it
+    with pytest.raises(DataError, match=re.escape(words)):
+        Normaliser.from_dict(values | {"stain_map": "asinh"})
+
+
+def test_a_dataset_json_without_p_top_names_the_file_and_the_command_that_adds_it(
+        dataset_root, capsys):
+    from pix2pixhd.cli import main
+
+    path = dataset_root / "dataset.json"
+    info = json.loads(path.read_text())
+    for stats in info["normalisation"].values():
+        del stats["p_top"]
+    del info["top_percentile"]
+    path.write_text(json.dumps(info))
+    DatasetNormaliser.from_dataset(dataset_root, "phase", ["nuclei"])  # linear: still fine
+    with pytest.raises(DataError) as error:
+        DatasetNormaliser.from_dataset(dataset_root, "phase", ["nuclei"], stain_map="asinh")
+    assert str(error.value) == (
+        f"{path} has no p_top for 'nuclei', which data.stain_map=asinh needs (the file predates "
+        f"it): add it with `python -m pix2pixhd data statistics {dataset_root}`, or set "
+        "data.stain_map=linear")
+    assert main(["data", "statistics", str(dataset_root)]) == 0
+    assert str(path) in capsys.readouterr().out
+    again = json.loads(path.read_text())
+    assert again["normalisation"] == channel_statistics(dataset_root, "train")
+    assert again["source"] == info["source"] and again["top_percentile"] == TOP_PERCENTILE
+    DatasetNormaliser.from_dataset(dataset_root, "phase", ["nuclei"], stain_map="asinh")
+
+
+def test_refreshing_the_statistics_keeps_the_other_entries(tiny_dataset, tmp_path):
+    import shutil
+
+    root = shutil.copytree(tiny_dataset, tmp_path / "data")
+    before = layout.read_dataset_json(root)
+    refresh_dataset_statistics(root)
+    assert layout.read_dataset_json(root) == before  # same images, same numbers
+
+
+def test_asinh_leaves_no_more_than_a_ten_thousandth_of_real_test_pixels_out_of_reach(tmp_path):
+    """On a small synthetic dataset (seed 0): the share of the real test stain above the
+    brightest value a tanh output can take is at most 0.01 % with asinh; the linear map's
+    is 50 times that, so the check can tell them apart."""
+    from pix2pixhd.synthetic import make_dataset
+
+    root = make_dataset(tmp_path / "data", n_train=24, n_val=1, n_test=8, size=256, seed=0)
+    test = np.concatenate([layout.read_image(path).ravel()
+                           for path in sorted((root / "test" / "nuclei").glob("*.tif"))])
+    share = {}
+    for stain_map in ("asinh", "linear"):
+        normaliser = DatasetNormaliser.from_dataset(root, "phase", ["nuclei"],
+                                                    stain_map=stain_map)
+        share[stain_map] = float(np.mean(test > normaliser.tanh_ceiling()["nuclei"]))
+    assert share["asinh"] <= 1e-4
+    assert share["linear"] > 50 * 1e-4
+
+
 # --- the per-image strategy (VisCy's) ---
 
 
@@ -251,7 +407,7 @@ def test_shipped_checkpoints_predict_as_their_recorded_statistics_say(name):
     state = load_checkpoint(path)
     assert "strategy" not in state["normaliser"]  # written before strategies were recorded
     generator, _, normaliser = load_predictor(path)
-    assert type(normaliser) is DatasetNormaliser
+    assert type(normaliser) is DatasetNormaliser and normaliser.stain_map == "linear"
 
     phase_stats = state["normaliser"]["stats"]["phase"]
     stain_stats = state["normaliser"]["stats"]["nuclei"]
