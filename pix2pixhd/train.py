@@ -493,7 +493,7 @@ class Trainer:
                 scores[logs.VAL_PSNR].append(psnr(fake_image, real_image))
                 scores[logs.VAL_SSIM].append(ssim(fake_image, real_image))
             if len(panels) < n_images_logged:
-                panels.append(_display_panel(phase[0], target[0], fake[0]))
+                panels.append(_display_panel(phase[0], real_units[0], fake_units[0]))
         self.generator.train()
         if panels and self.writer is not None:
             from torchvision.utils import make_grid
@@ -581,12 +581,20 @@ def _read(numbers: dict[str, Tensor]) -> dict[str, float]:
                     strict=True))
 
 
-def _display_panel(phase: torch.Tensor, target: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """(3, 1, H, W) in [0, 1]: phase scaled by its own range, stains from [-1, 1]."""
-    phase = phase[:1].float()
+PANEL_PERCENTILES = (1.0, 99.9)
+"""The validation panels show both stains linearly, in the stain's units, between these
+percentiles of the real one: whatever the stain map, a prediction too dim or too bright shows."""
+
+
+def _display_panel(phase: torch.Tensor, target: np.ndarray, fake: np.ndarray) -> torch.Tensor:
+    """(3, 1, H, W) in [0, 1]: phase scaled by its own range; the real (target) and predicted
+    (fake) stains (C, H, W), stain units, first channel, on the real one's PANEL_PERCENTILES."""
+    phase = phase[:1].float().cpu()
     phase = (phase - phase.min()) / (phase.max() - phase.min()).clamp_min(1e-8)
-    to_unit = lambda stain: ((stain[:1].float() + 1) / 2).clamp(0, 1)  # noqa: E731
-    return torch.stack([phase, to_unit(target), to_unit(fake)]).cpu()
+    low, high = np.percentile(target[:1], PANEL_PERCENTILES)
+    to_unit = lambda stain: torch.from_numpy(  # noqa: E731
+        np.clip((stain[:1] - low) / max(high - low, 1e-8), 0, 1).astype(np.float32))
+    return torch.stack([phase, to_unit(target), to_unit(fake)])
 
 
 def run_training(config: Config, *, resume: bool = False, overwrite: bool = False) -> dict:

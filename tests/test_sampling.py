@@ -167,3 +167,24 @@ def test_tiles_keep_the_spread_of_the_samples_in_their_overlaps():
                            batch_size=100, tile_size=32, overlap=12)
     std_per_column = stains[:, 0].std(axis=0, ddof=1).mean(axis=0)
     assert std_per_column.min() > 0.9, std_per_column.round(2)
+
+
+def test_every_sample_is_mapped_to_stain_units_before_any_spread_is_taken(generator):
+    """Under the asinh map a spread in normalised units means more stain where the mean is
+    bright, so `sample_stains` maps each sample back (by hand here); the std maps of
+    `sample_folder` are taken over these."""
+    import numpy as np
+
+    from pix2pixhd.normalisation import DatasetNormaliser
+    from pix2pixhd.sampling import sample_stains
+
+    stats = {"phase": {"median": 5.0, "iqr": 2.0},
+             "nuclei": {"p_low": 100.0, "p_high": 300.0, "p_top": 1100.0}}
+    normaliser = DatasetNormaliser("phase", ["nuclei"], stats, stain_map="asinh")
+    raw_phase = np.random.default_rng(1).normal(5.0, 2.0, (32, 32)).astype(np.float32)
+    stains = sample_stains(generator, normaliser, raw_phase, 6, seed=3, batch_size=4)
+    normalised = mc_dropout_samples(generator, torch.from_numpy(
+        (raw_phase - 5.0) / 2.0)[None, None], 6, seed=3, batch_size=4, progress=False).numpy()
+    # each sample by hand: s = 50 and a = 2 asinh(20) / 1.8
+    by_hand = 100 + 50 * np.sinh((normalised + 1) / 2 * (2 * np.arcsinh(20) / 1.8))
+    np.testing.assert_allclose(stains, by_hand, rtol=1e-5)

@@ -19,6 +19,7 @@ from pix2pixhd.train import (
     Distributed,
     NonFiniteLossError,
     Trainer,
+    _display_panel,
     learning_rate,
 )
 
@@ -200,7 +201,9 @@ def test_fit_writes_checkpoints_and_the_documented_tensorboard_tags(tiny_config)
     assert np.isfinite(metrics["val/psnr"]) and -1 <= metrics["val/ssim"] <= 1
     generator, config, normaliser = load_predictor(f"{run}/latest.pt")
     assert not generator.training and config.model.ngf == 4
-    assert load_checkpoint(f"{run}/latest.pt")["normaliser"]["strategy"] == "dataset"
+    recorded = load_checkpoint(f"{run}/latest.pt")["normaliser"]
+    assert recorded["strategy"] == "dataset" and recorded["stain_map"] == "asinh"
+    assert "p_top" in recorded["stats"]["nuclei"] and normaliser.stain_map == "asinh"
 
 
 def test_every_epoch_logs_the_mean_of_its_steps_even_without_step_logs(tiny_config):
@@ -223,9 +226,26 @@ def test_every_epoch_logs_the_mean_of_its_steps_even_without_step_logs(tiny_conf
 
 def test_a_checkpoint_from_other_options_names_them(tiny_config):
     Trainer(tiny_config).fit(epochs=1)
-    changed = apply_overrides(tiny_config, ["model.ngf=8", "model.num_D=3"])
-    with pytest.raises(CheckpointError, match=r"(?s)ngf: 4 in the checkpoint, 8 now.*num_D"):
+    changed = apply_overrides(tiny_config, ["model.ngf=8", "model.num_D=3",
+                                            "data.stain_map=linear"])
+    with pytest.raises(CheckpointError, match=r"(?s)ngf: 4 in the checkpoint, 8 now.*num_D.*"
+                                              r"data.stain_map: 'asinh' in the checkpoint, "
+                                              r"'linear' now"):
         Trainer(changed, resume=True)
+
+
+def test_validation_panels_show_real_and_fake_stain_linearly_on_one_scale():
+    """The panels get stains in their own units (after the stain map) and draw both on the
+    real stain's 1st-99.9th percentile: a ramp stays a ramp, a fake twice as bright shows."""
+    phase = torch.linspace(-2, 2, 1000).reshape(1, 20, 50)
+    real = np.linspace(100.0, 10100.0, 1000).reshape(1, 20, 50)  # a.u., (C, H, W)
+    low, high = np.percentile(real, [1, 99.9])
+    panel = _display_panel(phase, real, 2 * real)
+    assert panel.shape == (3, 1, 20, 50) and panel.min() >= 0 and panel.max() <= 1
+    np.testing.assert_allclose(panel[1, 0].numpy(), np.clip((real[0] - low) / (high - low), 0, 1),
+                               atol=1e-6)
+    np.testing.assert_allclose(panel[2, 0].numpy(),
+                               np.clip((2 * real[0] - low) / (high - low), 0, 1), atol=1e-6)
 
 
 def test_starting_over_an_existing_run_needs_overwrite(tiny_config):
