@@ -955,6 +955,52 @@ def plot_intensity_histograms(
     return _save(figure, path)
 
 
+def plot_stain_maps(
+    normalisers: Mapping[str, normalisation.DatasetNormaliser],
+    pixels: np.ndarray | None = None,
+    *,
+    channel: str = "nuclei",
+    path: str | Path | None = None,
+) -> Figure:
+    """Each normaliser's stain map: the generator's output units against the stain (a.u.),
+    with tanh's range [-1, 1] shaded and each map's ceiling (`tanh_ceiling`, the brightest
+    stain a tanh output can take) dotted; `pixels` (stain values, any shape), if given, as a
+    grey histogram behind, so the stain beyond each ceiling shows.
+
+    normalisers: {label: DatasetNormaliser}, e.g. {"linear": .., "asinh": ..}, each with
+    `channel` among its targets.
+    """
+    if not normalisers:
+        raise ValueError("no stain maps to plot; pass {label: DatasetNormaliser}")
+    ceilings = {label: n.tanh_ceiling()[channel] for label, n in normalisers.items()}
+    brightest = max(ceilings.values()) if pixels is None else max(*ceilings.values(),
+                                                                  float(np.max(pixels)))
+    lowest = min(n.stats[channel]["p_low"] for n in normalisers.values())
+    stain = np.linspace(min(0.0, lowest), 1.1 * brightest, 1000)
+    figure, ax = plt.subplots(figsize=(7.5, 3.6), layout="constrained")
+    if pixels is not None:
+        counts = ax.twinx()
+        counts.hist(np.ravel(pixels), bins=200, range=(stain[0], stain[-1]), log=True,
+                    color="0.85")
+        counts.set_ylabel("pixels (log scale)")
+        ax.set_zorder(counts.get_zorder() + 1)  # the maps in front of the histogram
+        ax.patch.set_visible(False)
+    ax.axhspan(-1, 1, color="0.6", alpha=0.15, lw=0, label="tanh's range")
+    for index, (label, normaliser) in enumerate(normalisers.items()):
+        grid = np.tile(stain, (len(normaliser.target_channels), 1, 1))  # (C, 1, N)
+        mapped = normaliser.normalise_target(grid)[normaliser.target_channels.index(channel), 0]
+        colour = f"C{index}"
+        ax.plot(stain, mapped, color=colour, label=label)
+        ax.axvline(ceilings[label], ls=":", color=colour,
+                   label=f"{label}: ceiling {ceilings[label]:,.0f} a.u.")
+    ax.set(xlim=(stain[0], stain[-1]), ylim=(-1.3, 1.6), xlabel=f"{channel} {STAIN_UNIT}",
+           ylabel="generator output units")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{channel}: how the stain maps onto the generator's output; nothing above a "
+                 "map's ceiling can be predicted", fontsize=9)
+    return _save(figure, path)
+
+
 def plot_training_crops(
     inputs: np.ndarray,
     targets: np.ndarray,

@@ -474,6 +474,27 @@ def test_intensity_histograms_mark_the_normalisation_statistics_of_each_channel(
         assert ax.get_yscale() == "log" and ax.get_xlabel()
 
 
+def test_stain_maps_draw_each_map_and_its_ceiling(rng, tmp_path):
+    from pix2pixhd.normalisation import DatasetNormaliser
+
+    stats = {"phase": {"median": 0.0, "iqr": 1.0},
+             "nuclei": {"p_low": 100.0, "p_high": 300.0, "p_top": 1100.0},
+             "membrane": {"p_low": 0.0, "p_high": 10.0, "p_top": 50.0}}
+    maps = {name: DatasetNormaliser("phase", ["membrane", "nuclei"], stats, stain_map=name)
+            for name in ("linear", "asinh")}
+    figure = viz.plot_stain_maps(maps, rng.gamma(2, 100, 1000), path=tmp_path / "m.png")
+    assert (tmp_path / "m.png").is_file()
+    ax = next(ax for ax in figure.axes if ax.get_ylabel() == "generator output units")
+    linear, linear_ceiling, asinh, asinh_ceiling = ax.get_lines()
+    # linear: p_low -> -1 and p_high -> +1, where its ceiling is; the nuclei channel, not membrane
+    np.testing.assert_allclose(np.interp([100, 300], linear.get_xdata(), linear.get_ydata()),
+                               [-1, 1], atol=1e-3)
+    assert linear_ceiling.get_xdata()[0] == pytest.approx(300)
+    assert np.interp(1100, asinh.get_xdata(), asinh.get_ydata()) == pytest.approx(0.8, abs=1e-3)
+    assert asinh_ceiling.get_xdata()[0] == pytest.approx(maps["asinh"].tanh_ceiling()["nuclei"])
+    assert "linear: ceiling 300 a.u." in [text.get_text() for text in ax.get_legend().get_texts()]
+
+
 def test_intensity_histograms_name_a_channel_without_statistics(rng):
     with pytest.raises(ValueError, match="nuclei"):
         viz.plot_intensity_histograms({"nuclei": rng.random(10)}, {"phase": {}})
