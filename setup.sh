@@ -95,6 +95,10 @@ make_synthetic() {
 if [ "$DATA_MODE" = none ]; then
     say "environment ready (no data requested)"
 elif [ -f data/dataset.json ]; then
+    if ! grep -q '"p_top"' data/dataset.json; then  # written before the asinh stain map
+        say "data/dataset.json has no p_top, which the presets' stain map needs: measuring it"
+        $PY -m pix2pixhd data statistics data || fail "could not measure data/'s statistics"
+    fi
     say "data/ is ready ($($PY -c 'import json; print(json.load(open("data/dataset.json"))["source"])'))"
 else
     case "$DATA_MODE" in

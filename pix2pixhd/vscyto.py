@@ -9,10 +9,10 @@ convolutional masked-autoencoder U-Net (ConvNeXt V2 encoder, pixel-shuffle decod
     generator, config, normaliser = load_viscy_predictor("VSCyto2D.ckpt", dataset_root="data")
 
 Units. A model trained here (`model.kind=viscy`) sees the same normalised images as the GAN
-and the regression baseline (phase: train-split median 0, IQR 1; stains: p_low -> -1, p_high
--> +1) so the three compare in the same units, but its output stays linear, as VisCy's head
-is: no tanh, so stain brighter than p_high (mitotic nuclei) remains reachable and the loss has
-no saturated gradients. A published VisCy checkpoint follows VisCy's own recipe instead: phase
+and the regression baseline (phase: train-split median 0, IQR 1; stains: the stain map of
+`data.stain_map`) so the three compare in the same units, but its output stays linear, as
+VisCy's head is: no tanh, so no stain is out of reach and the loss has no saturated
+gradients. A published VisCy checkpoint follows VisCy's own recipe instead: phase
 normalised per field of view (its median and IQR), stains predicted in median/IQR units; its
 outputs are mapped to stain units with the train split's stain median and IQR where a dataset
 gives them, and are otherwise left in VisCy's units.
