@@ -139,9 +139,10 @@ class Normaliser(ABC):
     """Scales a model's phase input and stain targets; one subclass per strategy.
 
     `stats` are the train split's statistics per channel, as dataset.json holds them (median,
-    iqr, p_low, p_high); each strategy says in `required` which of them it scales by. Stored in
-    checkpoints with `to_dict()`, so prediction needs no dataset; `Normaliser.from_dict` gives
-    back the strategy that was recorded.
+    iqr, p_low, p_high, p_top); each strategy says in `required` which of them it scales by
+    (the asinh stain map also needs p_top). Stored in checkpoints with `to_dict()`, so
+    prediction needs no dataset; `Normaliser.from_dict` gives back the strategy that was
+    recorded.
     """
 
     input_channel: str
@@ -251,8 +252,8 @@ class DatasetNormaliser(Normaliser):
         asinh   y = -1 + 2 asinh((x - p_low) / s) / a, with s = (p_high - p_low) / 4 and `a`
                 chosen so that p_top (the 99.999th percentile) lands at +0.8: linear near the
                 background, logarithmic above, so nuclei ten times brighter than a typical one
-                fit under the tanh's bound and a typical one keeps two thirds of the units it
-                has in the linear map (`experiments/stain_range.md`).
+                fit under the tanh's bound; on the built-in data a typical nucleus keeps two
+                thirds of the units the linear map gives it (`experiments/stain_range.md`).
 
     `tanh_ceiling()` is the brightest stain a generator ending in tanh can draw.
     """
@@ -300,19 +301,19 @@ class DatasetNormaliser(Normaliser):
 
     def normalise_target(self, y: Array) -> Array:
         y = _as_float(y)
-        low, high = self._target_values(y, "p_low"), self._target_values(y, "p_high")
-        if self.stain_map == "linear":
-            return 2 * (y - low) / (high - low) - 1
-        softness, scale = self._asinh_constants(y)
-        return 2 * _asinh((y - low) / softness) / scale - 1
+        low = self._target_values(y, "p_low")
+        if self.stain_map == "asinh":
+            softness, scale = self._asinh_constants(y)
+            return 2 * _asinh((y - low) / softness) / scale - 1
+        return 2 * (y - low) / (self._target_values(y, "p_high") - low) - 1
 
     def denormalise_target(self, y: Array) -> Array:
         y = _as_float(y)
-        low, high = self._target_values(y, "p_low"), self._target_values(y, "p_high")
-        if self.stain_map == "linear":
-            return (y + 1) / 2 * (high - low) + low
-        softness, scale = self._asinh_constants(y)
-        return softness * _sinh((y + 1) / 2 * scale) + low
+        low = self._target_values(y, "p_low")
+        if self.stain_map == "asinh":
+            softness, scale = self._asinh_constants(y)
+            return softness * _sinh((y + 1) / 2 * scale) + low
+        return (y + 1) / 2 * (self._target_values(y, "p_high") - low) + low
 
     def tanh_ceiling(self) -> dict[str, float]:
         """{channel: the brightest stain (a.u.) a generator ending in tanh can output}, the
