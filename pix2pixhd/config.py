@@ -223,7 +223,7 @@ def _recipe(config: Config) -> Config:
     alone swung between epochs, down to F1 0.24 on validation) without pulling their texture
     towards the blurry median, as pixel-wise L1 does. Stains are mapped by asinh, under which no
     real test pixel of the built-in data lies above what the tanh can draw (0.56 % did under the
-    linear map: whole bright nuclei; `experiments/stain_range.md`)."""
+    linear map: whole bright nuclei; `docs/stain-range.md`)."""
     config.data.stain_map = "asinh"
     config.model.upsample = "resize"
     config.loss.lambda_feat = 1.0

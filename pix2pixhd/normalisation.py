@@ -41,6 +41,7 @@ from pix2pixhd.layout import (
     read_image,
     write_dataset_json,
 )
+from pix2pixhd.locking import folder_lock
 
 Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not imported)
 
@@ -59,7 +60,7 @@ needs 2.6), and test stain somewhat brighter than any in train still fits undern
 
 ASINH_SOFTNESS = 0.25
 """The asinh map's scale s as a share of p_high - p_low: linear for stain up to about s above
-p_low (background, dim nuclei), logarithmic beyond (`experiments/stain_range.md`)."""
+p_low (background, dim nuclei), logarithmic beyond (`docs/stain-range.md`)."""
 
 MAX_PIXELS_PER_IMAGE = 65536
 """Statistics pool a strided subsample of at most this many pixels of each image: plenty for
@@ -119,9 +120,11 @@ def dataset_statistics(root: str | Path) -> dict[str, Any]:
 def refresh_dataset_statistics(root: str | Path) -> Path:
     """Measure ROOT's train split again and write `dataset_statistics` into ROOT/dataset.json,
     keeping its other entries (source, seed, URLs): for a file written before a statistic
-    existed (p_top), or after the train images changed. Returns the file's path."""
-    info = read_dataset_json(root)
-    write_dataset_json(root, info | dataset_statistics(root))
+    existed (p_top), or after the train images changed. Returns the file's path. Holds the
+    folder's lock, so it never measures a dataset that `data synthetic` is rewriting."""
+    with folder_lock(root, f"pix2pixhd data statistics {root}"):
+        info = read_dataset_json(root)
+        write_dataset_json(root, info | dataset_statistics(root))
     return dataset_json_path(root)
 
 
@@ -253,7 +256,7 @@ class DatasetNormaliser(Normaliser):
                 chosen so that p_top (the 99.999th percentile) lands at +0.8: linear near the
                 background, logarithmic above, so nuclei ten times brighter than a typical one
                 fit under the tanh's bound; on the built-in data a typical nucleus keeps two
-                thirds of the units the linear map gives it (`experiments/stain_range.md`).
+                thirds of the units the linear map gives it (`docs/stain-range.md`).
 
     `tanh_ceiling()` is the brightest stain a generator ending in tanh can draw.
     """
