@@ -49,6 +49,11 @@ PERCENTILES = (0.5, 99.5)
 """The percentiles p_low and p_high of each channel: the stain range that maps onto [-1, 1].
 Robust: the darkest and brightest 0.5 % of pixels (hot pixels, debris) do not set the scale."""
 
+STAIN_DISPLAY_PERCENTILES = (1.0, 99.9)
+"""Where a stain is shown, its colour scale runs between these percentiles of the real stain,
+linearly in stain units (figures, TensorBoard panels): high enough that whole bright nuclei keep
+their brightness, so a prediction that is too dim or too bright shows, whatever the stain map."""
+
 TOP_PERCENTILE = 99.999
 """The percentile p_top of each channel: the train split's brightest stain short of a few hot
 pixels (the top 0.001 %), which the asinh stain map places at TOP_LEVEL."""

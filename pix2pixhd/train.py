@@ -64,7 +64,7 @@ from pix2pixhd.locking import folder_lock
 from pix2pixhd.losses import Predictions, VGGLoss, discriminator_loss
 from pix2pixhd.metrics import psnr, ssim
 from pix2pixhd.models import check_weights_fit, make_discriminator, make_generator, model_kind
-from pix2pixhd.normalisation import Normaliser
+from pix2pixhd.normalisation import STAIN_DISPLAY_PERCENTILES, Normaliser
 from pix2pixhd.runs import clear_run_folder, foreign_run_files, run_provenance
 
 log = logging.getLogger(__name__)
@@ -581,17 +581,13 @@ def _read(numbers: dict[str, Tensor]) -> dict[str, float]:
                     strict=True))
 
 
-PANEL_PERCENTILES = (1.0, 99.9)
-"""The validation panels show both stains linearly, in the stain's units, between these
-percentiles of the real one: whatever the stain map, a prediction too dim or too bright shows."""
-
-
 def _display_panel(phase: torch.Tensor, target: np.ndarray, fake: np.ndarray) -> torch.Tensor:
     """(3, 1, H, W) in [0, 1]: phase scaled by its own range; the real (target) and predicted
-    (fake) stains (C, H, W), stain units, first channel, on the real one's PANEL_PERCENTILES."""
+    (fake) stains (C, H, W), stain units, first channel, between the real one's
+    `STAIN_DISPLAY_PERCENTILES`."""
     phase = phase[:1].float().cpu()
     phase = (phase - phase.min()) / (phase.max() - phase.min()).clamp_min(1e-8)
-    low, high = np.percentile(target[:1], PANEL_PERCENTILES)
+    low, high = np.percentile(target[:1], STAIN_DISPLAY_PERCENTILES)
     to_unit = lambda stain: torch.from_numpy(  # noqa: E731
         np.clip((stain[:1] - low) / max(high - low, 1e-8), 0, 1).astype(np.float32))
     return torch.stack([phase, to_unit(target), to_unit(fake)])

@@ -49,7 +49,7 @@ PHASE_CMAP, STAIN_CMAP, SPREAD_CMAP, ERROR_CMAP, SIGNED_CMAP = (
 PHASE_UNIT = "phase (rad)"
 STAIN_UNIT = "intensity (a.u.)"
 AU = "(a.u.)"
-STAIN_PERCENTILES = (1.0, 99.9)
+STAIN_PERCENTILES = normalisation.STAIN_DISPLAY_PERCENTILES
 """The stain colour scale: the real stain's 1st to 99.9th percentile, shared by all stain panels.
 
 High enough that whole bright nuclei (dividing cells) keep their brightness: a scale that ended
