@@ -55,7 +55,7 @@ def write_iohub_plate(
             for fov in range(n_fovs):
                 position = f"{well}/{fov}"
                 if planes is None:
-                    values = _noise(rng, labels, size, depth)
+                    values = fov_values(rng, labels, size, depth)
                 else:
                     given = planes(rng, position)
                     values = np.stack([np.repeat(given[label][None], depth, axis=0)
@@ -67,7 +67,8 @@ def write_iohub_plate(
     return written
 
 
-def _noise(rng: np.random.Generator, labels: list[str], size: int, depth: int) -> np.ndarray:
+def fov_values(rng: np.random.Generator, labels: list[str], size: int, depth: int) -> np.ndarray:
+    """(C, Z, Y, X) float32 noise, each plane offset; a *segment* channel holds integer labels."""
     values = rng.normal(100.0, 20.0, size=(len(labels), depth, size, size)).astype(np.float32)
     values += np.arange(depth, dtype=np.float32)[None, :, None, None] * 1000  # planes differ
     for index, label in enumerate(labels):

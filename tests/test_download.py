@@ -34,6 +34,7 @@ from tests.plates import (  # noqa: E402
     TEST_LABELS,
     TRAIN_LABELS,
     Server,
+    fov_values,
     is_chunk,
     write_iohub_plate,
 )
@@ -56,19 +57,6 @@ def _ome_attributes(group, attributes: dict, zarr_format: int) -> None:
     group.attrs.update(attributes if zarr_format == 2 else {"ome": attributes})
 
 
-def _fov_values(rng: np.random.Generator, n_channels: int, mask_channel: int | None) -> np.ndarray:
-    """(C, Z, Y, X) float32; the mask channel holds integer labels, as a float array stores them."""
-    values = rng.normal(100.0, 20.0, size=(n_channels, DEPTH, SIZE, SIZE)).astype(np.float32)
-    values += np.arange(DEPTH, dtype=np.float32)[None, :, None, None] * 1000  # planes differ
-    if mask_channel is not None:
-        labels = np.zeros((DEPTH, SIZE, SIZE), np.float32)
-        for label in range(1, 4):
-            y, x = rng.integers(0, SIZE - 8, size=2)
-            labels[:, y:y + 8, x:x + 8] = label
-        values[mask_channel] = labels
-    return values
-
-
 def _array_kwargs(zarr_format: int) -> dict:
     # iohub writes v2 plates with "/" chunk keys, as OME-Zarr 0.4 asks
     return {"chunk_key_encoding": {"name": "v2", "separator": "/"}} if zarr_format == 2 else {}
@@ -87,7 +75,6 @@ def write_plate(
     not write: with `labels_group` the nuclei masks are an OME-Zarr labels image, appended to
     the returned values as the last channel. Returns position path -> (C, Z, Y, X) values."""
     rng = np.random.default_rng(seed)
-    mask_channel = next((i for i, name in enumerate(labels) if "segment" in name), None)
     plate = zarr.open_group(path, mode="w", zarr_format=zarr_format)
     _ome_attributes(plate, {"plate": {
         "version": "0.4",
@@ -105,13 +92,13 @@ def write_plate(
                 "multiscales": multiscales,
                 "omero": {"channels": [{"label": name} for name in labels]},
             }, zarr_format)
-            values = _fov_values(rng, len(labels), mask_channel)
+            values = fov_values(rng, labels, SIZE, DEPTH)
             array = position.create_array(
                 "0", shape=(1, len(labels), DEPTH, SIZE, SIZE), chunks=(1, 1, 1, SIZE, SIZE),
                 dtype="float32", **_array_kwargs(zarr_format))
             array[0] = values
             if labels_group:
-                masks = _fov_values(rng, 1, 0)
+                masks = fov_values(rng, ["nuclei_segmentation"], SIZE, DEPTH)
                 group = position.create_group("labels")
                 _ome_attributes(group, {"labels": ["nuclei"]}, zarr_format)
                 nuclei = group.create_group("nuclei")
