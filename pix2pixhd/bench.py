@@ -9,7 +9,9 @@ Every variant runs in the same process on the same random batch, so ratios are s
     step_bf16_channels_last_compiled       torch.compile (`train.amp`, `train.channels_last`,
                                            `train.compile`)
 
-then one prediction, and MC-dropout samples one pass each against batches of them. Times are
+then one prediction, and MC-dropout samples one pass each against batches of them.
+`estimate_run_seconds(trainer)` times a trainer's own first steps and says how long its whole
+run will take (the notebook prints it before training). Times are
 medians over `repeats` steps after `warmup` steps. They depend on the machine, so they are
 reported, never asserted in tests. (The step against the original Pix2PixHD's step order:
 `experiments/step_order.py`.)
@@ -17,6 +19,8 @@ reported, never asserted in tests. (The step against the original Pix2PixHD's st
 
 from __future__ import annotations
 
+import copy
+import itertools
 import platform
 import resource
 import statistics
@@ -132,3 +136,67 @@ def _mc_benchmark(trainer: Trainer, size: int, n: int, warmup: int, repeats: int
     return {"mc_samples": n, "mc_sequential_seconds": sequential,
             "mc_batched_seconds": {str(chunk): seconds for chunk, seconds in batched.items()},
             "mc_batched_speedup": sequential / batched[n]}
+
+
+def estimate_run_seconds(trainer: Trainer, n_steps: int = 3) -> dict[str, float]:
+    """How long `trainer.fit()` will take here, from timing its own first steps.
+
+    Runs one warm-up step and `n_steps` timed steps on the first batches of the trainer's
+    loader, and times validation on one batch, then puts back the weights, optimisers, step
+    counter and random state, so the run that follows is the run it would have been. Returns
+    seconds per step, steps per epoch, epochs left and the estimate for all of them.
+    """
+    steps_per_epoch = len(trainer.train_loader)
+    epochs = max(trainer.config.epochs - trainer.epoch, 0)
+    if epochs == 0:
+        return {"seconds_per_step": 0.0, "steps_per_epoch": steps_per_epoch,
+                "validation_seconds": 0.0, "epochs": 0, "total_seconds": 0.0}
+    snapshot = copy.deepcopy({
+        "generator": trainer.generator.state_dict(),
+        "discriminator": (trainer.discriminator.state_dict()
+                          if trainer.discriminator is not None else None),
+        "optimizer_G": trainer.optimizer_G.state_dict(),
+        "optimizer_D": (trainer.optimizer_D.state_dict()
+                        if trainer.optimizer_D is not None else None),
+        "scaler": trainer.scaler.state_dict(), "step": trainer.step,
+        "rng": torch.get_rng_state()})
+    batches = itertools.cycle(trainer.train_loader)  # a loader of one batch is enough
+    trainer.train_step(next(batches))  # warm-up: first-call allocations, cuDNN's choice
+    seconds = []
+    for _, batch in zip(range(n_steps), batches, strict=False):
+        _synchronise(trainer.device)
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        _synchronise(trainer.device)
+        seconds.append(time.perf_counter() - start)
+    validation = _validation_seconds(trainer)
+    trainer.generator.load_state_dict(snapshot["generator"])
+    trainer.optimizer_G.load_state_dict(snapshot["optimizer_G"])
+    if trainer.discriminator is not None:
+        trainer.discriminator.load_state_dict(snapshot["discriminator"])
+        trainer.optimizer_D.load_state_dict(snapshot["optimizer_D"])
+    trainer.scaler.load_state_dict(snapshot["scaler"])
+    trainer.step = snapshot["step"]
+    torch.set_rng_state(snapshot["rng"])
+    per_step = statistics.median(seconds)
+    return {"seconds_per_step": per_step, "steps_per_epoch": steps_per_epoch,
+            "validation_seconds": validation, "epochs": epochs,
+            "total_seconds": epochs * (per_step * steps_per_epoch + validation)}
+
+
+def _validation_seconds(trainer: Trainer) -> float:
+    """One epoch's validation, from the time of its first batch."""
+    batches = len(trainer.val_loader)
+    if not batches:
+        return 0.0
+    batch = next(iter(trainer.val_loader))
+    start = time.perf_counter()
+    with torch.no_grad():
+        trainer.generator.eval()
+        phase = batch["input"].to(trainer.device)
+        fake = trainer.ddp_generator(phase)
+        if trainer.discriminator is not None:
+            trainer.discriminate(phase, batch["target"].to(trainer.device), fake)
+        trainer.generator.train()
+    _synchronise(trainer.device)
+    return (time.perf_counter() - start) * batches
