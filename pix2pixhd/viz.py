@@ -950,8 +950,10 @@ def plot_intensity_histograms(
             ax.axvline(statistics[channel][key], ls="--", lw=1, color="k")
         ax.set(xlabel=PHASE_UNIT if phase else f"{channel} {STAIN_UNIT}",
                ylabel="pixels (log scale)")
-        ax.set_title(f"{channel}: dashed at the 0.5th percentile, median and 99.5th percentile "
-                     "of the train split", fontsize=9)
+        ax.set_title(channel)
+    # one caption for all panels: per-panel sentences overlap their neighbours
+    figure.suptitle("dashed: the 0.5th percentile, median and 99.5th percentile of the train "
+                    "split", fontsize=10)
     return _save(figure, path)
 
 
