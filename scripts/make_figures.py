@@ -23,6 +23,8 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 
+from pix2pixhd.config import load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "imgs"
 
@@ -299,24 +301,30 @@ def conditional_gan_figure() -> Figure:
     label(axes, map_x + map_size + 0.1, middle - 0.2, "1 real", fontsize=9, color=REAL,
           ha="right")
 
-    # the losses
-    loss_y, loss_h, loss_w = 0.45, 1.25, 5.85
+    # the losses, with the weights of the exercise's profiles
+    loss = load_config("quick").loss
+    loss_y, loss_h, loss_w = 0.45, 1.55, 5.85
     for x, edge, title, formula, note in (
         (0.35, DISCRIMINATOR, "Train $D$: tell real from fake",
          r"$\mathcal{L}_D = \dfrac{1}{2}\,[\,\overline{(D(x,y)-1)^2}"
          r" + \overline{D(x,G(x))^2}\,]$",
-         "real patches $\\to$ 1, fake patches $\\to$ 0   ($G(x)$ detached)"),
-        (6.4, GENERATOR, "Train $G$: fool $D$",
+         "real patches $\\to$ 1, fake patches $\\to$ 0   ($G(x)$ detached)\n "),
+        (6.4, GENERATOR, "Train $G$: fool $D$, match its features, and the blurred stain",
          r"$\mathcal{L}_G = \overline{(D(x,G(x))-1)^2}"
-         r" + \lambda_{\mathrm{feat}}\,\mathcal{L}_{\mathrm{FM}},\quad"
-         r"\lambda_{\mathrm{feat}}=10$",
-         "fake patches $\\to$ 1, and match $D$'s features of real pairs ($D$ not updated)"),
+         r" + \lambda_{\mathrm{feat}}\,\mathcal{L}_{\mathrm{FM}}"
+         r" + \lambda_{\mathrm{L1}}\,\overline{|\,b_\sigma * G(x) - b_\sigma * y\,|}$",
+         f"here $\\lambda_{{\\mathrm{{feat}}}}$ = {loss.lambda_feat:g} (paper: 10), "
+         f"$\\lambda_{{\\mathrm{{L1}}}}$ = {loss.lambda_l1:g}, "
+         f"$b_\\sigma$: Gaussian blur, $\\sigma$ = {loss.l1_blur_sigma:g} px; "
+         "(+ $\\lambda_{\\mathrm{VGG}}\\,\\mathcal{L}_{\\mathrm{VGG}}$ if given)\n"
+         "fake patches $\\to$ 1, match $D$'s features of real pairs ($D$ not updated)"),
     ):
         box(axes, x, loss_y, loss_w, loss_h, face=LOSS_BACKGROUND, edge=edge, linewidth=1.6)
         label(axes, x + 0.2, loss_y + loss_h - 0.25, title, ha="left", fontsize=11,
               color=edge, weight="bold")
-        label(axes, x + 0.2, loss_y + 0.64, formula, ha="left", fontsize=12)
-        label(axes, x + 0.2, loss_y + 0.2, note, ha="left", fontsize=9.5, color=MUTED)
+        label(axes, x + 0.2, loss_y + 0.9, formula, ha="left", fontsize=11)
+        label(axes, x + 0.2, loss_y + 0.32, note, ha="left", fontsize=9, color=MUTED,
+              linespacing=1.5)
     label(axes, 0.35, 0.18,
           "LSGAN: squared errors; a bar is the mean over patches; each term is summed over "
           "$D$'s 3 scales.   $\\mathcal{L}_{\\mathrm{FM}}$: feature matching "
@@ -574,7 +582,8 @@ def multiscale_figure() -> Figure:
           "$\\to$ weight 1/3 per scale, 4/4 = 1 per layer\n"
           "real features are the targets (no gradient)\n"
           "added to $\\mathcal{L}_G$ as $\\lambda_{\\mathrm{feat}}\\,\\mathcal{L}_{\\mathrm{FM}}$,"
-          "  $\\lambda_{\\mathrm{feat}} = 10$",
+          f"  $\\lambda_{{\\mathrm{{feat}}}}$ = {load_config('quick').loss.lambda_feat:g} "
+          "here (10 in the paper)",
           ha="left", fontsize=10.5, color=INK, linespacing=1.55)
     return figure
 
