@@ -26,6 +26,8 @@ NOTEBOOKS = {"exercise.ipynb": "solution", "solution.ipynb": "task"}
 """Each notebook and the tag of the cells it leaves out."""
 PART_HEADING = re.compile(r"^## (Part \d+|Summary)", re.MULTILINE)
 """A markdown cell holding such a heading starts a part."""
+SECTION_HEADING = re.compile(r"^### (\d+\.\d+) ", re.MULTILINE)
+"""A markdown cell holding such a heading starts a numbered section (1.1, 1.2, ...)."""
 
 
 def build_notebook(source: Path, remove_tag: str) -> nbformat.NotebookNode:
@@ -59,6 +61,23 @@ def split_parts(cells: list) -> dict[str, list]:
             current = heading.group(1)
         parts.setdefault(current, []).append(cell)
     return parts
+
+
+def split_sections(cells: list) -> dict[str, list]:
+    """{"1.1": cells, "1.2": cells, ...}: each numbered section, from its heading to the next
+    section's or part's heading. Every section is meant to run after Part 0 alone."""
+    sections: dict[str, list] = {}
+    current = None
+    for cell in cells:
+        if cell.cell_type == "markdown":
+            heading = SECTION_HEADING.search(cell.source)
+            if heading:
+                current = heading.group(1)
+            elif PART_HEADING.search(cell.source):
+                current = None
+        if current is not None:
+            sections.setdefault(current, []).append(cell)
+    return sections
 
 
 def render(notebook: nbformat.NotebookNode) -> str:
