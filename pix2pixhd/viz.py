@@ -71,9 +71,6 @@ ERROR_OUTLINES = {
 
 CROP_COLOUR = "#00E5FF"
 
-HF_CUTOFF = metrics.HF_CUTOFF
-"""cycles/pixel: the default cutoff of `metrics.hf_power_ratio`, marked on the spectra."""
-
 METRIC_LABELS = {
     "psnr": "PSNR (dB)",
     "ssim": "SSIM (1 = identical)",
@@ -535,7 +532,7 @@ def _require(table: pd.DataFrame, columns: Sequence[str], name: str, source: str
 def plot_power_spectra(
     spectra: Mapping[str, pd.DataFrame],
     *,
-    cutoff: float | None = HF_CUTOFF,
+    bands: Mapping[str, tuple[float, float]] | None = None,
     path: str | Path | None = None,
 ) -> Figure:
     """Radially averaged power against spatial frequency, one line per model and the real stain.
@@ -543,8 +540,8 @@ def plot_power_spectra(
     spectra: {model: `evaluate.radial_spectra` table (frequency in cycles/pixel, prediction,
     real_stain)}; the real stain's curve is drawn once, from the first table. Fine detail is at
     high frequency: a blurry model's curve drops below the real stain's there, a noisy or
-    hallucinating one stays at or above it. The band above `cutoff` (the sharpness measure's,
-    None = not marked) is shaded.
+    hallucinating one stays at or above it. The `bands` whose power ratios the tables report
+    (default `metrics.SPECTRAL_BANDS`; {} marks none) are shaded and labelled.
     """
     if not spectra:
         raise ValueError("no spectra: pass {model name: evaluate.radial_spectra(...)}")
@@ -557,10 +554,10 @@ def plot_power_spectra(
                     label="real stain", zorder=3)
         ax.plot(table["frequency"], _positive(table["prediction"]), color=f"C{i}", lw=1.6,
                 label=name)
-    if cutoff is not None:
-        ax.axvspan(cutoff, 0.5, color="0.9", alpha=0.6, zorder=0,
-                   label=f"high frequencies (> {cutoff:g} cycles/pixel)")
-        ax.axvline(cutoff, color="0.4", linestyle=":", lw=1.2)
+    bands = metrics.SPECTRAL_BANDS if bands is None else bands
+    for shade, (band, (low, high)) in zip(("0.95", "0.88", "0.8"), bands.items(), strict=False):
+        ax.axvspan(low, high, color=shade, zorder=0,
+                   label=f"{band} band ({low:g}-{high:g} cycles/pixel)")
     ax.set_yscale("log")
     ax.set_xlim(0, 0.5)
     ax.set_xlabel("spatial frequency (cycles/pixel; 0.5 = Nyquist)")

@@ -14,7 +14,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from skimage.draw import disk  # noqa: E402
 from skimage.segmentation import find_boundaries  # noqa: E402
 
-from pix2pixhd import logs, viz  # noqa: E402
+from pix2pixhd import logs, metrics, viz  # noqa: E402
 
 SIZE = 32
 
@@ -283,19 +283,20 @@ def test_f1_vs_threshold_has_a_line_per_model_and_a_dashed_real_stain(tmp_path):
         viz.plot_f1_vs_threshold({"GAN": curve.drop(columns="f1")})
 
 
-def test_power_spectra_are_log_scaled_with_the_real_stain_once_and_the_cutoff(tmp_path):
+def test_power_spectra_are_log_scaled_with_the_real_stain_once_and_the_table_bands(tmp_path):
     frequency = np.arange(1, 17) / 32
     table = pd.DataFrame({"frequency": frequency, "prediction": frequency**-2,
                           "real_stain": frequency**-1.5})
-    figure = viz.plot_power_spectra({"GAN": table, "regression": table}, cutoff=0.2,
+    figure = viz.plot_power_spectra({"GAN": table, "regression": table},
                                     path=tmp_path / "spectra.png")
     ax = figure.axes[0]
     assert ax.get_yscale() == "log"
     assert "cycles/pixel" in ax.get_xlabel()
     labels = legend_texts(ax)
     assert labels.count("real stain") == 1 and {"GAN", "regression"} <= set(labels)
-    cutoffs = [line for line in ax.get_lines() if np.all(np.asarray(line.get_xdata()) == 0.2)]
-    assert len(cutoffs) == 1
+    shaded = sorted((patch.get_x(), patch.get_x() + patch.get_width()) for patch in ax.patches)
+    assert shaded == sorted(metrics.SPECTRAL_BANDS.values())
+    assert "high band (0.3-0.45 cycles/pixel)" in labels
     assert (tmp_path / "spectra.png").is_file()
 
 
