@@ -914,6 +914,10 @@ save_figure(plot_logged_images(
 # - If the best validation epoch is well before the last, the later epochs overfit or drift;
 #   keep the checkpoint chosen on validation images (never on the test images), or, as for
 #   the shipped GAN, the mean of the weights of the last few epochs, if validation prefers it.
+#   The shipped GAN was not chosen by validation SSIM: SSIM, like PSNR, rewards the smooth
+#   median, so the epoch with the best SSIM tends to be the blurriest. Its selection
+#   (`scripts/select_epoch.py`, docs/results.md) keeps the candidates whose power spectrum is
+#   close to the real stain's and takes the one whose nuclei segment best (F1 at IoU 0.5).
 # - If D wins too easily: a smaller D (`ndf`, fewer layers or scales), a lower learning rate
 #   for D than for G, or a larger `lambda_feat` so G
 #   leans on feature matching.
