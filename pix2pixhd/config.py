@@ -612,14 +612,25 @@ def _refuse_parameters(network: str, parameters: int, model: ModelConfig,
             f"of {MAX_PARAMETERS:.0e}; lower one of them")
 
 
-_PIX2PIXHD_GENERATOR = ("model.netG", "model.ngf", "model.n_downsample_global",
-                        "model.n_blocks_global", "model.n_local_enhancers",
-                        "model.n_blocks_local", "model.norm", "model.use_dropout",
-                        "model.dropout_p", "model.upsample")
-_DISCRIMINATOR = ("model.ndf", "model.n_layers_D", "model.num_D", "loss.gan_mode",
-                  "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma")
-_VISCY = ("model.encoder_blocks", "model.dims", "model.decoder_conv_blocks",
-          "model.stem_kernel_size", "model.in_stack_depth")
+GENERATOR_SHAPE_OPTIONS = ("netG", "ngf", "n_downsample_global", "n_blocks_global",
+                           "n_local_enhancers", "n_blocks_local", "norm", "use_dropout",
+                           "upsample")
+"""Pix2PixHD generator options that change the shapes or names of its weights."""
+DISCRIMINATOR_SHAPE_OPTIONS = ("ndf", "n_layers_D", "num_D")
+"""The same for the multi-scale discriminator."""
+VISCY_SHAPE_OPTIONS = ("encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size",
+                       "in_stack_depth")
+"""The same for VisCy's UNeXt2 (model.kind=viscy)."""
+
+
+def _model_options(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"model.{name}" for name in names)
+
+
+_PIX2PIXHD_GENERATOR = _model_options(GENERATOR_SHAPE_OPTIONS) + ("model.dropout_p",)
+_DISCRIMINATOR = _model_options(DISCRIMINATOR_SHAPE_OPTIONS) + (
+    "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma")
+_VISCY = _model_options(VISCY_SHAPE_OPTIONS)
 UNUSED_BY_KIND = {
     "gan": _VISCY,
     "regression": _DISCRIMINATOR + _VISCY,

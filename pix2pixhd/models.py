@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from pix2pixhd import logs
 from pix2pixhd.checkpoint import CheckpointError
-from pix2pixhd.config import Config, ConfigError, ModelConfig, from_dict
+from pix2pixhd.config import (
+    DISCRIMINATOR_SHAPE_OPTIONS,
+    GENERATOR_SHAPE_OPTIONS,
+    VISCY_SHAPE_OPTIONS,
+    Config,
+    ConfigError,
+    ModelConfig,
+    from_dict,
+)
 from pix2pixhd.losses import Predictions, feature_matching_loss, gan_loss, l1_loss
 from pix2pixhd.networks import build_discriminator, build_generator
 from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
@@ -43,15 +51,6 @@ class ModelKind:
     """The scalar tags its training writes besides lr, throughput and val/psnr, val/ssim."""
     architecture_options: tuple[str, ...]
     """ModelConfig fields that change the shapes or names of its weights."""
-
-
-GENERATOR_OPTIONS = (
-    "netG", "ngf", "n_downsample_global", "n_blocks_global", "n_local_enhancers",
-    "n_blocks_local", "norm", "use_dropout", "upsample",
-)
-DISCRIMINATOR_OPTIONS = ("ndf", "n_layers_D", "num_D")
-VISCY_OPTIONS = ("encoder_blocks", "dims", "decoder_conv_blocks", "stem_kernel_size",
-                 "in_stack_depth")
 
 
 def pix2pixhd_generator(model: ModelConfig, input_nc: int, output_nc: int) -> nn.Module:
@@ -104,21 +103,21 @@ KINDS: dict[str, ModelKind] = {
         generator_terms=gan_terms,
         tags=(logs.G_GAN, logs.G_GAN_FEAT, logs.G_L1, logs.G_VGG, *logs.DISCRIMINATOR_TAGS,
               *logs.D_OUT_TRAIN_TAGS, *logs.D_OUT_VAL_TAGS),
-        architecture_options=GENERATOR_OPTIONS + DISCRIMINATOR_OPTIONS,
+        architecture_options=GENERATOR_SHAPE_OPTIONS + DISCRIMINATOR_SHAPE_OPTIONS,
     ),
     "regression": ModelKind(
         build_generator=pix2pixhd_generator,
         build_discriminator=None,
         generator_terms=regression_terms,
         tags=(logs.G_L1, logs.G_VGG),
-        architecture_options=GENERATOR_OPTIONS,
+        architecture_options=GENERATOR_SHAPE_OPTIONS,
     ),
     "viscy": ModelKind(
         build_generator=build_viscy_generator,
         build_discriminator=None,
         generator_terms=viscy_terms,
         tags=(logs.G_L1_MSDSSIM, logs.G_VGG),
-        architecture_options=VISCY_OPTIONS,
+        architecture_options=VISCY_SHAPE_OPTIONS,
     ),
 }
 """Every model kind by its `model.kind` name."""
