@@ -139,6 +139,9 @@ class ModelConfig:
     upsample: str = _choice("transpose", UPSAMPLINGS)
     """Decoder upsampling: 'transpose' (the original's transposed convolutions, whose state dicts
     load) or 'resize' (nearest x2 then a 3x3 convolution, free of checkerboard artefacts)."""
+    lowpass_output: bool = False
+    """End the generator with a fixed [1, 2, 1] / 4 filter that no stripe two pixels apart passes
+    (`networks.BinomialLowPass`). Off for the original and for checkpoints saved before it."""
     ndf: int = _bounded(64, at_least=1)
     n_layers_D: int = _bounded(3, at_least=1)
     num_D: int = _bounded(3, at_least=1)
@@ -226,6 +229,7 @@ def _recipe(config: Config) -> Config:
     linear map: whole bright nuclei; `docs/stain-range.md`)."""
     config.data.stain_map = "asinh"
     config.model.upsample = "resize"
+    config.model.lowpass_output = True
     config.loss.lambda_feat = 1.0
     config.loss.lambda_l1 = 20.0
     config.loss.l1_blur_sigma = 2.0
@@ -627,7 +631,8 @@ def _model_options(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(f"model.{name}" for name in names)
 
 
-_PIX2PIXHD_GENERATOR = _model_options(GENERATOR_SHAPE_OPTIONS) + ("model.dropout_p",)
+_PIX2PIXHD_GENERATOR = _model_options(GENERATOR_SHAPE_OPTIONS) + ("model.dropout_p",
+                                                                  "model.lowpass_output")
 _DISCRIMINATOR = _model_options(DISCRIMINATOR_SHAPE_OPTIONS) + (
     "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma")
 _VISCY = _model_options(VISCY_SHAPE_OPTIONS)

@@ -60,7 +60,7 @@ def pix2pixhd_generator(model: ModelConfig, input_nc: int, output_nc: int) -> nn
         n_downsample_global=model.n_downsample_global, n_blocks_global=model.n_blocks_global,
         n_local_enhancers=model.n_local_enhancers, n_blocks_local=model.n_blocks_local,
         norm=model.norm, use_dropout=model.use_dropout, dropout_p=model.dropout_p,
-        upsample=model.upsample,
+        upsample=model.upsample, lowpass_output=model.lowpass_output,
     )
 
 

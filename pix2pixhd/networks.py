@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from pix2pixhd.config import GENERATORS, NORMS, UPSAMPLINGS, ModelConfig, check_counts
 
@@ -83,6 +84,35 @@ def upsampling_layer(upsample: str, channels_in: int, channels_out: int) -> nn.M
     raise ValueError(f"upsample={upsample!r} is not one of {', '.join(UPSAMPLINGS)}")
 
 
+class BinomialLowPass(nn.Module):
+    """A fixed low-pass filter, [1, 2, 1] / 4 along each axis with reflected borders, applied to
+    each channel: (B, C, H, W) in and out, no weights.
+
+    Its amplitude response is cos^2(pi f) along an axis, f in cycles/pixel: 1 at 0, 0.65 at 0.2,
+    0 at 0.5. On a generator's output it removes what a GAN tends to draw at the pixel grid's own
+    frequency (stripes two pixels apart, which the strided discriminator barely sees), while the
+    layers before it can still boost any lower frequency to make up for the filter. It keeps the
+    output in [-1, 1]: every output pixel is a weighted mean of the tanh's values.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0]) / 4
+        self.register_buffer("kernel", torch.outer(taps, taps)[None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = x.shape[1]
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        return F.conv2d(padded, self.kernel.to(x.dtype).expand(channels, 1, 3, 3),
+                        groups=channels)
+
+
+def output_filter(lowpass_output: bool) -> nn.Module:
+    """`BinomialLowPass` when asked for, else nothing; neither has weights, so the choice does
+    not change a state dict."""
+    return BinomialLowPass() if lowpass_output else nn.Identity()
+
+
 class ResnetBlock(nn.Module):
     """Two 3x3 convolutions with reflection padding, added to the input: (B, dim, H, W) in and out.
 
@@ -132,7 +162,8 @@ class GlobalGenerator(nn.Module):
     `model` is one Sequential: 7x7 convolution, `n_downsampling` stride-2 3x3 convolutions that
     double the channels, `n_blocks` residual blocks at ngf * 2**n_downsampling channels,
     `n_downsampling` upsampling layers that halve them (transposed convolutions, as the original,
-    or resize-convolutions: `upsampling_layer`), 7x7 convolution, tanh.
+    or resize-convolutions: `upsampling_layer`), 7x7 convolution, tanh; then `output_filter`
+    (the optional `BinomialLowPass`).
     """
 
     def __init__(
@@ -146,6 +177,7 @@ class GlobalGenerator(nn.Module):
         use_dropout: bool = False,
         dropout_p: float = 0.2,
         upsample: str = "transpose",
+        lowpass_output: bool = False,
     ) -> None:
         super().__init__()
         self.size_multiple = 2**n_downsampling
@@ -173,10 +205,11 @@ class GlobalGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, kernel_size=7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.output_filter = output_filter(lowpass_output)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_divisible(x, self.size_multiple, "2**n_downsample_global")
-        return self.model(x)
+        return self.output_filter(self.model(x))
 
 
 class LocalEnhancer(nn.Module):
@@ -203,6 +236,7 @@ class LocalEnhancer(nn.Module):
         use_dropout: bool = False,
         dropout_p: float = 0.2,
         upsample: str = "transpose",
+        lowpass_output: bool = False,
     ) -> None:
         super().__init__()
         self.n_local_enhancers = n_local_enhancers
@@ -243,6 +277,7 @@ class LocalEnhancer(nn.Module):
             setattr(self, f"model{n}_1", nn.Sequential(*front))
             setattr(self, f"model{n}_2", nn.Sequential(*back))
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.output_filter = output_filter(lowpass_output)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_divisible(x, self.size_multiple, "2**(n_downsample_global + n_local_enhancers)")
@@ -254,7 +289,7 @@ class LocalEnhancer(nn.Module):
             front = getattr(self, f"model{n}_1")
             back = getattr(self, f"model{n}_2")
             output = back(front(pyramid[self.n_local_enhancers - n]) + output)
-        return output
+        return self.output_filter(output)
 
 
 # --- discriminator ---------------------------------------------------------------------------
@@ -373,12 +408,14 @@ def build_generator(
     use_dropout: bool = ModelConfig.use_dropout,
     dropout_p: float = ModelConfig.dropout_p,
     upsample: str = ModelConfig.upsample,
+    lowpass_output: bool = ModelConfig.lowpass_output,
 ) -> GlobalGenerator | LocalEnhancer:
     """G1 ('global') or G2 ('local', G1 inside n_local_enhancers enhancers), initialised as the
     original. For 'local', ngf is the width of the finest enhancer; G1 gets ngf * 2**n.
     The original's residual blocks have no dropout: pass use_dropout=False to load its weights.
     upsample: 'transpose' (the original's layers, its state dicts load) or 'resize' (nearest x2
-    then a 3x3 convolution: no checkerboard; see `upsampling_layer`)."""
+    then a 3x3 convolution: no checkerboard; see `upsampling_layer`). lowpass_output: end with
+    `BinomialLowPass`, which no stripe two pixels apart passes."""
     if netG not in GENERATORS:
         raise ValueError(f"netG={netG!r} is not one of {', '.join(GENERATORS)}")
     if norm not in NORMS:
@@ -393,14 +430,14 @@ def build_generator(
     if netG == "global":
         generator = GlobalGenerator(
             input_nc, output_nc, ngf, n_downsample_global, n_blocks_global, norm,
-            use_dropout, dropout_p, upsample,
+            use_dropout, dropout_p, upsample, lowpass_output,
         )
     else:
         check_counts(n_local_enhancers=n_local_enhancers)
         check_counts(allow_zero=True, n_blocks_local=n_blocks_local)
         generator = LocalEnhancer(
             input_nc, output_nc, ngf, n_downsample_global, n_blocks_global, n_local_enhancers,
-            n_blocks_local, norm, use_dropout, dropout_p, upsample,
+            n_blocks_local, norm, use_dropout, dropout_p, upsample, lowpass_output,
         )
     init_weights(generator)
     log.debug("generator %s: %d parameters", netG, count_parameters(generator))

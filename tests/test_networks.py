@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -292,3 +293,48 @@ def test_builder_defaults_are_the_model_config_defaults():
             if hasattr(defaults, name):
                 assert parameter.default == getattr(defaults, name), (builder.__name__, name)
     assert (defaults.n_downsample_global, defaults.ndf, defaults.use_dropout) == (4, 64, True)
+
+
+# --- the output low-pass -------------------------------------------------------------------
+
+
+def test_binomial_low_pass_equals_scipys_convolution_with_mirrored_borders():
+    from scipy import ndimage
+
+    from pix2pixhd.networks import BinomialLowPass
+
+    x = torch.randn(2, 3, 17, 20, generator=torch.Generator().manual_seed(0))
+    kernel = np.outer([1, 2, 1], [1, 2, 1])[None, None] / 16
+    expected = ndimage.convolve(x.numpy().astype(np.float64), kernel, mode="mirror")
+    np.testing.assert_allclose(BinomialLowPass()(x).numpy(), expected, atol=1e-6)
+
+
+def test_binomial_low_pass_removes_two_pixel_stripes_and_keeps_smooth_images():
+    from pix2pixhd.networks import BinomialLowPass
+
+    columns = torch.arange(32.0)
+    stripes = (0.7 * (-1) ** columns).expand(1, 1, 16, 32).clone()
+    ramp = (0.01 * columns).expand(1, 1, 16, 32).clone()
+    low_pass = BinomialLowPass()
+    assert low_pass(stripes).abs().max() < 1e-6
+    np.testing.assert_allclose(low_pass(ramp)[..., 1:-1].numpy(), ramp[..., 1:-1].numpy(),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("netG", ["global", "local"])
+def test_the_low_pass_adds_no_weights_and_keeps_the_output_in_range(netG):
+    from pix2pixhd.networks import BinomialLowPass
+
+    options = dict(netG=netG, ngf=8, n_downsample_global=2, n_blocks_global=1,
+                   n_blocks_local=1, upsample="resize")
+    plain = build_generator(**options)
+    filtered = build_generator(**options, lowpass_output=True)
+    assert filtered.state_dict().keys() == plain.state_dict().keys()
+    filtered.load_state_dict(plain.state_dict())
+    plain.eval(), filtered.eval()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        smooth, raw = filtered(x), plain(x)
+    assert smooth.abs().max() <= 1
+    assert not torch.allclose(smooth, raw)
+    torch.testing.assert_close(smooth, BinomialLowPass()(raw))
