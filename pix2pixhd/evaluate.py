@@ -43,6 +43,7 @@ from pix2pixhd.layout import (
     list_fovs,
     list_tiffs,
     output_path,
+    read_dataset_json,
     read_image,
     read_mask,
     write_atomically,
@@ -298,7 +299,10 @@ def instance_scores(
     IoU threshold of `metrics.IOU_THRESHOLDS`, as f1_iou55, f1_iou60, ..., f1_iou95, so that an
     F1-against-threshold curve comes from the same table without segmenting again.
     """
-    labels = segment(image)
+    return _label_scores(segment(image), true_labels)
+
+
+def _label_scores(labels: np.ndarray, true_labels: np.ndarray) -> dict[str, float]:
     scores = metrics.instance_metrics(true_labels, labels)
     per_threshold = metrics.match_instances(true_labels, labels)
     for threshold, f1 in zip(per_threshold["thresholds"], per_threshold["f1"], strict=True):
@@ -338,6 +342,7 @@ def evaluate_predictions(
     allow_missing: bool = False,
     match: str = "name",
     pattern: str | None = None,
+    bright_threshold: float | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Score every prediction of one split against its real stain and masks; one row per FOV.
@@ -347,13 +352,16 @@ def evaluate_predictions(
     data_split_dir: a split folder, e.g. data/test, with <channel>/ and nuclei_masks/.
     segment: the nuclei segmentation applied alike to predictions and real stains.
     hf_cutoff: cycles/pixel for `metrics.hf_power_ratio`; None = that function's default.
+    bright_threshold: the stain level (a.u.) above which a nucleus's mean counts as bright in
+        `metrics.found_by_brightness`; None = the channel's p_high in the dataset's
+        dataset.json (its 99.5th percentile), or no such counts without one.
 
     Columns: fov; psnr, ssim, pearson, mae, nrmse (prediction vs real stain, the real stain's
     range as data range); hf_power_ratio; band_power_ratio_low/mid/high and
     log_spectral_distance (`metrics.spectral_metrics`); band_power_low/mid/high of the
     prediction and of the real stain (`real_stain_band_power_...`, what `summarise` divides);
     the `instance_scores` of the prediction and the same for the real stain prefixed
-    `real_stain_`. Without masks the instance columns are left out (with a warning). Values
+    `real_stain_`; bright_nuclei, bright_found, other_nuclei and other_found. Without masks the instance columns are left out (with a warning). Values
     are nan where undefined (Pearson r or the sharpness ratio of a constant prediction, mean
     matched IoU when nothing matched) and psnr is inf for a prediction equal to the real
     stain. PSNR, SSIM, MAE and NRMSE are left nan, with the reason in the column `units`, for
@@ -366,6 +374,8 @@ def evaluate_predictions(
     declared = _declared_units_problem(pred_dir)
     masks = _mask_files(split, list(pairs))
     sharpness = {} if hf_cutoff is None else {"cutoff": hf_cutoff}
+    if bright_threshold is None and masks is not None:
+        bright_threshold = dataset_bright_threshold(split, channel)
     rows = []
     for fov, (pred_path, stain_path) in tqdm(pairs.items(), desc="evaluate", disable=not progress):
         stain = read_image(stain_path)
@@ -384,14 +394,28 @@ def evaluate_predictions(
         row.update(_band_powers(prediction, stain))
         if masks is not None:
             true_labels = _read_same_shape(stain_path, stain.shape, masks[fov], mask=True)
-            row.update(instance_scores(prediction, true_labels, segment=segment))
+            labels = segment(prediction)
+            row.update(_label_scores(labels, true_labels))
             row.update(_real_stain_scores(stain_path, masks[fov], segment))
+            if bright_threshold is not None:
+                row.update(metrics.found_by_brightness(true_labels, labels, stain,
+                                                       bright_threshold))
         rows.append(row)
     table = pd.DataFrame(rows)
     log.info("evaluated %d fields of view of %s: mean PSNR %.2f dB, SSIM %.3f%s", len(table),
              split, table["psnr"].mean(), table["ssim"].mean(),
              f", F1@0.5 {table['f1_iou50'].mean():.3f}" if "f1_iou50" in table else "")
     return table
+
+
+def dataset_bright_threshold(split: Path, channel: str) -> float | None:
+    """The channel's p_high (99.5th percentile of the train split) from the dataset.json beside
+    the split: the ceiling of the linear stain map, above which the brightest nuclei lie."""
+    try:
+        info = read_dataset_json(split.parent)
+    except DataError:
+        return None
+    return info.get("normalisation", {}).get(channel, {}).get("p_high")
 
 
 def _declared_units_problem(pred_dir: str | Path) -> str | None:
@@ -429,6 +453,8 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
     curves `viz.plot_power_spectra` draws. A mean of ratios would let a faint image whose
     ratio is far off count as much as a bright one that holds most of the power, and the
     table would disagree with the figure. nan when the table has no band powers.
+    recall_bright_nuclei and recall_other_nuclei pool the counts of `metrics.found_by_brightness`
+    over the images (most images hold no bright nucleus, so a mean of recalls would mislead).
     """
     numeric = table.select_dtypes("number")
     summary: dict[str, float] = {column: float(numeric[column].mean()) for column in numeric
@@ -437,6 +463,10 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
         prediction = summary.get(f"band_power_{band}", math.nan)
         real = summary.get(f"{REAL_STAIN}band_power_{band}", math.nan)
         summary[f"band_power_ratio_{band}"] = prediction / real if real > 0 else math.nan
+    for group in ("bright", "other"):
+        if f"{group}_nuclei" in table:
+            summary[f"recall_{group}_nuclei"] = metrics.pooled_recall(
+                table[f"{group}_found"].sum(), table[f"{group}_nuclei"].sum())
     for key in SUMMARY_KEYS:
         summary.setdefault(key, math.nan)
     summary["n_images"] = len(table)

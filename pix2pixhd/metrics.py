@@ -655,6 +655,36 @@ def _owners_of_several(owners: np.ndarray, share: np.ndarray, coverage: float) -
     return np.flatnonzero(np.bincount(held) >= 2) if held.size else np.zeros(0, np.int64)
 
 
+def found_by_brightness(
+    gt: np.ndarray, pred: np.ndarray, stain: np.ndarray, threshold: float
+) -> dict[str, int]:
+    """How many true nuclei a segmentation finds (matched at IoU >= 0.5), counted apart for the
+    nuclei whose mean real stain is above `threshold` and for the others.
+
+    A model whose range stops below the brightest nuclei, or that draws them too large, misses
+    them while it finds the rest; the overall recall hides that when they are few. Counts, not
+    recalls, so that a table can pool them over images (`pooled_recall`).
+
+    Keys: bright_nuclei, bright_found, other_nuclei, other_found.
+    """
+    overlaps = _overlaps(gt, pred)
+    candidate = overlaps.iou >= 0.5
+    matched = _optimal_matching(overlaps.rows[candidate], overlaps.cols[candidate],
+                                overlaps.iou[candidate], overlaps.gt_ids.size)
+    found = np.zeros(overlaps.gt_ids.size, bool)
+    found[overlaps.rows[candidate][matched]] = True
+    stain, _ = _as_pair(stain, gt)
+    means = np.asarray(ndi.mean(stain, labels=gt, index=overlaps.gt_ids)).reshape(-1)
+    bright = means > threshold
+    return {"bright_nuclei": int(bright.sum()), "bright_found": int(found[bright].sum()),
+            "other_nuclei": int((~bright).sum()), "other_found": int(found[~bright].sum())}
+
+
+def pooled_recall(found: int | float, total: int | float) -> float:
+    """found / total, nan when there is nothing to find."""
+    return float(found) / float(total) if total > 0 else float("nan")
+
+
 def instance_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """One table row for one field of view: the IoU-0.5 scores, f1_mean, counts, the course's
     first-part metrics and the errors by cause.

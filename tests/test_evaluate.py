@@ -20,7 +20,7 @@ from pix2pixhd.evaluate import (
     summarise,
     write_evaluation,
 )
-from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_mask
+from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_json, write_mask
 from pix2pixhd.segmentation import segment_nuclei
 
 SIZE = 64
@@ -415,3 +415,54 @@ def test_band_ratios_of_the_summary_are_those_of_the_mean_spectra(split, tmp_pat
         from_figure = (spectra["prediction"][in_band].mean()
                        / spectra["real_stain"][in_band].mean())
         assert summary[key] == pytest.approx(from_figure, rel=1e-9)
+
+
+def test_bright_nuclei_recall_pools_the_counts_over_images():
+    # one image finds its only bright nucleus, another none of its three: 1 of 4, not (1 + 0) / 2
+    table = pd.DataFrame({"fov": ["a", "b"], "bright_nuclei": [1, 3], "bright_found": [1, 0],
+                          "other_nuclei": [10, 30], "other_found": [9, 21]})
+    summary = summarise(table)
+    assert summary["recall_bright_nuclei"] == 0.25
+    assert summary["recall_other_nuclei"] == 0.75
+
+
+def test_bright_nuclei_are_counted_above_the_datasets_p_high(split, tmp_path):
+    # the hand-made split has no dataset.json: no threshold, no counts, unless one is given
+    pred = write_predictions(tmp_path / "pred", split, lambda s: s)
+    assert "bright_nuclei" not in evaluate_predictions(pred, split, progress=False)
+    table = evaluate_predictions(pred, split, bright_threshold=0.5, progress=False)
+    masks = [read_mask(split / "nuclei_masks" / f"{fov}.tif") for fov in table["fov"]]
+    assert table["bright_nuclei"].sum() == sum(np.unique(m[m > 0]).size for m in masks)
+    assert table["other_nuclei"].sum() == 0
+    write_json(split.parent / "dataset.json", {})  # not a dataset.json pix2pixhd wrote: ignored
+    try:
+        assert "bright_nuclei" not in evaluate_predictions(pred, split, progress=False)
+    finally:
+        (split.parent / "dataset.json").unlink()
+
+
+def test_the_default_bright_threshold_is_the_datasets_p_high(tiny_dataset, tmp_path):
+    import shutil
+
+    from scipy import ndimage
+
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset / "test", root / "test")
+    split = root / "test"
+    fovs = sorted(path.stem for path in (split / "nuclei").glob("*.tif"))
+    means = {}
+    for fov in fovs:
+        labels = read_mask(split / "nuclei_masks" / f"{fov}.tif")
+        ids = np.unique(labels[labels > 0])
+        means[fov] = np.asarray(ndimage.mean(read_image(split / "nuclei" / f"{fov}.tif"),
+                                             labels, ids))
+    # a p_high between the nuclei's means, so that some are bright and some are not
+    p_high = float(np.median(np.concatenate(list(means.values()))))
+    info = json.loads((tiny_dataset / "dataset.json").read_text())
+    info["normalisation"]["nuclei"]["p_high"] = p_high
+    write_json(root / "dataset.json", info)
+    pred = write_predictions(tmp_path / "pred", split, lambda s: s, fovs=fovs)
+    table = evaluate_predictions(pred, split, progress=False)
+    bright = sum(int((values > p_high).sum()) for values in means.values())
+    assert 0 < bright < sum(values.size for values in means.values())
+    assert table["bright_nuclei"].sum() == bright

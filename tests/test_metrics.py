@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import numpy as np
@@ -15,11 +16,13 @@ from pix2pixhd.metrics import (
     SPECTRAL_BANDS,
     band_power_ratio,
     error_causes,
+    found_by_brightness,
     hf_power_ratio,
     high_frequency_power,
     instance_metrics,
     iou_matrix,
     log_spectral_distance,
+    pooled_recall,
     mae,
     match_instances,
     nrmse,
@@ -535,3 +538,30 @@ def test_error_causes_rules_follow_their_parameters():
     assert error_causes(gt, pred, iou_threshold=0.8)["missed"].size == 0  # overlaps: not missed
     with pytest.raises(ValueError, match="size_ratio"):
         error_causes(gt, pred, size_ratio=1.0)
+
+
+# --- recall by brightness ------------------------------------------------------------------------
+
+
+def test_found_by_brightness_counts_a_hand_built_case():
+    # four true nuclei: 3 and 7 bright (means 5,000 and 3,000), 4 and 9 dim (means 800 and 2,000)
+    gt = squares((40, 80), [(3, 0, 10, 0, 10), (7, 0, 10, 20, 30), (4, 20, 30, 0, 10),
+                            (9, 20, 30, 40, 50)])
+    stain = np.full(gt.shape, 100.0)
+    for label, mean in [(3, 5000.0), (7, 3000.0), (4, 800.0), (9, 2000.0)]:
+        stain[gt == label] = mean
+    stain[0, 0] += 600.0  # means are over the nucleus, not its first pixel: 3 stays at 5,006
+    # found: 3 exactly and 4 shifted by 2 columns (IoU 80 / 120); 7 drawn 3 times too large
+    # (IoU 1/3), 9 not drawn at all
+    pred = squares((40, 80), [(1, 0, 10, 0, 10), (2, 0, 30, 20, 30), (5, 20, 30, 2, 12)])
+    counts = found_by_brightness(gt, pred, stain, threshold=2500.0)
+    assert counts == {"bright_nuclei": 2, "bright_found": 1, "other_nuclei": 2, "other_found": 1}
+    # the threshold is strict: a nucleus whose mean equals it is not bright
+    assert found_by_brightness(gt, pred, stain, threshold=3000.0)["bright_nuclei"] == 1
+    assert found_by_brightness(gt, gt, stain, threshold=0.0) == {
+        "bright_nuclei": 4, "bright_found": 4, "other_nuclei": 0, "other_found": 0}
+
+
+def test_pooled_recall_is_nan_with_nothing_to_find():
+    assert pooled_recall(3, 4) == 0.75
+    assert math.isnan(pooled_recall(0, 0))
