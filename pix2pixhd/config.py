@@ -43,6 +43,7 @@ GENERATORS = ("global", "local")
 NORMS = ("instance", "batch")
 UPSAMPLINGS = ("transpose", "resize")
 GAN_MODES = ("lsgan", "vanilla")
+L1_UNITS = ("model", "stain")
 STAIN_MAPS = ("linear", "asinh")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 
@@ -170,6 +171,11 @@ class LossConfig:
     l1_blur_sigma: float = _bounded(0.0, at_least=0)
     """Gaussian sigma (pixels) of a blur applied to both images before the GAN's L1 term: 0 is
     pixel-wise; a few pixels keep the nuclei's places and brightness but free their texture."""
+    l1_units: str = _choice("model", L1_UNITS)
+    """Units of the GAN's L1 term: 'model' (the normalised stain the generator outputs) or
+    'stain' (both stains mapped back to the stain's own units first, in steps of the linear map's
+    half-range (p_high - p_low) / 2). Under a compressive stain map 'stain' makes an error on a
+    bright nucleus cost what it costs the metrics."""
     lambda_vgg: float = _bounded(0.0, at_least=0)
     """Weight of the VGG perceptual loss; needs `vgg_weights` on disk."""
     vgg_weights: str = ""
@@ -634,7 +640,7 @@ def _model_options(names: tuple[str, ...]) -> tuple[str, ...]:
 _PIX2PIXHD_GENERATOR = _model_options(GENERATOR_SHAPE_OPTIONS) + ("model.dropout_p",
                                                                   "model.lowpass_output")
 _DISCRIMINATOR = _model_options(DISCRIMINATOR_SHAPE_OPTIONS) + (
-    "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma")
+    "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma", "loss.l1_units")
 _VISCY = _model_options(VISCY_SHAPE_OPTIONS)
 UNUSED_BY_KIND = {
     "gan": _VISCY,

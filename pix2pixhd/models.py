@@ -33,6 +33,8 @@ from pix2pixhd.losses import Predictions, feature_matching_loss, gan_loss, l1_lo
 from pix2pixhd.networks import build_discriminator, build_generator
 from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
 
+StainUnits = Callable[[Tensor], Tensor]
+"""Normalised stain -> the stain's own units, in steps of the linear map's half-range."""
 GeneratorTerms = Callable[..., dict[str, Tensor]]
 """(fake, target, config, real_features, fake_features) -> {tag: weighted loss term}.
 The features are D's (per scale and layer) for kinds with a discriminator, else None."""
@@ -71,8 +73,10 @@ def pix2pixhd_discriminator(model: ModelConfig, input_nc: int) -> nn.Module:
 
 
 def gan_terms(fake: Tensor, target: Tensor, config: Config, real_features: Predictions,
-              fake_features: Predictions) -> dict[str, Tensor]:
-    """Fool D, match D's features of the real pair and, when weighted, L1 on blurred stains."""
+              fake_features: Predictions, to_stain_units: StainUnits | None = None
+              ) -> dict[str, Tensor]:
+    """Fool D, match D's features of the real pair and, when weighted, L1 on blurred stains
+    (in the stain's units, through `to_stain_units`, when loss.l1_units is 'stain')."""
     loss = config.loss
     terms = {
         logs.G_GAN: gan_loss(fake_features, True, loss.gan_mode),
@@ -81,6 +85,10 @@ def gan_terms(fake: Tensor, target: Tensor, config: Config, real_features: Predi
             n_layers_D=config.model.n_layers_D, num_D=config.model.num_D),
     }
     if loss.lambda_l1 > 0:
+        if loss.l1_units == "stain":
+            if to_stain_units is None:
+                raise ValueError("loss.l1_units=stain needs the stain's normalisation")
+            fake, target = to_stain_units(fake), to_stain_units(target)
         terms[logs.G_L1] = loss.lambda_l1 * l1_loss(fake, target, loss.l1_blur_sigma)
     return terms
 

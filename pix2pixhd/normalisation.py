@@ -323,6 +323,13 @@ class DatasetNormaliser(Normaliser):
             return softness * _sinh((y + 1) / 2 * scale) + low
         return (y + 1) / 2 * (self._target_values(y, "p_high") - low) + low
 
+    def in_linear_units(self, y: Array) -> Array:
+        """A normalised stain re-expressed in the linear map's units: the stain's own units,
+        p_low at -1 and p_high at +1, without a ceiling. The identity under the linear map."""
+        low = self._target_values(y, "p_low")
+        half_range = (self._target_values(y, "p_high") - low) / 2
+        return (self.denormalise_target(y) - low) / half_range - 1
+
     def tanh_ceiling(self) -> dict[str, float]:
         """{channel: the brightest stain (a.u.) a generator ending in tanh can output}, the
         stain that +1 maps back to; nothing brighter can be predicted."""

@@ -63,7 +63,13 @@ from pix2pixhd.layout import plain_name, refuse_link
 from pix2pixhd.locking import folder_lock
 from pix2pixhd.losses import Predictions, VGGLoss, discriminator_loss
 from pix2pixhd.metrics import psnr, ssim
-from pix2pixhd.models import check_weights_fit, make_discriminator, make_generator, model_kind
+from pix2pixhd.models import (
+    StainUnits,
+    check_weights_fit,
+    make_discriminator,
+    make_generator,
+    model_kind,
+)
 from pix2pixhd.normalisation import STAIN_DISPLAY_PERCENTILES, Normaliser
 from pix2pixhd.runs import clear_run_folder, foreign_run_files, run_provenance
 
@@ -369,7 +375,7 @@ class Trainer:
                     # not through DDP: it would wait for D's gradients, and there are none
                     fake_features = self.discriminator(torch.cat([phase, fake], dim=1))
                 terms = self.kind.generator_terms(fake, target, self.config, real_features,
-                                                  fake_features)
+                                                  fake_features, self._stain_units())
                 if self.vgg is not None:
                     terms[logs.G_VGG] = self.config.loss.lambda_vgg * self.vgg(
                         fake.float(), target.float())
@@ -378,6 +384,10 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer_G)
         return {tag: term.detach() for tag, term in terms.items()}
+
+    def _stain_units(self) -> StainUnits | None:
+        """What loss.l1_units=stain compares: the normaliser's linear units, when it has them."""
+        return getattr(self.normaliser, "in_linear_units", None)
 
     # --- epochs -----------------------------------------------------------------------------
 

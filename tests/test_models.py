@@ -52,3 +52,25 @@ def test_the_gan_adds_l1_on_blurred_stains_only_when_weighted(tiny_config):
 def test_a_kind_not_in_the_table_names_the_option():
     with pytest.raises(ConfigError, match="model.kind='diffusion' is not one of gan, regression"):
         model_kind("diffusion")
+
+
+def test_the_gans_l1_in_stain_units_compares_the_stains_mapped_back(tiny_config):
+    from pix2pixhd.losses import l1_loss
+
+    config = apply_overrides(tiny_config, ["loss.lambda_l1=3", "loss.l1_blur_sigma=1.5",
+                                           "loss.l1_units=stain"])
+    discriminator = make_discriminator(config)
+    phase = torch.randn(2, 1, 32, 32)
+    target, fake = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    features = (discriminator(torch.cat([phase, target], 1)),
+                discriminator(torch.cat([phase, fake], 1)))
+
+    def to_stain_units(y):  # a stand-in map whose factors are not 1, and not affine
+        return 7 * y.exp() + 2
+
+    terms = model_kind("gan").generator_terms(fake, target, config, *features, to_stain_units)
+    expected = 3 * l1_loss(to_stain_units(fake), to_stain_units(target), 1.5)
+    torch.testing.assert_close(terms[logs.G_L1], expected)
+    assert not torch.allclose(expected, 3 * l1_loss(fake, target, 1.5))
+    with pytest.raises(ValueError, match="l1_units=stain needs"):
+        model_kind("gan").generator_terms(fake, target, config, *features)

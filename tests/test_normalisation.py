@@ -422,3 +422,32 @@ def test_shipped_checkpoints_predict_as_their_recorded_statistics_say(name):
     expected = (y + 1) / 2 * (high - low) + low
     np.testing.assert_allclose(predict_image(generator, phase, normaliser), expected,
                                rtol=1e-5, atol=1e-4 * (high - low))
+
+
+def test_linear_units_of_a_normalised_stain_match_values_computed_by_hand():
+    """nuclei p_low 100, p_high 300: linear units are (x - 100) / 100 - 1; membrane p_low -2,
+    p_high 6: (x + 2) / 4 - 1. The stains are 400, 1100 and 100; 10, 30 and -2."""
+    normaliser = asinh_normaliser()
+    stains = np.array([[[400.0, 1100.0, 100.0]], [[10.0, 30.0, -2.0]]])
+    linear = normaliser.in_linear_units(normaliser.normalise_target(stains))
+    np.testing.assert_allclose(linear[0, 0], [2.0, 9.0, -1.0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(linear[1, 0], [2.0, 7.0, -1.0], rtol=1e-9, atol=1e-9)
+    # under the linear map they are the normalised stain itself
+    plain = hand_normaliser()
+    y = plain.normalise_target(stains)
+    np.testing.assert_allclose(plain.in_linear_units(y), y, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_units_pass_gradients_that_grow_with_the_stain():
+    """The point of loss.l1_units=stain: under asinh, one normalised unit near the top of the
+    range is worth many more stain units than one near the background."""
+    normaliser = asinh_normaliser()
+    stains = torch.tensor([[[100.0, 300.0, 1100.0]], [[-2.0, 6.0, 30.0]]], dtype=torch.float64)
+    y = normaliser.normalise_target(stains).requires_grad_(True)
+    normaliser.in_linear_units(y).sum().backward()
+    slopes = y.grad[0, 0]
+    assert slopes[0] < slopes[1] < slopes[2]
+    # d(linear)/dy = (dx/dy) / 100 with x = 100 + 50 sinh((y + 1) a / 2): at x = 1100 (u = 20)
+    scale = 2 * math.asinh(20) / 1.8
+    assert slopes[2].item() == pytest.approx(50 * math.cosh(math.asinh(20)) * scale / 2 / 100,
+                                             rel=1e-9)

@@ -437,3 +437,12 @@ def test_the_trainer_reads_the_environment_through_the_same_check(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "abc")
     with pytest.raises(ConfigError, match="WORLD_SIZE='abc'"):
         Distributed.from_environment()
+
+
+def test_the_l1_term_in_stain_units_goes_through_the_datasets_stain_map(tiny_config):
+    config = apply_overrides(tiny_config, ["loss.l1_units=stain", "loss.lambda_l1=2"])
+    trainer = Trainer(config)
+    assert trainer.normaliser.stain_map == "asinh"
+    y = torch.linspace(-1, 1, 9).reshape(1, 1, 3, 3)
+    torch.testing.assert_close(trainer._stain_units()(y), trainer.normaliser.in_linear_units(y))
+    assert torch.isfinite(trainer.train_step(next(iter(trainer.train_loader)))[logs.G_L1])
