@@ -27,7 +27,8 @@ from pix2pixhd.layout import image_path, list_fovs
 from pix2pixhd.predict import predict_folder
 
 COLUMNS = ("band_power_ratio_low", "band_power_ratio_mid", "band_power_ratio_high",
-           "log_spectral_distance", "f1_iou50", "psnr")
+           "log_spectral_distance", "f1_iou50", "recall_bright_nuclei", "recall_other_nuclei",
+           "psnr")
 
 
 def realistic(summary: dict) -> bool:
@@ -97,7 +98,8 @@ def table(scores: dict[tuple[int, ...], dict], chosen: tuple[int, ...]) -> str:
              "|---" * (len(COLUMNS) + 2) + "|"]
     for epochs, summary in sorted(scores.items(), key=lambda item: (len(item[0]), item[0])):
         mark = "**" if epochs == chosen else ""
-        values = " | ".join(f"{summary[c]:.3g}" for c in COLUMNS)
+        values = " | ".join("-" if summary.get(c) is None else f"{summary[c]:.3g}"
+                            for c in COLUMNS)
         verdict = "yes" if realistic(summary) else "no"
         lines.append(f"| {mark}{label(epochs)}{mark} | {values} | {verdict} |")
     return "\n".join(lines)
