@@ -132,6 +132,7 @@ from pix2pixhd.viz import (
     plot_training_crops,
     plot_training_curves,
     plot_uncertainty_maps,
+    save_figure as write_figure,
 )
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
@@ -192,7 +193,7 @@ def interactive():
 
 def save_figure(figure, name):
     """Keep every figure under results/ as well as showing it."""
-    figure.savefig(RESULTS / f"{name}.png", dpi=110, bbox_inches="tight")
+    write_figure(figure, RESULTS / f"{name}.png")
     plt.show()
     plt.close(figure)
 

@@ -86,11 +86,18 @@ METRIC_LABELS = {
 DPI = 110
 
 
+def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write the figure as a PNG at `path`, whole or not at all; a link there is replaced,
+    its target left alone (`layout.write_atomically`)."""
+    written = layout.write_atomically(path, lambda temporary: figure.savefig(
+        temporary, format="png", dpi=DPI, bbox_inches="tight"))
+    log.info("wrote %s", path)
+    return written
+
+
 def _save(figure: Figure, path: str | Path | None) -> Figure:
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=DPI, bbox_inches="tight")
-        log.info("wrote %s", path)
+        save_figure(figure, path)
     return figure
 
 

@@ -524,3 +524,20 @@ def test_training_crops_show_targets_above_the_tanh_bound(rng):
 def test_training_crops_refuse_inputs_and_targets_of_other_crops(rng):
     with pytest.raises(ValueError, match="one batch"):
         viz.plot_training_crops(rng.random((2, 1, 16, 16)), rng.random((2, 1, 8, 8)))
+
+
+def test_a_figure_replaces_a_link_at_its_path_and_leaves_the_target_alone(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from pix2pixhd.viz import save_figure
+
+    target = tmp_path / "elsewhere.png"
+    target.write_bytes(b"someone's file")
+    link = tmp_path / "out" / "figure.png"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    figure = plt.figure()
+    save_figure(figure, link)
+    plt.close(figure)
+    assert target.read_bytes() == b"someone's file"
+    assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG")
