@@ -37,6 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
+from pix2pixhd.locking import folder_lock
 from pix2pixhd.normalisation import dataset_statistics
 
 try:  # the `download` extra; the rest of the package works without it
@@ -161,33 +162,34 @@ def download_dataset(
     test_positions = test_store.positions[:max_fovs]
     plan = [(split, train_store, p) for split in ("train", "val") for p in sorted(splits[split])]
     plan += [("test", test_store, p) for p in test_positions]
-    _check_split_agrees(out, plan)
-    if not test_store.has_masks:
-        log.warning("%s has no nuclei mask channel among %s nor a labels group; "
-                    "test/%s will be missing", test_url, test_store.labels, layout.MASKS)
+    with folder_lock(out, f"pix2pixhd data download --out {out}"):
+        _check_split_agrees(out, plan)
+        if not test_store.has_masks:
+            log.warning("%s has no nuclei mask channel among %s nor a labels group; "
+                        "test/%s will be missing", test_url, test_store.labels, layout.MASKS)
 
-    created_out = not out.exists()
-    try:
-        _fetch_all(out, plan)
-    except BaseException:
-        _remove_empty_folders(out, remove_out=created_out)
-        raise
-    layout.write_dataset_json(
-        out,
-        {
-            "source": SOURCE,
-            "urls": [train_url, test_url],
-            "seed": seed,
-            "val_fraction": val_fraction,
-            "max_fovs": max_fovs,
-            "plane": "time point 0, middle Z slice (Z // 2)",
-            "positions": {
-                split: [_fov_name(position) for s, _, position in plan if s == split]
-                for split in layout.SPLITS
+        created_out = not out.exists()
+        try:
+            _fetch_all(out, plan)
+        except BaseException:
+            _remove_empty_folders(out, remove_out=created_out)
+            raise
+        layout.write_dataset_json(
+            out,
+            {
+                "source": SOURCE,
+                "urls": [train_url, test_url],
+                "seed": seed,
+                "val_fraction": val_fraction,
+                "max_fovs": max_fovs,
+                "plane": "time point 0, middle Z slice (Z // 2)",
+                "positions": {
+                    split: [_fov_name(position) for s, _, position in plan if s == split]
+                    for split in layout.SPLITS
+                },
+                **dataset_statistics(out),
             },
-            **dataset_statistics(out),
-        },
-    )
+        )
     log.info("wrote %s (%d fields of view)", out, len(plan))
     return out
 

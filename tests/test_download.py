@@ -521,3 +521,14 @@ def test_the_command_line_takes_a_path_and_a_file_url(tmp_path, stores_root, sto
                  "--train-url", str(stores_root / "train_v2.zarr"),
                  "--test-url", (stores_root / "test_v2.zarr").as_uri()]) == 0
     _assert_layout_matches(out, _expected_files(stores["train_v2.zarr"], stores["test_v2.zarr"]))
+
+
+def test_a_download_into_a_folder_in_use_stops_before_writing(tmp_path, server, stores):
+    from pix2pixhd.locking import FolderBusyError, folder_lock
+
+    out = tmp_path / "data"
+    with folder_lock(out, "another download"):
+        with pytest.raises(FolderBusyError, match="another download"):
+            _download(server, out)
+    assert not out.exists()
+    assert layout.read_dataset_json(_download(server, out))["source"]
