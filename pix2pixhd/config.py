@@ -232,13 +232,17 @@ def _recipe(config: Config) -> Config:
     alone swung between epochs, down to F1 0.24 on validation) without pulling their texture
     towards the blurry median, as pixel-wise L1 does. Stains are mapped by asinh, under which no
     real test pixel of the built-in data lies above what the tanh can draw (0.56 % did under the
-    linear map: whole bright nuclei; `docs/stain-range.md`)."""
+    linear map: whole bright nuclei; `docs/stain-range.md`). The L1 term compares the stains in
+    their own units, in the linear map's steps, so it weighs what it weighed when it was chosen
+    and a bright nucleus drawn too bright costs what it costs the metrics; a fixed low-pass ends
+    the generator, which then cannot draw stripes two pixels apart (`docs/recipe.md`)."""
     config.data.stain_map = "asinh"
     config.model.upsample = "resize"
     config.model.lowpass_output = True
     config.loss.lambda_feat = 1.0
     config.loss.lambda_l1 = 20.0
     config.loss.l1_blur_sigma = 2.0
+    config.loss.l1_units = "stain"
     return config
 
 

@@ -27,6 +27,7 @@ from pix2pixhd.config import Config, apply_overrides
 from pix2pixhd.losses import feature_matching_loss
 from pix2pixhd.metrics import iou_matrix, match_instances
 from pix2pixhd.networks import build_discriminator
+from pix2pixhd.normalisation import DatasetNormaliser
 from pix2pixhd.train import Trainer, frozen
 from pix2pixhd.uncertainty import uncertainty_maps
 
@@ -210,12 +211,16 @@ class StandInPerceptualLoss(nn.Module):
         return (pool(fake, 4) - pool(real.detach(), 4)).abs().mean()
 
 
-def gan_step_options(config: Config, vgg: nn.Module | None) -> dict[str, Any]:
-    """generator_step's keywords for a config: the loss weights and D's shape."""
+def gan_step_options(trainer: Trainer) -> dict[str, Any]:
+    """generator_step's keywords for a Trainer: the loss weights, D's shape, the perceptual
+    network and, when loss.l1_units is 'stain', the map of normalised stains to stain units."""
+    config = trainer.config
     loss = config.loss
+    to_stain_units = trainer._stain_units() if loss.l1_units == "stain" else None
     return {"lambda_feat": loss.lambda_feat, "lambda_l1": loss.lambda_l1,
-            "l1_blur_sigma": loss.l1_blur_sigma, "n_layers_D": config.model.n_layers_D,
-            "num_D": config.model.num_D, "vgg": vgg, "lambda_vgg": loss.lambda_vgg}
+            "l1_blur_sigma": loss.l1_blur_sigma, "to_stain_units": to_stain_units,
+            "n_layers_D": config.model.n_layers_D, "num_D": config.model.num_D,
+            "vgg": trainer.vgg, "lambda_vgg": loss.lambda_vgg}
 
 
 def gan_training_step(discriminator_step: Callable, generator_step: Callable, G: nn.Module,
@@ -242,11 +247,13 @@ def _gan_step_settings(config: Config) -> list[tuple[str, list[str], bool]]:
     loss = config.loss
     return [
         (f"the profile's weights (lambda_feat={loss.lambda_feat:g}, lambda_l1={loss.lambda_l1:g}"
-         f", l1_blur_sigma={loss.l1_blur_sigma:g}, n_layers_D={config.model.n_layers_D})",
-         [], False),
-        ("every factor other than 1 (lambda_feat=2.5, lambda_l1=3, l1_blur_sigma=1.5, "
-         "n_layers_D=2, num_D=2, a perceptual term with lambda_vgg=0.5)",
+         f", l1_blur_sigma={loss.l1_blur_sigma:g}, L1 in {loss.l1_units} units, "
+         f"n_layers_D={config.model.n_layers_D})", [], False),
+        ("every factor other than 1 (lambda_feat=2.5, lambda_l1=3, l1_blur_sigma=1.5, L1 in "
+         "stain units under the asinh map, n_layers_D=2, num_D=2, a perceptual term with "
+         "lambda_vgg=0.5)",
          ["loss.lambda_feat=2.5", "loss.lambda_l1=3", "loss.l1_blur_sigma=1.5",
+          "loss.l1_units=stain", "data.stain_map=asinh",
           "model.n_layers_D=2", "model.num_D=2", "model.ngf=8", "model.ndf=8",
           "model.n_downsample_global=2", "model.n_blocks_global=2", "model.netG=global"], True),
     ]
@@ -277,7 +284,10 @@ def check_gan_step(discriminator_step: Callable, generator_step: Callable, confi
 
 
 def _sgd_trainer(config: Config, stand_in: bool, learning_rate: float) -> Trainer:
-    trainer = Trainer(config, loaders=([], []))
+    data = config.data
+    normaliser = DatasetNormaliser.from_dataset(data.root, data.input_channel,
+                                                data.target_channels, stain_map=data.stain_map)
+    trainer = Trainer(config, loaders=([], []), normaliser=normaliser)
     trainer.optimizer_G = torch.optim.SGD(trainer.generator.parameters(), lr=learning_rate)
     trainer.optimizer_D = torch.optim.SGD(trainer.discriminator.parameters(), lr=learning_rate)
     if stand_in:
@@ -292,7 +302,7 @@ def _check_gan_step_setting(discriminator_step: Callable, generator_step: Callab
                             stand_in: bool, learning_rate: float) -> None:
     yours = _sgd_trainer(config, stand_in, learning_rate)
     module = _sgd_trainer(config, stand_in, learning_rate)
-    options = gan_step_options(module.config, module.vgg)
+    options = gan_step_options(module)
     gradients_into_G: list[int] = []
     next(yours.generator.parameters()).register_hook(lambda gradient: gradients_into_G.append(1))
     for number, batch in enumerate(batches, start=1):
@@ -343,8 +353,9 @@ def _compare_step_numbers(mine: dict, theirs: dict[str, float], options: dict, w
                     "detached, and gan_loss(..., True)",
         logs.G_GAN_FEAT: "feature_matching_loss between the real features kept from D's step "
                          "and D's features of (phase, fake), times lambda_feat",
-        logs.G_L1: "lambda_l1 * l1_loss(fake, target, l1_blur_sigma): L1 of the two stains "
-                   "after the same Gaussian blur",
+        logs.G_L1: "lambda_l1 * l1_loss(to_stain_units(fake), to_stain_units(target), "
+                   "l1_blur_sigma): L1 of the two stains in their own units (fake and target "
+                   "as they are when to_stain_units is None) after the same Gaussian blur",
         logs.G_VGG: "lambda_vgg * vgg(fake, target), only when vgg is given",
     }
     factors = {logs.G_GAN_FEAT: ("lambda_feat", options["lambda_feat"]),
@@ -397,6 +408,8 @@ def _generator_update_mistake(yours: Trainer, config: Config, before: dict, batc
                               number: int, stand_in: bool, learning_rate: float) -> str:
     """Which terms G's update holds, and how often: the update (SGD: -lr times the gradient)
     fitted by least squares to each logged term's gradient at the step's starting weights."""
+    config = copy.deepcopy(config)
+    config.loss.lambda_vgg = 0.0  # a stand-in perceptual term is put back by _sgd_trainer
     reference = _sgd_trainer(config, stand_in, learning_rate)
     with torch.no_grad():
         for network in ("generator", "discriminator"):
@@ -409,7 +422,7 @@ def _generator_update_mistake(yours: Trainer, config: Config, before: dict, batc
     with frozen(reference.discriminator):
         fake_features = reference.discriminator(torch.cat([phase, fake], dim=1))
         terms = reference.kind.generator_terms(fake, target, reference.config, real_features,
-                                               fake_features)
+                                               fake_features, reference._stain_units())
         if reference.vgg is not None:
             terms[logs.G_VGG] = reference.config.loss.lambda_vgg * reference.vgg(fake, target)
     parameters = list(reference.generator.parameters())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pix2pixhd import tasks
-from pix2pixhd.config import load_config
+from pix2pixhd.config import apply_overrides, load_config
 from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss, l1_loss
 from pix2pixhd.tasks import TaskCheckFailed
 
@@ -103,16 +103,18 @@ def discriminator_step(D, optimizer_D, phase, target, fake, *, detach=True, item
 
 
 def generator_step(D, optimizer_G, phase, target, fake, real_features, *, lambda_feat,
-                   lambda_l1, l1_blur_sigma, n_layers_D, num_D, vgg=None, lambda_vgg=0.0,
-                   mistake=None):
+                   lambda_l1, l1_blur_sigma, n_layers_D, num_D, to_stain_units=None, vgg=None,
+                   lambda_vgg=0.0, mistake=None):
     D.requires_grad_(False)
     pred_fake = D(torch.cat([phase, fake], dim=1))
     feat = feature_matching_loss(real_features, pred_fake, n_layers_D=n_layers_D, num_D=num_D)
     terms = {"loss/G_GAN": gan_loss(pred_fake, True),
              "loss/G_GAN_Feat": feat if mistake == "no lambda_feat" else lambda_feat * feat}
     if lambda_l1 > 0:
+        units = to_stain_units if to_stain_units and mistake != "normalised units" else None
+        units = units or (lambda stain: stain)
         terms["loss/G_L1"] = lambda_l1 * l1_loss(
-            fake, target, 0.0 if mistake == "no blur" else l1_blur_sigma)
+            units(fake), units(target), 0.0 if mistake == "no blur" else l1_blur_sigma)
     if vgg is not None and mistake != "no vgg":
         terms["loss/G_VGG"] = lambda_vgg * vgg(fake, target)
     if mistake != "no zero_grad":
@@ -133,8 +135,9 @@ def with_mistake(mistake):
 
 
 @pytest.fixture(scope="module")
-def step_inputs():
-    config = load_config("quick")
+def step_inputs(tiny_dataset):
+    config = apply_overrides(load_config("quick"), [f"data.root={tiny_dataset}"])
+    assert config.loss.l1_units == "stain"
     generator = torch.Generator().manual_seed(0)
     batch = {"input": torch.randn(2, 1, 64, 64, generator=generator),
              "target": torch.rand(2, 1, 64, 64, generator=generator) * 2 - 1}
@@ -150,6 +153,7 @@ def test_gan_step_check_passes_the_step_with_every_term_the_trainer_logs(step_in
 @pytest.mark.parametrize("mistake, words", [
     ("no lambda_feat", ("loss/G_GAN_Feat", "multiply it by lambda_feat (= 2.5 here)")),
     ("no blur", ("loss/G_L1", "blur")),
+    ("normalised units", ("loss/G_L1", "to_stain_units(fake)")),
     ("no vgg", ("no loss/G_VGG",)),
     ("feature matching not in backward", ("backward leaves out loss/G_GAN_Feat",)),
     ("no zero_grad", ("zero optimizer_G's gradients",)),
