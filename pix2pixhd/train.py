@@ -51,6 +51,7 @@ from pix2pixhd.checkpoint import (
 )
 from pix2pixhd.checks import check_training_data
 from pix2pixhd.config import (
+    UNUSED_BY_KIND,
     Config,
     ConfigError,
     TrainConfig,
@@ -229,6 +230,7 @@ class Trainer:
             normaliser = loaders[0].dataset.normaliser
         self.train_loader, self.val_loader = loaders
         self.normaliser = normaliser
+        self._check_stain_units()
 
         self.generator = make_generator(config).to(self.device)
         discriminator = make_discriminator(config)
@@ -384,6 +386,15 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer_G)
         return {tag: term.detach() for tag, term in terms.items()}
+
+    def _check_stain_units(self) -> None:
+        """A GAN whose L1 term is in stain units cannot train without the stain's map."""
+        loss = self.config.loss
+        uses_it = "loss.l1_units" not in UNUSED_BY_KIND[self.config.model.kind]
+        if (uses_it and loss.lambda_l1 > 0 and loss.l1_units == "stain"
+                and self._stain_units() is None):
+            raise ConfigError("loss.l1_units=stain needs the stain's normalisation: give the "
+                              "Trainer a DatasetNormaliser, or set loss.l1_units=model")
 
     def _stain_units(self) -> StainUnits | None:
         """What loss.l1_units=stain compares: the normaliser's linear units, when it has them."""

@@ -31,7 +31,7 @@ def test_generator_terms_are_logged_tags_and_sum_to_a_differentiable_loss(tiny_c
     if discriminator is not None:
         features = (discriminator(torch.cat([phase, target], 1)),
                     discriminator(torch.cat([phase, fake], 1)))
-    terms = model_kind(kind).generator_terms(fake, target, config, *features)
+    terms = model_kind(kind).generator_terms(fake, target, config, *features, lambda y: 3 * y)
     assert set(terms) <= set(model_kind(kind).tags) <= set(logs.GENERATOR_TAGS) | {
         *logs.DISCRIMINATOR_TAGS, *logs.D_OUT_TRAIN_TAGS, *logs.D_OUT_VAL_TAGS}
     sum(terms.values()).backward()

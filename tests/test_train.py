@@ -83,7 +83,9 @@ def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_c
     D's update from turning float rounding into different weights before G's loss."""
     from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss, l1_loss
 
-    config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-9"])
+    # the L1 term in normalised units: these Trainers have no dataset to map stains back with
+    config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-9",
+                                           "loss.l1_units=model"])
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
     trainer = Trainer(config, loaders=([], []))
     G, D = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
@@ -120,7 +122,8 @@ def test_generator_loss_is_computed_through_the_updated_discriminator(tiny_confi
     """D is updated first; G's adversarial loss then scores the fake with D's new weights."""
     from pix2pixhd.losses import gan_loss
 
-    config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-2"])
+    config = apply_overrides(tiny_config, ["model.use_dropout=false", "train.lr=1e-2",
+                                           "loss.l1_units=model"])
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
     trainer = Trainer(config, loaders=([], []))
     G_before, D_before = copy.deepcopy(trainer.generator), copy.deepcopy(trainer.discriminator)
@@ -137,7 +140,7 @@ def test_generator_loss_does_not_train_the_discriminator(tiny_config):
     """D ends the step exactly as one SGD step on D's own loss leaves it, and its gradients
     are those of D's loss alone: G's loss neither adds to them nor steps D. SGD, unlike Adam,
     turns any extra gradient into a different weight. G is updated."""
-    config = apply_overrides(tiny_config, ["model.use_dropout=false"])
+    config = apply_overrides(tiny_config, ["model.use_dropout=false", "loss.l1_units=model"])
     batch = {"input": torch.randn(2, 1, 32, 32), "target": torch.rand(2, 1, 32, 32) * 2 - 1}
     trainer = Trainer(config, loaders=([], []))
     trainer.optimizer_D = torch.optim.SGD(trainer.discriminator.parameters(), lr=0.1)
@@ -169,8 +172,9 @@ def test_generator_loss_does_not_train_the_discriminator(tiny_config):
 
 
 def test_regression_baseline_learns_without_a_discriminator(tiny_config):
+    # no output low-pass: the target below is white noise through tanh, sharp at every pixel
     config = apply_overrides(tiny_config, ["model.kind=regression", "model.use_dropout=false",
-                                           "train.lr=2e-3"])
+                                           "train.lr=2e-3", "model.lowpass_output=false"])
     trainer = Trainer(config, loaders=([], []))
     assert trainer.discriminator is None
     generator = torch.Generator().manual_seed(0)
@@ -370,7 +374,8 @@ def test_ddp_ranks_end_with_identical_weights(tiny_config, tmp_path):
         rank0 = torch.load(tmp_path / f"rank0{part}.pt", weights_only=True)
         rank1 = torch.load(tmp_path / f"rank1{part}.pt", weights_only=True)
         assert_same_weights(rank0, rank1)
-    initial = Trainer(apply_overrides(tiny_config, ["train.name=fresh"]), loaders=([], []))
+    initial = Trainer(apply_overrides(tiny_config, ["train.name=fresh", "loss.l1_units=model"]),
+                      loaders=([], []))
     assert any(not torch.equal(initial.generator.state_dict()[k], v)
                for k, v in torch.load(tmp_path / "rank0.pt", weights_only=True).items())
 
@@ -437,6 +442,12 @@ def test_the_trainer_reads_the_environment_through_the_same_check(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "abc")
     with pytest.raises(ConfigError, match="WORLD_SIZE='abc'"):
         Distributed.from_environment()
+
+
+def test_a_trainer_without_a_normaliser_refuses_an_l1_term_in_stain_units(tiny_config):
+    with pytest.raises(ConfigError, match="loss.l1_units=stain needs the stain's normalisation"):
+        Trainer(tiny_config, loaders=([], []))
+    Trainer(apply_overrides(tiny_config, ["loss.l1_units=model"]), loaders=([], []))
 
 
 def test_the_l1_term_in_stain_units_goes_through_the_datasets_stain_map(tiny_config):
