@@ -405,9 +405,10 @@ def test_shipped_checkpoints_predict_as_their_recorded_statistics_say(name):
 
     path = CHECKPOINTS / name / "latest.pt"
     state = load_checkpoint(path)
-    assert "strategy" not in state["normaliser"]  # written before strategies were recorded
+    record = state["normaliser"]
+    assert (record["strategy"], record["stain_map"]) == ("dataset", "asinh")
     generator, _, normaliser = load_predictor(path)
-    assert type(normaliser) is DatasetNormaliser and normaliser.stain_map == "linear"
+    assert type(normaliser) is DatasetNormaliser and normaliser.stain_map == "asinh"
 
     phase_stats = state["normaliser"]["stats"]["phase"]
     stain_stats = state["normaliser"]["stats"]["nuclei"]
@@ -418,10 +419,13 @@ def test_shipped_checkpoints_predict_as_their_recorded_statistics_say(name):
     x = (phase - phase_stats["median"]) / phase_stats["iqr"]
     with torch.no_grad():
         y = reference_generator(torch.from_numpy(x)[None, None])[0].numpy()
-    low, high = stain_stats["p_low"], stain_stats["p_high"]
-    expected = (y + 1) / 2 * (high - low) + low
+    low, high, top = stain_stats["p_low"], stain_stats["p_high"], stain_stats["p_top"]
+    # asinh: s = (p_high - p_low) / 4, and a puts p_top at +0.8
+    softness = (high - low) / 4
+    scale = 2 * math.asinh((top - low) / softness) / 1.8
+    expected = low + softness * np.sinh((y.astype(np.float64) + 1) / 2 * scale)
     np.testing.assert_allclose(predict_image(generator, phase, normaliser), expected,
-                               rtol=1e-5, atol=1e-4 * (high - low))
+                               rtol=1e-4, atol=1e-4 * (high - low))
 
 
 def test_linear_units_of_a_normalised_stain_match_values_computed_by_hand():
