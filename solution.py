@@ -61,7 +61,7 @@ import pandas as pd
 import torch
 
 from pix2pixhd import config as configs
-from pix2pixhd import logs
+from pix2pixhd import logs, viz
 from pix2pixhd.bench import estimate_run_seconds
 from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
 from pix2pixhd.dataset import make_loaders
@@ -132,7 +132,6 @@ from pix2pixhd.viz import (
     plot_training_crops,
     plot_training_curves,
     plot_uncertainty_maps,
-    save_figure as write_figure,
 )
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
@@ -193,7 +192,7 @@ def interactive():
 
 def save_figure(figure, name):
     """Keep every figure under results/ as well as showing it."""
-    write_figure(figure, RESULTS / f"{name}.png")
+    viz.save_figure(figure, RESULTS / f"{name}.png")
     plt.show()
     plt.close(figure)
 
@@ -294,8 +293,8 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 # brighter than `p_high` or darker than `p_low`. The brightest 0.5 % of the stain's pixels are
 # out of reach, and they are not scattered noise but whole bright nuclei (dividing cells, cells
 # with doubled DNA) up to ten times brighter than `p_high`: in the built-in test split 0.56 % of
-# the pixels lie above it. The cell after the check prints the share for your data; Parts 3
-# and 5 show what the ceiling costs.
+# the pixels lie above it. The cell after the check prints the share for your data, and the
+# next one shows the map that avoids the ceiling.
 #
 # <div class="alert alert-info">
 # Task 1.1: write the stain normalisation and its inverse (which you need to measure errors in
@@ -335,16 +334,17 @@ nuclei_pixels = np.concatenate([read_image(image_path(DATA, "train", "nuclei", f
 above = nuclei_pixels > p_high
 print(f"{100 * above.mean():.2f} % of the nuclei pixels of {len(train_fovs)} training images lie "
       f"above p_high = {p_high:.0f}, up to {nuclei_pixels.max():.0f} "
-      f"({nuclei_pixels.max() / p_high:.1f} x p_high): no prediction can reach them")
+      f"({nuclei_pixels.max() / p_high:.1f} x p_high): under this map a tanh cannot reach them")
 
 # %% [markdown]
-# That linear map is the one the shipped models were trained with, and under a `tanh` it
-# cannot reach the brightest nuclei. `train`'s presets map stains by asinh instead
-# (`data.stain_map=asinh`): $y = -1 + 2\,\mathrm{asinh}((x - p_{low}) / s) / a$ with
-# $s = (p_{high} - p_{low}) / 4$, linear near the background and logarithmic above, and $a$
-# chosen so that the train split's 99.999th percentile `p_top` lands at +0.8. On the built-in
-# data no test pixel lies above its ceiling, and a typical nucleus keeps two thirds of the
-# output range that the linear map gives it.
+# Under a `tanh`, that linear map cannot reach the brightest nuclei. The presets, and the
+# shipped models, map stains by asinh instead (`data.stain_map=asinh`):
+# $y = -1 + 2\,\mathrm{asinh}((x - p_{low}) / s) / a$ with $s = (p_{high} - p_{low}) / 4$,
+# linear near the background and logarithmic above, and $a$ chosen so that the train split's
+# 99.999th percentile `p_top` lands at +0.8. On the built-in data no test pixel lies above its
+# ceiling, and a typical nucleus keeps two thirds of the output range that the linear map
+# gives it. The price: an error near the top of the range costs few normalised units, so the
+# GAN's L1 term (1.6) measures it in the stain's own units.
 
 # %%
 # both maps over the training pixels: nothing above a map's ceiling (+1) can be predicted
@@ -921,21 +921,21 @@ save_figure(plot_logged_images(
 #   place. A higher PSNR means closer on average, not more realistic: Part 4 measures
 #   sharpness as well.
 # - If the best validation epoch is well before the last, the later epochs overfit or drift;
-#   keep the checkpoint chosen on validation images (never on the test images), or, as for
-#   the shipped GAN, the mean of the weights of the last few epochs, if validation prefers it.
-#   The shipped GAN was not chosen by validation SSIM: SSIM, like PSNR, rewards the smooth
+#   keep the checkpoint chosen on validation images (never on the test images), as the
+#   shipped GAN's epoch 22 was (the mean of the weights of the last few epochs was a candidate
+#   too). It was not chosen by validation SSIM: SSIM, like PSNR, rewards the smooth
 #   median, so the epoch with the best SSIM tends to be the blurriest. Its selection
 #   (`scripts/select_epoch.py`, docs/results.md) keeps the candidates whose power spectrum is
 #   close to the real stain's and takes the one whose nuclei segment best (F1 at IoU 0.5).
 # - If D wins too easily: a smaller D (`ndf`, fewer layers or scales), a lower learning rate
 #   for D than for G, or a larger `lambda_feat` so G
 #   leans on feature matching.
-# - In the shipped GAN's grids, epoch 1 already puts blobs about where the nuclei are, but
-#   blurred, smooth and often too large or misshapen; by epoch 15 they are round discs of
-#   about the right size, still smooth inside; by epoch 30 they carry a grainy, chromatin-like
-#   texture, as the real stain does. The texture is the GAN's own: compare the crops in the
-#   third row, where a bright, condensed nucleus of the real stain comes out dim and an
-#   ordinary one bright and speckled. Places are learnt first, then outlines, then texture.
+# - In the shipped run's grids, epoch 1 already puts blurred blobs about where the nuclei are,
+#   some far too large, with dark halos; by epoch 15 they are smooth, dim discs of about the
+#   right size; by epoch 30 they carry a grainy texture, as the real stain does, and the small,
+#   bright, condensed nuclei come out bright too. Places are learnt first, then outlines, then
+#   texture. The shipped weights are epoch 22's, where the texture has begun: from epoch 24 on
+#   this run draws the brightest nuclei too bright (docs/results.md).
 
 # %% [markdown]
 # <div class="alert alert-success">
@@ -1065,12 +1065,18 @@ print(f"errors by cause in {len(gan_table)} test images ({int(gan_table.n_true.s
       f"nuclei):\n{errors.to_string()}")
 for cause, rule in ERROR_CAUSES.items():
     print(f"  {cause}: {rule}")
+if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
+    for group, which in (("bright", "brighter than p_high"), ("other", "all others")):
+        found, total = gan_table[f"{group}_found"].sum(), gan_table[f"{group}_nuclei"].sum()
+        print(f"true nuclei {which}: {found} of {total} found at IoU 0.5 "
+              f"(recall {found / max(total, 1):.2f})")
 
 # %% [markdown]
 # <div class="alert alert-warning">
 # Questions: which nuclei does the GAN miss or invent in the worst images, and which does it
 # draw too large? Use the outline figure and the table of errors by cause, and compare with the
-# real stain segmented the same way. Is the F1 at IoU 0.5 far from the real stain's? Does F1
+# real stain segmented the same way. Does it find the brightest nuclei (mitotic, or with doubled
+# DNA) as often as the others? Is the F1 at IoU 0.5 far from the real stain's? Does F1
 # drop faster with the IoU threshold than the real stain's does, and why would it? Which of
 # the course's first-part metrics shows that drop?
 # </div>
@@ -1078,27 +1084,31 @@ for cause, rule in ERROR_CAUSES.items():
 # %% [markdown] tags=["solution"]
 # **Answers.** Measured on the shipped GAN (the numbers above may change after a retraining).
 #
-# - **Missed**: about 125 of about 2,000 true nuclei. In the outline figure almost every blue
-#   outline sits on the image border: slivers of nuclei cut by the edge, too small and faint
-#   to segment. The real stain, segmented the same way, misses about 70 border slivers too
-#   (about 55 of them the same ones), so many misses are the segmentation's, not the virtual
-#   stain's; away from the border the GAN misses almost none.
-# - **Invented**: about 45, against none for the real stain: small, dim red blobs, a
-#   fraction of a nucleus in size, where the GAN put a little stain that the threshold keeps.
-# - **Too large**: about 120, against about 30 for the real stain: of all causes, the one the
-#   GAN adds most. In the figure they are the yellow pairs around the brightest, most
-#   condensed nuclei: the GAN draws them as bright blobs wider than the nucleus (or, the other
-#   way round, dim where the real nucleus is bright, as the grids of Part 2 showed). Merges
-#   and splits are rare (none and about 1).
-# - The worst image (fov_0012, F1 about 0.70) has few nuclei, so a handful of too-large and
-#   shrunken outlines costs much; the best (F1 about 0.97) are nearly all green.
-# - F1 at IoU 0.5 is about 0.89 against about 0.98 for the real stain, and it falls faster with
-#   the threshold (mean F1 over 0.5-0.95 about 0.49 against 0.78): the GAN places nuclei well
-#   but draws their edges from its own idea of a nucleus. Of the course's first-part metrics,
-#   mAP shows it best: about 0.79 at IoU 0.5 but about 0.23 at 0.75, where the real stain keeps
-#   0.96 and 0.88. Accuracy (about 0.80) is below F1 by definition, and Dice and Jaccard
-#   (about 0.84 and 0.73) score the pixels of the masks, so they see outlines but not merges
-#   or splits.
+# - **Missed**: 133 of 1,991 true nuclei, and 127 of them touch the image border: slivers cut
+#   by the edge, too small and faint to segment. The real stain, segmented the same way,
+#   misses 69, all on the border (51 of them the same ones), so most misses are the
+#   segmentation's, not the virtual stain's; away from the border the GAN misses 6.
+# - **Invented**: 46, against none for the real stain: small, dim blobs (half of them under
+#   130 pixels, a fifth of a typical nucleus) where the GAN put a little stain that the
+#   threshold keeps.
+# - **Too large**: 73, against 28 for the real stain, and 40 of them lie over the brightest
+#   nuclei (one nucleus in twenty is brighter than `p_high`): the GAN draws a bright,
+#   condensed nucleus as a blob wider than the nucleus, the yellow pairs of the figure. Merges
+#   none, splits none (the real stain: 8 splits).
+# - **The brightest nuclei** are found less often: 58 of 92 (recall 0.63) against 0.83 for
+#   the others. Trained under the linear map, whose `tanh` ceiling sat at `p_high`, the
+#   previous GAN found 13 of them; the asinh map lets the GAN draw them, but not yet as
+#   reliably as the rest.
+# - Precision and recall at IoU 0.5 are 0.85 and 0.82: the GAN loses about as much by what it
+#   adds (invented, too large) as by what it leaves out.
+# - The worst image (fov_0012, F1 0.61) has few nuclei, so a handful of too-large, invented and
+#   shifted outlines costs much; the best (F1 0.92) are nearly all green.
+# - F1 at IoU 0.5 is 0.83 against 0.98 for the real stain, and it falls faster with the
+#   threshold (mean F1 over 0.5-0.95: 0.39 against 0.78): the GAN places nuclei well but draws
+#   their edges from its own idea of a nucleus. Of the course's first-part metrics, mAP shows
+#   it best: 0.69 at IoU 0.5 but 0.11 at 0.75, where the real stain keeps 0.96 and 0.88.
+#   Accuracy (0.72) is below F1 by definition, and Dice and Jaccard (0.80 and 0.66) score the
+#   pixels of the masks, so they see outlines but not merges or splits.
 
 # %% [markdown]
 # ### Your own images
@@ -1169,17 +1179,17 @@ if first in list_fovs(DATA, "test"):  # the stand-in: its real stain is known
 # must produce something that looks real to the discriminator: sharp, even where it has to
 # guess.
 #
-# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 network
-# (a ConvNeXt V2 encoder and a light decoder, as in the published VSCyto2D model, here narrowed
-# to 3.6 M parameters so that it trains on a CPU) trained on the same images with VisCy's own
-# loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Three things differ
-# from our generator at once: the architecture, the loss (MS-DSSIM rewards local contrast and
-# structure, not only intensities) and the output, which is linear where ours ends in tanh. On
-# the synthetic data the three shipped models saw the same training images with the same
-# normalisation and are scored the same way, so the table compares *recipes*: it can say which
-# recipe gives the sharper or the more segmentable stain here, not which single ingredient
-# (network, loss or normalisation) causes it, and a short CPU training says little about what
-# each would reach with the published model's training budget.
+# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 network (a
+# ConvNeXt V2 encoder and a light decoder, as in the published VSCyto2D model, here narrowed from
+# 31 M to 1.6 M parameters so that it trains on a CPU) trained on the same images with VisCy's own
+# loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Three things differ from
+# our generator at once: the architecture, the loss (MS-DSSIM rewards local contrast and
+# structure, not only intensities) and the output, which is linear where ours ends in tanh. On the
+# synthetic data the three shipped models saw the same training images with the same normalisation
+# and are scored the same way, so the table compares *recipes*: it can say which recipe gives the
+# sharper or the more segmentable stain here, not which single ingredient (network, loss or
+# normalisation) causes it, and a short CPU training says little about what each would reach with
+# the published model's training budget.
 #
 # On the real A549 data the models differ in their training too: the GAN is yours from Part 1
 # (or the one your TA named), and the VisCy row is the published VSCyto2D that `setup.sh --real`
@@ -1488,16 +1498,14 @@ save_figure(plot_reliability({
 #   std promises, so raw MC-dropout error bars are overconfident (the usual finding); below
 #   1, they are too cautious. UCE weighs each group's gap in squared stain units, so the
 #   groups with the largest spreads and errors, the nuclei, decide the factor: scaled, they
-#   come to the diagonal (for the shipped GAN the factor is about 5, and the test UCE falls
-#   by about a third). A factor only slides the curve sideways on the log axes; it cannot
-#   change its shape, and the curve is much flatter than the diagonal: from the background to
-#   the nuclei the std grows about a hundredfold, the error about tenfold. So, scaled, the
-#   groups of small spread still sit five to twenty times above the diagonal. The group
-#   of the smallest spread has one of the largest errors: it is mostly background, but a few
-#   per cent of its pixels lie inside the brightest nuclei, where the samples agree at the
-#   generator's ceiling (`p_high`) and are all wrong by thousands. Those few pixels make
-#   almost all of its error. The model is confidently wrong there, and no factor widens an
-#   error bar of almost zero enough to cover them.
+#   come to the diagonal (for the shipped GAN the factor is about 5, and the mean test UCE
+#   falls from about 5.8e4 to 2.3e4). A factor only slides the curve sideways on the log axes;
+#   it cannot change its shape, and the curve is flatter than the diagonal: from the
+#   background to the brightest nuclei the std spans more than two decades, the error about
+#   two. So, scaled, the groups in between (edges of nuclei, dim nuclei) still sit up to about
+#   three and a half times above the diagonal: there the samples agree more than the model is
+#   right. One factor per range of std (or of intensity) would fix the shape; a single factor
+#   fixes the overall level only.
 # - No: when the count varies between samples by more than a nucleus or two, one virtual
 #   stain's count hides that spread; report the mean and the std over samples, or check with
 #   the real stain.
