@@ -361,7 +361,8 @@ def evaluate_predictions(
     log_spectral_distance (`metrics.spectral_metrics`); band_power_low/mid/high of the
     prediction and of the real stain (`real_stain_band_power_...`, what `summarise` divides);
     the `instance_scores` of the prediction and the same for the real stain prefixed
-    `real_stain_`; bright_nuclei, bright_found, other_nuclei and other_found. Without masks the instance columns are left out (with a warning). Values
+    `real_stain_`; bright_nuclei, bright_found, other_nuclei and other_found (see
+    `bright_threshold`). Without masks the instance columns are left out (with a warning). Values
     are nan where undefined (Pearson r or the sharpness ratio of a constant prediction, mean
     matched IoU when nothing matched) and psnr is inf for a prediction equal to the real
     stain. PSNR, SSIM, MAE and NRMSE are left nan, with the reason in the column `units`, for
