@@ -36,8 +36,9 @@ from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
 StainUnits = Callable[[Tensor], Tensor]
 """Normalised stain -> the stain's own units, in steps of the linear map's half-range."""
 GeneratorTerms = Callable[..., dict[str, Tensor]]
-"""(fake, target, config, real_features, fake_features) -> {tag: weighted loss term}.
-The features are D's (per scale and layer) for kinds with a discriminator, else None."""
+"""(fake, target, config, real_features, fake_features, to_stain_units) -> {tag: weighted loss
+term}. The features are D's (per scale and layer) for kinds with a discriminator, else None;
+to_stain_units (`StainUnits`, or None without a dataset) serves loss.l1_units=stain."""
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def gan_step_options(trainer: Trainer) -> dict[str, Any]:
     network and, when loss.l1_units is 'stain', the map of normalised stains to stain units."""
     config = trainer.config
     loss = config.loss
-    to_stain_units = trainer._stain_units() if loss.l1_units == "stain" else None
+    to_stain_units = trainer.stain_units() if loss.l1_units == "stain" else None
     return {"lambda_feat": loss.lambda_feat, "lambda_l1": loss.lambda_l1,
             "l1_blur_sigma": loss.l1_blur_sigma, "to_stain_units": to_stain_units,
             "n_layers_D": config.model.n_layers_D, "num_D": config.model.num_D,
@@ -422,7 +422,7 @@ def _generator_update_mistake(yours: Trainer, config: Config, before: dict, batc
     with frozen(reference.discriminator):
         fake_features = reference.discriminator(torch.cat([phase, fake], dim=1))
         terms = reference.kind.generator_terms(fake, target, reference.config, real_features,
-                                               fake_features, reference._stain_units())
+                                               fake_features, reference.stain_units())
         if reference.vgg is not None:
             terms[logs.G_VGG] = reference.config.loss.lambda_vgg * reference.vgg(fake, target)
     parameters = list(reference.generator.parameters())

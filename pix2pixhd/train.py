@@ -377,7 +377,7 @@ class Trainer:
                     # not through DDP: it would wait for D's gradients, and there are none
                     fake_features = self.discriminator(torch.cat([phase, fake], dim=1))
                 terms = self.kind.generator_terms(fake, target, self.config, real_features,
-                                                  fake_features, self._stain_units())
+                                                  fake_features, self.stain_units())
                 if self.vgg is not None:
                     terms[logs.G_VGG] = self.config.loss.lambda_vgg * self.vgg(
                         fake.float(), target.float())
@@ -392,11 +392,11 @@ class Trainer:
         loss = self.config.loss
         uses_it = "loss.l1_units" not in UNUSED_BY_KIND[self.config.model.kind]
         if (uses_it and loss.lambda_l1 > 0 and loss.l1_units == "stain"
-                and self._stain_units() is None):
+                and self.stain_units() is None):
             raise ConfigError("loss.l1_units=stain needs the stain's normalisation: give the "
                               "Trainer a DatasetNormaliser, or set loss.l1_units=model")
 
-    def _stain_units(self) -> StainUnits | None:
+    def stain_units(self) -> StainUnits | None:
         """What loss.l1_units=stain compares: the normaliser's linear units, when it has them."""
         return getattr(self.normaliser, "in_linear_units", None)
 

@@ -455,5 +455,5 @@ def test_the_l1_term_in_stain_units_goes_through_the_datasets_stain_map(tiny_con
     trainer = Trainer(config)
     assert trainer.normaliser.stain_map == "asinh"
     y = torch.linspace(-1, 1, 9).reshape(1, 1, 3, 3)
-    torch.testing.assert_close(trainer._stain_units()(y), trainer.normaliser.in_linear_units(y))
+    torch.testing.assert_close(trainer.stain_units()(y), trainer.normaliser.in_linear_units(y))
     assert torch.isfinite(trainer.train_step(next(iter(trainer.train_loader)))[logs.G_L1])
