@@ -241,7 +241,7 @@ def _recipe(config: Config) -> Config:
     config.model.lowpass_output = True
     config.loss.lambda_feat = 1.0
     config.loss.lambda_l1 = 20.0
-    config.loss.l1_blur_sigma = 2.0
+    config.loss.l1_blur_sigma = 3.0
     config.loss.l1_units = "stain"
     return config
 
