@@ -488,14 +488,17 @@ def _optimal_matching(
     return np.sort(np.concatenate(chosen))
 
 
+def _matched_pairs(overlaps: _Overlaps, threshold: float) -> np.ndarray:
+    """Indices of the overlapping pairs that `_optimal_matching` keeps at IoU >= threshold."""
+    candidate = np.flatnonzero(overlaps.iou >= threshold)
+    return candidate[_optimal_matching(overlaps.rows[candidate], overlaps.cols[candidate],
+                                       overlaps.iou[candidate], overlaps.gt_ids.size)]
+
+
 def _scores_at(overlaps: _Overlaps, threshold: float) -> dict[str, float]:
     """TP, FP, FN, precision, recall, F1 and mean matched IoU at one IoU threshold."""
-    candidate = overlaps.iou >= threshold
-    matched = _optimal_matching(
-        overlaps.rows[candidate], overlaps.cols[candidate], overlaps.iou[candidate],
-        overlaps.gt_ids.size,
-    )
-    matched_iou = overlaps.iou[candidate][matched]
+    matched = _matched_pairs(overlaps, threshold)
+    matched_iou = overlaps.iou[matched]
     tp = int(matched.size)
     fp = int(overlaps.pred_ids.size - tp)
     fn = int(overlaps.gt_ids.size - tp)
@@ -627,9 +630,7 @@ def error_causes(
         raise ValueError(f"need 0 < coverage <= 1 (got {coverage}), 0 < iou_threshold <= 1 (got "
                          f"{iou_threshold}) and size_ratio > 1 (got {size_ratio})")
     o = _overlaps(gt, pred)
-    candidate = np.flatnonzero(o.iou >= iou_threshold)
-    matched = candidate[_optimal_matching(o.rows[candidate], o.cols[candidate],
-                                          o.iou[candidate], o.gt_ids.size)]
+    matched = _matched_pairs(o, iou_threshold)
     share_of_true = o.intersection / o.gt_areas[o.rows]  # how much of the true nucleus is covered
     share_of_pred = o.intersection / o.pred_areas[o.cols]  # how much of the prediction lies inside
     big = (share_of_true >= coverage) | (share_of_pred >= coverage)
@@ -668,11 +669,8 @@ def found_by_brightness(
     Keys: bright_nuclei, bright_found, other_nuclei, other_found.
     """
     overlaps = _overlaps(gt, pred)
-    candidate = overlaps.iou >= 0.5
-    matched = _optimal_matching(overlaps.rows[candidate], overlaps.cols[candidate],
-                                overlaps.iou[candidate], overlaps.gt_ids.size)
     found = np.zeros(overlaps.gt_ids.size, bool)
-    found[overlaps.rows[candidate][matched]] = True
+    found[overlaps.rows[_matched_pairs(overlaps, 0.5)]] = True
     stain, _ = _as_pair(stain, gt)
     means = np.asarray(ndi.mean(stain, labels=gt, index=overlaps.gt_ids)).reshape(-1)
     bright = means > threshold
