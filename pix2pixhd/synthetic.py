@@ -17,8 +17,9 @@ How a field of view is made (every number is a field of `SyntheticParameters`, w
 3. Quantitative phase (radians): optical path length = sum of thickness x refractive-index
    difference to the medium, times 2 pi / wavelength. The nucleus's index differs only slightly
    from the cytoplasm's and varies from cell to cell, so the nucleus shows in phase mostly where it
-   bulges above the cytoplasm: visible, but weak and variable. Vesicles make the cytoplasm
-   granular; a slow background, the optics' blur and noise complete the image.
+   bulges above the cytoplasm: visible, but weak and variable. A mitotic cell's condensed
+   chromatin is denser, so its plate shows as a bar. Vesicles make the cytoplasm granular; a
+   slow background, the optics' blur and noise complete the image.
 4. Hoechst (a.u. = camera counts): DNA content per cell (G1, S, G2, mitotic), spread over the
    nuclear volume with a chromatin texture, excluded from nucleoli; a widefield point-spread
    function, Poisson shot noise, Gaussian read noise and a camera offset.
@@ -112,6 +113,10 @@ class SyntheticParameters:
     """Refractive-index difference cytoplasm - medium."""
     nucleus_index_contrast: tuple[float, float] = (-0.12, 0.04)
     """Relative index difference nucleus vs cytoplasm of the same cell: (n_nuc - n_cyt) / dn_cyt."""
+    chromatin_index_contrast: tuple[float, float] = (0.6, 1.2)
+    """The same for a mitotic cell's condensed chromatin, the densest thing in a cell: its
+    refractive index is about 0.01-0.03 above the cytoplasm's, so a metaphase plate shows in
+    phase as a bar whose orientation a model can read."""
     delta_n_nucleolus: tuple[float, float] = (0.010, 0.025)
     """Extra refractive index of a nucleolus over its nucleus."""
     cytoplasm_texture: float = 0.12
@@ -333,8 +338,9 @@ def draw_cells(rng: np.random.Generator, size: int, params: SyntheticParameters)
     nucleus_centre = centre + offset[:, None] * np.stack(
         [np.sin(offset_angle), np.cos(offset_angle)], axis=1
     )
-    contrast = rng.uniform(*params.nucleus_index_contrast, n)
-    contrast = np.where(mitotic, np.abs(contrast) + 0.1, contrast)  # condensed chromatin is dense
+    draw = rng.random(n)  # one draw per cell, mapped to its range: other draws stay the same
+    contrast = np.where(mitotic, _in_range(draw, params.chromatin_index_contrast),
+                        _in_range(draw, params.nucleus_index_contrast))
     delta_n_nucleus = delta_n_cytoplasm * (1 + contrast)
 
     nucleoli = [
@@ -380,6 +386,12 @@ def _draw_shapes(
     amplitude *= np.minimum(1.0, _MAX_RADIUS_DEVIATION / np.maximum(total, 1e-12))
     phase = rng.uniform(0, 2 * np.pi, (n, harmonics))
     return np.concatenate([aspect[:, None], angle[:, None], amplitude, phase], axis=1)
+
+
+def _in_range(unit: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """Numbers uniform in [0, 1) mapped linearly onto [low, high)."""
+    low, high = bounds
+    return low + (high - low) * unit
 
 
 def _draw_nucleoli(

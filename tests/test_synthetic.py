@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage as ndi
+from skimage.measure import regionprops
 
 from pix2pixhd import layout
 from pix2pixhd.synthetic import (
@@ -256,6 +257,58 @@ def test_nuclear_contrast_in_phase_is_weak_and_varies_between_cells():
     assert len(ratios) > 20
     assert 1.0 < np.median(ratios) < 2.0  # brighter than the cytoplasm around, not by much
     assert np.percentile(ratios, 90) - np.percentile(ratios, 10) > 0.2
+
+
+def _plate_along_minus_across(params: SyntheticParameters) -> np.ndarray:
+    """Per elongated mitotic chromatin: mean phase at two points on its long axis minus two on
+    its short axis, all at 0.35 x its length from the centre (inside along, outside across)."""
+    differences = []
+    for seed in range(3):
+        rng, cells, geometry = _cells_and_geometry(seed, 256, params)
+        phase = ndi.gaussian_filter(render_phase(rng, geometry, params), 1.0)
+        for region in regionprops(geometry.nucleus_labels):
+            if (not cells.mitotic[region.label - 1]
+                    or region.axis_major_length < 1.6 * region.axis_minor_length):
+                continue
+            angle, centre = region.orientation, np.array(region.centroid)
+            reach = 0.35 * region.axis_major_length
+            along = np.array([np.cos(angle), np.sin(angle)])
+            across = np.array([-np.sin(angle), np.cos(angle)])
+            differences.append(_mean_phase_either_side(phase, centre, reach * along)
+                               - _mean_phase_either_side(phase, centre, reach * across))
+    return np.array(differences)
+
+
+def _mean_phase_either_side(phase: np.ndarray, centre: np.ndarray, step: np.ndarray) -> float:
+    points = np.stack([centre + step, centre - step]).T
+    return float(ndi.map_coordinates(phase, points, order=1).mean())
+
+
+def test_a_metaphase_plate_shows_in_phase_along_its_own_axis():
+    # condensed chromatin is denser than cytoplasm: the phase says which way a plate lies, which
+    # a model needs to draw it (a plate drawn round at a random angle misses at IoU 0.5)
+    params = dataclasses.replace(PARAMS, mitotic_fraction=0.3)
+    plates = _plate_along_minus_across(params)
+    invisible = _plate_along_minus_across(
+        dataclasses.replace(params, chromatin_index_contrast=(0.0, 0.0)))
+    assert len(plates) >= 5
+    assert np.all(plates > 0)
+    assert np.median(plates) > 10 * params.phase_noise_rad
+    assert np.median(plates) > 4 * np.median(invisible)
+
+
+def test_the_chromatin_contrast_changes_only_the_phase_of_mitotic_cells():
+    brighter = dataclasses.replace(PARAMS, mitotic_fraction=0.3, chromatin_index_contrast=(2, 3))
+    usual = dataclasses.replace(PARAMS, mitotic_fraction=0.3)
+    first, second = _fov(4, 192, usual), _fov(4, 192, brighter)
+    np.testing.assert_array_equal(first["nuclei"], second["nuclei"])
+    np.testing.assert_array_equal(first["nuclei_masks"], second["nuclei_masks"])
+    changed = np.abs(first["phase"] - second["phase"]) > 1e-6
+    rng, cells, geometry = _cells_and_geometry(4, 192, usual)
+    mitotic_cells = np.isin(geometry.cell_labels, np.flatnonzero(cells.mitotic) + 1)
+    assert changed.any()
+    # the optics' blur spreads a change a few pixels past the cell's edge, no farther
+    assert not (changed & (ndi.distance_transform_edt(~mitotic_cells) > 4)).any()
 
 
 def test_hoechst_noise_variance_grows_with_the_mean_as_poisson_predicts():
