@@ -170,18 +170,26 @@ def plot_scalars(
 
 
 def thin_event_files(source: Path, target: Path, image_steps: int) -> None:
-    """Copy TensorBoard event files; keep the images of only `image_steps` evenly spaced steps."""
+    """Copy TensorBoard event files; keep the images of only `image_steps` evenly spaced steps.
+
+    The steps are chosen over the whole run, not per file: a run that was resumed wrote a
+    second event file, and its copy keeps `image_steps` grids in all, not that many per file.
+    """
     from tensorboard.backend.event_processing.event_file_loader import (
         LegacyEventFileLoader,
     )
     from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-    for path in sorted(source.rglob("events.out.tfevents.*")):
-        events = list(LegacyEventFileLoader(str(path)).Load())
-        is_image = lambda value: value.HasField("image")  # noqa: E731
-        steps = sorted({e.step for e in events if any(map(is_image, e.summary.value))})
-        chosen = np.unique(np.linspace(0, len(steps) - 1, image_steps).round().astype(int))
-        keep = {steps[i] for i in chosen} if steps else set()
+    def is_image(value) -> bool:
+        return value.HasField("image")
+
+    runs = {path: list(LegacyEventFileLoader(str(path)).Load())
+            for path in sorted(source.rglob("events.out.tfevents.*"))}
+    steps = sorted({event.step for events in runs.values() for event in events
+                    if any(map(is_image, event.summary.value))})
+    chosen = np.unique(np.linspace(0, len(steps) - 1, image_steps).round().astype(int))
+    keep = {steps[i] for i in chosen} if steps else set()
+    for path, events in runs.items():
         writer = EventFileWriter(str(target / path.parent.relative_to(source)))
         for event in events:
             if event.step not in keep and any(map(is_image, event.summary.value)):

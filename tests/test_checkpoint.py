@@ -46,6 +46,23 @@ def test_export_keeps_what_prediction_needs_and_thins_the_images(tiny_config, tm
         all_steps[0], all_steps[-1]]
 
 
+def test_export_of_a_resumed_run_keeps_the_image_epochs_over_the_whole_run(tiny_config,
+                                                                          tmp_path):
+    from pix2pixhd.config import apply_overrides
+
+    config = apply_overrides(tiny_config, ["train.niter=3", "train.niter_decay=2"])
+    Trainer(config).fit(epochs=2)
+    resumed = Trainer(config, resume=True)
+    resumed.fit()
+    logs = resumed.run_dir / "logs"
+    assert len(glob.glob(f"{logs}/**/events.out.tfevents.*", recursive=True)) >= 2
+    all_steps = image_steps(logs)
+    assert len(all_steps) == 5
+    export_run(resumed.run_dir, tmp_path / "shared", image_epochs=3)
+    assert image_steps(tmp_path / "shared" / "logs") == [all_steps[0], all_steps[2],
+                                                         all_steps[-1]]
+
+
 def test_export_of_several_epochs_is_the_mean_of_their_generators(tiny_config, tmp_path):
     from pix2pixhd.config import apply_overrides
 
