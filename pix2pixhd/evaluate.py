@@ -46,6 +46,7 @@ from pix2pixhd.layout import (
     read_dataset_json,
     read_image,
     read_mask,
+    refuse_to_replace_foreign_files,
     write_atomically,
     write_json,
 )
@@ -474,6 +475,10 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
     return dict(sorted(summary.items()))
 
 
+EVALUATION_FILES = ("per_image.csv", "summary.csv", "summary.json")
+"""What `write_evaluation` writes into its folder; summary.json marks the folder as evaluate's."""
+
+
 def write_evaluation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, float]:
     """Write OUT/per_image.csv, OUT/summary.csv (one row), OUT/summary.json; return the summary.
 
@@ -482,6 +487,7 @@ def write_evaluation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, floa
     the returned dict keep inf and nan.
     """
     out = Path(out_dir)
+    _refuse_foreign_tables(out)
     summary = summarise(table)
     write_atomically(output_path(out, "per_image.csv"),
                      lambda temporary: table.to_csv(temporary, index=False))
@@ -492,10 +498,16 @@ def write_evaluation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, floa
     return summary
 
 
+def _refuse_foreign_tables(out: Path) -> None:
+    refuse_to_replace_foreign_files(out, [out / name for name in EVALUATION_FILES],
+                                    ["summary.json"], "evaluate")
+
+
 def evaluate_folder(
     pred_dir: str | Path, data_split_dir: str | Path, out_dir: str | Path, **kwargs
 ) -> dict[str, float]:
     """`evaluate_predictions` (same keyword arguments) then `write_evaluation`: the CLI's verb."""
+    _refuse_foreign_tables(Path(out_dir))  # before the work, not after it
     return write_evaluation(evaluate_predictions(pred_dir, data_split_dir, **kwargs), out_dir)
 
 

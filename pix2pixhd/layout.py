@@ -20,7 +20,7 @@ import numbers
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,27 @@ def check_output_folder(out: str | Path, inputs: list[str | Path | None]) -> Pat
             raise DataError(f"output folder {out} is inside the dataset {folder} (it has a "
                             "dataset.json); choose a folder outside the dataset")
     return Path(out)
+
+
+def refuse_to_replace_foreign_files(
+    out: str | Path, paths: Iterable[Path], markers: Sequence[str], command: str
+) -> None:
+    """DataError if one of `paths` exists in `out` and `out` holds none of `markers`.
+
+    Each command that writes into a chosen output folder leaves a marker there first (predict
+    its units.json, sample its sampling.json, evaluate its summary.json), so a file of the same
+    name in a folder without one was not written by that command: a real stain, a table of the
+    user's. Such a file is refused, not replaced.
+    """
+    out = Path(out)
+    if any((out / marker).is_file() for marker in markers):
+        return
+    taken = [path for path in paths if path.is_file() or path.is_symlink()]
+    if taken:
+        more = f" (and {len(taken) - 1} more)" if len(taken) > 1 else ""
+        raise DataError(f"{taken[0]}{more} is already there, and {out} holds no "
+                        f"{' or '.join(markers)}: `{command}` did not write it, so it will not "
+                        "replace it; choose a new or empty output folder")
 
 
 def image_path(root: str | Path, split: str, channel: str, fov: str) -> Path:

@@ -38,6 +38,7 @@ from pix2pixhd.layout import (
     list_tiffs,
     output_path,
     read_image,
+    refuse_to_replace_foreign_files,
     write_image,
     write_json,
 )
@@ -318,8 +319,13 @@ def predict_folder(
         log.info("%s is a VisCy checkpoint: each input is scaled by its own median and IQR, as "
                  "VisCy does (normalise=%r does not apply)", checkpoint, normalise)
     units = prediction_units(checkpoint, config, dataset_root)
+    inputs = input_files(source)
+    refuse_to_replace_foreign_files(
+        out, [Path(out) / channel / name for channel in config.data.target_channels
+              for name in inputs], [UNITS_FILE], "predict")
+    write_json(output_path(out, UNITS_FILE), units)  # first: it marks the folder as predict's
     written = []
-    for name, path in tqdm(input_files(source).items(), desc="predict"):
+    for name, path in tqdm(inputs.items(), desc="predict"):
         phase = read_image(path)
         scaling = normaliser if viscy else input_normaliser(phase, normaliser, stats, str(path),
                                                             normalise)
@@ -329,7 +335,6 @@ def predict_folder(
             target = output_path(out, channel, name)
             write_image(target, image)
             written.append(target)
-    write_json(output_path(out, UNITS_FILE), units)
     log.info("wrote %d predictions to %s (%s units)", len(written), out, units["units"])
     return written
 

@@ -31,6 +31,7 @@ from pix2pixhd.layout import (
     read_image,
     read_image_shape,
     read_mask,
+    refuse_to_replace_foreign_files,
     write_atomically,
     write_image,
     write_json,
@@ -272,6 +273,10 @@ def calibrate_std_scale(
     return fit_std_scale(np.concatenate(stds), np.concatenate(errors))
 
 
+SAMPLING_FILE = "sampling.json"
+"""What `sample_folder` writes first into its output folder: the checkpoint, source, n, seed."""
+
+
 def sample_folder(
     checkpoint: str | Path,
     source: str | Path,
@@ -287,8 +292,8 @@ def sample_folder(
 ) -> dict[str, float]:
     """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
 
-    Writes OUT/mean/<name> and OUT/std/<name> (first target channel, stain units; names as
-    `predict.input_files` gives them). When
+    Writes OUT/sampling.json (what was sampled, how), OUT/mean/<name> and OUT/std/<name>
+    (first target channel, stain units; names as `predict.input_files` gives them). When
     `source` is a split folder with the real stain, every image is also scored
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
@@ -307,6 +312,13 @@ def sample_folder(
     for _, paths in images:  # from the headers, before any image is sampled or written
         _check_sample_memory(paths["phase"], read_image_shape(paths["phase"]), n,
                              len(normaliser.target_channels))
+    refuse_to_replace_foreign_files(
+        out, [Path(out) / folder / name for folder in ("mean", "std") for name, _ in images]
+        + [Path(out) / "per_image.csv", Path(out) / "summary.json"],
+        [SAMPLING_FILE, "summary.json"], "sample")
+    write_json(output_path(out, SAMPLING_FILE),  # first: it marks the folder as sample's
+               {"checkpoint": str(checkpoint), "source": str(source), "n": n, "seed": seed,
+                "calibration": None if calibration is None else str(calibration)})
     std_scale = 1.0
     if calibration is not None:
         std_scale = calibrate_std_scale(generator, normaliser, calibration, n=n, seed=seed,

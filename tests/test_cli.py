@@ -287,6 +287,36 @@ def test_overwrite_with_a_typo_in_data_leaves_the_old_run(workspace, tmp_path, c
     assert _run_files(run) == before
 
 
+def test_sample_and_evaluate_keep_same_named_files_they_did_not_write(workspace, tmp_path,
+                                                                        capsys):
+    checkpoint = workspace / "runs" / "gan" / "latest.pt"
+    test = workspace / "data" / "test"
+    users = tmp_path / "users"
+    (users / "std").mkdir(parents=True)
+    (users / "std" / "fov_0000.tif").write_bytes(b"the user's own map")
+    (users / "per_image.csv").write_text("fov,mine\n")
+    before = _run_files(users)
+    assert main(["sample", "--checkpoint", str(checkpoint), "--input", str(test), "--n", "2",
+                 "--out", str(users)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no sampling.json or summary.json" in err, err
+    assert main(["predict", "--checkpoint", str(checkpoint), "--input", str(test), "--out",
+                 str(tmp_path / "pred")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--data", str(test), "--out",
+                 str(users)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "per_image.csv is already there" in err, err
+    assert _run_files(users) == before
+    # their own folders they replace, run after run
+    for _ in range(2):
+        assert main(["sample", "--checkpoint", str(checkpoint), "--input", str(test), "--n",
+                     "2", "--out", str(tmp_path / "mc")]) == 0
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--data", str(test),
+                     "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "mc" / "sampling.json").read_text())["n"] == 2
+
+
 def test_data_show_writes_no_dataset_file_and_no_file_it_did_not_write(workspace, tmp_path,
                                                                        capsys):
     from PIL import Image

@@ -88,6 +88,23 @@ def test_predict_folder_writes_one_tiff_per_fov_and_channel(checkpoint, tiny_dat
         tiny_dataset / "test" / "phase" / f"{fovs[0]}.tif").shape
 
 
+def test_predict_replaces_its_own_outputs_but_not_a_users_files(checkpoint, tiny_dataset,
+                                                                   tmp_path):
+    from pix2pixhd.layout import DataError
+
+    fov = list_fovs(tiny_dataset, "test")[0]
+    own = tmp_path / "own"
+    first = predict_folder(checkpoint, tiny_dataset / "test", own)
+    assert predict_folder(checkpoint, tiny_dataset / "test", own) == first  # a rerun is fine
+    users = tmp_path / "users"
+    stain = np.full((8, 8), 7.0, np.float32)
+    write_image(users / "nuclei" / f"{fov}.tif", stain)
+    with pytest.raises(DataError, match=f"{fov}.tif is already there.*holds no units.json"):
+        predict_folder(checkpoint, tiny_dataset / "test", users)
+    np.testing.assert_array_equal(read_image(users / "nuclei" / f"{fov}.tif"), stain)
+    assert not (users / "units.json").exists()
+
+
 def test_small_images_predict_and_a_single_pixel_is_refused(checkpoint):
     generator, _, normaliser = load_predictor(checkpoint)
     rng = np.random.default_rng(0)
