@@ -68,6 +68,7 @@ def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
         yield Path(folder)
         return
     path = lock_path(folder)
+    made = _missing_folders(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = _acquire(path, folder)
     try:
@@ -80,6 +81,26 @@ def folder_lock(folder: str | Path, command: str | None = None) -> Iterator[Path
         # unlink while still holding the lock: a waiter that opened this file sees it gone
         path.unlink(missing_ok=True)
         os.close(handle)
+        _remove_empty(made)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders the lock made (deepest first) while they are empty: a command that
+    failed before writing anything leaves no trace, one that wrote keeps its folders."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _acquire(path: Path, folder: str | Path) -> int:

@@ -285,6 +285,12 @@ def test_overwrite_with_a_typo_in_data_leaves_the_old_run(workspace, tmp_path, c
                  "--checkpoints-dir", str(tmp_path), "--overwrite"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert _run_files(run) == before
+    for command in (["train", "--data", str(workspace / "dta"), "--name", "gan",
+                     "--checkpoints-dir", str(tmp_path / "new" / "runs")],
+                    ["export", "--run", str(tmp_path / "no_run"), "--out",
+                     str(tmp_path / "new" / "shared")]):
+        assert main(command) == 2
+        assert not (tmp_path / "new").exists(), command  # nothing made for a failed command
 
 
 def test_sample_and_evaluate_keep_same_named_files_they_did_not_write(workspace, tmp_path,

@@ -58,3 +58,17 @@ def test_a_dangling_link_is_named_before_anything_is_made(tmp_path):
     with pytest.raises(DataError, match="data is a symbolic link to .*, which does not exist"):
         make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_the_folders_a_lock_made_go_with_it_unless_something_was_written(tmp_path):
+    with folder_lock(tmp_path / "a" / "b" / "run"):
+        assert (tmp_path / "a" / "b").is_dir()
+    assert list(tmp_path.iterdir()) == []  # a command that failed leaves no trace
+    with folder_lock(tmp_path / "a" / "b" / "run"):
+        (tmp_path / "a" / "b" / "run").mkdir()
+        (tmp_path / "a" / "b" / "run" / "latest.pt").write_bytes(b"weights")
+    assert (tmp_path / "a" / "b" / "run" / "latest.pt").is_file()
+    (tmp_path / "kept").mkdir()
+    with folder_lock(tmp_path / "kept" / "run"):
+        pass
+    assert (tmp_path / "kept").is_dir()  # there before: not the lock's to remove
