@@ -273,8 +273,10 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 
 # %% [markdown] tags=["solution"]
 # **Answers.** Nuclei are easiest to spot in flat, well-spread cells, where the nucleus is the
-# thickest part and its nucleoli add dots of extra phase; in thick or rounded cells the whole
-# cell is bright in phase and the nucleus hardly stands out. The contrast varies from cell to
+# thickest part and its nucleoli add dots of extra phase; in thick cells the whole cell is
+# bright in phase and the nucleus hardly stands out. A dividing cell is rounded up and thick,
+# but its condensed chromatin is denser than anything else in the cell and shows as a short
+# bar, which tells a model which way to draw it. The contrast varies from cell to
 # cell (thickness and refractive index vary), so for some cells the phase image does not
 # decide where the nucleus ends: the model has to guess, and a regression model will blur
 # there. The bright tail of the Hoechst histogram is the nuclei themselves, brightest where

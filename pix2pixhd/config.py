@@ -267,8 +267,8 @@ def _pretrained() -> Config:
     """The quick model's architecture trained longer: the models shipped in git."""
     config = _quick()
     config.data.num_workers = 1
-    config.train.niter = 15
-    config.train.niter_decay = 15
+    config.train.niter = 30
+    config.train.niter_decay = 30
     config.train.save_every = 2
     return config
 
