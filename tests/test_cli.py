@@ -376,11 +376,6 @@ def test_a_link_inside_an_output_folder_is_not_written_through(workspace, tmp_pa
     notes = tmp_path / "notes.txt"
     for verb, out, names in (("evaluate", tmp_path / "eval", ("per_image.csv", "summary.csv")),
                              ("sample", tmp_path / "mc", ("per_image.csv",))):
-        out.mkdir()
-        for name in names:
-            notes.write_text("my notes")
-            (out / name).unlink(missing_ok=True)
-            (out / name).symlink_to(notes)
         command = (["evaluate", "--pred", str(workspace / "pred"), "--data",
                     str(workspace / "data" / "test"), "--out", str(out)] if verb == "evaluate"
                    else ["sample", "--checkpoint", str(workspace / "runs" / "gan" / "latest.pt"),
@@ -388,6 +383,11 @@ def test_a_link_inside_an_output_folder_is_not_written_through(workspace, tmp_pa
                          "--out", str(out)])
         if verb == "evaluate" and not (workspace / "pred").is_dir():
             assert _predict(workspace, workspace / "pred") == 0
+        assert main(command) == 0  # the command's own folder, then links put in it
+        for name in names:
+            notes.write_text("my notes")
+            (out / name).unlink()
+            (out / name).symlink_to(notes)
         assert main(command) == 0
         assert notes.read_text() == "my notes"
         assert all((out / name).is_file() and not (out / name).is_symlink() for name in names)
