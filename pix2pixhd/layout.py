@@ -102,9 +102,13 @@ def refuse_to_replace_foreign_files(
     Each command that writes into a chosen output folder leaves a marker there first (predict
     its units.json, sample its sampling.json, evaluate its summary.json), so a file of the same
     name in a folder without one was not written by that command: a real stain, a table of the
-    user's. Such a file is refused, not replaced.
+    user's. Such a file is refused, not replaced. A subfolder of `out` on the way to a path
+    that is a link (OUT/nuclei pointing at real stains) is refused as a link first.
     """
     out = Path(out)
+    paths = list(paths)
+    for folder in sorted({path.parent for path in paths} - {out}):
+        refuse_link(folder, out)
     if any((out / marker).is_file() for marker in markers):
         return
     taken = [path for path in paths if path.is_file() or path.is_symlink()]

@@ -38,7 +38,6 @@ from pix2pixhd.layout import (
     list_tiffs,
     output_path,
     read_image,
-    refuse_link,
     refuse_to_replace_foreign_files,
     write_image,
     write_json,
@@ -321,8 +320,6 @@ def predict_folder(
                  "VisCy does (normalise=%r does not apply)", checkpoint, normalise)
     units = prediction_units(checkpoint, config, dataset_root)
     inputs = input_files(source)
-    for channel in config.data.target_channels:  # a linked OUT/nuclei: named as a link
-        refuse_link(Path(out) / channel, out)
     refuse_to_replace_foreign_files(
         out, [Path(out) / channel / name for channel in config.data.target_channels
               for name in inputs], [UNITS_FILE], "predict")
