@@ -1,0 +1,109 @@
+"""Does a model draw the border of an image worse than its middle, and would context help?
+
+    python experiments/edge_context.py --checkpoint checkpoints/viscy_nuclei/latest.pt \
+        --data data --split test --images 10
+
+A network sees nothing beyond the border of its input, and its own zero padding tells it where
+the border is. VisCy's head adds a second effect: after its pixel shuffle it pads one row and
+one column of zeros at the top and left and averages 2 x 2 neighbours, so the first row and
+column of every output are averaged with zeros. A way round both is to give the network
+context: pad the phase image by a margin before predicting, and crop the output back.
+
+For each kind of context (none; the image reflected, its edge pixels repeated, or zeros, which
+the normalised phase reads as its mean) and margin, this script prints, over the first
+`--images` fields of view of a split:
+
+- the mean absolute error against the real stain at 0, 1, 2, 4, 8, 16, 32 and 64 pixels from
+  the nearest border (a.u.), and the root-mean-square error over the whole image;
+- the median signed error of the first two rows and columns (a.u.): a line along an edge
+  shows as a large value there.
+
+The numbers and what they say: docs/results.md ("The three models' look").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pix2pixhd.layout import image_path, list_fovs, read_image
+from pix2pixhd.predict import load_predictor
+
+DISTANCES = (0, 1, 2, 4, 8, 16, 32, 64)
+CONTEXTS = (("none", 0), ("reflect", 2), ("reflect", 16), ("replicate", 16), ("constant", 16))
+"""(padding mode of torch.nn.functional.pad, margin in pixels); 16 keeps VisCy's grid."""
+
+
+def predict_with_context(generator: torch.nn.Module, phase: torch.Tensor, mode: str,
+                         margin: int) -> torch.Tensor:
+    """Normalised phase (1, 1, H, W) -> normalised stain (1, C, H, W), predicted with `margin`
+    pixels of `mode` context on every side and as much more at the bottom and right as the
+    network's size multiple needs."""
+    height, width = phase.shape[-2:]
+    multiple = generator.size_multiple
+    extra_h = -(height + 2 * margin) % multiple
+    extra_w = -(width + 2 * margin) % multiple
+    padding = (margin, margin + extra_w, margin, margin + extra_h)
+    padded = F.pad(phase, padding, mode="constant" if mode == "none" else mode)
+    with torch.no_grad():
+        return generator(padded)[..., margin:margin + height, margin:margin + width]
+
+
+def distance_to_border(height: int, width: int) -> np.ndarray:
+    rows, cols = np.mgrid[:height, :width]
+    return np.minimum(np.minimum(rows, cols), np.minimum(height - 1 - rows, width - 1 - cols))
+
+
+def border_errors(prediction: np.ndarray, stain: np.ndarray) -> dict[str, np.ndarray]:
+    error = prediction - stain
+    distance = distance_to_border(*error.shape)
+    return {
+        "by_distance": np.array([np.abs(error[distance == d]).mean() for d in DISTANCES]),
+        "squared": np.array([np.mean(error**2)]),
+        "first_lines": np.array([np.median(error[0]), np.median(error[1]),
+                                 np.median(error[:, 0]), np.median(error[:, 1])]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True, help="a dataset folder, e.g. data")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--channel", default="nuclei")
+    parser.add_argument("--images", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    generator, config, normaliser = load_predictor(args.checkpoint)
+    channel = config.data.target_channels.index(args.channel)
+    fovs = list_fovs(args.data, args.split)[:args.images]
+    print(f"{args.checkpoint}, {len(fovs)} fields of view of {Path(args.data) / args.split}")
+    print(f"{'context':>10} {'margin':>6} | mean |error| at "
+          f"{', '.join(map(str, DISTANCES))} px from the border | RMSE | "
+          "median error of row 0, row 1, column 0, column 1")
+    for mode, margin in CONTEXTS:
+        results = []
+        for fov in fovs:
+            phase_file = image_path(args.data, args.split, "phase", fov)
+            phase = normaliser.normalise_input(read_image(phase_file))
+            normalised = predict_with_context(
+                generator, torch.from_numpy(np.asarray(phase, np.float32))[None, None],
+                mode, margin)[0].numpy()
+            prediction = normaliser.denormalise_target(normalised)[channel]
+            results.append(border_errors(
+                prediction, read_image(image_path(args.data, args.split, args.channel, fov))))
+        by_distance = np.mean([r["by_distance"] for r in results], axis=0)
+        rmse = np.sqrt(np.mean([r["squared"] for r in results]))
+        lines = np.median([r["first_lines"] for r in results], axis=0)
+        print(f"{mode:>10} {margin:>6} | {' '.join(f'{e:6.1f}' for e in by_distance)} | "
+              f"{rmse:6.1f} | {' '.join(f'{e:+7.1f}' for e in lines)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
