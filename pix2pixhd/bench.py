@@ -198,18 +198,12 @@ def estimate_run_seconds(trainer: Trainer, n_steps: int = 3) -> dict[str, float]
 
 
 def _validation_seconds(trainer: Trainer) -> float:
-    """One epoch's validation, from the time of its first batch."""
+    """One epoch's validation, from the time of its first batch through `Trainer.validate`."""
     batches = len(trainer.val_loader)
     if not batches:
         return 0.0
-    batch = next(iter(trainer.val_loader))
+    _synchronise(trainer.device)
     start = time.perf_counter()
-    with torch.no_grad():
-        trainer.generator.eval()
-        phase = batch["input"].to(trainer.device)
-        fake = trainer.ddp_generator(phase)
-        if trainer.discriminator is not None:
-            trainer.discriminate(phase, batch["target"].to(trainer.device), fake)
-        trainer.generator.train()
+    trainer.validate(n_images_logged=0, max_batches=1)
     _synchronise(trainer.device)
     return (time.perf_counter() - start) * batches

@@ -25,6 +25,7 @@ loss and D score, logged at its last step.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -487,14 +488,16 @@ class Trainer:
         return totals
 
     @torch.no_grad()
-    def validate(self, n_images_logged: int = 4) -> dict[str, float]:
-        """PSNR and SSIM of the generator (dropout off) on the validation crops, stain units."""
+    def validate(self, n_images_logged: int = 4, max_batches: int | None = None
+                 ) -> dict[str, float]:
+        """PSNR and SSIM of the generator (dropout off) on the validation crops, stain units;
+        the first `max_batches` batches only when given (the benchmark times one)."""
         self.generator.eval()
         scores: dict[str, list[float]] = {logs.VAL_PSNR: [], logs.VAL_SSIM: []}
         if self.discriminator is not None:
             scores |= {logs.D_OUT_VAL_REAL: [], logs.D_OUT_VAL_FAKE: []}
         panels = []
-        for batch in self.val_loader:
+        for batch in itertools.islice(self.val_loader, max_batches):
             phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
             with self._autocast():
                 fake = self.ddp_generator(phase)

@@ -457,3 +457,18 @@ def test_the_l1_term_in_stain_units_goes_through_the_datasets_stain_map(tiny_con
     y = torch.linspace(-1, 1, 9).reshape(1, 1, 3, 3)
     torch.testing.assert_close(trainer.stain_units()(y), trainer.normaliser.in_linear_units(y))
     assert torch.isfinite(trainer.train_step(next(iter(trainer.train_loader)))[logs.G_L1])
+
+
+def test_validation_of_the_first_batches_scores_those_batches_only(tiny_config):
+    tiny_config = apply_overrides(tiny_config, ["loss.l1_units=model"])  # no normaliser here
+    generator = torch.Generator().manual_seed(1)
+    batches = [{"input": torch.randn(2, 1, 32, 32, generator=generator),
+                "target": torch.rand(2, 1, 32, 32, generator=generator) * 2 - 1}
+               for _ in range(3)]
+    first_only = Trainer(tiny_config, loaders=([], batches[:1]))
+    trainer = Trainer(tiny_config, loaders=([], batches))
+    trainer.generator.load_state_dict(first_only.generator.state_dict())
+    trainer.discriminator.load_state_dict(first_only.discriminator.state_dict())
+    expected = first_only.validate()
+    assert trainer.validate(max_batches=1) == pytest.approx(expected, rel=1e-6)
+    assert trainer.validate()[logs.VAL_PSNR] != pytest.approx(expected[logs.VAL_PSNR], rel=1e-3)
