@@ -1351,6 +1351,12 @@ save_figure(plot_predictions(test_phase, test_stain, side_by_side, crop=crop),
 #   plateau at high frequencies far above the real stain's is periodic texture (a
 #   checkerboard) or noise the generator adds, and `band_power_ratio_high` well above 1
 #   measures it. The zoomed crop tells the two apart: a regular grid, or a grainy speckle.
+#   The shipped VisCy model (synthetic data) shows the grid kind: a peak near 0.48
+#   cycles/pixel, faint lines two pixels apart across each nucleus. Its head rebuilds the
+#   image from groups of 2 x 2 pixels (pixel shuffle), and nothing stops it from drawing them
+#   unevenly; our generator had such stripes too, until it ended in a fixed low-pass
+#   (`docs/recipe.md`). The same head pads zeros at the top and left, and VisCy's first row
+#   and column come out as a bright and a dark line (`experiments/edge_context.py`).
 
 # %% [markdown]
 # <div class="alert alert-success">
