@@ -286,29 +286,16 @@ def _read_same_shape(
 # --- scoring -------------------------------------------------------------------------------------
 
 
-def _f1_column(threshold: float) -> str:
-    """'f1_iou50' for 0.5, 'f1_iou75' for 0.75: the naming of metrics.instance_metrics."""
-    return f"f1_iou{round(threshold * 100):02d}"
-
-
 def instance_scores(
     image: np.ndarray, true_labels: np.ndarray, *, segment: Segmenter = segmentation.segment_nuclei
 ) -> dict[str, float]:
     """Segment the nuclei of one stain (H, W) and score them against the true labels (H, W).
 
-    Keys: those of `metrics.instance_metrics` (f1_iou50, ..., splits, merges) plus the F1 at each
-    IoU threshold of `metrics.IOU_THRESHOLDS`, as f1_iou55, f1_iou60, ..., f1_iou95, so that an
-    F1-against-threshold curve comes from the same table without segmenting again.
+    Keys: those of `metrics.instance_metrics`: f1_iou50, ..., splits, merges, and the F1 at
+    each IoU threshold (f1_iou55, ..., f1_iou95), so that an F1-against-threshold curve comes
+    from the same table without segmenting again.
     """
-    return _label_scores(segment(image), true_labels)
-
-
-def _label_scores(labels: np.ndarray, true_labels: np.ndarray) -> dict[str, float]:
-    scores = metrics.instance_metrics(true_labels, labels)
-    per_threshold = metrics.match_instances(true_labels, labels)
-    for threshold, f1 in zip(per_threshold["thresholds"], per_threshold["f1"], strict=True):
-        scores.setdefault(_f1_column(threshold), f1)
-    return scores
+    return metrics.instance_metrics(true_labels, segment(image))
 
 
 def _real_stain_scores(stain: Path, mask: Path, segment: Segmenter) -> dict[str, float]:
@@ -397,7 +384,7 @@ def evaluate_predictions(
         if masks is not None:
             true_labels = _read_same_shape(stain_path, stain.shape, masks[fov], mask=True)
             labels = segment(prediction)
-            row.update(_label_scores(labels, true_labels))
+            row.update(metrics.instance_metrics(true_labels, labels))
             row.update(_real_stain_scores(stain_path, masks[fov], segment))
             if bright_threshold is not None:
                 row.update(metrics.found_by_brightness(true_labels, labels, stain,
@@ -568,7 +555,7 @@ def f1_per_threshold(table: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for threshold in metrics.IOU_THRESHOLDS:
-        column = _f1_column(threshold)
+        column = metrics.f1_column(threshold)
         if column not in table:
             raise ValueError(
                 f"the table has no {column} column: it was evaluated without ground-truth masks "

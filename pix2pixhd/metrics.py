@@ -579,12 +579,17 @@ def match_instances(
     for t in thresholds:
         if not 0 < t <= 1:
             raise ValueError(f"IoU threshold {t} is outside (0, 1]")
-    overlaps = _overlaps(gt, pred)
-    scores = [_scores_at(overlaps, t) for t in thresholds]
+    return _match(_overlaps(gt, pred), thresholds, coverage)
+
+
+def _match(overlaps: _Overlaps, thresholds: list[float], coverage: float) -> dict:
+    """`match_instances` from the overlaps; each threshold is matched once."""
+    scores = {t: _scores_at(overlaps, t)
+              for t in dict.fromkeys([*thresholds, *map(float, IOU_THRESHOLDS)])}
     result: dict = {"thresholds": thresholds}
     for key in PER_THRESHOLD_KEYS[1:]:
-        result[key] = [s[key] for s in scores]
-    standard = [_scores_at(overlaps, t) for t in IOU_THRESHOLDS]
+        result[key] = [scores[t][key] for t in thresholds]
+    standard = [scores[float(t)] for t in IOU_THRESHOLDS]
     result["f1_mean"] = float(np.mean([s["f1"] for s in standard]))
     result["mar"] = float(np.mean([s["recall"] for s in standard]))
     result |= _foreground_overlap(overlaps)
@@ -629,7 +634,12 @@ def error_causes(
     if not 0 < coverage <= 1 or not 0 < iou_threshold <= 1 or not size_ratio > 1:
         raise ValueError(f"need 0 < coverage <= 1 (got {coverage}), 0 < iou_threshold <= 1 (got "
                          f"{iou_threshold}) and size_ratio > 1 (got {size_ratio})")
-    o = _overlaps(gt, pred)
+    return _error_causes(_overlaps(gt, pred), iou_threshold, coverage, size_ratio)
+
+
+def _error_causes(o: _Overlaps, iou_threshold: float = 0.5, coverage: float = 0.5,
+                  size_ratio: float = 1.5) -> dict[str, np.ndarray]:
+    """`error_causes` from the overlaps."""
     matched = _matched_pairs(o, iou_threshold)
     share_of_true = o.intersection / o.gt_areas[o.rows]  # how much of the true nucleus is covered
     share_of_pred = o.intersection / o.pred_areas[o.cols]  # how much of the prediction lies inside
@@ -683,30 +693,44 @@ def pooled_recall(found: int | float, total: int | float) -> float:
     return float(found) / float(total) if total > 0 else float("nan")
 
 
+def f1_column(threshold: float) -> str:
+    """'f1_iou50' for 0.5, 'f1_iou75' for 0.75: how `instance_metrics` names an F1."""
+    return f"f1_iou{round(threshold * 100):02d}"
+
+
 def instance_metrics(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """One table row for one field of view: the IoU-0.5 scores, f1_mean, counts, the course's
-    first-part metrics and the errors by cause.
+    """One table row for one field of view: the IoU-0.5 scores, the F1 at every threshold,
+    counts, the course's first-part metrics and the errors by cause.
 
     Keys: f1_iou50, precision_iou50, recall_iou50, f1_mean, mean_matched_iou_iou50, n_true,
     n_pred (see `match_instances`); COURSE_INSTANCE_METRICS: accuracy_iou50, dice, jaccard,
     map_iou50, map_iou75 (average precision at IoU 0.5 and 0.75) and mar; the counts of
-    ERROR_CAUSES: missed, invented, merges, splits, too_large (see `error_causes`).
+    ERROR_CAUSES: missed, invented, merges, splits, too_large (see `error_causes`); and
+    f1_iou55, f1_iou60, ..., f1_iou95, the F1 at each of IOU_THRESHOLDS (`f1_column`), so that
+    an F1-against-threshold curve needs no second matching. The label overlaps are computed
+    once.
     """
-    result = match_instances(gt, pred, thresholds=[0.5, 0.75])
-    causes = error_causes(gt, pred)
-    return {
-        "f1_iou50": result["f1"][0],
-        "precision_iou50": result["precision"][0],
-        "recall_iou50": result["recall"][0],
+    overlaps = _overlaps(gt, pred)
+    thresholds = [float(t) for t in IOU_THRESHOLDS]
+    result = _match(overlaps, thresholds, coverage=0.5)
+    causes = _error_causes(overlaps)
+    at_50, at_75 = thresholds.index(0.5), thresholds.index(0.75)
+    row = {
+        "f1_iou50": result["f1"][at_50],
+        "precision_iou50": result["precision"][at_50],
+        "recall_iou50": result["recall"][at_50],
         "f1_mean": result["f1_mean"],
-        "mean_matched_iou_iou50": result["mean_matched_iou"][0],
+        "mean_matched_iou_iou50": result["mean_matched_iou"][at_50],
         "n_true": result["n_true"],
         "n_pred": result["n_pred"],
-        "accuracy_iou50": result["accuracy"][0],
+        "accuracy_iou50": result["accuracy"][at_50],
         "dice": result["dice"],
         "jaccard": result["jaccard"],
-        "map_iou50": result["average_precision"][0],
-        "map_iou75": result["average_precision"][1],
+        "map_iou50": result["average_precision"][at_50],
+        "map_iou75": result["average_precision"][at_75],
         "mar": result["mar"],
         **{cause: int(causes[cause].size) for cause in ERROR_CAUSES},
     }
+    for threshold, f1 in zip(thresholds, result["f1"], strict=True):
+        row.setdefault(f1_column(threshold), f1)
+    return row

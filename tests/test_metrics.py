@@ -16,6 +16,7 @@ from pix2pixhd.metrics import (
     SPECTRAL_BANDS,
     band_power_ratio,
     error_causes,
+    f1_column,
     found_by_brightness,
     hf_power_ratio,
     high_frequency_power,
@@ -347,13 +348,17 @@ def test_matching_refuses_float_masks_and_mismatched_shapes():
         match_instances(np.zeros((4, 4), int), np.zeros((4, 5), int))
 
 
-def test_instance_metrics_row_matches_match_instances_at_0_5():
+def test_instance_metrics_row_matches_match_instances_and_error_causes():
     rng = np.random.default_rng(5)
     gt, pred = random_labels(rng), random_labels(rng)
     full, row = match_instances(gt, pred), instance_metrics(gt, pred)
     assert row["f1_iou50"] == full["f1"][0] and row["recall_iou50"] == full["recall"][0]
     assert row["f1_mean"] == full["f1_mean"] and row["merges"] == full["merges"]
     assert set(PER_THRESHOLD_KEYS) <= set(full)
+    assert [row[f1_column(t)] for t in full["thresholds"]] == full["f1"]
+    assert row["map_iou75"] == match_instances(gt, pred, [0.75])["average_precision"][0]
+    causes = error_causes(gt, pred)
+    assert all(row[cause] == causes[cause].size for cause in ERROR_CAUSES)
 
 
 # --- the course's first-part metrics -------------------------------------------------------------
