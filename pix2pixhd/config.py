@@ -266,8 +266,8 @@ def _quick() -> Config:
 def _pretrained() -> Config:
     """The quick model's architecture trained longer: the models shipped in git. Over 60 epochs
     a blur of 1.5 px for the GAN's L1 term drew the metaphase plates (the brightest nuclei, a
-    few pixels wide) closer to their shape than 3 px did: the chosen epochs found 82 % and 71 %
-    of the bright validation nuclei, with the same F1 and realistic spectra
+    few pixels wide) less swollen than 3 px did: the chosen epochs found 82 % and 71 % of the
+    bright validation nuclei, with about the same F1 and realistic spectra
     (`docs/results.md`). The regression and VisCy models have no such term."""
     config = _quick()
     config.data.num_workers = 1
