@@ -13,6 +13,7 @@ too. A check returns one line to print when the answer is right.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -338,7 +339,8 @@ def _check_gan_step_setting(discriminator_step: Callable, generator_step: Callab
                 _fail(f"Task 1.3: {where}, D's gradient of {name} is not D's loss's alone: "
                       "freeze D (D.requires_grad_(False)) during G's step, so that G's loss "
                       "leaves none in D, and zero D's gradients before its backward")
-        _compare_weights(yours, module, before, batch, number, where, stand_in, learning_rate)
+        _compare_weights(yours, module, before, batch, number, where,
+                         functools.partial(_sgd_trainer, config, stand_in, learning_rate))
 
 
 def _compare_step_numbers(mine: dict, theirs: dict[str, float], options: dict, where: str
@@ -385,7 +387,7 @@ def _compare_step_numbers(mine: dict, theirs: dict[str, float], options: dict, w
 
 
 def _compare_weights(yours: Trainer, module: Trainer, before: dict, batch: dict, number: int,
-                     where: str, stand_in: bool, learning_rate: float) -> None:
+                     where: str, make_reference: Callable[[], Trainer]) -> None:
     for network in ("discriminator", "generator"):
         mine = {name: w.detach() for name, w in getattr(yours, network).named_parameters()}
         theirs = {name: w.detach() for name, w in getattr(module, network).named_parameters()}
@@ -400,17 +402,16 @@ def _compare_weights(yours: Trainer, module: Trainer, before: dict, batch: dict,
                       "gradients before its backward and step optimizer_D once per step")
             _fail(f"Task 1.3: {where}, G's {name} differs from the Trainer's by "
                   f"{difference:.2e} (the largest update is {update:.2e}): "
-                  + _generator_update_mistake(yours, module.config, before, batch, number,
-                                              stand_in, learning_rate))
+                  + _generator_update_mistake(yours, before, batch, number, make_reference))
 
 
-def _generator_update_mistake(yours: Trainer, config: Config, before: dict, batch: dict,
-                              number: int, stand_in: bool, learning_rate: float) -> str:
+def _generator_update_mistake(yours: Trainer, before: dict, batch: dict, number: int,
+                              make_reference: Callable[[], Trainer]) -> str:
     """Which terms G's update holds, and how often: the update (SGD: -lr times the gradient)
-    fitted by least squares to each logged term's gradient at the step's starting weights."""
-    config = copy.deepcopy(config)
-    config.loss.lambda_vgg = 0.0  # a stand-in perceptual term is put back by _sgd_trainer
-    reference = _sgd_trainer(config, stand_in, learning_rate)
+    fitted by least squares to each logged term's gradient at the step's starting weights,
+    on a fresh trainer of the same setting (`make_reference`)."""
+    reference = make_reference()
+    learning_rate = reference.optimizer_G.param_groups[0]["lr"]
     with torch.no_grad():
         for network in ("generator", "discriminator"):
             for name, weight in getattr(reference, network).named_parameters():
