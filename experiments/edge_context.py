@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pix2pixhd.layout import image_path, list_fovs, read_image
-from pix2pixhd.predict import load_predictor
+from pix2pixhd.predict import load_predictor, predict_tensor
 
 DISTANCES = (0, 1, 2, 4, 8, 16, 32, 64)
 CONTEXTS = (("none", 0), ("reflect", 2), ("reflect", 16), ("replicate", 16), ("constant", 16))
@@ -42,16 +42,12 @@ CONTEXTS = (("none", 0), ("reflect", 2), ("reflect", 16), ("replicate", 16), ("c
 def predict_with_context(generator: torch.nn.Module, phase: torch.Tensor, mode: str,
                          margin: int) -> torch.Tensor:
     """Normalised phase (1, 1, H, W) -> normalised stain (1, C, H, W), predicted with `margin`
-    pixels of `mode` context on every side and as much more at the bottom and right as the
-    network's size multiple needs."""
+    pixels of `mode` context on every side; `predict_tensor` then pads to the network's size
+    multiple as `predict` does, so margin 0 is exactly what `predict` draws."""
     height, width = phase.shape[-2:]
-    multiple = generator.size_multiple
-    extra_h = -(height + 2 * margin) % multiple
-    extra_w = -(width + 2 * margin) % multiple
-    padding = (margin, margin + extra_w, margin, margin + extra_h)
-    padded = F.pad(phase, padding, mode="constant" if mode == "none" else mode)
-    with torch.no_grad():
-        return generator(padded)[..., margin:margin + height, margin:margin + width]
+    if margin:
+        phase = F.pad(phase, (margin, margin, margin, margin), mode=mode)
+    return predict_tensor(generator, phase)[..., margin:margin + height, margin:margin + width]
 
 
 def distance_to_border(height: int, width: int) -> np.ndarray:
