@@ -18,6 +18,11 @@ the normalised phase reads as its mean) and margin, this script prints, over the
 - the median signed error of the first two rows and columns (a.u.): a line along an edge
   shows as a large value there.
 
+It then predicts square crops of each image (the training crop's side and larger, at the
+corner and inside) and prints the same first-line errors, and the last row's and column's:
+if the line were a mismatch between the crops a model trains on and the whole images it
+predicts, it would be missing at the training size.
+
 The numbers and what they say: docs/results.md ("The three models' look").
 """
 
@@ -37,6 +42,8 @@ from pix2pixhd.predict import load_predictor, predict_tensor
 DISTANCES = (0, 1, 2, 4, 8, 16, 32, 64)
 CONTEXTS = (("none", 0), ("reflect", 2), ("reflect", 16), ("replicate", 16), ("constant", 16))
 """(padding mode of torch.nn.functional.pad, margin in pixels); 16 keeps VisCy's grid."""
+CROP_CORNERS = ((0, 0), (64, 64), (192, 128))
+"""Top-left corners (row, column) of the crops predicted on their own."""
 
 
 def predict_with_context(generator: torch.nn.Module, phase: torch.Tensor, mode: str,
@@ -61,9 +68,24 @@ def border_errors(prediction: np.ndarray, stain: np.ndarray) -> dict[str, np.nda
     return {
         "by_distance": np.array([np.abs(error[distance == d]).mean() for d in DISTANCES]),
         "squared": np.array([np.mean(error**2)]),
-        "first_lines": np.array([np.median(error[0]), np.median(error[1]),
-                                 np.median(error[:, 0]), np.median(error[:, 1])]),
+        "first_lines": first_and_last_lines(error)[:4],
     }
+
+
+def first_and_last_lines(error: np.ndarray) -> np.ndarray:
+    """Median signed error of rows 0 and 1, columns 0 and 1, the last row and the last column."""
+    return np.array([np.median(error[0]), np.median(error[1]), np.median(error[:, 0]),
+                     np.median(error[:, 1]), np.median(error[-1]), np.median(error[:, -1])])
+
+
+def crop_lines(predict_stain, phase: np.ndarray, stain: np.ndarray, size: int) -> list[np.ndarray]:
+    """`first_and_last_lines` of each crop of side `size` at CROP_CORNERS that fits the image."""
+    lines = []
+    for row, col in CROP_CORNERS:
+        if row + size <= phase.shape[0] and col + size <= phase.shape[1]:
+            window = np.s_[row:row + size, col:col + size]
+            lines.append(first_and_last_lines(predict_stain(phase[window]) - stain[window]))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,10 +95,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--channel", default="nuclei")
     parser.add_argument("--images", type=int, default=10)
+    parser.add_argument("--crop-sizes", type=int, nargs="*", default=[128, 256],
+                        help="sides of the crops predicted on their own (the training crop's "
+                             "side first)")
     args = parser.parse_args(argv)
 
     generator, config, normaliser = load_predictor(args.checkpoint)
     channel = config.data.target_channels.index(args.channel)
+
+    def predict_stain(phase: np.ndarray) -> np.ndarray:
+        normalised = np.asarray(normaliser.normalise_input(phase), np.float32)
+        prediction = predict_tensor(generator, torch.from_numpy(normalised)[None, None])
+        return normaliser.denormalise_target(prediction[0].numpy())[channel]
+
     fovs = list_fovs(args.data, args.split)[:args.images]
     print(f"{args.checkpoint}, {len(fovs)} fields of view of {Path(args.data) / args.split}")
     print(f"{'context':>10} {'margin':>6} | mean |error| at "
@@ -98,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         lines = np.median([r["first_lines"] for r in results], axis=0)
         print(f"{mode:>10} {margin:>6} | {' '.join(f'{e:6.1f}' for e in by_distance)} | "
               f"{rmse:6.1f} | {' '.join(f'{e:+7.1f}' for e in lines)}", flush=True)
+
+    print("\ncrops predicted on their own | median error of row 0, row 1, column 0, column 1, "
+          "last row, last column")
+    for size in args.crop_sizes:
+        lines = [line for fov in fovs for line in crop_lines(
+            predict_stain, read_image(image_path(args.data, args.split, "phase", fov)),
+            read_image(image_path(args.data, args.split, args.channel, fov)), size)]
+        if lines:
+            print(f"{size:>4} px, {len(lines):>3} crops | "
+                  f"{' '.join(f'{e:+7.1f}' for e in np.median(lines, axis=0))}", flush=True)
     return 0
 
 
