@@ -1090,8 +1090,8 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 # - **Missed**: 145 of 1,991 true nuclei, and all but two of them touch the image border:
 #   slivers cut by the edge, too small and faint to segment. The real stain, segmented the
 #   same way, misses 69, also all on the border, so many misses are the segmentation's, not
-#   the virtual stain's; the GAN's extra ones are faint border nuclei it draws too dim. One
-#   of the two inside the image is the blue outline in fov_0035: a nucleus it did not draw.
+#   the virtual stain's; the GAN's extra misses lie on the border too. One of the two inside
+#   the image is the blue outline in fov_0035: a nucleus it did not draw.
 # - **Invented**: 20, against none for the real stain: small, dim blobs (half of them under
 #   74 pixels, an eighth of a typical nucleus) where the GAN put a little stain that the
 #   threshold keeps.
@@ -1109,7 +1109,7 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 #   out (mostly at the border) than by what it adds (invented, too large).
 # - The worst image (fov_0012, F1 0.86) has few nuclei (23), so four missed at the border cost
 #   much; the best (F1 0.97) are nearly all green.
-# - F1 at IoU 0.5 is 0.93 against 0.98 for the real stain, and it falls faster with the
+# - F1 at IoU 0.5 is 0.92 against 0.98 for the real stain, and it falls faster with the
 #   threshold (mean F1 over 0.5-0.95: 0.57 against 0.78): the GAN places nuclei well but draws
 #   their edges from its own idea of a nucleus. Of the course's first-part metrics, mAP shows
 #   it best: 0.85 at IoU 0.5 but 0.40 at 0.75, where the real stain keeps 0.96 and 0.88.
