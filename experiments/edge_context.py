@@ -103,27 +103,23 @@ def main(argv: list[str] | None = None) -> int:
     generator, config, normaliser = load_predictor(args.checkpoint)
     channel = config.data.target_channels.index(args.channel)
 
-    def predict_stain(phase: np.ndarray) -> np.ndarray:
+    def predict_stain(phase: np.ndarray, mode: str = "none", margin: int = 0) -> np.ndarray:
         normalised = np.asarray(normaliser.normalise_input(phase), np.float32)
-        prediction = predict_tensor(generator, torch.from_numpy(normalised)[None, None])
+        prediction = predict_with_context(
+            generator, torch.from_numpy(normalised)[None, None], mode, margin)
         return normaliser.denormalise_target(prediction[0].numpy())[channel]
 
     fovs = list_fovs(args.data, args.split)[:args.images]
+    images = [(read_image(image_path(args.data, args.split, "phase", fov)),
+               read_image(image_path(args.data, args.split, args.channel, fov))) for fov in fovs]
+
     print(f"{args.checkpoint}, {len(fovs)} fields of view of {Path(args.data) / args.split}")
     print(f"{'context':>10} {'margin':>6} | mean |error| at "
           f"{', '.join(map(str, DISTANCES))} px from the border | RMSE | "
           "median error of row 0, row 1, column 0, column 1")
     for mode, margin in CONTEXTS:
-        results = []
-        for fov in fovs:
-            phase_file = image_path(args.data, args.split, "phase", fov)
-            phase = normaliser.normalise_input(read_image(phase_file))
-            normalised = predict_with_context(
-                generator, torch.from_numpy(np.asarray(phase, np.float32))[None, None],
-                mode, margin)[0].numpy()
-            prediction = normaliser.denormalise_target(normalised)[channel]
-            results.append(border_errors(
-                prediction, read_image(image_path(args.data, args.split, args.channel, fov))))
+        results = [border_errors(predict_stain(phase, mode, margin), stain)
+                   for phase, stain in images]
         by_distance = np.mean([r["by_distance"] for r in results], axis=0)
         rmse = np.sqrt(np.mean([r["squared"] for r in results]))
         lines = np.median([r["first_lines"] for r in results], axis=0)
@@ -133,9 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\ncrops predicted on their own | median error of row 0, row 1, column 0, column 1, "
           "last row, last column")
     for size in args.crop_sizes:
-        lines = [line for fov in fovs for line in crop_lines(
-            predict_stain, read_image(image_path(args.data, args.split, "phase", fov)),
-            read_image(image_path(args.data, args.split, args.channel, fov)), size)]
+        lines = [line for phase, stain in images
+                 for line in crop_lines(predict_stain, phase, stain, size)]
         if lines:
             print(f"{size:>4} px, {len(lines):>3} crops | "
                   f"{' '.join(f'{e:+7.1f}' for e in np.median(lines, axis=0))}", flush=True)
