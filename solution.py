@@ -1070,9 +1070,13 @@ print(f"errors by cause in {len(gan_table)} test images ({int(gan_table.n_true.s
 for cause, rule in ERROR_CAUSES.items():
     print(f"  {cause}: {rule}")
 if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
+    # recall with a 95 % interval from resampling the test images: how far it could move on
+    # another test set of the same size
     for group, which in (("bright", "nuclei brighter than p_high"), ("other", "other nuclei")):
         found, total = gan_table[f"{group}_found"].sum(), gan_table[f"{group}_nuclei"].sum()
-        print(f"{which}: {found} of {total} found at IoU 0.5 (recall {found / max(total, 1):.2f})")
+        key = f"recall_{group}_nuclei"
+        print(f"{which}: {found} of {total} found at IoU 0.5 (recall {gan_summary[key]:.2f}, "
+              f"95 % interval {gan_summary[key + '_low95']:.2f}-{gan_summary[key + '_high95']:.2f})")
 
 # %% [markdown]
 # <div class="alert alert-warning">

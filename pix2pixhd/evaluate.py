@@ -442,8 +442,8 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
     curves `viz.plot_power_spectra` draws. A mean of ratios would let a faint image whose
     ratio is far off count as much as a bright one that holds most of the power, and the
     table would disagree with the figure. nan when the table has no band powers.
-    recall_bright_nuclei and recall_other_nuclei pool the counts of `metrics.found_by_brightness`
-    over the images (most images hold no bright nucleus, so a mean of recalls would mislead).
+    recall_bright_nuclei, recall_other_nuclei and recall_gap_bright_nuclei: see
+    `_recalls_by_brightness`.
     """
     numeric = table.select_dtypes("number")
     summary: dict[str, float] = {column: float(numeric[column].mean()) for column in numeric
@@ -452,14 +452,38 @@ def summarise(table: pd.DataFrame) -> dict[str, float]:
         prediction = summary.get(f"band_power_{band}", math.nan)
         real = summary.get(f"{REAL_STAIN}band_power_{band}", math.nan)
         summary[f"band_power_ratio_{band}"] = prediction / real if real > 0 else math.nan
-    for group in ("bright", "other"):
-        if f"{group}_nuclei" in table:
-            summary[f"recall_{group}_nuclei"] = metrics.pooled_recall(
-                table[f"{group}_found"].sum(), table[f"{group}_nuclei"].sum())
+    summary.update(_recalls_by_brightness(table))
     for key in SUMMARY_KEYS:
         summary.setdefault(key, math.nan)
     summary["n_images"] = len(table)
     return dict(sorted(summary.items()))
+
+
+RECALLS_BY_BRIGHTNESS = {
+    "recall_bright_nuclei": lambda c: c[..., 1] / c[..., 0],
+    "recall_other_nuclei": lambda c: c[..., 3] / c[..., 2],
+    "recall_gap_bright_nuclei": lambda c: c[..., 3] / c[..., 2] - c[..., 1] / c[..., 0],
+}
+"""Statistics of the pooled counts (bright_nuclei, bright_found, other_nuclei, other_found) of
+`metrics.found_by_brightness`; the gap is how much less often the bright nuclei are found."""
+
+
+def _recalls_by_brightness(table: pd.DataFrame) -> dict[str, float]:
+    """Each of RECALLS_BY_BRIGHTNESS on the counts pooled over the images (most images hold no
+    bright nucleus, so a mean of per-image recalls would mislead), with a 95 % bootstrap
+    interval over the images (`metrics.bootstrap_interval`) as <name>_low95 and <name>_high95:
+    a test split holds only a few dozen bright nuclei. Empty without the counts."""
+    columns = ["bright_nuclei", "bright_found", "other_nuclei", "other_found"]
+    if not set(columns) <= set(table):
+        return {}
+    counts = table[columns].to_numpy(np.float64)
+    recalls = {}
+    for name, statistic in RECALLS_BY_BRIGHTNESS.items():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            recalls[name] = float(statistic(counts.sum(axis=0)))
+        recalls[f"{name}_low95"], recalls[f"{name}_high95"] = metrics.bootstrap_interval(
+            counts, statistic)
+    return recalls
 
 
 EVALUATION_FILES = ("per_image.csv", "summary.csv", "summary.json")

@@ -674,7 +674,7 @@ def found_by_brightness(
 
     A model whose range stops below the brightest nuclei, or that draws them too large, misses
     them while it finds the rest; the overall recall hides that when they are few. Counts, not
-    recalls, so that a table can pool them over images (`pooled_recall`).
+    recalls, so that a table can pool them over images.
 
     Keys: bright_nuclei, bright_found, other_nuclei, other_found.
     """
@@ -688,9 +688,42 @@ def found_by_brightness(
             "other_nuclei": int((~bright).sum()), "other_found": int(found[~bright].sum())}
 
 
-def pooled_recall(found: int | float, total: int | float) -> float:
-    """found / total, nan when there is nothing to find."""
-    return float(found) / float(total) if total > 0 else float("nan")
+def bootstrap_interval(
+    counts: np.ndarray,
+    statistic,
+    *,
+    level: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A percentile-bootstrap interval for a statistic of counts pooled over images.
+
+    A test split holds few images, and a rare kind of nucleus only a few dozen: a recall of 0.8
+    over 90 nuclei could as well have been 0.72 or 0.88 on another 40 images. Resampling the
+    images (not the nuclei: nuclei of one image share its content) shows how far.
+
+    counts: (n_images, k), one row of counts per image (e.g. nuclei and found).
+    statistic: maps pooled counts (..., k) to a value (...), e.g. found / nuclei; it is called
+        once on all resamples at once, so it must work along the last axis.
+    Returns (low, high) between the (1 - level) / 2 and (1 + level) / 2 quantiles of the
+    statistic over `n_resamples` resamples (fixed `seed`: the same table, the same interval).
+    Resamples where the statistic is undefined (nan, e.g. no bright nucleus drawn) are left
+    out; (nan, nan) when all are, or when there are no images.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or not 0 < level < 1:
+        raise ValueError(f"counts must be (n_images, k) and 0 < level < 1, got {counts.shape} "
+                         f"and {level}")
+    if counts.shape[0] == 0:
+        return (float("nan"), float("nan"))
+    rows = np.random.default_rng(seed).integers(0, len(counts), (n_resamples, len(counts)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.asarray(statistic(counts[rows].sum(axis=1)), dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (float("nan"), float("nan"))
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return (float(low), float(high))
 
 
 def f1_column(threshold: float) -> str:

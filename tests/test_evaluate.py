@@ -424,6 +424,25 @@ def test_bright_nuclei_recall_pools_the_counts_over_images():
     summary = summarise(table)
     assert summary["recall_bright_nuclei"] == 0.25
     assert summary["recall_other_nuclei"] == 0.75
+    assert summary["recall_gap_bright_nuclei"] == 0.5
+    # resampling two images gives a, a (gap 0.9 - 1 = -0.1), a, b (0.5) or b, b (0.7 - 0 = 0.7),
+    # a quarter of the time each end: the 95 % interval spans them
+    assert summary["recall_gap_bright_nuclei_low95"] == pytest.approx(-0.1)
+    assert summary["recall_gap_bright_nuclei_high95"] == pytest.approx(0.7)
+    assert (summary["recall_bright_nuclei_low95"], summary["recall_bright_nuclei_high95"]) == (
+        0.0, 1.0)
+    assert (summary["recall_other_nuclei_low95"], summary["recall_other_nuclei_high95"]) == (
+        pytest.approx(0.7), pytest.approx(0.9))
+
+
+def test_bright_nuclei_recall_is_nan_without_bright_nuclei():
+    table = pd.DataFrame({"fov": ["a", "b"], "bright_nuclei": [0, 0], "bright_found": [0, 0],
+                          "other_nuclei": [10, 30], "other_found": [9, 21]})
+    summary = summarise(table)
+    for key in ("recall_bright_nuclei", "recall_bright_nuclei_low95",
+                "recall_gap_bright_nuclei", "recall_gap_bright_nuclei_high95"):
+        assert math.isnan(summary[key]), key
+    assert summary["recall_other_nuclei"] == 0.75
 
 
 def test_bright_nuclei_are_counted_above_the_datasets_p_high(split, tmp_path):

@@ -15,6 +15,7 @@ from pix2pixhd.metrics import (
     PER_THRESHOLD_KEYS,
     SPECTRAL_BANDS,
     band_power_ratio,
+    bootstrap_interval,
     error_causes,
     f1_column,
     found_by_brightness,
@@ -28,7 +29,6 @@ from pix2pixhd.metrics import (
     nrmse,
     pearson_r,
     pixel_metrics,
-    pooled_recall,
     psnr,
     radial_power_spectrum,
     spectral_metrics,
@@ -567,6 +567,57 @@ def test_found_by_brightness_counts_a_hand_built_case():
         "bright_nuclei": 4, "bright_found": 4, "other_nuclei": 0, "other_found": 0}
 
 
-def test_pooled_recall_is_nan_with_nothing_to_find():
-    assert pooled_recall(3, 4) == 0.75
-    assert math.isnan(pooled_recall(0, 0))
+def recall(counts):
+    return counts[..., 1] / counts[..., 0]
+
+
+def delta_method_half_width(nuclei, found, z=1.96):
+    """z times the standard error of sum(found) / sum(nuclei) over images (the delta method):
+    an independent reference for the bootstrap."""
+    ratio = found.sum() / nuclei.sum()
+    return z * np.sqrt(np.sum((found - ratio * nuclei) ** 2)) / nuclei.sum()
+
+
+def test_bootstrap_interval_of_a_pooled_recall_matches_the_delta_method():
+    # 300 images holding 1 to 5 nuclei each, 70 % found: a ratio of sums whose factors are not 1
+    rng = np.random.default_rng(1)
+    nuclei = rng.integers(1, 6, 300).astype(float)
+    found = rng.binomial(nuclei.astype(int), 0.7).astype(float)
+    low, high = bootstrap_interval(np.stack([nuclei, found], axis=1), recall, n_resamples=4000)
+    point = found.sum() / nuclei.sum()
+    half = delta_method_half_width(nuclei, found)
+    assert low < point < high
+    assert (high - low) / 2 == pytest.approx(half, rel=0.1)
+    assert (low + high) / 2 == pytest.approx(point, abs=0.1 * half)
+
+
+def test_bootstrap_interval_of_one_nucleus_per_image_is_the_binomial_one():
+    found = np.zeros(400)
+    found[:300] = 1
+    low, high = bootstrap_interval(np.stack([np.ones(400), found], axis=1), recall,
+                                   n_resamples=4000)
+    wald = 1.96 * math.sqrt(0.75 * 0.25 / 400)  # 0.042
+    assert low == pytest.approx(0.75 - wald, abs=0.006)
+    assert high == pytest.approx(0.75 + wald, abs=0.006)
+
+
+def test_bootstrap_interval_narrows_with_the_level_and_repeats_with_the_seed():
+    counts = np.array([[3, 1], [2, 2], [4, 1], [1, 1], [5, 4], [2, 0]], float)
+    wide, narrow = bootstrap_interval(counts, recall), bootstrap_interval(counts, recall,
+                                                                          level=0.5)
+    assert wide[0] < narrow[0] < narrow[1] < wide[1]
+    assert bootstrap_interval(counts, recall) == wide
+    assert bootstrap_interval(counts, recall, seed=1) != wide
+
+
+def test_bootstrap_interval_where_nothing_varies_or_nothing_is_defined():
+    everything_found = np.array([[3, 3], [1, 1], [4, 4]], float)
+    assert bootstrap_interval(everything_found, recall) == (1.0, 1.0)
+    assert all(math.isnan(v) for v in bootstrap_interval(np.zeros((3, 2)), recall))
+    assert all(math.isnan(v) for v in bootstrap_interval(np.zeros((0, 2)), recall))
+    # images without any nucleus of the kind are left out of the resamples where they alone
+    # are drawn, not counted as a recall of 0
+    low, high = bootstrap_interval(np.array([[0, 0], [0, 0], [2, 1]], float), recall)
+    assert low == high == 0.5
+    with pytest.raises(ValueError, match="n_images, k"):
+        bootstrap_interval(np.ones(3), recall)
