@@ -3,6 +3,7 @@
     generator = make_generator(config)            # freshly initialised, from config.model
     discriminator = make_discriminator(config)    # None for kinds trained without one
     kind = model_kind(config.model.kind)          # builders, loss terms, logged tags
+    objective = Objective(config, to_stain_units, vgg)  # what D and G minimise, by tag
 
 An entry says how to build the kind's generator and (for a GAN) its discriminator, which loss
 terms its generator minimises (TensorBoard tags as keys, weighted as summed), which tags its
@@ -29,7 +30,14 @@ from pix2pixhd.config import (
     ModelConfig,
     from_dict,
 )
-from pix2pixhd.losses import Predictions, feature_matching_loss, gan_loss, l1_loss
+from pix2pixhd.losses import (
+    DiscriminatorLoss,
+    Predictions,
+    discriminator_loss,
+    feature_matching_loss,
+    gan_loss,
+    l1_loss,
+)
 from pix2pixhd.networks import build_discriminator, build_generator
 from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
 
@@ -187,3 +195,37 @@ def make_discriminator(config: Config) -> nn.Module | None:
         return None
     input_nc, output_nc = channel_counts(config)
     return build(config.model, input_nc + output_nc)
+
+
+class Objective:
+    """What training minimises under one configuration, computed in one place: D's loss, and
+    G's weighted terms by tag (its kind's terms, plus the perceptual term when a VGG network is
+    given). The Trainer, the exercise's checks and their reference step all call it, so what
+    TensorBoard shows, what G learns from and what a student's answer is held to cannot part.
+    """
+
+    def __init__(self, config: Config, to_stain_units: StainUnits | None = None,
+                 vgg: nn.Module | None = None) -> None:
+        self.config = config
+        self.to_stain_units = to_stain_units
+        """For loss.l1_units=stain: normalised stain -> the stain's own units."""
+        self.vgg = vgg
+        """The perceptual network (`losses.VGGLoss`), or None: no G_VGG term."""
+
+    def discriminator_loss(self, real_features: Predictions, fake_features: Predictions
+                           ) -> DiscriminatorLoss:
+        """(0.5 * (real + fake), real, fake) under loss.gan_mode; `fake_features` must be D's
+        features of the detached fake, so that this loss trains D alone."""
+        return discriminator_loss(real_features, fake_features, self.config.loss.gan_mode)
+
+    def generator_terms(self, fake: Tensor, target: Tensor,
+                        real_features: Predictions | None = None,
+                        fake_features: Predictions | None = None) -> dict[str, Tensor]:
+        """G's terms by tag, each times its weight: G minimises their sum. The features are
+        D's of the real pair (kept from D's step) and of (phase, fake); None without a D."""
+        terms = model_kind(self.config.model.kind).generator_terms(
+            fake, target, self.config, real_features, fake_features, self.to_stain_units)
+        if self.vgg is not None:
+            terms[logs.G_VGG] = self.config.loss.lambda_vgg * self.vgg(fake.float(),
+                                                                        target.float())
+        return terms

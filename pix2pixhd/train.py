@@ -63,9 +63,10 @@ from pix2pixhd.config import (
 from pix2pixhd.dataset import make_loaders, set_loader_epoch
 from pix2pixhd.layout import plain_name, refuse_link
 from pix2pixhd.locking import folder_lock
-from pix2pixhd.losses import Predictions, VGGLoss, discriminator_loss
+from pix2pixhd.losses import Predictions, VGGLoss
 from pix2pixhd.metrics import psnr, ssim
 from pix2pixhd.models import (
+    Objective,
     StainUnits,
     check_weights_fit,
     make_discriminator,
@@ -246,8 +247,9 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.device, config.train.amp)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype == torch.float16 and self.device.type == "cuda")
-        self.vgg = (VGGLoss(config.loss.vgg_weights).to(self.device)
-                    if config.loss.lambda_vgg > 0 else None)
+        vgg = (VGGLoss(config.loss.vgg_weights).to(self.device)
+               if config.loss.lambda_vgg > 0 else None)
+        self.objective = Objective(self.config, self.stain_units(), vgg)
         self.channels_last = config.train.channels_last and self.device.type == "cuda"
         self.epoch = 0  # epochs completed
         self.step = 0   # optimiser steps taken
@@ -354,8 +356,8 @@ class Trainer:
         with self._autocast():
             # fake.detach(): D's loss must not send gradients into G
             real_features, fake_features = self.discriminate(phase, target, fake.detach())
-            loss, loss_real, loss_fake = discriminator_loss(
-                real_features, fake_features, self.config.loss.gan_mode)
+            loss, loss_real, loss_fake = self.objective.discriminator_loss(real_features,
+                                                                           fake_features)
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer_D)
@@ -377,11 +379,8 @@ class Trainer:
                 if self.discriminator is not None:
                     # not through DDP: it would wait for D's gradients, and there are none
                     fake_features = self.discriminator(torch.cat([phase, fake], dim=1))
-                terms = self.kind.generator_terms(fake, target, self.config, real_features,
-                                                  fake_features, self.stain_units())
-                if self.vgg is not None:
-                    terms[logs.G_VGG] = self.config.loss.lambda_vgg * self.vgg(
-                        fake.float(), target.float())
+                terms = self.objective.generator_terms(fake, target, real_features,
+                                                       fake_features)
                 loss = sum(terms.values())
             self.optimizer_G.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
