@@ -17,7 +17,7 @@ import functools
 import math
 import tempfile
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +25,9 @@ from torch import Tensor, nn
 
 from pix2pixhd import logs
 from pix2pixhd.config import Config, apply_overrides
-from pix2pixhd.losses import feature_matching_loss
+from pix2pixhd.losses import Predictions, feature_matching_loss
 from pix2pixhd.metrics import iou_matrix, match_instances
+from pix2pixhd.models import Objective
 from pix2pixhd.networks import build_discriminator
 from pix2pixhd.normalisation import DatasetNormaliser
 from pix2pixhd.train import Trainer, frozen
@@ -39,8 +40,8 @@ class TaskCheckFailed(AssertionError):
 
 ERROR_HINTS = (
     ("backward through the graph a second time",
-     "a graph was used by two backward passes: D's loss must see fake.detach(), and G's loss "
-     "needs its own pass of (phase, fake) through D"),
+     "a graph was used by two backward passes: a backward per loss term needs "
+     "retain_graph=True on every one but the last (or backward their sum once)"),
     ("does not require grad",
      "the loss has no graph to backward through: build it from tensors (no .item(), float(), "
      ".detach() or numpy on the way) and call .item() only on what you return"),
@@ -64,8 +65,10 @@ def _fail(message: str) -> None:
     raise TaskCheckFailed(message)
 
 
-def _call(task: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
-    """function(*args, **kwargs); an exception other than the stub's becomes a hint."""
+def _call(task: str, function: Callable, *args: Any, role: str | None = None,
+          **kwargs: Any) -> Any:
+    """function(*args, **kwargs); an exception other than the stub's becomes a hint that names
+    the function by `role` (the name the task gave it), else by its own name."""
     try:
         return function(*args, **kwargs)
     except (NotImplementedError, TaskCheckFailed):
@@ -73,7 +76,7 @@ def _call(task: str, function: Callable, *args: Any, **kwargs: Any) -> Any:
     except Exception as error:  # the student's code: any error is a mistake to explain
         text = f"{type(error).__name__}: {error}"
         hint = next((hint for words, hint in ERROR_HINTS if words in str(error)), None)
-        name = getattr(function, "__name__", "your function")
+        name = role or getattr(function, "__name__", "function")
         raise TaskCheckFailed(
             f"{task}: your {name} raised {text.splitlines()[0][:300]}"
             + (f"; {hint}" if hint else "; read the task's box again and fix that line")
@@ -205,7 +208,7 @@ def check_feature_matching(loss: Callable, *, n_layers_D: int, num_D: int) -> st
 
 class StandInPerceptualLoss(nn.Module):
     """A fixed, tiny stand-in for the VGG loss (no weights to download): L1 between 4x4
-    average-pooled images. The check only needs a term that behaves like `Trainer.vgg`."""
+    average-pooled images. The check only needs a term that behaves like `Objective.vgg`."""
 
     def forward(self, fake: Tensor, real: Tensor) -> Tensor:
         pool = nn.functional.avg_pool2d
@@ -215,37 +218,19 @@ class StandInPerceptualLoss(nn.Module):
 def gan_step_options(trainer: Trainer) -> dict[str, Any]:
     """generator_step's keywords for a Trainer: the loss weights, D's shape, the perceptual
     network and, when loss.l1_units is 'stain', the map of normalised stains to stain units."""
-    config = trainer.config
+    config, objective = trainer.config, trainer.objective
     loss = config.loss
-    to_stain_units = trainer.stain_units() if loss.l1_units == "stain" else None
+    to_stain_units = objective.to_stain_units if loss.l1_units == "stain" else None
     return {"lambda_feat": loss.lambda_feat, "lambda_l1": loss.lambda_l1,
             "l1_blur_sigma": loss.l1_blur_sigma, "to_stain_units": to_stain_units,
             "n_layers_D": config.model.n_layers_D, "num_D": config.model.num_D,
-            "vgg": trainer.vgg, "lambda_vgg": loss.lambda_vgg}
-
-
-def gan_training_step(discriminator_step: Callable, generator_step: Callable, G: nn.Module,
-                      D: nn.Module, optimizer_G: Any, optimizer_D: Any, phase: Tensor,
-                      target: Tensor, **options: Any) -> dict[str, float]:
-    """One Pix2PixHD step from the two halves: fake = G(phase), D's update, then G's."""
-    fake = G(phase)
-    result = _call("Task 1.3", discriminator_step, D, optimizer_D, phase, target, fake)
-    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
-        _fail("Task 1.3: discriminator_step must return a pair: ({'loss/D_real': ..., "
-              f"'loss/D_fake': ...}}, real_features); it returned a {type(result).__name__}")
-    numbers, real_features = result
-    generator_numbers = _call("Task 1.3", generator_step, D, optimizer_G, phase, target, fake,
-                              real_features, **options)
-    if not isinstance(generator_numbers, dict):
-        _fail("Task 1.3: generator_step must return a dict of its loss terms by tag; it "
-              f"returned a {type(generator_numbers).__name__}")
-    return numbers | generator_numbers
+            "vgg": objective.vgg, "lambda_vgg": loss.lambda_vgg}
 
 
 def _gan_step_settings(config: Config) -> list[tuple[str, list[str], bool]]:
     """(description, overrides, stand-in perceptual loss): the profile's weights, then every
-    factor other than 1 on a smaller network."""
-    loss = config.loss
+    factor other than 1 on a network no larger than the profile's."""
+    loss, model = config.loss, config.model
     return [
         (f"the profile's weights (lambda_feat={loss.lambda_feat:g}, lambda_l1={loss.lambda_l1:g}"
          f", l1_blur_sigma={loss.l1_blur_sigma:g}, L1 in {loss.l1_units} units, "
@@ -255,19 +240,25 @@ def _gan_step_settings(config: Config) -> list[tuple[str, list[str], bool]]:
          "lambda_vgg=0.5)",
          ["loss.lambda_feat=2.5", "loss.lambda_l1=3", "loss.l1_blur_sigma=1.5",
           "loss.l1_units=stain", "data.stain_map=asinh",
-          "model.n_layers_D=2", "model.num_D=2", "model.ngf=8", "model.ndf=8",
-          "model.n_downsample_global=2", "model.n_blocks_global=2", "model.netG=global"], True),
+          "model.n_layers_D=2", "model.num_D=2", f"model.ngf={min(model.ngf, 8)}",
+          f"model.ndf={min(model.ndf, 8)}", "model.n_downsample_global=2",
+          f"model.n_blocks_global={min(model.n_blocks_global, 2)}", "model.netG=global"], True),
     ]
 
 
 def check_gan_step(discriminator_step: Callable, generator_step: Callable, config: Config,
-                   batch: dict[str, Tensor], *, learning_rate: float = 0.01) -> str:
-    """The two halves against `Trainer.train_step` with every term it logs, for two steps
-    under two settings, from the same weights: the losses, D's gradients, the updated weights.
+                   batch: dict[str, Tensor], *, learning_rate: float = 1e-3) -> str:
+    """Each half of the step on its own, the other half being the Trainer's: your
+    discriminator_step followed by `Trainer.generator_step`, and `Trainer.discriminator_step`
+    followed by your generator_step. Both are held to `Trainer.train_step` (whose terms come
+    from `models.Objective`) for two steps under two settings: the losses, the gradients that
+    reach each network, the updated weights. A mistake is so reported in the half that makes it.
 
     Adam moves every weight by about lr, even where a gradient is rounding noise (the biases in
     front of instance norm), so two right steps could differ by 2 lr; plain SGD keeps each
-    update proportional to its gradient, so the comparison sees only real differences.
+    update proportional to its gradient, so the comparison sees only real differences. Its
+    lr is small because the L1 term in stain units has large gradients: at 0.01 one step
+    saturates G's tanh, and a second step would compare updates of zero.
     """
     small = {key: batch[key][:2, :, :64, :64].float().cpu() for key in ("input", "target")}
     batches = [small, {key: value.flip(-1) for key, value in small.items()}]
@@ -277,11 +268,13 @@ def check_gan_step(discriminator_step: Callable, generator_step: Callable, confi
                 "train.name=step_check", f"train.checkpoints_dir={folder}", "train.device=cpu",
                 "train.amp=none", "train.compile=false", "train.channels_last=false",
                 *overrides])
-            _check_gan_step_setting(discriminator_step, generator_step, setting, batches,
-                                    description, stand_in, learning_rate)
-    return ("Task 1.3 passed: your step gives the Trainer's losses (GAN, feature matching, "
-            "blurred L1, perceptual), D's gradients and updated weights, with the profile's "
-            "weights and with every factor other than 1")
+            _check_gan_step_setting(discriminator_step, generator_step, batches, description,
+                                    functools.partial(_sgd_trainer, setting, stand_in,
+                                                      learning_rate))
+    return ("Task 1.3 passed: your discriminator_step and your generator_step, each with the "
+            "Trainer's other half, give the Trainer's losses (GAN, feature matching, blurred "
+            "L1, perceptual), gradients and updated weights, with the profile's weights and "
+            "with every factor other than 1")
 
 
 def _sgd_trainer(config: Config, stand_in: bool, learning_rate: float) -> Trainer:
@@ -292,163 +285,304 @@ def _sgd_trainer(config: Config, stand_in: bool, learning_rate: float) -> Traine
     trainer.optimizer_G = torch.optim.SGD(trainer.generator.parameters(), lr=learning_rate)
     trainer.optimizer_D = torch.optim.SGD(trainer.discriminator.parameters(), lr=learning_rate)
     if stand_in:
-        trainer.vgg = StandInPerceptualLoss()
         trainer.config = copy.deepcopy(trainer.config)
         trainer.config.loss.lambda_vgg = 0.5
+        trainer.objective = Objective(trainer.config, trainer.stain_units(),
+                                      StandInPerceptualLoss())
     return trainer
 
 
+class _ModuleStep(NamedTuple):
+    """What `Trainer.train_step`'s two halves give from one step's starting weights."""
+
+    before: dict[str, dict[str, Tensor]]
+    """G's and D's weights at the start, by network and name."""
+    after: dict[str, dict[str, Tensor]]
+    """The same after the step (D's after D's update: G's update leaves D alone)."""
+    numbers: dict[str, float]
+    """Every loss term the Trainer logs, by tag."""
+    real_features: Predictions
+    """D's features of the real pair from D's step: G's feature-matching target."""
+
+
+def _weights(trainer: Trainer) -> dict[str, dict[str, Tensor]]:
+    return {network: {name: weight.detach().clone() for name, weight
+                      in getattr(trainer, network).named_parameters()}
+            for network in ("generator", "discriminator")}
+
+
+def _gradients(network: nn.Module) -> list[Tensor | None]:
+    return [None if p.grad is None else p.grad.clone() for p in network.parameters()]
+
+
+def _gradients_changed(before: list[Tensor | None], network: nn.Module) -> bool:
+    """True when a backward added to the network's gradients (setting them to None does not)."""
+    return any(p.grad is not None and (old is None or not torch.equal(old, p.grad))
+               for old, p in zip(before, network.parameters(), strict=True))
+
+
+def _module_step(module: Trainer, batch: dict[str, Tensor], number: int) -> _ModuleStep:
+    before = _weights(module)
+    phase, target = batch["input"], batch["target"]
+    torch.manual_seed(number)  # the same dropout masks in every generator of this step
+    fake = module.generator(phase)
+    numbers, real_features = module.discriminator_step(phase, target, fake)
+    numbers |= module.generator_step(phase, target, fake, real_features)
+    return _ModuleStep(before, _weights(module),
+                       {tag: float(value) for tag, value in numbers.items()
+                        if tag.startswith("loss/")}, real_features)
+
+
 def _check_gan_step_setting(discriminator_step: Callable, generator_step: Callable,
-                            config: Config, batches: list[dict[str, Tensor]], description: str,
-                            stand_in: bool, learning_rate: float) -> None:
-    yours = _sgd_trainer(config, stand_in, learning_rate)
-    module = _sgd_trainer(config, stand_in, learning_rate)
+                            batches: list[dict[str, Tensor]], description: str,
+                            make_trainer: Callable[[], Trainer]) -> None:
+    module, for_d, for_g = make_trainer(), make_trainer(), make_trainer()
     options = gan_step_options(module)
-    gradients_into_G: list[int] = []
-    next(yours.generator.parameters()).register_hook(lambda gradient: gradients_into_G.append(1))
     for number, batch in enumerate(batches, start=1):
         where = f"at step {number}, with {description}"
-        gradients_into_G.clear()
-        # each step starts from the module's weights (one D pass of real and fake together
+        # each step starts from the module's weights (its one D pass of real and fake together
         # against two leaves rounding differences that a second step would grow); gradients
-        # are kept, so a missing zero_grad still shows at step 2
-        for network in ("generator", "discriminator"):
-            getattr(yours, network).load_state_dict(getattr(module, network).state_dict())
-        before = {network: {name: weight.detach().clone() for name, weight
-                            in getattr(module, network).named_parameters()}
-                  for network in ("generator", "discriminator")}
-        torch.manual_seed(number)  # the same dropout masks in both generators
-        mine = gan_training_step(discriminator_step, generator_step, yours.generator,
-                                 yours.discriminator, yours.optimizer_G, yours.optimizer_D,
-                                 batch["input"], batch["target"], **options)
-        torch.manual_seed(number)
-        theirs = {name: float(value) for name, value in module.train_step(batch).items()
-                  if name.startswith("loss/")}
-        _compare_step_numbers(mine, theirs, options, where)
-        if len(gradients_into_G) != 1:
-            _fail(f"Task 1.3: {where}, gradients reached G's weights {len(gradients_into_G)} "
-                  "times: D's loss must see fake.detach(), so that only G's loss reaches G")
-        if not all(p.requires_grad for p in yours.discriminator.parameters()):
-            _fail(f"Task 1.3: {where}, D is still frozen after the step: make it trainable "
-                  "again (D.requires_grad_(True)) after G's update")
-        largest = max(float(p.grad.abs().max()) for p in module.discriminator.parameters())
-        for (name, weight), reference in zip(yours.discriminator.named_parameters(),
-                                             module.discriminator.parameters(), strict=True):
-            if weight.grad is None or float((weight.grad - reference.grad).abs().max()) > \
-                    0.01 * largest:
-                _fail(f"Task 1.3: {where}, D's gradient of {name} is not D's loss's alone: "
-                      "freeze D (D.requires_grad_(False)) during G's step, so that G's loss "
-                      "leaves none in D, and zero D's gradients before its backward")
-        _compare_weights(yours, module, before, batch, number, where,
-                         functools.partial(_sgd_trainer, config, stand_in, learning_rate))
+        # are kept, so a missing zero_grad shows at step 2
+        for trainer in (for_d, for_g):
+            for network in ("generator", "discriminator"):
+                getattr(trainer, network).load_state_dict(getattr(module, network).state_dict())
+        reference = _module_step(module, batch, number)
+        _try_discriminator_step(discriminator_step, for_d, batch, number, reference, where,
+                                make_trainer)
+        _try_generator_step(generator_step, for_g, batch, number, reference, options, where,
+                            make_trainer)
 
 
-def _compare_step_numbers(mine: dict, theirs: dict[str, float], options: dict, where: str
-                          ) -> None:
-    """The returned numbers: every logged term, as floats, equal to the Trainer's."""
-    hints = {
-        logs.D_REAL: "D scores (phase, target) as real; discriminator_loss returns "
-                     "(loss_D, loss_D_real, loss_D_fake)",
-        logs.D_FAKE: "D scores (phase, fake.detach()) as fake; discriminator_loss returns "
-                     "(loss_D, loss_D_real, loss_D_fake)",
-        logs.G_GAN: "score (phase, fake) with a new pass through D after D's update, fake not "
-                    "detached, and gan_loss(..., True)",
-        logs.G_GAN_FEAT: "feature_matching_loss between the real features kept from D's step "
-                         "and D's features of (phase, fake), times lambda_feat",
-        logs.G_L1: "lambda_l1 * l1_loss(to_stain_units(fake), to_stain_units(target), "
-                   "l1_blur_sigma): L1 of the two stains in their own units (fake and target "
-                   "as they are when to_stain_units is None) after the same Gaussian blur",
-        logs.G_VGG: "lambda_vgg * vgg(fake, target), only when vgg is given",
-    }
-    factors = {logs.G_GAN_FEAT: ("lambda_feat", options["lambda_feat"]),
-               logs.G_L1: ("lambda_l1", options["lambda_l1"]),
-               logs.G_VGG: ("lambda_vgg", options["lambda_vgg"])}
-    missing = [name for name in theirs if name not in mine]
-    if missing:
-        _fail(f"Task 1.3: {where}, your step returns no {', '.join(missing)}: "
-              + "; ".join(hints[name] for name in missing if name in hints))
-    extra = [name for name in mine if name not in theirs]
-    if extra:
-        _fail(f"Task 1.3: {where}, your step returns {', '.join(extra)}, which the Trainer "
-              f"does not log here; return exactly {', '.join(theirs)}")
-    for name, right in theirs.items():
-        value = mine[name]
-        if not isinstance(value, float):
-            _fail(f"Task 1.3: {where}, your {name} is a {type(value).__name__}, not a float: "
-                  "return plain numbers, loss.item(), so that no graph is kept alive")
-        if abs(value - right) <= 1e-5 * max(1.0, abs(right)):
-            continue
-        factor = factors.get(name)
-        if factor and factor[1] not in (0, 1) and _close(value * factor[1], right, 1e-4):
-            _fail(f"Task 1.3: {where}, your {name} is {value:.5f}, the Trainer's {right:.5f}: "
-                  f"multiply it by {factor[0]} (= {factor[1]:g} here)")
-        _fail(f"Task 1.3: {where}, your {name} is {value:.5f}, the Trainer's {right:.5f}: "
-              f"{hints.get(name, 'compute it as the Trainer does')}")
+# the discriminator's half ---------------------------------------------------------------------
 
 
-def _compare_weights(yours: Trainer, module: Trainer, before: dict, batch: dict, number: int,
-                     where: str, make_reference: Callable[[], Trainer]) -> None:
-    for network in ("discriminator", "generator"):
-        mine = {name: w.detach() for name, w in getattr(yours, network).named_parameters()}
-        theirs = {name: w.detach() for name, w in getattr(module, network).named_parameters()}
-        update = max(float((theirs[name] - before[network][name]).abs().max()) for name in theirs)
-        for name, weight in theirs.items():
-            difference = float((mine[name] - weight).abs().max())
-            if difference <= 0.01 * update:
-                continue
-            if network == "discriminator":
-                _fail(f"Task 1.3: {where}, D's {name} differs from the Trainer's by "
-                      f"{difference:.2e} (the largest update is {update:.2e}): zero D's "
-                      "gradients before its backward and step optimizer_D once per step")
-            _fail(f"Task 1.3: {where}, G's {name} differs from the Trainer's by "
-                  f"{difference:.2e} (the largest update is {update:.2e}): "
-                  + _generator_update_mistake(yours, before, batch, number, make_reference))
+def _try_discriminator_step(discriminator_step: Callable, trainer: Trainer, batch: dict,
+                            number: int, module: _ModuleStep, where: str,
+                            make_trainer: Callable[[], Trainer]) -> None:
+    """Your discriminator_step, then the Trainer's generator_step, against the module."""
+    phase, target = batch["input"], batch["target"]
+    G, D = trainer.generator, trainer.discriminator
+    torch.manual_seed(number)
+    fake = G(phase)
+    into_G = _gradients(G)
+    result = _call("Task 1.3", discriminator_step, D, trainer.optimizer_D, phase, target, fake,
+                   role="discriminator_step")
+    at = f"Task 1.3: {where}, your discriminator_step"
+    if not (isinstance(result, tuple | list) and len(result) == 2
+            and isinstance(result[0], dict)):
+        _fail(f"{at} returns a {type(result).__name__}; return the pair ({{'loss/D_real': ..., "
+              "'loss/D_fake': ...}, real_features)")
+    numbers, real_features = result
+    _compare_numbers(numbers, {tag: module.numbers[tag] for tag in logs.DISCRIMINATOR_TAGS},
+                     {}, at)
+    if _gradients_changed(into_G, G):
+        _fail(f"{at} sent gradients into G: score the pair (phase, fake.detach()), so that D's "
+              "loss trains D alone")
+    if not all(p.requires_grad for p in D.parameters()):
+        _fail(f"{at} leaves D frozen: it must end with D trainable")
+    _compare_real_features(real_features, module.real_features, at)
+    _compare_network(D, module.after["discriminator"], module.before["discriminator"], at, "D",
+                     lambda: _discriminator_update_mistake(D, module.before, fake, batch,
+                                                           make_trainer))
+    trainer.generator_step(phase, target, fake, real_features)  # the other half: the module's
 
 
-def _generator_update_mistake(yours: Trainer, before: dict, batch: dict, number: int,
-                              make_reference: Callable[[], Trainer]) -> str:
-    """Which terms G's update holds, and how often: the update (SGD: -lr times the gradient)
-    fitted by least squares to each logged term's gradient at the step's starting weights,
-    on a fresh trainer of the same setting (`make_reference`)."""
-    reference = make_reference()
-    learning_rate = reference.optimizer_G.param_groups[0]["lr"]
-    with torch.no_grad():
-        for network in ("generator", "discriminator"):
-            for name, weight in getattr(reference, network).named_parameters():
-                weight.copy_(before[network][name])
+def _compare_real_features(yours: Any, right: Predictions, at: str) -> None:
+    """D's features of the real pair, per scale and layer, detached, before D's update."""
+    shape = [len(scale) for scale in right]
+    if not (isinstance(yours, list | tuple)
+            and [len(s) if isinstance(s, list | tuple) else -1 for s in yours] == shape
+            and all(isinstance(f, Tensor) and f.shape == r.shape
+                    for s, rs in zip(yours, right, strict=True)
+                    for f, r in zip(s, rs, strict=True))):
+        _fail(f"{at} returns real features that are not D's output for the real pair (a list "
+              f"of {len(shape)} scales, each a list of {shape[0]} tensors): return D(real "
+              "pair) as D gave it, each feature detached")
+    for scale, (mine, theirs) in enumerate(zip(yours, right, strict=True)):
+        for layer, (f, r) in enumerate(zip(mine, theirs, strict=True)):
+            if f.requires_grad:
+                _fail(f"{at} returns real features that still carry D's graph: return "
+                      "[[feature.detach() for feature in scale] for scale in pred_real]")
+            if float((f - r).abs().max()) > 1e-4 * max(1.0, float(r.abs().max())):
+                _fail(f"{at} returns real features that differ from D's output for (phase, "
+                      f"target) at scale {scale}, layer {layer}: keep the features of the "
+                      "real pair from the pass that D's loss used, before optimizer_D.step()")
+
+
+def _discriminator_update_mistake(D: nn.Module, before: dict, fake: Tensor, batch: dict,
+                                  make_trainer: Callable[[], Trainer]) -> str:
+    """What D's update (SGD: -lr times the gradient) is made of: fitted by least squares to the
+    gradients of D's two terms at the step's starting weights."""
+    reference = make_trainer()
+    _load(reference.discriminator, before["discriminator"])
+    real, fake_features = reference.discriminate(batch["input"], batch["target"],
+                                                 fake.detach())
+    _, loss_real, loss_fake = reference.objective.discriminator_loss(real, fake_features)
+    terms = {logs.D_REAL: loss_real, logs.D_FAKE: loss_fake}
+    coefficients, residual = _fit_update(D, before["discriminator"], terms,
+                                         reference.optimizer_D, reference.discriminator)
+    if coefficients is None:
+        return "D did not move: call optimizer_D.step() after D's backward"
+    if residual > 0.05:
+        return ("D's update is not this step's loss alone: call optimizer_D.zero_grad() before "
+                "D's backward (the gradients of an earlier step add up otherwise)")
+    if all(abs(c - 1) < 0.1 for c in coefficients.values()):
+        return ("D's update is twice the Trainer's: backward loss_D, the first value "
+                "discriminator_loss returns, which is already 0.5 * (real + fake)")
+    return ("D's update holds " + ", ".join(f"{c:.2f} x {tag}" for tag, c in coefficients.items())
+            + ", the Trainer's 0.5 x each: backward loss_D = 0.5 * (loss_D_real + loss_D_fake) "
+            "once, and step optimizer_D once")
+
+
+# the generator's half ------------------------------------------------------------------------
+
+
+def _try_generator_step(generator_step: Callable, trainer: Trainer, batch: dict, number: int,
+                        module: _ModuleStep, options: dict, where: str,
+                        make_trainer: Callable[[], Trainer]) -> None:
+    """The Trainer's discriminator_step, then your generator_step, against the module."""
+    phase, target = batch["input"], batch["target"]
+    G, D = trainer.generator, trainer.discriminator
+    torch.manual_seed(number)
+    fake = G(phase)
+    _, real_features = trainer.discriminator_step(phase, target, fake)  # the module's half
+    in_D = _gradients(D)
+    mine = _call("Task 1.3", generator_step, D, trainer.optimizer_G, phase, target, fake,
+                 real_features, role="generator_step", **options)
+    at = f"Task 1.3: {where}, your generator_step"
+    if not isinstance(mine, dict):
+        _fail(f"{at} returns a {type(mine).__name__}; return a dict of its loss terms by tag, "
+              "{'loss/G_GAN': ..., ...}")
+    _compare_numbers(mine, {tag: value for tag, value in module.numbers.items()
+                            if tag not in logs.DISCRIMINATOR_TAGS}, options, at)
+    if not all(p.requires_grad for p in D.parameters()):
+        _fail(f"{at} leaves D frozen: make it trainable again (D.requires_grad_(True)) after "
+              "G's backward, or D learns nothing from the next step on")
+    if _gradients_changed(in_D, D):
+        _fail(f"{at} leaves gradients of G's loss in D: freeze D (D.requires_grad_(False)) "
+              "before it scores (phase, fake), so that the gradient passes through D to G "
+              "and none stays in D")
+    _compare_network(G, module.after["generator"], module.before["generator"], at, "G",
+                     lambda: _generator_update_mistake(G, module.before, batch, number,
+                                                       make_trainer))
+
+
+def _generator_update_mistake(G: nn.Module, before: dict, batch: dict, number: int,
+                              make_trainer: Callable[[], Trainer]) -> str:
+    """Which terms G's update holds, and how often: fitted by least squares to each logged
+    term's gradient at the step's starting weights, after the Trainer's D step."""
+    reference = make_trainer()
+    for network in ("generator", "discriminator"):
+        _load(getattr(reference, network), before[network])
     phase, target = batch["input"], batch["target"]
     torch.manual_seed(number)
     fake = reference.generator(phase)
     _, real_features = reference.discriminator_step(phase, target, fake)
     with frozen(reference.discriminator):
         fake_features = reference.discriminator(torch.cat([phase, fake], dim=1))
-        terms = reference.kind.generator_terms(fake, target, reference.config, real_features,
-                                               fake_features, reference.stain_units())
-        if reference.vgg is not None:
-            terms[logs.G_VGG] = reference.config.loss.lambda_vgg * reference.vgg(fake, target)
-    parameters = list(reference.generator.parameters())
+        terms = reference.objective.generator_terms(fake, target, real_features, fake_features)
+    coefficients, residual = _fit_update(G, before["generator"], terms, reference.optimizer_G,
+                                         reference.generator)
+    if coefficients is None:
+        return "G did not move: call optimizer_G.step() after G's backward"
+    if residual > 0.05:
+        return ("G's update is not this step's loss alone: call optimizer_G.zero_grad() "
+                "before G's backward (the gradients of an earlier step add up otherwise), and "
+                "step it once")
+    wrong = {tag: c for tag, c in coefficients.items() if abs(c - 1) > 0.1}
+    left_out = [tag for tag, c in wrong.items() if abs(c) < 0.1]
+    if {logs.G_GAN, logs.G_GAN_FEAT} <= set(left_out):
+        return ("no gradient of D's scores reaches G: D must score (phase, fake) itself, not "
+                "fake.detach() and not under torch.no_grad(); D.requires_grad_(False) is "
+                "what keeps D out")
+    if left_out:
+        return (f"G's backward leaves out {', '.join(left_out)}: backward the sum of every "
+                "term you return (the numbers you log must be what G learns from)")
+    return ("G's update holds " + ", ".join(f"{c:.2f} x {tag}" for tag, c in wrong.items())
+            + ": backward each term once (or their sum once), and step optimizer_G once")
+
+
+# shared by both halves -----------------------------------------------------------------------
+
+
+def _load(network: nn.Module, weights: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        for name, weight in network.named_parameters():
+            weight.copy_(weights[name])
+
+
+def _fit_update(network: nn.Module, before: dict[str, Tensor], terms: dict[str, Tensor],
+                optimizer: Any, reference: nn.Module
+                ) -> tuple[dict[str, float] | None, float]:
+    """(coefficient of each term, relative residual) of the least-squares fit of the network's
+    update, (before - after) / lr, to the terms' gradients; (None, 0) when it did not move."""
+    learning_rate = optimizer.param_groups[0]["lr"]
+    parameters = list(reference.parameters())
     columns = []
     for term in terms.values():
         gradients = torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True)
         columns.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
                                   for g, p in zip(gradients, parameters, strict=True)]))
     basis = torch.stack(columns, dim=1).double()
-    update = torch.cat([(before["generator"][name] - weight.detach()).reshape(-1) / learning_rate
-                        for name, weight in yours.generator.named_parameters()]).double()
-    coefficients = torch.linalg.lstsq(basis, update[:, None]).solution[:, 0]
-    residual = float((basis @ coefficients - update).norm() / update.norm().clamp_min(1e-12))
-    if residual > 0.05:
-        return ("G's update is not made of this step's loss terms: zero optimizer_G's "
-                "gradients before G's backward (left over from an earlier backward, they "
-                "add up), and step it once per training step")
-    wrong = {tag: float(c) for tag, c in zip(terms, coefficients, strict=True)
-             if abs(float(c) - 1) > 0.1}
-    left_out = [tag for tag, c in wrong.items() if abs(c) < 0.1]
-    if left_out:
-        return (f"G's backward leaves out {', '.join(left_out)}: call backward once on the sum "
-                "of every term you return (the numbers you log must be what G learns from)")
-    return ("G's update holds " + ", ".join(f"{c:.2f} x {tag}" for tag, c in wrong.items())
-            + ": backward the sum of the terms once, each term once, and step once")
+    update = torch.cat([(before[name] - weight.detach()).reshape(-1) / learning_rate
+                        for name, weight in network.named_parameters()]).double()
+    if float(update.abs().max()) == 0:
+        return None, 0.0
+    solution = torch.linalg.lstsq(basis, update[:, None]).solution[:, 0]
+    residual = float((basis @ solution - update).norm() / update.norm())
+    return {tag: float(c) for tag, c in zip(terms, solution, strict=True)}, residual
+
+
+def _compare_network(network: nn.Module, right: dict[str, Tensor], before: dict[str, Tensor],
+                     at: str, letter: str, mistake: Callable[[], str]) -> None:
+    """The network's weights after the step against the module's, within 1 % of the update."""
+    update = max(float((right[name] - before[name]).abs().max()) for name in right)
+    for name, weight in network.named_parameters():
+        difference = float((weight.detach() - right[name]).abs().max())
+        if difference > 0.01 * update:
+            _fail(f"{at} leaves {letter}'s {name} {difference:.2e} away from the Trainer's (the "
+                  f"largest update is {update:.2e}): {mistake()}")
+
+
+def _compare_numbers(mine: dict, theirs: dict[str, float], options: dict, at: str) -> None:
+    """The returned numbers: every logged term of this half, as floats, equal to the
+    Trainer's."""
+    hints = {
+        logs.D_REAL: "discriminator_loss(D's output for the real pair, D's output for the fake "
+                     "pair) returns (loss_D, loss_D_real, loss_D_fake), in that order",
+        logs.D_FAKE: "D scores (phase, fake.detach()) as fake; discriminator_loss(real, fake) "
+                     "returns (loss_D, loss_D_real, loss_D_fake), in that order",
+        logs.G_GAN: "gan_loss(D's output for (phase, fake), True): D, already updated, scores "
+                    "the fake, which G wants called real",
+        logs.G_GAN_FEAT: "feature_matching_loss(real_features, D's output for (phase, fake)), "
+                         "times lambda_feat",
+        logs.G_L1: "lambda_l1 * l1_loss(to_stain_units(fake), to_stain_units(target), "
+                   "l1_blur_sigma): L1 of the two stains in their own units (fake and target "
+                   "as they are when to_stain_units is None) after the same Gaussian blur",
+        logs.G_VGG: "lambda_vgg * vgg(fake, target), only when vgg is given",
+    }
+    factors = {logs.G_GAN_FEAT: "lambda_feat", logs.G_L1: "lambda_l1", logs.G_VGG: "lambda_vgg"}
+    missing = [tag for tag in theirs if tag not in mine]
+    if missing:
+        _fail(f"{at} returns no {', '.join(missing)}: "
+              + "; ".join(hints[tag] for tag in missing if tag in hints))
+    extra = [tag for tag in mine if tag not in theirs]
+    if extra:
+        _fail(f"{at} returns {', '.join(map(str, extra))}, which the Trainer does not log "
+              f"here; return exactly {', '.join(theirs)}")
+    for tag, right in theirs.items():
+        value = mine[tag]
+        if not isinstance(value, float):
+            _fail(f"{at} returns {tag} as a {type(value).__name__}, not a float: return plain "
+                  "numbers, loss.item(), so that no graph is kept alive")
+        if abs(value - right) <= 1e-5 * max(1.0, abs(right)):
+            continue
+        weight = options.get(factors.get(tag, ""), 1)
+        if weight not in (0, 1) and _close(value * weight, right, 1e-4):
+            _fail(f"{at} gives {tag} = {value:.5f}, the Trainer {right:.5f}: multiply it by "
+                  f"{factors[tag]} (= {weight:g} here)")
+        _fail(f"{at} gives {tag} = {value:.5f}, the Trainer {right:.5f}: "
+              f"{hints.get(tag, 'compute it as the Trainer does')}")
 
 
 # --- Task 3.1: F1 from an IoU matrix ---------------------------------------------------------
