@@ -663,32 +663,62 @@ CROP_CASES = {
     ((130, 40), 32, (140, 300)): ((108, 140), (24, 56)),
     ((0, 0), 16, (16, 40)): ((0, 16), (0, 16)),
     ((60, 33), 15, (64, 64)): ((49, 64), (26, 41)),
+    ((-20, 300), 32, (256, 256)): ((0, 32), (224, 256)),
+    ((400, 128), 64, (256, 256)): ((192, 256), (96, 160)),
 }
-"""(centre, size, shape) -> ((row start, stop), (column start, stop)), worked out by hand."""
+"""(centre, size, shape) -> ((row start, stop), (column start, stop)), worked out by hand; the
+last two centres lie outside the image."""
 
 
 def check_crop_around(crop_around: Callable) -> str:
-    """Windows inside the image, at its edges and corners, of even and odd sizes."""
-    image = np.arange(300 * 300).reshape(300, 300)
+    """Windows inside the image, at its edges and corners, around centres outside it, of even
+    and odd sizes. Whatever your function returns, the check answers with its own message."""
     for (centre, size, shape), right in CROP_CASES.items():
         window = _call("Task 4.1", crop_around, centre, size, shape)
-        call = f"crop_around({centre}, {size}, {shape})"
-        if not (isinstance(window, tuple | list) and len(window) == 2):
-            _fail(f"Task 4.1: {call} returns {window!r}; return a pair of slices "
-                  "(rows, columns)")
-        if not all(isinstance(part, slice) for part in window):
-            _fail(f"Task 4.1: {call} returns {tuple(window)!r}: return slices, "
-                  "(slice(row_start, row_start + size), slice(column_start, column_start + "
-                  "size)), not (start, stop) pairs, so that image[window] crops")
-        mine = tuple((part.start, part.stop) for part in window)
-        if mine != right:
-            _fail(f"Task 4.1: {call} gives rows {mine[0][0]}:{mine[0][1]}, columns "
-                  f"{mine[1][0]}:{mine[1][1]}; it should be rows {right[0][0]}:{right[0][1]}, "
-                  f"columns {right[1][0]}:{right[1][1]} (start at centre - size // 2, then "
-                  "move the window inside the image: clamp the start to [0, length - size])")
-        if image[tuple(window)].shape != (size, size):
-            _fail(f"Task 4.1: image[{call}] is not {size} x {size}")
-    return "Task 4.1 passed: your windows are centred and stay inside the image"
+        bounds = _window_bounds(window, f"Task 4.1: crop_around({centre}, {size}, {shape})")
+        _check_window(bounds, right, centre, size, shape)
+    return ("Task 4.1 passed: your windows are centred, of the size asked, and stay inside the "
+            "image, even around centres outside it")
+
+
+def _window_bounds(window: Any, call: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((row start, stop), (column start, stop)) of a pair of slices of whole numbers."""
+    if not (isinstance(window, tuple | list) and len(window) == 2):
+        _fail(f"{call} returns {window!r}; return a pair of slices (rows, columns)")
+    if not all(isinstance(part, slice) for part in window):
+        _fail(f"{call} returns {tuple(window)!r}: return slices, (slice(row_start, row_start + "
+              "size), slice(column_start, column_start + size)), not (start, stop) pairs, so "
+              "that image[window] crops")
+    for axis, part in zip(("rows", "columns"), window, strict=True):
+        whole = all(isinstance(end, int | np.integer) and not isinstance(end, bool)
+                    for end in (part.start, part.stop))
+        if not whole:
+            _fail(f"{call} gives {axis} {part!r}: a slice's start and stop must be whole "
+                  "numbers (int), not floats or None: use size // 2, not size / 2, and int() "
+                  "for a centre that is not an int")
+        if part.step not in (None, 1):
+            _fail(f"{call} gives {axis} {part!r}: leave out the step, every pixel is kept")
+    return tuple((int(part.start), int(part.stop)) for part in window)
+
+
+def _check_window(bounds: tuple, right: tuple, centre: tuple, size: int, shape: tuple) -> None:
+    call = f"Task 4.1: crop_around({centre}, {size}, {shape})"
+    mine = ", ".join(f"{axis} {start}:{stop}" for axis, (start, stop)
+                     in zip(("rows", "columns"), bounds, strict=True))
+    should = ", ".join(f"{axis} {start}:{stop}" for axis, (start, stop)
+                       in zip(("rows", "columns"), right, strict=True))
+    if any(stop - start != size for start, stop in bounds):
+        _fail(f"{call} gives {mine}, a window of {' x '.join(str(b - a) for a, b in bounds)} "
+              f"pixels; it should be {size} x {size} ({should}): stop = start + size")
+    outside = any(start < 0 or stop > length
+                  for (start, stop), length in zip(bounds, shape, strict=True))
+    if outside:
+        _fail(f"{call} gives {mine}, which reaches outside the {shape[0]} x {shape[1]} image; "
+              f"it should be {should}: clamp each start to [0, length - size], so that the "
+              "window moves inside the image even when the centre lies outside it")
+    if bounds != right:
+        _fail(f"{call} gives {mine}; it should be {should}: start at centre - size // 2, then "
+              "move the window inside the image: clamp the start to [0, length - size]")
 
 
 # --- Task 5.1: spread and error of MC-dropout samples -----------------------------------------

@@ -494,14 +494,53 @@ def crop_around(centre, size, shape):
     return tuple(slice(start, start + size) for start in starts)
 
 
-def test_crop_check_passes_slices_and_names_start_stop_pairs_and_unclamped_windows():
+def crop_as_start_stop_pairs(centre, size, shape):
+    return tuple((s.start, s.stop) for s in crop_around(centre, size, shape))
+
+
+def crop_unclamped(centre, size, shape):
+    return tuple(slice(c - size // 2, c - size // 2 + size) for c in centre)
+
+
+def crop_with_float_starts(centre, size, shape):
+    starts = [min(max(c - size / 2, 0), length - size)
+              for c, length in zip(centre, shape, strict=True)]
+    return tuple(slice(start, start + size) for start in starts)
+
+
+def crop_cut_at_the_border(centre, size, shape):
+    return tuple(slice(max(c - size // 2, 0), min(c - size // 2 + size, length))
+                 for c, length in zip(centre, shape, strict=True))
+
+
+def crop_one_short_for_odd_sizes(centre, size, shape):
+    starts = [min(max(c - size // 2, 0), length - size)
+              for c, length in zip(centre, shape, strict=True)]
+    return tuple(slice(start, start + 2 * (size // 2)) for start in starts)
+
+
+def crop_refusing_centres_outside(centre, size, shape):
+    if not all(0 <= c < length for c, length in zip(centre, shape, strict=True)):
+        return None
+    return crop_around(centre, size, shape)
+
+
+def test_crop_check_passes_slices_and_names_each_mistake_in_its_own_words():
     assert "passed" in tasks.check_crop_around(crop_around)
-    fails_with(lambda: tasks.check_crop_around(
-        lambda *a: tuple((s.start, s.stop) for s in crop_around(*a))),
-        "return slices", "not (start, stop) pairs")
-    fails_with(lambda: tasks.check_crop_around(
-        lambda centre, size, shape: tuple(slice(int(c) - size // 2, int(c) - size // 2 + size)
-                                          for c in centre)), "clamp the start")
+    assert "passed" in tasks.check_crop_around(  # numpy integers are whole numbers too
+        lambda *a: tuple(slice(np.int64(s.start), np.int64(s.stop)) for s in crop_around(*a)))
+    fails_with(lambda: tasks.check_crop_around(crop_as_start_stop_pairs),
+               "return slices", "not (start, stop) pairs")
+    fails_with(lambda: tasks.check_crop_around(crop_unclamped), "reaches outside",
+               "clamp each start")
+    fails_with(lambda: tasks.check_crop_around(crop_with_float_starts), "whole numbers",
+               "size // 2, not size / 2")
+    fails_with(lambda: tasks.check_crop_around(crop_cut_at_the_border), "37 x 38 pixels",
+               "stop = start + size")
+    fails_with(lambda: tasks.check_crop_around(crop_one_short_for_odd_sizes), "14 x 14 pixels",
+               "should be 15 x 15")
+    fails_with(lambda: tasks.check_crop_around(crop_refusing_centres_outside),
+               "crop_around((-20, 300), 32, (256, 256)) returns None")
 
 
 # --- Task 5.1 ---------------------------------------------------------------------------------
