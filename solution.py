@@ -528,13 +528,16 @@ print(f"profile {PROFILE}: upsample={config.model.upsample}, "
 # <div class="alert alert-info">
 # Task 1.3: write the two steps with the functions of <code>pix2pixhd.losses</code> imported in
 # Part 0 (<code>discriminator_loss</code>, <code>gan_loss</code>,
-# <code>feature_matching_loss</code>, <code>l1_loss</code>). The check puts them together as
-# the Trainer does (<code>fake = G(phase)</code>, your D step, your G step) and runs them
-# against the module's <code>Trainer.train_step</code> for two batches, from the same starting
-# weights, twice: with this profile's weights, and with every factor other than 1
-# (<code>lambda_feat=2.5</code>, <code>lambda_l1=3</code>, <code>n_layers_D=2</code> and a
-# stand-in perceptual network for <code>vgg</code>). It compares every logged term, D's
-# gradients and the updated weights, and says which term or step differs.
+# <code>feature_matching_loss</code>, <code>l1_loss</code>). The check tries each function on
+# its own, with the Trainer's other half: your <code>discriminator_step</code> followed by
+# the Trainer's G step, then the Trainer's D step followed by your
+# <code>generator_step</code>. Both are held to the module's <code>Trainer.train_step</code>
+# (whose terms come from <code>pix2pixhd.models.Objective</code>) for two batches, from the
+# same starting weights, twice: with this profile's weights, and with every factor other than
+# 1 (<code>lambda_feat=2.5</code>, <code>lambda_l1=3</code>, <code>n_layers_D=2</code> and a
+# stand-in perceptual network for <code>vgg</code>). It compares every logged term, the
+# gradients that reach each network and the updated weights, and names the function and the
+# line that differ.
 # </div>
 
 # %% tags=["task"]
@@ -962,13 +965,13 @@ save_figure(plot_logged_images(
 # intensity that minimises the cross-entropy between the image and its two-level version
 # (each side replaced by its mean), found by iteration; it sits lower than Otsu's and keeps dim
 # nuclei whole. Each segmented nucleus is matched to at most one true nucleus by their overlap,
-# the IoU (intersection over union). At an IoU threshold, a match above it is a true positive
-# (TP), a predicted nucleus left unmatched a false positive (FP), a true nucleus left
-# unmatched a false negative (FN). **Precision** = TP / (TP + FP) is the share of found
-# nuclei that are real, **recall** = TP / (TP + FN) the share of real nuclei that are found,
-# and **F1** is their harmonic mean, 2 P R / (P + R) = 2 TP / (2 TP + FP + FN): high only
-# when both are. The same segmentation of the *real* stain gives the best a virtual stain
-# could reach with this segmentation.
+# the IoU (intersection over union). At an IoU threshold, a matched pair whose IoU is at least
+# the threshold is a true positive (TP), a predicted nucleus left unmatched a false positive
+# (FP), a true nucleus left unmatched a false negative (FN). **Precision** = TP / (TP + FP) is
+# the share of found nuclei that are real, **recall** = TP / (TP + FN) the share of real
+# nuclei that are found, and **F1** is their harmonic mean, 2 P R / (P + R) =
+# 2 TP / (2 TP + FP + FN): high only when both are. The same segmentation of the *real* stain
+# gives the best a virtual stain could reach with this segmentation.
 
 # %%
 # start here: the GAN's predictions of the test images, and their scores
@@ -981,8 +984,52 @@ gan_folder = predict_test_split("GAN")
 gan_table = evaluate_predictions(gan_folder, DATA / "test")
 gan_summary = write_evaluation(gan_table, RESULTS / "evaluation" / "GAN")
 print(f"GAN on {gan_summary['n_images']} test images: PSNR {gan_summary['psnr']:.2f} dB, "
-      f"SSIM {gan_summary['ssim']:.3f}, r {gan_summary['pearson']:.3f}; nuclei F1 at IoU 0.5 "
-      f"{gan_summary['f1_iou50']:.3f} (real stain: {gan_summary['real_stain_f1_iou50']:.3f})")
+      f"SSIM {gan_summary['ssim']:.3f}, r {gan_summary['pearson']:.3f} (the nuclei's F1 comes "
+      "after Task 3.1)")
+
+# %% [markdown]
+# <div class="alert alert-info">
+# Task 3.1: match one-to-one, as the module does: a true nucleus matches at most one predicted
+# nucleus, and a predicted nucleus at most one true one, when their IoU is at least the
+# threshold. For thresholds of 0.5 or more, two nuclei can both overlap a third that much only
+# when they cut it exactly in halves (IoU exactly 0.5 with each): then one half is a match and
+# the other a false positive (or, for two nuclei merged into one, a false negative). Counting
+# every pair above the threshold would score such a split nucleus twice, with an F1 of 1.33;
+# F1 can never pass 1. Given the dense IoU matrix (true nuclei x predicted nuclei), count true
+# positives, false positives and false negatives and return the F1 score.
+# </div>
+
+# %% tags=["task"]
+def f1_at_iou(iou, threshold=0.5):
+    """F1 of nuclei matching from an IoU matrix (n_true, n_pred), threshold >= 0.5."""
+    raise NotImplementedError(
+        "Task 3.1: match each true nucleus to at most one free predicted nucleus with IoU >= "
+        "threshold; count TP, FP and FN, return 2 TP / (2 TP + FP + FN)")
+
+
+# %% tags=["solution"]
+def f1_at_iou(iou, threshold=0.5):
+    """F1 of nuclei matching from an IoU matrix (n_true, n_pred), threshold >= 0.5."""
+    taken = np.zeros(iou.shape[1], dtype=bool)  # predicted nuclei already matched
+    true_positives = 0
+    for candidates in iou >= threshold:  # one true nucleus: its pairs above the threshold
+        free = np.flatnonzero(candidates & ~taken)
+        if free.size:  # at most one match each way
+            taken[free[0]] = True
+            true_positives += 1
+    false_positives = iou.shape[1] - true_positives
+    false_negatives = iou.shape[0] - true_positives
+    return 2 * true_positives / max(2 * true_positives + false_positives + false_negatives, 1)
+
+
+# %%
+# check Task 3.1 against the module's matching: made-up cases with IoUs exactly at the
+# thresholds (where >= and > differ) and nuclei cut in halves, then a test image segmented in
+# the GAN's stain
+gan_stain = read_image(find_predictions(gan_folder)[fov])
+gan_labels = segment_nuclei(gan_stain)
+print(check_f1_at_iou(f1_at_iou, {f"{fov} segmented in the GAN's stain": (true_labels,
+                                                                          gan_labels)}))
 
 # %% [markdown]
 # The course's first part scored its segmentations with other instance metrics; here they are,
@@ -996,42 +1043,11 @@ print(f"GAN on {gan_summary['n_images']} test images: PSNR {gan_summary['psnr']:
 # that the segmentation reaches. **mAR** is the recall averaged over IoU 0.5 ... 0.95.
 
 # %%
+print(f"nuclei F1 at IoU 0.5: GAN {gan_summary['f1_iou50']:.3f}, real stain "
+      f"{gan_summary['real_stain_f1_iou50']:.3f}")
 course_metrics = compare_models({"GAN": gan_summary},
                                 columns=("f1_iou50", *COURSE_INSTANCE_METRICS))
 print(course_metrics.round(3).to_string())
-
-# %% [markdown]
-# <div class="alert alert-info">
-# Task 3.1: for IoU thresholds of 0.5 or more, a nucleus can overlap at most one other
-# nucleus by more than half of their union, so the one-to-one matching is simply "every pair
-# above the threshold". Given the dense IoU matrix (true nuclei x predicted nuclei), count true
-# positives, false positives and false negatives and return the F1 score.
-# </div>
-
-# %% tags=["task"]
-def f1_at_iou(iou, threshold=0.5):
-    """F1 of nuclei matching from an IoU matrix (n_true, n_pred), threshold >= 0.5."""
-    raise NotImplementedError(
-        "Task 3.1: count TP (pairs with IoU >= threshold), FP and FN, return 2 TP / "
-        "(2 TP + FP + FN)")
-
-
-# %% tags=["solution"]
-def f1_at_iou(iou, threshold=0.5):
-    """F1 of nuclei matching from an IoU matrix (n_true, n_pred), threshold >= 0.5."""
-    true_positives = int((iou >= threshold).sum())
-    false_positives = iou.shape[1] - true_positives
-    false_negatives = iou.shape[0] - true_positives
-    return 2 * true_positives / max(2 * true_positives + false_positives + false_negatives, 1)
-
-
-# %%
-# check Task 3.1 against the module's matching: made-up cases with IoUs exactly at the
-# thresholds (where >= and > differ), then a test image segmented in the GAN's stain
-gan_stain = read_image(find_predictions(gan_folder)[fov])
-gan_labels = segment_nuclei(gan_stain)
-print(check_f1_at_iou(f1_at_iou, {f"{fov} segmented in the GAN's stain": (true_labels,
-                                                                          gan_labels)}))
 
 # %%
 save_figure(plot_segmentation_overlay(gan_stain, true_labels, gan_labels, reference=test_stain,
@@ -1284,7 +1300,7 @@ for band in ("low", "mid", "high"):
 # Task 4.1: write <code>crop_around(centre, size, shape)</code>: the square window of
 # <code>size</code> x <code>size</code> pixels centred on <code>centre</code> (row, column),
 # moved as little as needed to lie inside an image of <code>shape</code> (height, width),
-# as a pair of slices (rows, columns). The cell after the check uses it to zoom in on the
+# even when the centre lies outside it, as a pair of slices (rows, columns) of whole numbers. The cell after the check uses it to zoom in on the
 # largest nucleus of a test image, in the phase image, the real stain and every model's
 # prediction, side by side.
 # </div>
@@ -1304,7 +1320,8 @@ def crop_around(centre, size, shape):
 
 
 # %%
-# check Task 4.1 on windows inside the image, at its edges and corners, of even and odd sizes
+# check Task 4.1 on windows inside the image, at its edges and corners, around centres outside
+# it, of even and odd sizes
 print(check_crop_around(crop_around))
 
 # %%

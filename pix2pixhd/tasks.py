@@ -83,12 +83,6 @@ def _call(task: str, function: Callable, *args: Any, role: str | None = None,
         ) from error
 
 
-def _as_float(value: Any) -> float:
-    if isinstance(value, Tensor):
-        return float(value.detach().cpu().reshape(-1)[0])
-    return float(value)
-
-
 def _close(value: float, right: float, tolerance: float = 1e-5) -> bool:
     return math.isclose(value, right, rel_tol=tolerance, abs_tol=tolerance)
 
@@ -588,71 +582,102 @@ def _compare_numbers(mine: dict, theirs: dict[str, float], options: dict, at: st
 # --- Task 3.1: F1 from an IoU matrix ---------------------------------------------------------
 
 
-def _f1_by_hand(iou: np.ndarray, threshold: float, strict: bool = False) -> float:
-    matched = iou > threshold if strict else iou >= threshold
-    tp = int(matched.sum())
+def _label_images(true_boxes: Sequence[tuple], predicted_boxes: Sequence[tuple]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """True and predicted label images of rectangular nuclei, (row start, stop, column start,
+    stop) each, labelled 1, 2, ... in order: IoUs exact to the pixel."""
+    images = []
+    for boxes in (true_boxes, predicted_boxes):
+        labels = np.zeros((40, 80), dtype=np.int32)
+        for label, (r0, r1, c0, c1) in enumerate(boxes, start=1):
+            labels[r0:r1, c0:c1] = label
+        images.append(labels)
+    return images[0], images[1]
+
+
+F1_CASES = {
+    "label images with IoUs exactly 1, 0.75 and 0.5, and one invented nucleus": (
+        [(0, 10, 0, 10), (0, 20, 20, 30), (0, 10, 40, 50)],
+        [(0, 10, 0, 10), (0, 15, 20, 30), (0, 5, 40, 50), (30, 38, 60, 68)]),
+    "a nucleus cut in two halves (IoU exactly 0.5 with each)": (
+        [(0, 10, 0, 10)], [(0, 10, 0, 5), (0, 10, 5, 10)]),
+    "a nucleus cut in two halves, two nuclei merged into one (IoU exactly 0.5 each), and a "
+    "nucleus found whole": (
+        [(0, 10, 0, 10), (20, 30, 0, 5), (20, 30, 5, 10), (0, 10, 20, 30)],
+        [(0, 10, 0, 5), (0, 10, 5, 10), (20, 30, 0, 10), (0, 10, 20, 30)]),
+    "more predicted than true nuclei (IoUs 0.9 and 0.6)": (
+        [(0, 10, 0, 10), (20, 30, 0, 10)],
+        [(0, 10, 0, 9), (20, 30, 0, 6), (0, 8, 40, 48), (20, 28, 40, 48)]),
+    "no predicted nuclei": ([(0, 10, 0, 10), (20, 30, 0, 10)], []),
+}
+"""Made-up cases by description: (true boxes, predicted boxes) for `_label_images`."""
+
+
+def _count_every_pair(iou: np.ndarray, threshold: float) -> float:
+    """The F1 of counting every pair above the threshold as a true positive: wrong when a
+    nucleus cut in halves (or two merged) makes two pairs at IoU 0.5 with one nucleus."""
+    tp = int((iou >= threshold).sum())
     fp, fn = iou.shape[1] - tp, iou.shape[0] - tp
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-
-
-def _tied_label_images() -> tuple[np.ndarray, np.ndarray]:
-    """True and predicted nuclei whose IoUs are exactly 1, 0.75 and 0.5, plus one invented."""
-    true = np.zeros((40, 80), dtype=np.int32)
-    predicted = np.zeros_like(true)
-    true[0:10, 0:10] = 1
-    predicted[0:10, 0:10] = 1            # IoU 1
-    true[0:20, 20:30] = 2
-    predicted[0:15, 20:30] = 2           # 150 / 200 = 0.75
-    true[0:10, 40:50] = 3
-    predicted[0:5, 40:50] = 3            # 50 / 100 = 0.5
-    predicted[30:38, 60:68] = 4          # invented
-    return true, predicted
+    return 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else 0.0
 
 
 def check_f1_at_iou(f1_at_iou: Callable, extra_cases: dict[str, tuple] | None = None) -> str:
-    """Hand-made IoU matrices and label images with IoUs exactly at the thresholds (ties), then
-    any (true labels, predicted labels) given, at IoU 0.5, 0.75 and 0.9, against the module."""
-    matrices = {
-        "a 3 x 3 IoU matrix with IoUs 0.5 and 0.75": np.array(
-            [[0.5, 0.0, 0.0], [0.0, 0.75, 0.3], [0.0, 0.0, 0.0]]),
-        "a 2 x 4 IoU matrix (more predicted than true nuclei)": np.array(
-            [[0.9, 0.1, 0.0, 0.0], [0.0, 0.0, 0.6, 0.0]]),
-        "no predicted nuclei (a 2 x 0 matrix)": np.zeros((2, 0)),
-    }
-    true, predicted = _tied_label_images()
-    cases = {"label images with IoUs exactly 1, 0.75 and 0.5": (true, predicted),
-             **(extra_cases or {})}
-    checked = []
-    for case, iou in matrices.items():
-        for threshold in (0.5, 0.75, 0.9):
-            checked.append(_check_f1_case(f1_at_iou, case, iou, threshold,
-                                          _f1_by_hand(iou, threshold)))
+    """Made-up label images with IoUs exactly at the thresholds (ties) and nuclei cut in halves
+    or merged, then any (true labels, predicted labels) given, at IoU 0.5, 0.75 and 0.9, against
+    the module's one-to-one matching (`metrics.match_instances`)."""
+    cases = {case: _label_images(*boxes) for case, boxes in F1_CASES.items()}
+    cases |= extra_cases or {}
+    checked = 0
     for case, (true_labels, predicted_labels) in cases.items():
         iou = iou_matrix(true_labels, predicted_labels)[2].toarray()
         for threshold in (0.5, 0.75, 0.9):
             right = match_instances(true_labels, predicted_labels, [threshold])["f1"][0]
-            checked.append(_check_f1_case(f1_at_iou, case, iou, threshold, right))
-    return (f"Task 3.1 passed: your F1 agrees with the module's matching in {len(checked)} "
-            "cases, ties at the threshold included")
+            strict = match_instances(true_labels, predicted_labels,
+                                     [float(np.nextafter(threshold, 1))])["f1"][0]
+            _check_f1_case(f1_at_iou, case, iou, threshold, right, strict)
+            checked += 1
+    return (f"Task 3.1 passed: your F1 agrees with the module's one-to-one matching in {checked} "
+            "cases, ties at the threshold and nuclei cut in halves included")
+
+
+def _one_number(value: Any) -> float | None:
+    """A number, a 0-d or one-element array or tensor, as a float; None for anything else."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number | np.ndarray):
+        return None
+    array = np.asarray(value)
+    if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+        return None
+    return float(array.ravel()[0])
 
 
 def _check_f1_case(f1_at_iou: Callable, case: str, iou: np.ndarray, threshold: float,
-                   right: float) -> float:
+                   right: float, strict: float) -> None:
+    """One IoU matrix at one threshold; `strict` is the F1 of IoU > threshold."""
     yours = _call("Task 3.1", f1_at_iou, iou.copy(), threshold)
-    if isinstance(yours, tuple | list | dict | np.ndarray) and np.size(yours) != 1:
-        _fail(f"Task 3.1: for {case} your f1_at_iou returns {yours!r}; return one number, "
+    at = f"Task 3.1: for {case} at IoU {threshold}"
+    value = _one_number(yours)
+    if value is None:
+        _fail(f"{at} your f1_at_iou returns {yours!r}; return one number, "
               "2 TP / (2 TP + FP + FN)")
-    value = _as_float(np.ravel(yours)[0] if isinstance(yours, np.ndarray) else yours)
     if math.isclose(value, right, abs_tol=1e-6):
-        return value
-    if math.isclose(value, _f1_by_hand(iou, threshold, strict=True), abs_tol=1e-6):
-        _fail(f"Task 3.1: for {case} at IoU {threshold} your F1 is {value:.3f}, it should be "
-              f"{right:.3f}: a pair whose IoU equals the threshold is a match; use "
-              "iou >= threshold, not >")
-    _fail(f"Task 3.1: for {case} at IoU {threshold} your F1 is {value:.3f}, it should be "
-          f"{right:.3f}: a true positive is a pair with IoU >= threshold, every other predicted "
-          "nucleus is a false positive and every other true nucleus a false negative")
-    return value
+        return
+    one_to_one = ("match one-to-one: a true nucleus takes at most one predicted nucleus and "
+                  "a predicted nucleus at most one true one, so a nucleus cut in two halves "
+                  "gives one true positive and one false positive")
+    if value > 1 + 1e-9:
+        _fail(f"{at} your F1 is {value:.3f}, above 1, which F1 can never be; it should be "
+              f"{right:.3f}: a nucleus was counted in two matches; {one_to_one}")
+    if math.isclose(value, _count_every_pair(iou, threshold), abs_tol=1e-6):
+        _fail(f"{at} your F1 is {value:.3f}, it should be {right:.3f}: you count every pair "
+              f"with IoU >= threshold; {one_to_one}")
+    if math.isclose(value, strict, abs_tol=1e-6):
+        _fail(f"{at} your F1 is {value:.3f}, it should be {right:.3f}: a pair whose IoU equals "
+              "the threshold is a match; use iou >= threshold, not >")
+    _fail(f"{at} your F1 is {value:.3f}, it should be {right:.3f}: a true positive is a "
+          "matched pair (IoU >= threshold, one-to-one), every other predicted nucleus is a "
+          "false positive and every other true nucleus a false negative")
 
 
 # --- Task 4.1: a window around a nucleus ----------------------------------------------------

@@ -470,20 +470,49 @@ def test_gan_step_check_blames_the_generator_step_for_its_mistakes(step_inputs, 
 
 # --- Task 3.1 ---------------------------------------------------------------------------------
 
-def f1_at_iou(iou, threshold=0.5, strict=False):
-    tp = int((iou > threshold if strict else iou >= threshold).sum())
+def f1_at_iou(iou, threshold=0.5):
+    """One-to-one: each true nucleus takes the first predicted nucleus still free."""
+    taken = np.zeros(iou.shape[1], dtype=bool)
+    true_positives = 0
+    for row in iou >= threshold:
+        free = np.flatnonzero(row & ~taken)
+        if free.size:
+            taken[free[0]] = True
+            true_positives += 1
+    false_positives = iou.shape[1] - true_positives
+    false_negatives = iou.shape[0] - true_positives
+    return 2 * true_positives / max(2 * true_positives + false_positives + false_negatives, 1)
+
+
+def f1_counting_every_pair(iou, threshold=0.5):
+    tp = int((iou >= threshold).sum())
     fp, fn = iou.shape[1] - tp, iou.shape[0] - tp
     return 2 * tp / max(2 * tp + fp + fn, 1)
 
 
-def test_f1_check_passes_the_answer_and_catches_greater_than_on_ties():
+def f1_strictly_above(iou, threshold=0.5):
+    return f1_at_iou(iou, np.nextafter(threshold, 1))
+
+
+def test_f1_check_passes_one_to_one_matching_and_names_each_mistake():
     assert "passed" in tasks.check_f1_at_iou(f1_at_iou)
-    fails_with(lambda: tasks.check_f1_at_iou(lambda iou, t: f1_at_iou(iou, t, strict=True)),
-               "use iou >= threshold, not >")
+    message = fails_with(lambda: tasks.check_f1_at_iou(f1_counting_every_pair),
+                         "a nucleus cut in two halves", "1.333, above 1", "match one-to-one")
+    assert "it should be 0.667" in message
+    fails_with(lambda: tasks.check_f1_at_iou(f1_strictly_above), "use iou >= threshold, not >")
     fails_with(lambda: tasks.check_f1_at_iou(lambda iou, t: (1, 2, 3)), "return one number")
+    fails_with(lambda: tasks.check_f1_at_iou(lambda iou, t: None), "return one number")
     fails_with(lambda: tasks.check_f1_at_iou(
         lambda iou, t: 2 * (iou >= t).sum() / (2 * (iou >= t).sum() + iou.shape[1])),
         "every other true nucleus a false negative")
+
+
+def test_the_module_never_scores_the_split_nucleus_above_1():
+    from pix2pixhd.metrics import match_instances
+
+    true, predicted = tasks._label_images(*tasks.F1_CASES[
+        "a nucleus cut in two halves (IoU exactly 0.5 with each)"])
+    assert match_instances(true, predicted, [0.5])["f1"] == [pytest.approx(2 / 3)]
 
 
 # --- Task 4.1 ---------------------------------------------------------------------------------
