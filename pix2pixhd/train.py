@@ -16,9 +16,10 @@ the multi-scale discriminator D sees (phase, real stain) and (phase, fake stain)
 
 D runs three times per step, as in the original (real, fake for D, fake for G). Updating D
 before G's loss is the order of pix2pix and CycleGAN; the original computes G's loss with D's
-weights from before D's update (`experiments/step_order.py` times the two). What each kind's
-generator minimises and logs is its entry in `models.KINDS`: the regression baseline is the same
-generator with L1 alone, `viscy` VisCy's network and loss; neither has a D. The TensorBoard tag
+weights from before D's update (`experiments/step_order.py` times the two). Both steps take
+their losses from `models.Objective`; what each kind's generator minimises and logs is its
+entry in `models.KINDS`: the regression baseline is the same generator with L1 alone, `viscy`
+VisCy's network and loss; neither has a D. The TensorBoard tag
 names are in `logs` (G_GAN, D_REAL, VAL_PSNR, ...); `epoch/<tag>` is the epoch's mean of each
 loss and D score, logged at its last step.
 """

@@ -74,3 +74,36 @@ def test_the_gans_l1_in_stain_units_compares_the_stains_mapped_back(tiny_config)
     assert not torch.allclose(expected, 3 * l1_loss(fake, target, 1.5))
     with pytest.raises(ValueError, match="l1_units=stain needs"):
         model_kind("gan").generator_terms(fake, target, config, *features)
+
+
+def test_the_objective_adds_the_perceptual_term_to_the_kinds_terms_and_keeps_the_gan_mode(
+        tiny_config):
+    """G's terms are the kind's plus lambda_vgg times the perceptual network; D's loss is the
+    losses module's under loss.gan_mode."""
+    from pix2pixhd.losses import discriminator_loss
+    from pix2pixhd.models import Objective
+
+    config = apply_overrides(tiny_config, ["loss.l1_units=model", "loss.gan_mode=vanilla"])
+    config.loss.lambda_vgg = 0.5  # set after validation: no VGG weights are read here
+    discriminator = make_discriminator(config)
+    phase = torch.randn(2, 1, 32, 32)
+    target, fake = torch.rand(2, 1, 32, 32) * 2 - 1, torch.rand(2, 1, 32, 32) * 2 - 1
+    real_features = discriminator(torch.cat([phase, target], 1))
+    fake_features = discriminator(torch.cat([phase, fake], 1))
+
+    def stand_in_vgg(a, b):
+        return (a - b).abs().mean() + 1
+
+    terms = Objective(config, vgg=stand_in_vgg).generator_terms(fake, target, real_features,
+                                                                fake_features)
+    kinds = model_kind("gan").generator_terms(fake, target, config, real_features,
+                                              fake_features)
+    assert set(terms) == set(kinds) | {logs.G_VGG}
+    torch.testing.assert_close(terms[logs.G_VGG], 0.5 * stand_in_vgg(fake, target))
+    assert logs.G_VGG not in Objective(config).generator_terms(fake, target, real_features,
+                                                               fake_features)
+    ours = Objective(config).discriminator_loss(real_features, fake_features)
+    theirs = discriminator_loss(real_features, fake_features, "vanilla")
+    for mine, right in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(mine, right)
+    assert not torch.allclose(ours.total, discriminator_loss(real_features, fake_features).total)
