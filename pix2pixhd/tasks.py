@@ -416,7 +416,8 @@ def _discriminator_update_mistake(D: nn.Module, before: dict, fake: Tensor, batc
     coefficients, residual = _fit_update(D, before["discriminator"], terms,
                                          reference.optimizer_D, reference.discriminator)
     if coefficients is None:
-        return "D did not move: call optimizer_D.step() after D's backward"
+        return ("D did not move: zero its gradients before D's backward (not between it and "
+                "the step), and call optimizer_D.step() after it")
     if residual > 0.05:
         return ("D's update is not this step's loss alone: call optimizer_D.zero_grad() before "
                 "D's backward (the gradients of an earlier step add up otherwise)")
@@ -478,7 +479,8 @@ def _generator_update_mistake(G: nn.Module, before: dict, batch: dict, number: i
     coefficients, residual = _fit_update(G, before["generator"], terms, reference.optimizer_G,
                                          reference.generator)
     if coefficients is None:
-        return "G did not move: call optimizer_G.step() after G's backward"
+        return ("G did not move: zero its gradients before G's backward (not between it and "
+                "the step), and call optimizer_G.step() after it")
     if residual > 0.05:
         return ("G's update is not this step's loss alone: call optimizer_G.zero_grad() "
                 "before G's backward (the gradients of an earlier step add up otherwise), and "

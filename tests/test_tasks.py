@@ -434,7 +434,7 @@ def test_gan_step_check_passes_right_answers_written_in_different_ways(step_inpu
     (d_without_detach_graph_kept, ("sent gradients into G", "fake.detach()")),
     (d_not_halved, ("twice the Trainer's", "0.5 * (real + fake)")),
     (d_without_zero_grad, ("at step 2", "optimizer_D.zero_grad()")),
-    (d_without_step, ("D did not move", "optimizer_D.step()")),
+    (d_without_step, ("D did not move", "call optimizer_D.step() after it")),
     (d_real_and_fake_swapped, ("loss/D_real", "in that order")),
     (d_returns_tensors, ("not a float", "loss.item()")),
     (d_features_after_the_update, ("real features that differ", "before optimizer_D.step()")),
