@@ -109,10 +109,13 @@ def check_checkpoint(state: Any, path: str | Path) -> None:
                                "`pix2pixhd train` writes them, or it was damaged")
 
     config = saved_config(state["config"], path)  # its values and sizes, before any network
-    weights = state["generator"]
-    if not isinstance(weights, dict) or not weights or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
-        raise refuse("generator", "is not a non-empty state dict of tensors")
+    for field in ("generator", "generator_ema"):
+        weights = state.get(field)
+        if field == "generator_ema" and weights is None:  # a run without a weight average
+            continue
+        if not isinstance(weights, dict) or not weights or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+            raise refuse(field, "is not a non-empty state dict of tensors")
     for field in ("epoch", "step"):
         value = state.get(field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

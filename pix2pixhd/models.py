@@ -179,12 +179,21 @@ def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) 
             "`pix2pixhd train` writes them, or it was damaged")
 
 
+def average_or_raw(state: dict) -> dict[str, Tensor]:
+    """The generator weights a checkpoint predicts with: the average of G's weights when the
+    run kept one (train.ema_decay), else G's own."""
+    average = state.get("generator_ema")
+    return average if average is not None else state["generator"]
+
+
 def generator_from_checkpoint(state: dict, path: object) -> tuple[nn.Module, Config]:
-    """The generator a checkpoint's `state` holds (on the CPU, in train mode) and its config."""
+    """The generator a checkpoint's `state` predicts with (on the CPU, in train mode: see
+    `average_or_raw`) and its config."""
     config = from_dict(state["config"])
-    check_weights_fit(state["generator"], config, path)
+    weights = average_or_raw(state)
+    check_weights_fit(weights, config, path)
     generator = make_generator(config)
-    generator.load_state_dict(state["generator"])
+    generator.load_state_dict(weights)
     return generator, config
 
 

@@ -26,6 +26,7 @@ loss and D score, logged at its last step.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
@@ -57,6 +58,7 @@ from pix2pixhd.config import (
     Config,
     ConfigError,
     TrainConfig,
+    from_dict,
     save_config,
     to_dict,
     validate,
@@ -69,6 +71,7 @@ from pix2pixhd.metrics import psnr, ssim
 from pix2pixhd.models import (
     Objective,
     StainUnits,
+    average_or_raw,
     check_weights_fit,
     make_discriminator,
     make_generator,
@@ -236,6 +239,11 @@ class Trainer:
         self._check_stain_units()
 
         self.generator = make_generator(config).to(self.device)
+        if config.train.init_generator and not resume:
+            self.generator.load_state_dict(starting_weights(config, self.device))
+        # the average starts from G's first weights and follows them; it never trains itself
+        self.generator_ema = (copy.deepcopy(self.generator).requires_grad_(False).eval()
+                              if config.train.ema_decay > 0 else None)
         discriminator = make_discriminator(config)
         self.discriminator = discriminator.to(self.device) if discriminator is not None else None
         betas = (config.train.beta1, config.train.beta2)
@@ -343,6 +351,7 @@ class Trainer:
             numbers, real_features = self.discriminator_step(phase, target, fake)
         numbers |= self.generator_step(phase, target, fake, real_features)
         self.scaler.update()
+        self.update_average()
         self.step += 1
         return numbers
 
@@ -387,6 +396,21 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer_G)
         return {tag: term.detach() for tag, term in terms.items()}
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        """Move the weight average a step (1 - ema_decay) towards G's new weights.
+
+        A GAN's weights wander around a good solution as G and D chase each other; their
+        average wanders less, so it is what validation scores and checkpoints ship."""
+        if self.generator_ema is None:
+            return
+        weight = 1 - self.config.train.ema_decay
+        torch._foreach_lerp_(list(self.generator_ema.parameters()),
+                             list(self.generator.parameters()), weight)
+        for average, buffer in zip(self.generator_ema.buffers(), self.generator.buffers(),
+                                   strict=True):
+            average.copy_(buffer)
 
     def _check_stain_units(self) -> None:
         """A GAN whose L1 term is in stain units cannot train without the stain's map."""
@@ -493,6 +517,7 @@ class Trainer:
         """PSNR and SSIM of the generator (dropout off) on the validation crops, stain units;
         the first `max_batches` batches only when given (the benchmark times one)."""
         self.generator.eval()
+        generator = self.generator_ema if self.generator_ema is not None else self.ddp_generator
         scores: dict[str, list[float]] = {logs.VAL_PSNR: [], logs.VAL_SSIM: []}
         if self.discriminator is not None:
             scores |= {logs.D_OUT_VAL_REAL: [], logs.D_OUT_VAL_FAKE: []}
@@ -500,7 +525,7 @@ class Trainer:
         for batch in itertools.islice(self.val_loader, max_batches):
             phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
             with self._autocast():
-                fake = self.ddp_generator(phase)
+                fake = generator(phase)
                 if self.discriminator is not None:
                     pred_real, pred_fake = self.discriminate(phase, target, fake)
                     scores[logs.D_OUT_VAL_REAL].append(mean_score(pred_real).item())
@@ -538,6 +563,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
+            "generator_ema": (self.generator_ema.state_dict()
+                              if self.generator_ema is not None else None),
             "discriminator": (self.discriminator.state_dict()
                               if self.discriminator is not None else None),
             "optimizer_G": self.optimizer_G.state_dict(),
@@ -558,6 +585,11 @@ class Trainer:
                          self.kind.architecture_options)
         check_weights_fit(state["generator"], self.config, self.run_dir / "latest.pt")
         self.generator.load_state_dict(state["generator"])
+        if self.generator_ema is not None:
+            if state.get("generator_ema") is None:
+                log.warning("%s holds no weight average: it starts from the resumed weights",
+                            self.run_dir / "latest.pt")
+            self.generator_ema.load_state_dict(state.get("generator_ema") or state["generator"])
         self.optimizer_G.load_state_dict(state["optimizer_G"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
@@ -595,6 +627,24 @@ class Trainer:
                     "was (if it exists, --resume continues from it)")
         return (f"{self.run_dir / 'latest.pt'} holds epoch {saved}, the last one finished; "
                 f"--resume repeats epoch {saved + 1} from its start")
+
+
+def starting_weights(config: Config, device: torch.device) -> dict[str, Tensor]:
+    """The generator weights of `config.train.init_generator`, checked against `config`: the
+    same architecture, and stains in the same units (the same channels and stain map)."""
+    path = Path(config.train.init_generator)
+    state = load_checkpoint(path, device)
+    saved = from_dict(state["config"]).data
+    if (saved.target_channels, saved.stain_map) != (config.data.target_channels,
+                                                     config.data.stain_map):
+        raise ConfigError(
+            f"train.init_generator={path} predicts {saved.target_channels} under the "
+            f"{saved.stain_map} stain map, this run {config.data.target_channels} under "
+            f"{config.data.stain_map}; start from a model of the same stains, or set "
+            "train.init_generator=''")
+    weights = average_or_raw(state)
+    check_weights_fit(weights, config, path)
+    return weights
 
 
 def _read(numbers: dict[str, Tensor]) -> dict[str, float]:
