@@ -33,208 +33,55 @@
 # %% [markdown]
 # ## Part 0: setup
 #
-# **You will learn** which device and which problem size suit your machine. The `course`
-# profile is the real thing on a GPU; the `quick` profile shrinks crops, model and epochs so
-# that every cell runs on a laptop CPU in minutes; `pretrained` is the recipe of the shipped
-# models (the quick model, on the same 128-pixel crops, trained for 30 epochs instead of 6).
-# Set the environment variable `PIX2PIXHD_PROFILE` to choose yourself.
+# *About 10 s on a 2-core CPU.*
 #
-# How long you wait: measured on a 2-core CPU in the `quick` profile, with other programs
-# using the same CPU, by `make run` (`python scripts/run_exercise.py`), which runs the
-# notebook's code headless and prints each part's time (`--part "Part N"` runs Part 0 and then
-# Part N alone): Part 0 about 10 s, Part 1 about 7 min (most of it the training of 1.7; the
-# short runs of 1.8 add one or two), Part 2 a few seconds, Part 3 about half a minute,
-# Part 4 about a minute, Part 5 about 2 min. On an idle CPU the training is about twice as
-# fast; on a GPU every part is quicker, except that the `course` profile trains for longer.
+# **You will learn** which device and problem size suit your machine. The `course` profile is
+# the real thing on a GPU; `quick` shrinks crops, model and epochs so that every cell runs on a
+# laptop CPU in minutes; `pretrained` is the recipe of the shipped GAN (the quick model trained
+# for 60 epochs instead of 6, its L1 term's blur 1 pixel instead of 3). Set the environment
+# variable `PIX2PIXHD_PROFILE` to choose yourself. The cell prints what it found: check that
+# the data set and the three models are there.
 
 # %%
 import itertools
-import logging
 import os
 import tempfile
 import warnings
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 from pix2pixhd import config as configs
-from pix2pixhd import logs, viz
-from pix2pixhd.bench import estimate_run_seconds
-from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
-from pix2pixhd.dataset import make_loaders
-from pix2pixhd.evaluate import (
-    compare_models,
-    evaluate_predictions,
-    f1_per_threshold,
-    find_predictions,
-    paired_files,
-    radial_spectra,
-    write_evaluation,
-)
-from pix2pixhd.layout import (
-    MASKS,
-    image_path,
-    list_fovs,
-    read_dataset_json,
-    read_image,
-    read_mask,
-    write_image,
-)
-from pix2pixhd.logs import read_images, read_scalars
-from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss, l1_loss
-from pix2pixhd.metrics import (
-    COURSE_INSTANCE_METRICS,
-    ERROR_CAUSES,
-    SPECTRAL_BANDS,
-    band_power_ratio,
-    error_causes,
-)
-from pix2pixhd.models import make_discriminator, make_generator
-from pix2pixhd.networks import count_parameters
-from pix2pixhd.normalisation import DatasetNormaliser
-from pix2pixhd.predict import load_predictor, predict_folder, predict_image
-from pix2pixhd.runs import provenance_mismatch
-from pix2pixhd.sampling import sample_folder, sample_stains
-from pix2pixhd.segmentation import segment_nuclei
-from pix2pixhd.tasks import (
-    check_crop_around,
-    check_f1_at_iou,
-    check_feature_matching,
-    check_gan_step,
-    check_stain_normalisation,
-    check_std_and_error_maps,
-)
-from pix2pixhd.train import Trainer
-from pix2pixhd.uncertainty import (
-    reliability_bins,
-    sparsification_curve,
-    spearman_uncertainty_error,
-    uncertainty_maps,
-)
-from pix2pixhd.viz import (
-    plot_dataset_examples,
-    plot_f1_vs_threshold,
-    plot_instance_errors,
-    plot_intensity_histograms,
-    plot_logged_images,
-    plot_mc_samples,
-    plot_metric_distributions,
-    plot_power_spectra,
-    plot_prediction_grid,
-    plot_predictions,
-    plot_reliability,
-    plot_segmentation_overlay,
-    plot_sparsification,
-    plot_stain_maps,
-    plot_training_crops,
-    plot_training_curves,
-    plot_uncertainty_maps,
+from pix2pixhd import logs
+from pix2pixhd import (  # pix2pixhd/__init__.py says which module each name comes from
+    COURSE_INSTANCE_METRICS, ERROR_CAUSES, SHIPPED, SPECTRAL_BANDS, CheckpointError,
+    Course, DatasetNormaliser, Trainer, band_power_ratio, check_crop_around, check_f1_at_iou,
+    check_feature_matching, check_gan_step, check_stain_normalisation, check_std_and_error_maps,
+    choose_run, compare_models, count_parameters, discriminator_loss, error_causes,
+    estimate_run_seconds, evaluate_predictions, f1_per_threshold, feature_matching_loss,
+    find_predictions, gan_loss, image_path, l1_loss, list_fovs, load_checkpoint, load_predictor,
+    make_discriminator, make_generator, make_loaders, paired_files, perturb_phase,
+    plot_dataset_examples, plot_f1_vs_threshold, plot_instance_errors, plot_intensity_histograms,
+    plot_logged_images, plot_mc_samples, plot_metric_distributions, plot_power_spectra,
+    plot_prediction_grid, plot_predictions, plot_reliability, plot_robustness,
+    plot_segmentation_overlay, plot_sparsification, plot_stain_maps, plot_training_crops,
+    plot_training_curves, plot_uncertainty_maps, predict_folder, predict_image, predict_with_tta,
+    provenance_mismatch, radial_spectra, read_dataset_json, read_image, read_images,
+    read_scalars, reliability_bins, robustness_table, sample_folder, sample_stains,
+    segment_nuclei, show_tensorboard, sparsification_curve, spearman_uncertainty_error,
+    uncertainty_maps, write_evaluation, write_image,
 )
 
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
-SIZES = {  # per profile: epochs of your training run (Part 1), MC-dropout samples and images
-    "quick": {"epochs": 6, "mc_samples": 16, "mc_images": 4},
-    "pretrained": {"epochs": 10, "mc_samples": 16, "mc_images": 8},
-    "course": {"epochs": 10, "mc_samples": 64, "mc_images": 40},
-}
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-PROFILE = os.environ.get("PIX2PIXHD_PROFILE", "course" if DEVICE.type == "cuda" else "quick")
-if PROFILE not in SIZES:
-    raise ValueError(f"PIX2PIXHD_PROFILE={PROFILE!r} is not a profile; use one of "
-                     f"{', '.join(SIZES)} (or leave it unset)")
-DATA = Path(os.environ.get("PIX2PIXHD_DATA", "data"))
-RESULTS = Path(os.environ.get("PIX2PIXHD_RESULTS", "results"))
-RUNS = Path(os.environ.get("PIX2PIXHD_RUNS", "runs"))
+course = Course.from_environment()  # profile, device, folders; checks the data set
+print(course.describe())
+DEVICE, PROFILE, SIZES, config = course.device, course.profile, course.sizes, course.config
+DATA, RESULTS, RUNS, SOURCE = course.data, course.results, course.runs, course.source
 MY_RUN = RUNS / "my_gan"  # the run you train in Part 1 (1.7 may give it another name)
-SHIPPED = {  # the models that come with the exercise, trained on the built-in synthetic data
-    "GAN": Path("checkpoints/pix2pixhd_nuclei/latest.pt"),
-    "regression": Path("checkpoints/regression_nuclei/latest.pt"),
-    "VisCy": Path("checkpoints/viscy_nuclei/latest.pt"),
-}
-SOURCE = read_dataset_json(DATA).get("source", "unknown")
-if SOURCE == "synthetic":  # Parts 3-5 score the shipped models; Part 4 those that are present
-    PRETRAINED = dict(SHIPPED)
-    TRAINED_ON = dict.fromkeys(SHIPPED, "shipped, trained on the built-in synthetic data")
-else:  # real images: models that saw real images, never the synthetic-trained ones
-    PRETRAINED = {
-        "GAN": Path(os.environ.get("PIX2PIXHD_GAN_CHECKPOINT", MY_RUN / "latest.pt")),
-        "regression": Path(os.environ.get("PIX2PIXHD_REGRESSION_CHECKPOINT", "absent")),
-        "VisCy": Path(os.environ.get("PIX2PIXHD_VISCY_CHECKPOINT",
-                                     "checkpoints/VSCyto2D/epoch=399-step=23200.ckpt")),
-    }
-    TRAINED_ON = {
-        "GAN": ("named by PIX2PIXHD_GAN_CHECKPOINT" if "PIX2PIXHD_GAN_CHECKPOINT" in os.environ
-                else "yours, trained in Part 1 on this data"),
-        "regression": "named by PIX2PIXHD_REGRESSION_CHECKPOINT",
-        "VisCy": "VisCy's published VSCyto2D, trained by VisCy on A549, HEK293T and BJ-5ta",
-    }
-RESULTS.mkdir(parents=True, exist_ok=True)
-torch.manual_seed(0)
-np.random.seed(0)
-# the profile's configuration, reading this data set (Part 1 builds and trains from it)
-config = configs.apply_overrides(configs.load_config(PROFILE),
-                                 [f"data.root={DATA}", "data.num_workers=0"])
-print(f"device {DEVICE}, profile {PROFILE}, data {DATA.resolve()} ({SOURCE})")
-for name, path in PRETRAINED.items():
-    state = "" if path.is_file() else " (not there yet)"
-    print(f"{name} model for Parts 3-5: {path}{state}, {TRAINED_ON[name]}")
-
-
-def interactive():
-    """True in a Jupyter kernel with a person at it; False in scripts and headless runs."""
-    shell = globals().get("get_ipython", lambda: None)()
-    return (shell is not None and "IPKernelApp" in shell.config
-            and not os.environ.get("PIX2PIXHD_HEADLESS"))
-
-
-def save_figure(figure, name):
-    """Keep every figure under results/ as well as showing it."""
-    viz.save_figure(figure, RESULTS / f"{name}.png")
-    plt.show()
-    plt.close(figure)
-
-
-def show_tensorboard(logdir):
-    """TensorBoard inside Jupyter; a hint elsewhere (scripts, headless runs)."""
-    if not interactive():
-        print(f"to watch the curves: tensorboard --logdir {logdir}")
-        return
-    shell = get_ipython()  # noqa: F821 (Jupyter's)
-    shell.run_line_magic("load_ext", "tensorboard")
-    shell.run_line_magic("tensorboard", f"--logdir {logdir}")
-
-
-def training_batch():
-    """The first batch of this profile's training loader: {"input", "target", ...}."""
-    return next(iter(make_loaders(config)[0]))
-
-
-def read_test_fov(fov):
-    """One test field of view: phase (rad), real nuclei stain (a.u.), nuclei labels."""
-    return (read_image(image_path(DATA, "test", "phase", fov)),
-            read_image(image_path(DATA, "test", "nuclei", fov)),
-            read_mask(image_path(DATA, "test", MASKS, fov)))
-
-
-def predict_test_split(name):
-    """A model's stains for every test image, in results/predictions/<name>/nuclei/."""
-    if not PRETRAINED[name].is_file():
-        raise FileNotFoundError(
-            f"no {name} model at {PRETRAINED[name]}: on real data, train yours in Part 1 or "
-            f"name a checkpoint trained on this data with PIX2PIXHD_{name.upper()}_CHECKPOINT")
-    folder = RESULTS / "predictions" / name
-    fovs = list_fovs(DATA, "test")
-    done = find_predictions(folder) if (folder / "nuclei").is_dir() else {}
-    if set(fovs) <= set(done) and min(done[fov].stat().st_mtime for fov in fovs) >= \
-            PRETRAINED[name].stat().st_mtime:
-        print(f"{name}: the {len(fovs)} predictions in {folder} are complete and newer than the "
-              "model; reusing them (delete the folder to predict again)")
-        return folder
-    predict_folder(PRETRAINED[name], DATA / "test", folder, device=DEVICE)
-    return folder
+PRETRAINED, TRAINED_ON = course.pretrained, course.trained_on  # the models of Parts 3-5
+save_figure, training_batch = course.save_figure, course.training_batch
+read_test_fov, predict_test_split = course.read_test_fov, course.predict_test_split
 
 # %% [markdown]
 # ## Part 1: data, model and training
@@ -651,28 +498,8 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 
 # %%
 # start here: train your GAN in MY_RUN (runs/my_gan), after saying how long it will take
-def choose_run(run_dir):
-    """(run folder, resume?): a folder that holds a run is resumed or left alone, never
-    overwritten; a new name is asked for in Jupyter, and resuming is the default elsewhere."""
-    if not (run_dir / "latest.pt").is_file():
-        return run_dir, False
-    if not interactive():
-        print(f"{run_dir} holds a run already: resuming it (a finished run trains no further; "
-              "run this cell in Jupyter to be offered a new name instead)")
-        return run_dir, True
-    while True:
-        answer = input(f"{run_dir} holds a run. Press Enter to resume it, or type a new name "
-                       "for a new run: ").strip()
-        if not answer:
-            return run_dir, True
-        candidate = run_dir.parent / answer
-        if candidate.name == answer and not (candidate / "latest.pt").exists():
-            return candidate, False
-        print(f"{answer!r} is taken or not a plain folder name; try another")
-
-
-epochs = SIZES[PROFILE]["epochs"]
-MY_RUN, resume = choose_run(MY_RUN)
+epochs = SIZES["epochs"]
+MY_RUN, resume = choose_run(MY_RUN)  # never overwrites a run
 train_config = configs.apply_overrides(config, [
     f"train.name={MY_RUN.name}", f"train.checkpoints_dir={MY_RUN.parent}",
     f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}"])
@@ -1389,7 +1216,7 @@ save_figure(plot_predictions(test_phase, test_stain, side_by_side, crop=crop),
 # start here: the shipped GAN draws many stains for one test image
 fov = list_fovs(DATA, "test")[0]
 test_phase, test_stain, true_labels = read_test_fov(fov)
-n_samples, n_images = SIZES[PROFILE]["mc_samples"], SIZES[PROFILE]["mc_images"]
+n_samples, n_images = SIZES["mc_samples"], SIZES["mc_images"]
 gan_generator, _, gan_normaliser = load_predictor(PRETRAINED["GAN"], DEVICE)
 samples = sample_stains(gan_generator, gan_normaliser, test_phase, n_samples, seed=0)[:, 0]
 print(f"{n_samples} MC-dropout samples of {fov}: {samples.shape} (samples, height, width)")
