@@ -146,19 +146,19 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 # next one shows the map that avoids the ceiling.
 #
 # <div class="alert alert-info">
-# Task 1.1: write the stain normalisation and its inverse (which you need to measure errors in
+# Task 1.2: write the stain normalisation and its inverse (which you need to measure errors in
 # the stain's own units).
 # </div>
 
 # %% tags=["task"]
 def normalise_stain(image, p_low, p_high):
     """Map [p_low, p_high] linearly onto [-1, 1]."""
-    raise NotImplementedError("Task 1.1: map p_low to -1 and p_high to +1, linearly")
+    raise NotImplementedError("Task 1.2: map p_low to -1 and p_high to +1, linearly")
 
 
 def denormalise_stain(normalised, p_low, p_high):
     """The inverse of normalise_stain."""
-    raise NotImplementedError("Task 1.1: map -1 back to p_low and +1 back to p_high")
+    raise NotImplementedError("Task 1.2: map -1 back to p_low and +1 back to p_high")
 
 
 # %% tags=["solution"]
@@ -294,7 +294,7 @@ for scale, layers in enumerate(features):
 # when the discriminator is confident, another help for stability.
 #
 # The profiles of this exercise change the original recipe in three places, each chosen by
-# measuring the stains it produced (`docs/recipe.md`); the check of Task 1.2 prints this
+# measuring the stains it produced (`docs/recipe.md`); the check of Task 1.5 prints this
 # profile's values:
 #
 # - the decoder doubles its resolution by nearest-neighbour resizing and a 3x3 convolution
@@ -306,7 +306,7 @@ for scale, layers in enumerate(features):
 #   the adversarial terms. A plain L1 would pull that texture towards the blurry median.
 #
 # <div class="alert alert-info">
-# Task 1.2: write the feature-matching loss. <code>real</code> and <code>fake</code> are lists
+# Task 1.5: write the feature-matching loss. <code>real</code> and <code>fake</code> are lists
 # (one per scale) of lists (one per layer) of feature maps; the last entry of each scale is
 # the patch scores, which belong to the GAN loss, not to feature matching. The real features
 # are targets: no gradient may flow into them.
@@ -316,7 +316,7 @@ for scale, layers in enumerate(features):
 def my_feature_matching_loss(real, fake, n_layers_D, num_D):
     """Weighted L1 distance between D's intermediate features on real and fake pairs."""
     raise NotImplementedError(
-        "Task 1.2: sum over scales and layers (all but the last of each scale) of "
+        "Task 1.5: sum over scales and layers (all but the last of each scale) of "
         "weight * mean |fake - real|, with the real features detached")
 
 
@@ -333,7 +333,7 @@ def my_feature_matching_loss(real, fake, n_layers_D, num_D):
 
 
 # %%
-# check Task 1.2 against the module's loss, with this profile's discriminator shape and with
+# check Task 1.5 against the module's loss, with this profile's discriminator shape and with
 # n_layers_D=2 (a layer weight of 4/3), and where the gradient goes
 print(check_feature_matching(my_feature_matching_loss, n_layers_D=config.model.n_layers_D,
                              num_D=config.model.num_D))
@@ -373,7 +373,7 @@ print(f"profile {PROFILE}: upsample={config.model.upsample}, "
 # D runs three times per step (real, fake detached, fake), as in the original Pix2PixHD.
 #
 # <div class="alert alert-info">
-# Task 1.3: write the two steps with the functions of <code>pix2pixhd.losses</code> imported in
+# Task 1.6: write the two steps with the functions of <code>pix2pixhd.losses</code> imported in
 # Part 0 (<code>discriminator_loss</code>, <code>gan_loss</code>,
 # <code>feature_matching_loss</code>, <code>l1_loss</code>). The check puts them together as
 # the Trainer does (<code>fake = G(phase)</code>, your D step, your G step) and runs them
@@ -390,7 +390,7 @@ def discriminator_step(D, optimizer_D, phase, target, fake):
 
     Returns ({"loss/D_real", "loss/D_fake"} as floats, D's features of the real pair, detached).
     """
-    raise NotImplementedError("Task 1.3: D on the real pair and on fake.detach(); update D")
+    raise NotImplementedError("Task 1.6: D on the real pair and on fake.detach(); update D")
 
 
 def generator_step(D, optimizer_G, phase, target, fake, real_features, *, lambda_feat,
@@ -402,7 +402,7 @@ def generator_step(D, optimizer_G, phase, target, fake, real_features, *, lambda
     "loss/G_L1" (times lambda_l1, if lambda_l1 > 0), "loss/G_VGG" (times lambda_vgg, if vgg).
     """
     raise NotImplementedError(
-        "Task 1.3: freeze D, D on (phase, fake), G's weighted terms; backward their sum, "
+        "Task 1.6: freeze D, D on (phase, fake), G's weighted terms; backward their sum, "
         "update G; unfreeze D")
 
 
@@ -448,7 +448,7 @@ def generator_step(D, optimizer_G, phase, target, fake, real_features, *, lambda
 
 
 # %%
-# check Task 1.3 against Trainer.train_step on a training batch: this profile's weights, then
+# check Task 1.6 against Trainer.train_step on a training batch: this profile's weights, then
 # every factor other than 1
 print(check_gan_step(discriminator_step, generator_step, config, training_batch()))
 

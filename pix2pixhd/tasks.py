@@ -90,7 +90,7 @@ def _close(value: float, right: float, tolerance: float = 1e-5) -> bool:
     return math.isclose(value, right, rel_tol=tolerance, abs_tol=tolerance)
 
 
-# --- Task 1.1: stain normalisation ------------------------------------------------------------
+# --- Task 1.2: stain normalisation ------------------------------------------------------------
 
 
 def check_stain_normalisation(normalise: Callable, denormalise: Callable, p_low: float,
@@ -100,9 +100,9 @@ def check_stain_normalisation(normalise: Callable, denormalise: Callable, p_low:
         span = high - low
         values = np.array([low - 0.2 * span, low, low + 0.25 * span, high, high + 0.5 * span])
         right = 2 * (values - low) / span - 1
-        yours = np.asarray(_call("Task 1.1", normalise, values, low, high), dtype=float)
+        yours = np.asarray(_call("Task 1.2", normalise, values, low, high), dtype=float)
         if yours.shape != values.shape:
-            _fail(f"Task 1.1: normalise_stain of {values.size} values gives shape {yours.shape}; "
+            _fail(f"Task 1.2: normalise_stain of {values.size} values gives shape {yours.shape}; "
                   "apply the map to every pixel (plain arithmetic on the array)")
         if not np.allclose(yours, right, atol=1e-5):
             first = int(np.argmax(~np.isclose(yours, right, atol=1e-5)))
@@ -111,19 +111,19 @@ def check_stain_normalisation(normalise: Callable, denormalise: Callable, p_low:
                        "values outside [p_low, p_high] must land outside [-1, 1]; do not clip"
                        if np.allclose(yours, np.clip(right, -1, 1), atol=1e-5) else
                        f"p_low = {low:.4g} goes to -1, p_high = {high:.4g} to +1, linearly")
-            _fail(f"Task 1.1: your normalise_stain maps {values[first]:.4g} to "
+            _fail(f"Task 1.2: your normalise_stain maps {values[first]:.4g} to "
                   f"{yours[first]:.4f}, it should be {right[first]:.4f}: {mistake}")
-        back = np.asarray(_call("Task 1.1", denormalise, right, low, high), dtype=float)
+        back = np.asarray(_call("Task 1.2", denormalise, right, low, high), dtype=float)
         if back.shape != values.shape or not np.allclose(back, values, rtol=1e-5,
                                                          atol=1e-6 * span):
-            _fail(f"Task 1.1: your denormalise_stain maps {list(np.round(right, 3))} to "
+            _fail(f"Task 1.2: your denormalise_stain maps {list(np.round(right, 3))} to "
                   f"{list(np.round(np.ravel(back), 4))}, it should be "
                   f"{list(np.round(values, 4))}: -1 goes back to p_low, +1 to p_high")
-    return "Task 1.1 passed: your normalisation and its inverse are right, inside and outside " \
+    return "Task 1.2 passed: your normalisation and its inverse are right, inside and outside " \
            "[p_low, p_high], for two pairs of percentiles"
 
 
-# --- Task 1.2: feature matching ---------------------------------------------------------------
+# --- Task 1.5: feature matching ---------------------------------------------------------------
 
 
 def _features(n_layers_D: int, num_D: int, seed: int) -> tuple[list, list]:
@@ -167,14 +167,14 @@ def check_feature_matching(loss: Callable, *, n_layers_D: int, num_D: int) -> st
         real, fake = _features(layers, scales, seed=index)
         real_leaves = [[f.clone().requires_grad_() for f in scale] for scale in real]
         fake_leaves = [[f.clone().requires_grad_() for f in scale] for scale in fake]
-        yours = _call("Task 1.2", loss, real_leaves, fake_leaves, n_layers_D=layers,
+        yours = _call("Task 1.5", loss, real_leaves, fake_leaves, n_layers_D=layers,
                       num_D=scales)
         where = f"with n_layers_D={layers}, num_D={scales}"
         if not isinstance(yours, Tensor):
-            _fail(f"Task 1.2: your loss {where} is a {type(yours).__name__}, not a tensor: "
+            _fail(f"Task 1.5: your loss {where} is a {type(yours).__name__}, not a tensor: "
                   "return the loss as a tensor (no .item() or float()), G's backward needs it")
         if yours.numel() != 1:
-            _fail(f"Task 1.2: your loss {where} has shape {tuple(yours.shape)}; return one "
+            _fail(f"Task 1.5: your loss {where} has shape {tuple(yours.shape)}; return one "
                   "number: the sum over scales and layers of weight * mean |fake - real|")
         right = float(feature_matching_loss(real, fake, n_layers_D=layers, num_D=scales))
         value = yours.detach().item()
@@ -183,24 +183,24 @@ def check_feature_matching(loss: Callable, *, n_layers_D: int, num_D: int) -> st
                 real, fake, layers, scales).items() if _close(value, wrong)),
                 "each feature map's mean |fake - real|, weighted by 4 / (n_layers_D + 1) and "
                 "1 / num_D, summed over every layer but the last of each scale")
-            _fail(f"Task 1.2: your loss {where} is {value:.5f}, the module's {right:.5f}: "
+            _fail(f"Task 1.5: your loss {where} is {value:.5f}, the module's {right:.5f}: "
                   f"{mistake}")
         if not yours.requires_grad:
-            _fail(f"Task 1.2: your loss {where} has no graph: build it from the feature "
+            _fail(f"Task 1.5: your loss {where} has no graph: build it from the feature "
                   "tensors, with no .item(), float() or .detach() of the fake features")
         yours.backward()
         if any(f.grad is not None and bool(f.grad.any()) for s in real_leaves for f in s):
-            _fail("Task 1.2: a gradient reached the real features: they are targets, use "
+            _fail("Task 1.5: a gradient reached the real features: they are targets, use "
                   "real_feature.detach()")
         if any(f.grad is None for s in fake_leaves for f in s[:-1]):
-            _fail("Task 1.2: no gradient reached some fake features: every layer but the last "
+            _fail("Task 1.5: no gradient reached some fake features: every layer but the last "
                   "of each scale must take part")
-    return ("Task 1.2 passed: the module's value for two discriminator shapes (layer weights "
+    return ("Task 1.5 passed: the module's value for two discriminator shapes (layer weights "
             f"{4 / (settings[0][0] + 1):.3g} and {4 / (settings[1][0] + 1):.3g}), and gradients "
             "reach only the fake side")
 
 
-# --- Task 1.3: the GAN's training step ------------------------------------------------------
+# --- Task 1.6: the GAN's training step ------------------------------------------------------
 
 
 class StandInPerceptualLoss(nn.Module):
@@ -229,15 +229,15 @@ def gan_training_step(discriminator_step: Callable, generator_step: Callable, G:
                       target: Tensor, **options: Any) -> dict[str, float]:
     """One Pix2PixHD step from the two halves: fake = G(phase), D's update, then G's."""
     fake = G(phase)
-    result = _call("Task 1.3", discriminator_step, D, optimizer_D, phase, target, fake)
+    result = _call("Task 1.6", discriminator_step, D, optimizer_D, phase, target, fake)
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], dict)):
-        _fail("Task 1.3: discriminator_step must return a pair: ({'loss/D_real': ..., "
+        _fail("Task 1.6: discriminator_step must return a pair: ({'loss/D_real': ..., "
               f"'loss/D_fake': ...}}, real_features); it returned a {type(result).__name__}")
     numbers, real_features = result
-    generator_numbers = _call("Task 1.3", generator_step, D, optimizer_G, phase, target, fake,
+    generator_numbers = _call("Task 1.6", generator_step, D, optimizer_G, phase, target, fake,
                               real_features, **options)
     if not isinstance(generator_numbers, dict):
-        _fail("Task 1.3: generator_step must return a dict of its loss terms by tag; it "
+        _fail("Task 1.6: generator_step must return a dict of its loss terms by tag; it "
               f"returned a {type(generator_numbers).__name__}")
     return numbers | generator_numbers
 
@@ -279,7 +279,7 @@ def check_gan_step(discriminator_step: Callable, generator_step: Callable, confi
                 *overrides])
             _check_gan_step_setting(discriminator_step, generator_step, setting, batches,
                                     description, stand_in, learning_rate)
-    return ("Task 1.3 passed: your step gives the Trainer's losses (GAN, feature matching, "
+    return ("Task 1.6 passed: your step gives the Trainer's losses (GAN, feature matching, "
             "blurred L1, perceptual), D's gradients and updated weights, with the profile's "
             "weights and with every factor other than 1")
 
@@ -326,17 +326,17 @@ def _check_gan_step_setting(discriminator_step: Callable, generator_step: Callab
                   if name.startswith("loss/")}
         _compare_step_numbers(mine, theirs, options, where)
         if len(gradients_into_G) != 1:
-            _fail(f"Task 1.3: {where}, gradients reached G's weights {len(gradients_into_G)} "
+            _fail(f"Task 1.6: {where}, gradients reached G's weights {len(gradients_into_G)} "
                   "times: D's loss must see fake.detach(), so that only G's loss reaches G")
         if not all(p.requires_grad for p in yours.discriminator.parameters()):
-            _fail(f"Task 1.3: {where}, D is still frozen after the step: make it trainable "
+            _fail(f"Task 1.6: {where}, D is still frozen after the step: make it trainable "
                   "again (D.requires_grad_(True)) after G's update")
         largest = max(float(p.grad.abs().max()) for p in module.discriminator.parameters())
         for (name, weight), reference in zip(yours.discriminator.named_parameters(),
                                              module.discriminator.parameters(), strict=True):
             if weight.grad is None or float((weight.grad - reference.grad).abs().max()) > \
                     0.01 * largest:
-                _fail(f"Task 1.3: {where}, D's gradient of {name} is not D's loss's alone: "
+                _fail(f"Task 1.6: {where}, D's gradient of {name} is not D's loss's alone: "
                       "freeze D (D.requires_grad_(False)) during G's step, so that G's loss "
                       "leaves none in D, and zero D's gradients before its backward")
         _compare_weights(yours, module, before, batch, number, where,
@@ -365,24 +365,24 @@ def _compare_step_numbers(mine: dict, theirs: dict[str, float], options: dict, w
                logs.G_VGG: ("lambda_vgg", options["lambda_vgg"])}
     missing = [name for name in theirs if name not in mine]
     if missing:
-        _fail(f"Task 1.3: {where}, your step returns no {', '.join(missing)}: "
+        _fail(f"Task 1.6: {where}, your step returns no {', '.join(missing)}: "
               + "; ".join(hints[name] for name in missing if name in hints))
     extra = [name for name in mine if name not in theirs]
     if extra:
-        _fail(f"Task 1.3: {where}, your step returns {', '.join(extra)}, which the Trainer "
+        _fail(f"Task 1.6: {where}, your step returns {', '.join(extra)}, which the Trainer "
               f"does not log here; return exactly {', '.join(theirs)}")
     for name, right in theirs.items():
         value = mine[name]
         if not isinstance(value, float):
-            _fail(f"Task 1.3: {where}, your {name} is a {type(value).__name__}, not a float: "
+            _fail(f"Task 1.6: {where}, your {name} is a {type(value).__name__}, not a float: "
                   "return plain numbers, loss.item(), so that no graph is kept alive")
         if abs(value - right) <= 1e-5 * max(1.0, abs(right)):
             continue
         factor = factors.get(name)
         if factor and factor[1] not in (0, 1) and _close(value * factor[1], right, 1e-4):
-            _fail(f"Task 1.3: {where}, your {name} is {value:.5f}, the Trainer's {right:.5f}: "
+            _fail(f"Task 1.6: {where}, your {name} is {value:.5f}, the Trainer's {right:.5f}: "
                   f"multiply it by {factor[0]} (= {factor[1]:g} here)")
-        _fail(f"Task 1.3: {where}, your {name} is {value:.5f}, the Trainer's {right:.5f}: "
+        _fail(f"Task 1.6: {where}, your {name} is {value:.5f}, the Trainer's {right:.5f}: "
               f"{hints.get(name, 'compute it as the Trainer does')}")
 
 
@@ -397,10 +397,10 @@ def _compare_weights(yours: Trainer, module: Trainer, before: dict, batch: dict,
             if difference <= 0.01 * update:
                 continue
             if network == "discriminator":
-                _fail(f"Task 1.3: {where}, D's {name} differs from the Trainer's by "
+                _fail(f"Task 1.6: {where}, D's {name} differs from the Trainer's by "
                       f"{difference:.2e} (the largest update is {update:.2e}): zero D's "
                       "gradients before its backward and step optimizer_D once per step")
-            _fail(f"Task 1.3: {where}, G's {name} differs from the Trainer's by "
+            _fail(f"Task 1.6: {where}, G's {name} differs from the Trainer's by "
                   f"{difference:.2e} (the largest update is {update:.2e}): "
                   + _generator_update_mistake(yours, before, batch, number, make_reference))
 
