@@ -543,18 +543,17 @@ save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
 # %% [markdown]
 # ### 1.8 Change one thing
 #
-# The recipe of 1.5 was chosen by measuring, and one of its findings shows within a minute on
-# a CPU. The cell below trains two small GANs from the same initial weights for the same few
-# steps on 64-pixel crops: one with this profile's settings, one with the options in `CHANGE`.
-# It shows both stains of one test image side by side, with a zoom, and each stain's power in
-# Part 4's three frequency bands over the real stain's (1 is right; below 1 is blur or a stain
-# not drawn yet; above 1 is texture or artefacts the real stain does not have).
+# One finding of the recipe shows within a minute on a CPU. The cell trains two small GANs from
+# the same initial weights for 40 steps on 64-pixel crops, one with this profile's settings and
+# one with the options in `CHANGE`, and shows both stains of a test image with a zoom, and each
+# stain's power in Part 4's three frequency bands over the real stain's (1 is right; below 1 is
+# blur or a stain not drawn yet; above 1 is texture the real stain does not have).
 #
 # <div class="alert alert-info">
-# Try it: run the cell with <code>model.upsample=transpose</code>, the original Pix2PixHD's
-# transposed convolutions in the decoder; then with a loss term switched off
-# (<code>loss.lambda_l1=0</code>) or the paper's feature-matching weight
-# (<code>loss.lambda_feat=10</code>). Which band does each change move, and can you see it?
+# Try it: run the cell as it is, with <code>model.upsample=transpose</code> (the original
+# Pix2PixHD's transposed convolutions). Which band does the change move, and what in the zoom
+# makes that power? Then try <code>loss.lambda_l1=0</code> or <code>loss.lambda_feat=10</code>:
+# do 40 steps tell these apart from the recipe?
 # </div>
 
 # %%
