@@ -655,51 +655,23 @@ print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epo
 # where validation was best.
 
 # %%
-def curve(curves, tag):
-    """One tag's values in step order: its per-epoch means (`epoch/<tag>`) where logged."""
-    if "run" in curves.columns:
-        curves = curves[curves["run"] == ""]
-    for name in (f"epoch/{tag}", tag):
-        rows = curves[curves["tag"] == name]
-        if len(rows):
-            return rows.sort_values("step")["value"].reset_index(drop=True)
-    raise KeyError(f"no {tag!r} in these logs; they hold {sorted(curves['tag'].unique())}")
-
-
-def first_and_last_tenth(values):
-    """Mean of the first and of the last tenth of a curve (at least one point each)."""
-    tenth = max(len(values) // 10, 1)
-    return float(values.iloc[:tenth].mean()), float(values.iloc[-tenth:].mean())
-
-
-def direction(first, last, tolerance=0.01):
-    """'rises', 'falls' or 'flat' (changes by less than `tolerance` of its size)."""
-    if abs(last - first) <= tolerance * max(abs(first), abs(last), 1e-12):
-        return "flat"
-    return "rises" if last > first else "falls"
-
-
+# each curve's first and last tenth (pix2pixhd/logs.py: logs.trends), and the best epoch
 TAGS = (logs.G_GAN, logs.G_GAN_FEAT, *logs.DISCRIMINATOR_TAGS, *logs.D_OUT_TRAIN_TAGS,
         *logs.D_OUT_VAL_TAGS, *logs.VALIDATION_TAGS)
-trends = {}
-for tag in TAGS:
-    first, last = first_and_last_tenth(curve(gan_curves, tag))
-    trends[tag] = {"first tenth": first, "last tenth": last, "trend": direction(first, last)}
-trends = pd.DataFrame.from_dict(trends, orient="index")
+trends = logs.trends(gan_curves, TAGS)
 print("GAN:\n" + trends.round(3).to_string())
 
-val_ssim = curve(gan_curves, logs.VAL_SSIM)
+val_ssim = logs.curve(gan_curves, logs.VAL_SSIM)
 best_epoch = int(val_ssim.idxmax()) + 1  # validation runs once per epoch
-psnr_gan = curve(gan_curves, logs.VAL_PSNR)
-psnr_regression = curve(regression_curves, logs.VAL_PSNR)
+psnr_gan = logs.curve(gan_curves, logs.VAL_PSNR)
+psnr_regression = logs.curve(regression_curves, logs.VAL_PSNR)
 print(f"\nGAN: best validation SSIM {val_ssim.max():.3f} at epoch {best_epoch} of "
       f"{len(val_ssim)} (last epoch: {val_ssim.iloc[-1]:.3f})")
 higher = "GAN" if psnr_gan.iloc[-1] > psnr_regression.iloc[-1] else "regression"
 print(f"final validation PSNR: GAN {psnr_gan.iloc[-1]:.2f} dB, regression "
       f"{psnr_regression.iloc[-1]:.2f} dB; higher: {higher}")
-regression_l1 = curve(regression_curves, logs.G_L1)
-print(f"regression L1 loss: first tenth {first_and_last_tenth(regression_l1)[0]:.4f}, last "
-      f"tenth {first_and_last_tenth(regression_l1)[1]:.4f}")
+regression_l1 = logs.first_and_last_tenth(logs.curve(regression_curves, logs.G_L1))
+print(f"regression L1 loss: first tenth {regression_l1[0]:.4f}, last tenth {regression_l1[1]:.4f}")
 
 # %% [markdown]
 # The Trainer also logs, once per epoch, a grid of validation crops (TensorBoard's image tab,
@@ -735,41 +707,32 @@ save_figure(plot_logged_images(
 # </div>
 
 # %% [markdown] tags=["solution"]
-# **Answers.** Read the numbers off the table printed above; they belong to the shipped run.
+# **Answers.** The numbers are the shipped run's, from the table above.
 #
-# - In a healthy run D's scores on fakes stay clearly above 0 and below its scores on real
-#   pairs: D is ahead but not winning outright. Scores on fakes stuck at 0 mean D rejects
-#   every fake with certainty; the generator then learns little from the adversarial term
-#   (feature matching still teaches it). Real and fake meeting at 0.5 means D cannot tell
-#   them apart: either G is excellent or D has stopped learning (too small, too low a
-#   learning rate); the stains tell which.
-# - Feature matching compares G's fakes with the real stain *through D's current features*.
-#   As D learns sharper features, the same fake can look further from the real pair, so
-#   this term can rise while the images improve; it is a moving target, not a score. The
-#   adversarial terms hover because G and D improve together.
-# - The cell says which is higher in this run. Expect the regression model to win on PSNR:
-#   it predicts the conditional median, which minimises pixel errors, while the GAN draws one
-#   plausible stain, whose fine detail is scored as error wherever it is not exactly in
-#   place. A higher PSNR means closer on average, not more realistic: Part 4 measures
-#   sharpness as well.
-# - If the best validation epoch is well before the last, the later epochs overfit or drift;
-#   keep the checkpoint chosen on validation images (never on the test images), as the
-#   shipped GAN's epoch 58 was (the mean of the weights of the last few epochs was a candidate
-#   too). It was not chosen by validation SSIM: SSIM, like PSNR, rewards the smooth
-#   median, so the epoch with the best SSIM tends to be the blurriest. Its selection
-#   (`scripts/select_epoch.py`, docs/results.md) keeps the candidates whose power spectrum is
-#   close to the real stain's and takes the one whose nuclei segment best (F1 at IoU 0.5).
+# - D's mean scores stay near 0.5: over the last tenth 0.51 on real and 0.49 on fake training
+#   pairs (0.58 and 0.55 on validation pairs). D tells them apart only slightly, yet its losses
+#   still fall, so it has not stopped learning: G keeps up with it. Fake scores stuck at 0
+#   would mean D rejects every fake with certainty, and G learns little from the adversarial
+#   term; real and fake meeting at 0.5 means D cannot tell them apart, because G is excellent
+#   or D stopped learning; the stains (Part 3) tell which.
+# - Feature matching falls here (0.20 to 0.17), but it compares the fakes with the real pairs
+#   *through D's current features*: as D learns sharper features, the same fake can look
+#   further away, so it can rise while the images improve. It is a moving target, not a score.
+# - The regression model's validation PSNR is higher (30.54 dB against 29.34 dB): it predicts
+#   the median of the plausible stains, which minimises pixel errors, while the GAN's detail
+#   is scored as error wherever it is not exactly in place. Higher PSNR means closer on
+#   average, not more realistic (Part 4 measures sharpness).
+# - Validation SSIM is best at epoch 53 (0.942), the last epoch scores 0.941. Keep a checkpoint
+#   chosen on validation images, never on test images. The shipped GAN's, epoch 58, was not
+#   chosen by SSIM, which rewards the smooth median: `scripts/select_epoch.py` keeps the epochs
+#   whose spectrum is close to the real stain's and takes the one whose nuclei segment best
+#   (F1 at IoU 0.5; `docs/results.md`).
 # - If D wins too easily: a smaller D (`ndf`, fewer layers or scales), a lower learning rate
-#   for D than for G, or a larger `lambda_feat` so G
-#   leans on feature matching.
-# - In the shipped run's grids, epoch 1 already puts blurred blobs about where the nuclei are,
-#   some far too large, with dark halos; by the middle of the run (epoch 31) they sit in their
-#   places at about the right size, with some texture, and the small, bright plates of the
-#   dividing cells come out bright; by epoch 60 the texture is a grainy one, as the real
-#   stain's. Places are learnt first, then outlines, then texture. The shipped weights are
-#   epoch 58's, the candidate with the highest F1 among those whose spectrum was realistic on
-#   validation; epoch 56 found nuclei slightly better but drew the brightest ones too strong
-#   (docs/results.md).
+#   for D than for G, or a larger `lambda_feat` so that G leans on feature matching.
+# - Epoch 1 puts blurred blobs about where the nuclei are, some far too large, with dark
+#   halos; by epoch 31 they sit in place at about the right size, and the bright plates of
+#   dividing cells come out bright; by epoch 60 the texture is grainy, as the real stain's.
+#   Places are learnt first, then outlines, then texture.
 
 # %% [markdown]
 # <div class="alert alert-success">
