@@ -827,6 +827,9 @@ print(check_f1_at_iou(f1_at_iou, {f"{fov} segmented in the GAN's stain": (true_l
                                                                           gan_labels)}))
 
 # %%
+# the GAN's stain of this image, segmented (again: the check above stops when Task 3.1 is skipped)
+gan_stain = read_image(find_predictions(gan_folder)[fov])
+gan_labels = segment_nuclei(gan_stain)
 save_figure(plot_segmentation_overlay(gan_stain, true_labels, gan_labels, reference=test_stain,
                                       title=f"{fov}: nuclei in the GAN's virtual stain"),
             "gan_segmentation")
