@@ -556,8 +556,9 @@ def plot_robustness(
         for i, model in enumerate(models):
             line = rows[rows["model"] == model].sort_values("level")
             for ax, key in ((top, "f1_iou50"), (bottom, f"band_power_ratio_{band}")):
-                ax.plot(line["level"], line[key], marker="o", ms=4, lw=1.8, color=f"C{i}",
-                        label=model)
+                # markers and dashes differ, so that equal scores stay visible one over another
+                ax.plot(line["level"], line[key], marker="os^v"[i % 4], ms=6 - 1.5 * (i % 2),
+                        lw=1.8, linestyle=("-", "--")[i % 2], color=f"C{i}", label=model)
         real = rows[rows["model"] == "real stain"].sort_values("level")
         if len(real):
             top.plot(real["level"], real["f1_iou50"], color="black", linestyle="--", lw=1.2,
@@ -565,6 +566,7 @@ def plot_robustness(
         bottom.axhline(1.0, color="black", linestyle="--", lw=1.2)
         bottom.set_yscale("log")
         bottom.set_xlabel(ROBUSTNESS_AXES.get(kind, kind))
+        top.set_title(kind.replace("_sigma", ""), fontsize=10)
         top.set_ylim(0, 1.02)
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
