@@ -2,27 +2,26 @@
 # # Image translation, part 2: virtual staining with a conditional GAN
 #
 # A phase image shows where cells are and how thick they are; a fluorescence stain shows what
-# they are made of. Stains cost dyes, light (which harms living cells) and imaging time. In
-# *virtual staining* a neural network learns to predict the stain from the label-free image.
+# they are made of, at the cost of dyes, light that harms living cells, and imaging time.
+# *Virtual staining* predicts the stain from the label-free image with a neural network.
 #
-# In part 1 of this course a regression model (a U-Net trained with a pixel-wise loss) did
-# this. A regression model predicts, for each pixel, the *average* of all stains that are
-# plausible for that input: where the input is ambiguous, the average is a blur. Here you
-# train a **conditional GAN**, Pix2PixHD (Wang et al., 2018): a generator proposes a stain,
-# a discriminator judges whether a (phase, stain) pair looks real, and the two are trained
-# against each other. The GAN draws *one plausible* stain: sharp, but possibly invented.
+# In part 1 of this course a regression model (a U-Net trained with a pixel-wise loss) did this.
+# Where the input is ambiguous it predicts the *average* of the plausible stains: a blur. Here
+# you train a **conditional GAN**, Pix2PixHD (Wang et al., 2018): a generator proposes a stain, a
+# discriminator judges whether a (phase, stain) pair looks real, and the two train against each
+# other. The GAN draws *one plausible* stain: sharp, but possibly invented.
 #
 # You will
 # 0. set up the device and a profile that fits your machine,
-# 1. look at the data, build the loaders, the coarse-to-fine generator and the multi-scale
-#    discriminator, write the GAN's training step, and train for a while,
+# 1. look at the data, build the loaders and both networks, write the GAN's loss and training
+#    step, and train for a while,
 # 2. read the training logs of a pre-trained GAN and of a regression model,
 # 3. evaluate the GAN with pixel metrics and by segmenting nuclei,
-# 4. compare it with the regression model,
+# 4. compare it with the regression model, and degrade their input until they break,
 # 5. (bonus) sample many stains per input with MC-dropout and ask where the model is unsure.
 #
-# Every part starts from Part 0 alone: after a restart, run Part 0 and then any part you like.
-# Each part's first code cell ("start here") loads what the part needs.
+# After a restart, run Part 0 and then any part: each part's first code cell ("start here")
+# loads what the part needs.
 #
 # <div class="alert alert-info">
 # Blue boxes are tasks: replace the <code>raise NotImplementedError</code> in the cell below
@@ -39,8 +38,8 @@
 # the real thing on a GPU; `quick` shrinks crops, model and epochs so that every cell runs on a
 # laptop CPU in minutes; `pretrained` is the recipe of the shipped GAN (the quick model trained
 # for 60 epochs instead of 6, its L1 term's blur 1 pixel instead of 3). Set the environment
-# variable `PIX2PIXHD_PROFILE` to choose yourself. The cell prints what it found: check that
-# the data set and the three models are there.
+# variable `PIX2PIXHD_PROFILE` to choose. Check in the printout that the data and the three
+# models are there.
 
 # %%
 import itertools
@@ -86,16 +85,18 @@ read_test_fov, predict_test_split = course.read_test_fov, course.predict_test_sp
 # %% [markdown]
 # ## Part 1: data, model and training
 #
-# **You will learn** what the two kinds of image look like, how they are normalised for the
-# network, how Pix2PixHD's generator and discriminator are built, which losses train them, how
-# one GAN training step updates both networks, and what a few minutes of training produce.
+# *About 7 minutes on a 2-core CPU, most of it the training of 1.7.*
+#
+# **You will learn** what the images look like, how they are normalised, how Pix2PixHD's
+# generator and discriminator are built, which losses train them, how one GAN step updates
+# both networks, and what a few minutes of training produce.
 #
 # ### 1.1 The data
 #
 # Each field of view (FOV) has a quantitative phase image (input), a Hoechst nuclei image and a
-# CellMask membrane image (targets), and for testing the nuclei instance masks. If you have not
-# downloaded the real A549 images, `data/` holds the built-in synthetic dataset: a simulation
-# of what the microscope records (see `pix2pixhd/synthetic.py`).
+# CellMask membrane image (targets), and for testing the nuclei instance masks. Without the real
+# A549 images, `data/` holds the built-in synthetic dataset, a simulation of what the microscope
+# records (`pix2pixhd/synthetic.py`).
 
 # %%
 # start here: the dataset's description and a few training images
@@ -133,17 +134,13 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 # ### 1.2 Normalisation
 #
 # Networks train best on inputs of a known scale. We normalise with statistics of the
-# *training split* (stored in `data/dataset.json`), never with constants and never with test
-# images. The phase image is centred on its median and divided by its interquartile range;
-# robust statistics ignore the few very bright or dark pixels. The stain is the generator's
-# output, which ends in a `tanh`, so it must live in [-1, 1]: its 0.5th percentile `p_low`
-# maps to -1 and its 99.5th percentile `p_high` to +1, linearly. The map itself clips nothing
-# (values outside the range land outside [-1, 1]), but the `tanh` does: no prediction can be
-# brighter than `p_high` or darker than `p_low`. The brightest 0.5 % of the stain's pixels are
-# out of reach, and they are not scattered noise but whole bright nuclei (dividing cells, cells
-# with doubled DNA) up to ten times brighter than `p_high`: in the built-in test split 0.56 % of
-# the pixels lie above it. The cell after the check prints the share for your data, and the
-# next one shows the map that avoids the ceiling.
+# *training split* (in `data/dataset.json`), never with constants or test images. The phase
+# image is centred on its median and divided by its interquartile range (IQR), statistics that
+# ignore a few extreme pixels. The stain is the generator's output, which ends in a `tanh`, so
+# it must live in [-1, 1]: its 0.5th percentile `p_low` maps to -1 and its 99.5th percentile
+# `p_high` to +1, linearly. The `tanh` then cannot draw anything brighter than `p_high`, and the
+# pixels above it are not scattered noise but whole bright nuclei (dividing cells, doubled DNA)
+# up to ten times brighter.
 #
 # <div class="alert alert-info">
 # Task 1.2: write the stain normalisation and its inverse (which you need to measure errors in
@@ -190,14 +187,12 @@ print(f"{100 * above.mean():.2f} % of the nuclei pixels of {len(train_fovs)} tra
       f"({nuclei_pixels.max() / p_high:.1f} x p_high): under this map a tanh cannot reach them")
 
 # %% [markdown]
-# Under a `tanh`, that linear map cannot reach the brightest nuclei. The presets, and the
-# shipped models, map stains by asinh instead (`data.stain_map=asinh`):
+# The presets, and the shipped models, map stains by asinh instead (`data.stain_map=asinh`):
 # $y = -1 + 2\,\mathrm{asinh}((x - p_{low}) / s) / a$ with $s = (p_{high} - p_{low}) / 4$,
-# linear near the background and logarithmic above, and $a$ chosen so that the train split's
+# linear near the background and logarithmic above, with $a$ chosen so that the train split's
 # 99.999th percentile `p_top` lands at +0.8. On the built-in data no test pixel lies above its
-# ceiling, and a typical nucleus keeps two thirds of the output range that the linear map
-# gives it. The price: an error near the top of the range costs few normalised units, so the
-# GAN's L1 term (1.6) measures it in the stain's own units.
+# ceiling. The price: an error near the top costs few normalised units, so the GAN's L1 term
+# (1.6) measures it in the stain's own units.
 
 # %%
 # both maps over the training pixels: nothing above a map's ceiling (+1) can be predicted
@@ -208,10 +203,9 @@ save_figure(plot_stain_maps(stain_maps, nuclei_pixels), "stain_maps")
 # %% [markdown]
 # ### 1.3 Loaders: crops and augmentation
 #
-# Training sees random square crops; each crop is flipped and rotated by a multiple of 90
-# degrees at random (the 8 symmetries of a square), applied identically to the phase crop and
-# the stain crop. A microscope image has no preferred orientation, so these are free extra
-# examples. Validation uses a fixed centre crop, so the numbers are comparable between epochs.
+# Training sees random square crops, each flipped and rotated by a multiple of 90 degrees at
+# random, the phase and stain crop alike: a microscope image has no preferred orientation, so
+# these are free extra examples. Validation uses a fixed centre crop, comparable between epochs.
 
 # %%
 # start here: the loaders of Part 0's config (the profile's crops and batch size)
@@ -228,13 +222,13 @@ save_figure(plot_training_crops(batch["input"], batch["target"]), "training_crop
 # ![A conditional GAN for virtual staining: the generator G maps a phase image x to a virtual stain G(x); the discriminator D scores (x, y) and (x, G(x)) pairs patch by patch](imgs/conditional_gan.svg)
 #
 # A *conditional* GAN's discriminator never sees a stain alone: it sees the phase image and a
-# stain side by side (two channels) and decides whether the stain belongs to that phase image.
-# A sharp but wrong stain is therefore as easy to reject as a blurry one.
+# stain side by side (two channels) and decides whether the stain belongs to that phase image,
+# so a sharp but wrong stain is as easy to reject as a blurry one.
 #
-# **The generator** of Pix2PixHD is coarse-to-fine. The *global generator* G1 is an
-# encoder, a stack of residual blocks and a decoder. For large images a *local enhancer* G2
-# wraps G1: G1 works on a half-resolution copy and G2 adds detail at full resolution. Here the
-# images are small enough for G1 alone (`netG="global"`); set `model.netG=local` to add G2.
+# **The generator** is coarse-to-fine. The *global generator* G1 is an encoder, residual
+# blocks and a decoder. For large images a *local enhancer* G2 wraps G1: G1 works at half
+# resolution and G2 adds detail at full resolution. Our images need G1 alone
+# (`netG="global"`; `model.netG=local` adds G2).
 #
 # ![Pix2PixHD's coarse-to-fine generator: the global generator G1 at half resolution, the local enhancer G2 at full resolution, joined by an element-wise sum](imgs/coarse_to_fine_generator.svg)
 #
@@ -288,26 +282,20 @@ for scale, layers in enumerate(features):
 # - **LSGAN, discriminator**: $\frac12 \sum_k \big[(D_k(x,y)-1)^2 + D_k(x,G(x))^2\big]$, each
 #   averaged over the patch scores: real pairs should score 1, fake pairs 0.
 # - **LSGAN, generator**: $\sum_k (D_k(x,G(x))-1)^2$: the generator wants its fakes scored 1.
-# - **Feature matching**, weighted by $\lambda_{feat}$ (10 in the paper, 1 here): the L1 distance between the
-#   discriminator's intermediate features on the real pair and on the fake pair, each scale
-#   weighted $1/\text{num\_D}$ and each layer $4/(\text{n\_layers\_D}+1)$. It asks the generator
-#   to produce images that *look the same to the discriminator* at every depth, which steadies
-#   training far more than the adversarial term alone.
+# - **Feature matching**, weighted by $\lambda_{feat}$ (10 in the paper, 1 here): the L1 distance
+#   between D's intermediate features on the real and on the fake pair, each scale weighted
+#   $1/\text{num\_D}$ and each layer $4/(\text{n\_layers\_D}+1)$. The fake must *look the same
+#   to D* at every depth, which steadies training.
 #
-# Least squares rather than the original GAN's cross-entropy gives gradients that do not vanish
-# when the discriminator is confident, another help for stability.
+# Least squares, unlike the original GAN's cross-entropy, keeps its gradients when D is confident.
 #
-# The profiles of this exercise change the original recipe in three places, each chosen by
-# measuring the stains it produced (`docs/recipe.md`); the check of Task 1.5 prints this
-# profile's values:
-#
-# - the decoder doubles its resolution by nearest-neighbour resizing and a 3x3 convolution
-#   instead of a transposed convolution, which drew a checkerboard into every nucleus;
-# - feature matching weighs less: like any pixel-aligned distance it is smallest for an
-#   average of the plausible stains, so at weight 10 it blurred the texture away;
-# - a fourth term, L1 between the fake and the real stain after both are blurred, keeps each
-#   nucleus where the real one is and as bright, while texture finer than the blur is left to
-#   the adversarial terms. A plain L1 would pull that texture towards the blurry median.
+# This exercise changes the recipe in three places, each chosen by measuring the stains
+# (`docs/recipe.md`; the check of Task 1.5 prints this profile's values): the decoder upsamples
+# by nearest-neighbour resizing and a 3x3 convolution, as a transposed convolution drew a
+# checkerboard into every nucleus; feature matching weighs less, since at weight 10 it blurred
+# texture away (like any pixel-aligned distance it favours the average stain); and a fourth
+# term, L1 between fake and real stain after both are blurred, keeps each nucleus in place and
+# as bright, leaving texture finer than the blur to the adversarial terms.
 #
 # <div class="alert alert-info">
 # Task 1.5: write the feature-matching loss. <code>real</code> and <code>fake</code> are lists
@@ -353,39 +341,32 @@ print(f"profile {PROFILE}: upsample={config.model.upsample}, "
 #
 # 1. **Discriminator step.** D scores the real pair and the pair with `fake.detach()`:
 #    detached, the fake is a fixed input, so D's loss trains D alone (without it, D's loss
-#    would also push gradients into G, towards *worse* fakes). Update D. Keep D's features
-#    of the real pair, detached: they are G's feature-matching target.
+#    would push gradients into G, towards *worse* fakes). Update D. Keep D's features of the
+#    real pair, detached: they are G's feature-matching target.
 # 2. **Generator step.** Freeze D (`D.requires_grad_(False)`) and score `(phase, fake)` with
 #    the *updated* D: the gradient flows through D into G, and none stays in D. G's loss is
-#    the sum of every term of this profile, each weighted as 1.5 says:
-#    - `loss/G_GAN`: the LSGAN term, `gan_loss(D's scores of the fake pair, True)`;
-#    - `loss/G_GAN_Feat`: $\lambda_{feat}$ times feature matching against the kept real
-#      features;
+#    the sum of this profile's terms, weighted as in 1.5:
+#    - `loss/G_GAN`: `gan_loss(D's scores of the fake pair, True)`;
+#    - `loss/G_GAN_Feat`: $\lambda_{feat}$ times feature matching against the kept features;
 #    - `loss/G_L1` (when $\lambda_{L1} > 0$): $\lambda_{L1}$ times
-#      `l1_loss(to_stain_units(fake), to_stain_units(target), l1_blur_sigma)`, the L1 distance
-#      of the two stains after the same Gaussian blur, measured in the stain's own units (in
-#      steps of the linear map of 1.2; when `to_stain_units` is None, compare the normalised
-#      stains as they are). Under the asinh map a nucleus drawn 1.6 times too bright is only
-#      about 0.2 normalised units off, but thousands of a.u. in the stain: measured in
-#      normalised units, the L1 term hardly holds the brightest nuclei back;
+#      `l1_loss(to_stain_units(fake), to_stain_units(target), l1_blur_sigma)`, both stains
+#      blurred alike and measured in the stain's own units (when `to_stain_units` is None,
+#      compare the normalised stains). Under the asinh map a nucleus drawn 1.6 times too
+#      bright is only about 0.2 normalised units off, but thousands of a.u.;
 #    - `loss/G_VGG` (only when a VGG network is given): $\lambda_{VGG}$ times `vgg(fake, target)`.
 #
-#    Backward their sum once, update G, and make D trainable again. Return each term as a
-#    plain number (`.item()`): these are the numbers the Trainer logs, so what you see in
-#    TensorBoard is exactly what G learns from.
+#    Backward their sum once, update G, make D trainable again, and return each term as a
+#    plain number (`.item()`): the numbers the Trainer logs.
 #
 # D runs three times per step (real, fake detached, fake), as in the original Pix2PixHD.
 #
 # <div class="alert alert-info">
 # Task 1.6: write the two steps with the functions of <code>pix2pixhd.losses</code> imported in
 # Part 0 (<code>discriminator_loss</code>, <code>gan_loss</code>,
-# <code>feature_matching_loss</code>, <code>l1_loss</code>). The check puts them together as
-# the Trainer does (<code>fake = G(phase)</code>, your D step, your G step) and runs them
-# against the module's <code>Trainer.train_step</code> for two batches, from the same starting
-# weights, twice: with this profile's weights, and with every factor other than 1
-# (<code>lambda_feat=2.5</code>, <code>lambda_l1=3</code>, <code>n_layers_D=2</code> and a
-# stand-in perceptual network for <code>vgg</code>). It compares every logged term, D's
-# gradients and the updated weights, and says which term or step differs.
+# <code>feature_matching_loss</code>, <code>l1_loss</code>). The check runs them as the Trainer
+# does (<code>fake = G(phase)</code>, your D step, your G step) against the module's
+# <code>Trainer.train_step</code> from the same weights, with this profile's weights and with
+# every factor other than 1, and says which term or step differs.
 # </div>
 
 # %% tags=["task"]
@@ -459,46 +440,27 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # %% [markdown]
 # ### 1.7 Train for a while
 #
-# The `Trainer` runs the loop of `pix2pixhd/train.py`. Its `train_step` computes the same
-# terms with the same weights as the step you just wrote (the check compared them); what
-# remains different is how, not what:
+# The `Trainer` (`pix2pixhd/train.py`) computes the same terms as your step; it differs in how:
+# D scores the real and fake pairs as one batch (instance norm treats each sample alone, so
+# that equals two passes, only faster); on a GPU it runs in mixed precision (bfloat16, or
+# float16 with a `GradScaler` so that small gradients do not round to zero), with
+# `channels_last` and optionally `torch.compile`; under `torchrun` it averages gradients over
+# GPUs (DDP); and it reads the losses off the device only every `log_every` steps, stopping if
+# one became NaN. Adam with lr 2e-4 and $\beta_1=0.5$, constant and then linearly decayed over
+# the last third of the epochs, as in the paper.
 #
-# - **one pass of D for both pairs**: D scores the real and the fake pair as one batch of
-#   twice the size; instance norm treats each sample alone, so that equals two passes, only
-#   faster (with `model.norm=batch` it makes two passes);
-# - **mixed precision (AMP)** on a GPU: the forward passes run in bfloat16 (or float16, with
-#   a `GradScaler` that scales the losses so that small gradients do not round to zero);
-# - **channels_last and `torch.compile`** on a GPU, options that make the same arithmetic
-#   faster (`train.channels_last`, `train.compile`);
-# - **several GPUs (DDP)**: under `torchrun`, G and D are wrapped in
-#   `DistributedDataParallel`, which averages the gradients of all processes in `backward`;
-# - **numbers stay on the device**: it returns the terms as detached tensors, not floats,
-#   and reads them only every `log_every` steps (reading a number waits for the GPU), when
-#   it also stops if one became NaN or infinite.
+# The cell first times a few steps and prints how long the run will take here, then trains.
+# On a 2-core CPU (`quick`: 6 epochs of 50 steps) that took about 6 minutes with other
+# programs running (about 3 on an idle CPU), and the GAN learns where nuclei are, not what they
+# look like. If the run's folder exists, the cell asks whether to resume it or to start one
+# under a new name (in a script it resumes); it never overwrites a run. In Jupyter the cell
+# opens TensorBoard below; elsewhere run `tensorboard --logdir runs` in a terminal.
 #
-# Adam with lr 2e-4 and $\beta_1=0.5$, constant and then linearly decayed over the last third
-# of the epochs, as in the paper.
-#
-# The cell first times a few training steps and prints how long the whole run will take on
-# your machine (an estimate from those steps: if other programs share the CPU, it varies);
-# then it trains. On a 2-core CPU (`quick`: 6 epochs of 50 steps) the training took about
-# 6 minutes while other programs ran, with epochs of 20 to 30 s once the CPU was free (so
-# about 3 minutes on an idle one), and the GAN learns where nuclei are, not what they look
-# like; on a GPU (`course`) it runs longer at full size. If the run's folder exists already (you ran this cell
-# before), the cell asks whether to resume that run or to start one under a new name; it never
-# overwrites a run. Without a person to ask (a script, `make run`), it resumes, and says so.
-# Watch it live in TensorBoard: in Jupyter the next cell opens it below
-# (`%load_ext tensorboard`, then `%tensorboard --logdir runs`); elsewhere run
-# `tensorboard --logdir runs` in a terminal and open the address it prints.
-#
-# **Another target.** The same code trains a virtual *membrane* stain (CellMask): add
+# **Another target.** For a virtual *membrane* stain (CellMask), add
 # `config = configs.apply_overrides(config, ["data.target_channels=[membrane]"])` after Part 0
-# and run 1.3 to 1.7 again (under a new run name). The generator then predicts the membrane
-# image, normalised with the membrane's own percentiles from `dataset.json`, and the cell
-# after the training compares it with the real membrane stain. A membrane is a thin outline
-# around each cell rather than a bright blob, so the edges carry the signal and a blurred
-# prediction loses more of it. Parts 3-5 score nuclei (by segmenting them, with the shipped
-# nuclei models), so for a membrane model only their pixel metrics and spectra apply.
+# and run 1.3 to 1.7 again under a new run name. A membrane is a thin outline, so a blurred
+# prediction loses more of it. Parts 3-5 segment nuclei, so for a membrane model only their
+# pixel metrics and spectra apply.
 
 # %%
 # start here: train your GAN in MY_RUN (runs/my_gan), after saying how long it will take
@@ -544,10 +506,10 @@ save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
 # ### 1.8 Change one thing
 #
 # One finding of the recipe shows within a minute on a CPU. The cell trains two small GANs from
-# the same initial weights for 40 steps on 64-pixel crops, one with this profile's settings and
-# one with the options in `CHANGE`, and shows both stains of a test image with a zoom, and each
-# stain's power in Part 4's three frequency bands over the real stain's (1 is right; below 1 is
-# blur or a stain not drawn yet; above 1 is texture the real stain does not have).
+# the same weights for 40 steps on 64-pixel crops, one with this profile's settings and one
+# with `CHANGE`, and shows both stains of a test image and their power in Part 4's three
+# frequency bands over the real stain's (1 is right, below 1 blur or nothing drawn yet, above
+# 1 texture the real stain lacks).
 #
 # <div class="alert alert-info">
 # Try it: run the cell as it is, with <code>model.upsample=transpose</code> (the original
@@ -598,32 +560,30 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 
 # %% [markdown]
 # <div class="alert alert-success">
-# Checkpoint 1: you have seen the data and its normalisation, built the coarse-to-fine
-# generator and the multi-scale discriminator, written the feature-matching loss and the GAN
-# step, and trained a GAN. Its first stains are blotchy; the pre-trained model of the next
-# parts trained for much longer with exactly this code.
+# Checkpoint 1: you have normalised the data, built both networks, written the
+# feature-matching loss and the GAN step, and trained a GAN. Its stains are blotchy; the
+# pre-trained model of the next parts trained far longer with this code.
 # </div>
 
 # %% [markdown]
 # ## Part 2: reading the training logs of the pre-trained models
 #
+# *Seconds on a 2-core CPU.*
+#
 # **You will learn** to read a GAN's training curves: unlike a regression loss they need not
 # fall to zero, because G and D play against each other.
 #
-# Three models come with the exercise, all trained with the project's own commands (see the
-# README) on the same data:
+# Three models come with the exercise, trained with the project's own commands (README) on the
+# same data:
 #
-# - `checkpoints/pix2pixhd_nuclei`: the **GAN**, as in Part 1, trained much longer;
-# - `checkpoints/regression_nuclei`: a **regression model**, the same generator trained with
-#   an L1 loss alone and no discriminator, as the models of part 1 of the course are trained
-#   with a pixel loss. It is the baseline: Part 4 compares the two in detail;
-# - `checkpoints/viscy_nuclei`: VisCy's UNeXt2 network trained with VisCy's own loss (Part 4
-#   says more). This part reads the logs of the first two.
+# - `checkpoints/pix2pixhd_nuclei`: the **GAN** of Part 1, trained for 60 epochs;
+# - `checkpoints/regression_nuclei`: a **regression model**, the same generator trained with an
+#   L1 loss alone, as part 1 of the course trains with a pixel loss (Part 4 compares them);
+# - `checkpoints/viscy_nuclei`: VisCy's UNeXt2 network with VisCy's own loss (Part 4).
 #
-# Their logs are in `checkpoints/*/logs`: open them in TensorBoard, or read the same curves
-# below. A GAN's validation scores swing from epoch to epoch, so the GAN's shipped weights were
-# chosen on the validation images, among the saved epochs and the mean of the weights of the
-# last few (steadier than any single epoch); its logs show the whole run.
+# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. A GAN's
+# validation scores swing from epoch to epoch, so the GAN's shipped weights were chosen on the
+# validation images; its logs show the whole run.
 
 # %%
 # start here: the logs of the two shipped models
@@ -641,18 +601,13 @@ print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epo
       "docs/results.md says how this was chosen on validation images)")
 
 # %% [markdown]
-# The validation PSNR and SSIM of the logs are not Part 3's test scores, and need not agree
-# with them: validation scores a 256-pixel centre crop of each validation image
-# (`data.val_crop_size`), once per epoch, while Part 3 scores the whole 512-pixel test images.
-# A whole image holds more background, which is easy to predict, so its errors are smaller
-# and its PSNR is higher (for the shipped GAN, by several dB); PSNR's data range is taken from
-# each real stain, so a crop with fewer bright nuclei is also scored on a smaller range.
-# Compare validation numbers with each other (epoch to epoch, model to model), and test
-# numbers with each other.
+# Validation scores are not Part 3's test scores: validation scores a 256-pixel centre crop of
+# each validation image once per epoch, Part 3 the whole 512-pixel test images, which hold more
+# easy background (for the shipped GAN, several dB more PSNR). Compare validation numbers with
+# each other, and test numbers with each other.
 #
-# The curves are noisy, so we read them by numbers: for each curve, the mean of its first and
-# of its last tenth (per-epoch means where the run logged them, `epoch/<tag>`), and the epoch
-# where validation was best.
+# The curves are noisy, so we read them by numbers: the mean of each curve's first and last
+# tenth (per-epoch means where the run logged them), and the epoch where validation was best.
 
 # %%
 # each curve's first and last tenth (pix2pixhd/logs.py: logs.trends), and the best epoch
@@ -691,17 +646,14 @@ save_figure(plot_logged_images(
 # <div class="alert alert-warning">
 # Questions (the table above answers the first part of each):
 #
-# - Does D's mean score on fake pairs (`D_out/*_fake`) head for 0, or stay between 0 and 1?
-#   What would it mean if it went to 0 and stayed there? And if real and fake scores met at
-#   0.5?
-# - Does the feature-matching term (`loss/G_GAN_Feat`) fall or rise? It measures the distance
-#   between D's features of real and fake pairs, and D keeps changing: can it rise while the
-#   generator gets better?
-# - Compare the validation PSNR of the GAN with the regression model's. Which is higher, and
-#   does a higher PSNR mean a better virtual stain?
-# - Is the last epoch the best one by validation SSIM? Which checkpoint would you keep?
-# - Which hyper-parameter would you change if D won too easily? (Think of `ndf`, `num_D`,
-#   `lambda_feat`, the learning rates, dropout.)
+# - Does D's mean score on fakes (`D_out/*_fake`) head for 0? What would it mean if it stayed
+#   at 0, and what if real and fake scores met at 0.5?
+# - Does feature matching (`loss/G_GAN_Feat`) fall or rise? D keeps changing: can it rise
+#   while the generator gets better?
+# - Which has the higher validation PSNR, the GAN or the regression model, and does a higher
+#   PSNR mean a better virtual stain?
+# - Is the last epoch the best by validation SSIM? Which checkpoint would you keep?
+# - What would you change if D won too easily (`ndf`, `num_D`, `lambda_feat`, learning rates)?
 # - In the grids of validation crops, what changes from the first epoch to the last: the
 #   nuclei's places, their outlines, their texture?
 # </div>
@@ -736,32 +688,30 @@ save_figure(plot_logged_images(
 
 # %% [markdown]
 # <div class="alert alert-success">
-# Checkpoint 2: you can read from the curves whether D wins or loses outright, which way the
-# feature-matching term goes, and whether validation keeps improving, and you know which
-# numbers above say so for the shipped GAN.
+# Checkpoint 2: you can read from the curves whether D wins outright, which way feature
+# matching goes, and whether validation keeps improving.
 # </div>
 
 # %% [markdown]
 # ## Part 3: evaluating the virtual stain
 #
+# *About half a minute on a 2-core CPU.*
+#
 # **You will learn** to judge a virtual stain twice: pixel by pixel against the real stain,
 # and by what a biologist does with it, segmenting nuclei.
 #
-# Pixel metrics (data range taken from the real stain): PSNR (dB), SSIM (structure, 1 is
-# perfect), Pearson r (linear agreement, blind to scale), MAE and NRMSE.
+# Pixel metrics (data range from the real stain): PSNR (dB), SSIM (structure, 1 is perfect),
+# Pearson r (linear agreement, blind to scale), MAE and NRMSE.
 #
-# Instance metrics: nuclei are segmented in the virtual stain by smoothing, a global
-# threshold, and a watershed that splits touching nuclei. The threshold is **Li's**: the
-# intensity that minimises the cross-entropy between the image and its two-level version
-# (each side replaced by its mean), found by iteration; it sits lower than Otsu's and keeps dim
-# nuclei whole. Each segmented nucleus is matched to at most one true nucleus by their overlap,
-# the IoU (intersection over union). At an IoU threshold, a match above it is a true positive
-# (TP), a predicted nucleus left unmatched a false positive (FP), a true nucleus left
-# unmatched a false negative (FN). **Precision** = TP / (TP + FP) is the share of found
-# nuclei that are real, **recall** = TP / (TP + FN) the share of real nuclei that are found,
-# and **F1** is their harmonic mean, 2 P R / (P + R) = 2 TP / (2 TP + FP + FN): high only
-# when both are. The same segmentation of the *real* stain gives the best a virtual stain
-# could reach with this segmentation.
+# Instance metrics: nuclei are segmented in the virtual stain by smoothing, a global threshold
+# (**Li's**, which minimises the cross-entropy between the image and its two-level version; it
+# sits lower than Otsu's and keeps dim nuclei whole) and a watershed that splits touching
+# nuclei. Each segmented nucleus is matched to at most one true nucleus by their overlap, the
+# IoU (intersection over union). Above an IoU threshold a match is a true positive (TP); an
+# unmatched prediction is a false positive (FP), an unmatched true nucleus a false negative
+# (FN). **Precision** = TP / (TP + FP), **recall** = TP / (TP + FN), and **F1** =
+# 2 TP / (2 TP + FP + FN), high only when both are. The real stain, segmented the same way,
+# gives the best a virtual stain could reach with this segmentation.
 
 # %%
 # start here: the GAN's predictions of the test images, and their scores
@@ -778,15 +728,12 @@ print(f"GAN on {gan_summary['n_images']} test images: PSNR {gan_summary['psnr']:
       f"{gan_summary['f1_iou50']:.3f} (real stain: {gan_summary['real_stain_f1_iou50']:.3f})")
 
 # %% [markdown]
-# The course's first part scored its segmentations with other instance metrics; here they are,
-# from the same matching, so the two parts compare. **Accuracy** (as StarDist defines it) is
-# TP / (TP + FP + FN) at IoU 0.5, below F1 whenever anything is wrong (the first part's
-# notebook computed the pixel accuracy of the masks instead, which the background dominates).
-# **Dice** and **Jaccard** compare the nuclei masks pixel by pixel (all nuclei as one
-# foreground), blind to how they are cut into objects. **mAP** at IoU 0.5 and 0.75 is COCO's
-# average precision: our nuclei have no
-# confidence scores, so it is the precision times the share of recall levels 0, 0.01, ..., 1
-# that the segmentation reaches. **mAR** is the recall averaged over IoU 0.5 ... 0.95.
+# The course's first part scored segmentations with other metrics of the same matching.
+# **Accuracy** (as StarDist defines it) is TP / (TP + FP + FN) at IoU 0.5. **Dice** and
+# **Jaccard** compare the masks pixel by pixel, blind to how they are cut into objects. **mAP**
+# at IoU 0.5 and 0.75 is COCO's average precision (our nuclei have no confidence scores, so it
+# is the precision times the share of recall levels reached), and **mAR** the recall averaged
+# over IoU 0.5 ... 0.95.
 
 # %%
 course_metrics = compare_models({"GAN": gan_summary},
@@ -877,12 +824,10 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 # %% [markdown]
 # <div class="alert alert-warning">
 # Questions: which nuclei does the GAN miss or invent in the worst images, and which does it
-# draw too large? Use the outline figure and the table of errors by cause, and compare with the
-# real stain segmented the same way. Does it find the brightest nuclei (mitotic, or with doubled
-# DNA) as often as the others, and how sure can you be of that with so few of them? Is the F1
-# at IoU 0.5 far from the real stain's? Does F1 drop faster with the IoU threshold than the
-# real stain's does, and why would it? Which of the course's first-part metrics shows that
-# drop?
+# draw too large (the outlines and the table of errors by cause, against the real stain)? Does
+# it find the brightest nuclei as often as the others, and how sure can you be with so few of
+# them? Is its F1 at IoU 0.5 far from the real stain's? Does F1 drop faster with the IoU
+# threshold than the real stain's, and why? Which of the course's first-part metrics shows it?
 # </div>
 
 # %% [markdown] tags=["solution"]
@@ -927,27 +872,18 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 #     python -m pix2pixhd predict --checkpoint checkpoints/pix2pixhd_nuclei/latest.pt \
 #         --input my_phase_images/ --out my_predictions/ --normalise image
 #
-# Each prediction keeps its input's name, in `<out>/nuclei/`, in the units of the stain the
-# model was trained on. Set `PIX2PIXHD_OWN_IMAGES` to your folder before starting the
-# notebook; without it, the cell below makes a stand-in: two test images exported as 8-bit
-# images (0 to 255), as a microscope's software might, which are *not* in the radians the
-# model was trained on.
+# Each prediction keeps its input's name, in `<out>/nuclei/`, in the stain's units. Set
+# `PIX2PIXHD_OWN_IMAGES` to your folder before starting the notebook; without it, the cell
+# below makes a stand-in: two test images exported as 8-bit images (0 to 255), as a
+# microscope's software might, which are *not* in the radians the model was trained on.
 #
-# With the default `normalise="dataset"`, an input is scaled by the training images' median
-# and IQR (stored in the checkpoint). An input whose median lies more than 2 training IQRs
-# from the training median, or whose IQR is over 4 times larger or smaller, gets one warning
-# line: "... is far from the training data ...; the prediction may be meaningless". It means
-# the network is fed values unlike any it learnt from. Check the units of your images first;
-# if they are phase images in other units, `normalise="image"` (`--normalise image`) scales
-# each image by its own median and IQR instead, which brings them back to the training range
-# at the cost of the absolute level: an image that is brighter overall is treated like any
-# other. In the stand-in's figure the two predictions hardly differ: this generator's first
-# convolution is followed by instance norm, which subtracts each image's mean and divides by
-# its spread, so a change of offset and scale (as the stand-in's export is) is undone inside
-# the network. What instance norm cannot undo is a change of shape of the histogram (clipped
-# or saturated pixels, a logarithmic scale), another microscope, or other cells: the warning
-# is a reason to look at the prediction, and no normalisation makes an image of things the
-# model never saw into one it did.
+# With the default `normalise="dataset"`, an input is scaled by the training images' median and
+# IQR (stored in the checkpoint), and one far from them (median more than 2 training IQRs away,
+# or IQR over 4 times larger or smaller) gets a warning: "... is far from the training data
+# ...". Check your images' units first; `normalise="image"` scales each image by its own median
+# and IQR instead, at the cost of its absolute level. Here the two hardly differ: instance
+# norm after the generator's first convolution undoes a change of offset and scale, though
+# not of the histogram's shape (clipping, a log scale), another microscope, or other cells.
 
 # %%
 # start here: predict a folder of your own phase TIFFs (or a stand-in made from test images)
@@ -982,50 +918,32 @@ if first in list_fovs(DATA, "test"):  # the stand-in: its real stain is known
 # %% [markdown]
 # ## Part 4: GAN against regression
 #
-# **You will learn** what the objective does to a virtual stain. The regression model of
-# Part 2 has exactly the GAN's generator, trained with an L1 loss alone. Where phase cannot
-# decide between several plausible stains, L1 predicts their median: smooth and blurry. The GAN
-# must produce something that looks real to the discriminator: sharp, even where it has to
-# guess.
+# *About 3 minutes on a 2-core CPU, 2 of them in "When does it break?".*
 #
-# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 network (a
-# ConvNeXt V2 encoder and a light decoder, as in the published VSCyto2D model, here narrowed from
-# 31 M to 1.6 M parameters so that it trains on a CPU) trained on the same images with VisCy's own
-# loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Three things differ from
-# our generator at once: the architecture, the loss (MS-DSSIM rewards local contrast and
-# structure, not only intensities) and the output, which is linear where ours ends in tanh. On the
-# synthetic data the three shipped models saw the same training images with the same normalisation
-# and are scored the same way, so the table compares *recipes*: it can say which recipe gives the
-# sharper or the more segmentable stain here, not which single ingredient (network, loss or
-# normalisation) causes it, and a short CPU training says little about what each would reach with
-# the published model's training budget.
+# **You will learn** what the objective does to a virtual stain, and when a model breaks. The
+# regression model of Part 2 has exactly the GAN's generator, trained with L1 alone. Where phase
+# cannot decide between plausible stains, L1 predicts their median, smooth and blurry; the GAN
+# must fool the discriminator, so it stays sharp even where it has to guess.
 #
-# On the real A549 data the models differ in their training too: the GAN is yours from Part 1
-# (or the one your TA named), and the VisCy row is the published VSCyto2D that `setup.sh --real`
-# fetched, trained by VisCy on more cell types for far longer, its outputs mapped to stain units
-# with this dataset's median and IQR (its own target normalisation is not documented, so its
-# PSNR and MAE carry that doubt; Pearson r and F1 do not). The first cell below prints which
-# models are in use and what trained them.
+# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 (a ConvNeXt
+# V2 encoder and a light decoder, as in the published VSCyto2D, narrowed from 31 M to 1.6 M
+# parameters to train on a CPU) with VisCy's loss, half L1 and half multi-scale structural
+# dissimilarity (MS-DSSIM). Architecture, loss and output (linear, not tanh) all differ from
+# ours at once, so the table compares *recipes*, not single ingredients. On real A549 data the
+# GAN is yours (Part 1) and the VisCy row is the published VSCyto2D, trained on more cell
+# types for far longer, its outputs mapped to stain units with this dataset's median and IQR.
 #
-# Every model of Part 0's list whose checkpoint is present joins the tables and figures below.
-# So do your own predictions of the test images (from part 1 of the course, say): TIFFs in
-# the stain's own units (the units of `data/test/nuclei`, not normalised), named like the test
-# fields of view, in a folder or its sub-folders; a partial set is scored on the images it has.
-# Put them in `predictions/own/`, or point `PIX2PIXHD_OWN_PREDICTIONS` at their folder; set
-# `PIX2PIXHD_OWN_MATCH=sorted` to pair them with the test images by sorted order, as the 2024
-# notebook did. Predictions in other units (min-max scaled, say) keep their Pearson r and F1,
-# and their PSNR, SSIM and MAE are left empty, with a warning.
+# Your own predictions of the test images (from part 1 of the course, say) join the tables:
+# TIFFs in the stain's units, named like the test images, in `predictions/own/` or the folder
+# `PIX2PIXHD_OWN_PREDICTIONS` names (`PIX2PIXHD_OWN_MATCH=sorted` pairs them by order).
 #
-# Sharpness is measured by the power spectrum, the image's power at each spatial frequency
-# (cycles/pixel; a period of 10 pixels is 0.1 cycles/pixel). `band_power_ratio_low`, `_mid` and
-# `_high` are a prediction's power in 0.05-0.15, 0.15-0.30 and 0.30-0.45 cycles/pixel divided
-# by the real stain's (1 = as much detail as the real stain at that scale, below 1 = blurrier,
-# above 1 = texture or artefacts the real stain does not have): the low band holds chromatin
-# and nuclear edges, the high band little but camera noise. The table divides the spectra
-# averaged over the test images, so its ratios read off the curves of the power-spectra
-# figure below (the ratio of each image is in its `per_image.csv`). `log_spectral_distance` is the
-# mean |log10| of the ratio of the two spectra over 0.02-0.45 cycles/pixel (0 = the same
-# spectrum).
+# Sharpness is measured by the power spectrum, the power at each spatial frequency
+# (cycles/pixel; a period of 10 pixels is 0.1). `band_power_ratio_low`, `_mid` and `_high` are
+# a prediction's power in 0.05-0.15, 0.15-0.30 and 0.30-0.45 cycles/pixel over the real
+# stain's, from spectra averaged over the test images (1 = as much detail as the real stain,
+# below 1 blurrier, above 1 texture the real stain lacks).
+# `log_spectral_distance` is the mean |log10| of the ratio of the two spectra over 0.02-0.45
+# cycles/pixel (0 = the same spectrum).
 
 # %%
 # start here: every model of Part 0's list that is present predicts and is scored
@@ -1080,9 +998,8 @@ for band in ("low", "mid", "high"):
 # Task 4.1: write <code>crop_around(centre, size, shape)</code>: the square window of
 # <code>size</code> x <code>size</code> pixels centred on <code>centre</code> (row, column),
 # moved as little as needed to lie inside an image of <code>shape</code> (height, width),
-# as a pair of slices (rows, columns). The cell after the check uses it to zoom in on the
-# largest nucleus of a test image, in the phase image, the real stain and every model's
-# prediction, side by side.
+# as a pair of slices (rows, columns). The cell after the check zooms with it on the largest
+# nucleus of a test image, in every model's prediction side by side.
 # </div>
 
 # %% tags=["task"]
@@ -1124,14 +1041,12 @@ save_figure(plot_predictions(test_phase, test_stain, side_by_side, crop=crop),
 #
 # - Which model wins on PSNR and SSIM, and which on sharpness (band power ratios near 1, a low
 #   log-spectral distance)? Why do pixel metrics reward the blurry answer?
-# - In the zoomed crop, look for nuclear texture that one model drew but the real stain does
-#   not have. Is such a "hallucination" harmful for counting nuclei? For measuring DNA
-#   content?
+# - In the zoomed crop, find nuclear texture that a model drew but the real stain lacks. Does
+#   such a "hallucination" harm counting nuclei? Measuring DNA content?
 # - Which model would you use to segment nuclei, and which to show a biologist a picture?
-# - In the power spectra, up to which frequency does each model follow the real stain? If a
-#   curve stays far above the real stain's at the highest frequencies, look for what makes
-#   that power in the zoomed crop (a fine checkerboard is a known artefact of transposed
-#   convolutions). How does it show in `band_power_ratio_high`?
+# - Up to which frequency does each model follow the real stain's spectrum? If a curve stays
+#   far above it at the highest frequencies, what in the zoomed crop makes that power (think
+#   of transposed convolutions' checkerboard), and how does `band_power_ratio_high` show it?
 # </div>
 
 # %% [markdown] tags=["solution"]
@@ -1336,28 +1251,20 @@ save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv
 # %% [markdown]
 # Is the spread a useful uncertainty? Three checks, over several test images:
 #
-# - **Ranking**: the Spearman rank correlation between std and |error| per pixel (1 = the
-#   more uncertain a pixel, the larger its error).
-# - **Sparsification**: remove pixels from the most uncertain down and watch the mean error
-#   of those left fall; the *oracle* removes the largest errors first, the best any ranking
-#   can do. **AUSE** (area under the sparsification error) is the area between the model's
-#   curve and the oracle's: 0 for a perfect ranking, larger the worse it ranks.
-# - **Calibration**: is the std the right *size*? Pixels are grouped by predicted variance
-#   (std squared) into 20 groups of equal size; in each group the mean squared error should
-#   equal the mean variance. **UCE** (uncertainty calibration error) is the average gap between
-#   the two, weighted by group size, in squared stain units: 0 for perfect error bars. The
-#   **reliability diagram** draws the groups, each one's error against its std: on the
-#   diagonal where they agree.
+# - **Ranking**: the Spearman rank correlation between std and |error| per pixel.
+# - **Sparsification**: remove pixels from the most uncertain down and watch the mean error of
+#   those left fall; the *oracle* removes the largest errors first. **AUSE** is the area
+#   between the two curves: 0 for a perfect ranking.
+# - **Calibration**: is the std the right *size*? Pixels are grouped by predicted variance into
+#   20 equal groups; in each, the mean squared error should equal the mean variance. **UCE**
+#   (uncertainty calibration error) is the average gap, weighted by group size, in squared
+#   stain units. The **reliability diagram** draws each group's error against its std.
 #
-# MC-dropout spreads are usually too narrow, so `sample_folder` calibrates them: it multiplies
-# the std by the one factor that gives the lowest UCE on validation images, then scores the
-# test images before and after. (The textbook factor, the one that makes the mean squared
-# error equal the mean variance, is set by the few pixels whose errors are huge, the nuclei
-# brighter than the model can draw, and widens every other error bar so much that the UCE
-# rises.)
-#
-# `sample_folder` does all this for a folder of images and writes the mean and std maps, a
-# table per image and a summary.
+# MC-dropout spreads are usually too narrow, so `sample_folder` multiplies the std by the one
+# factor that gives the lowest UCE on validation images, and scores the test images before and
+# after. (The textbook factor, which makes the mean squared error equal the mean variance, is
+# set by the few huge errors on the brightest nuclei and widens every other error bar too
+# much.) It writes the mean and std maps, a table per image and a summary.
 
 # %%
 mc_folder = RESULTS / "mc_dropout"
@@ -1395,11 +1302,9 @@ save_figure(plot_reliability({
 # - Where is the standard deviation high: inside nuclei, at their edges, in the background?
 #   Is that where the errors are?
 # - Is the fitted scale factor above or below 1, and what does that say about MC-dropout's
-#   error bars? How much does scaling lower the UCE? In the reliability diagram, which groups
-#   does the scale bring to the diagonal, which stay off it, and why can one factor for all
-#   pixels not fix them all?
-# - The nuclei count varies between samples. Would you report a nuclei count from one
-#   virtual stain without this spread?
+#   error bars? How much does it lower the UCE? Which groups of the reliability diagram does
+#   it bring to the diagonal, which not, and why can one factor not fix them all?
+# - The nuclei count varies between samples: would you report one virtual stain's count?
 # - Is a low uncertainty a guarantee that a virtual stain is right? Think of a nucleus the
 #   model invents in every sample.
 # </div>
