@@ -49,9 +49,12 @@ def test_course_reads_its_folders_and_profile_from_the_environment(tiny_dataset,
 
 
 def test_course_without_data_says_how_to_get_it(tmp_path):
-    with pytest.raises(Exception, match="data"):
+    from pix2pixhd.layout import HOW_TO_GET_DATA, DataError
+
+    with pytest.raises(DataError, match="does not exist") as raised:
         Course.from_environment({"PIX2PIXHD_DATA": str(tmp_path / "nothing"),
                                  "PIX2PIXHD_RESULTS": str(tmp_path / "res")})
+    assert HOW_TO_GET_DATA in str(raised.value)
 
 
 def test_a_new_run_starts_and_an_existing_one_resumes_outside_jupyter(tmp_path, capsys):
