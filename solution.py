@@ -597,8 +597,8 @@ shipped_epochs = shipped.get("averaged_epochs", [shipped["epoch"]])
 last_epoch = int(gan_curves[gan_curves.tag == logs.VAL_SSIM].shape[0])
 shipped_weights = (f"the mean weights of epochs {', '.join(map(str, shipped_epochs))}"
                    if len(shipped_epochs) > 1 else f"the weights of epoch {shipped_epochs[0]}")
-print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epoch} (the "
-      "docs/results.md says how this was chosen on validation images)")
+print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epoch} "
+      "(docs/results.md says how it was chosen on validation images)")
 
 # %% [markdown]
 # Validation scores are not Part 3's test scores: validation scores a 256-pixel centre crop of
