@@ -120,6 +120,39 @@ def read_images(
     return [(step, np.asarray(Image.open(io.BytesIO(encoded[step])))) for step in sorted(encoded)]
 
 
+def curve(curves: pd.DataFrame, tag: str) -> pd.Series:
+    """One tag's values in step order, from `read_scalars`' table of the top folder: its
+    per-epoch means (`epoch/<tag>`) where the run logged them, else the tag itself."""
+    if "run" in curves.columns:
+        curves = curves[curves["run"] == ""]
+    for name in (f"{EPOCH_PREFIX}{tag}", tag):
+        rows = curves[curves["tag"] == name]
+        if len(rows):
+            return rows.sort_values("step")["value"].reset_index(drop=True)
+    raise KeyError(f"no {tag!r} in these logs; they hold {sorted(curves['tag'].unique())}")
+
+
+def first_and_last_tenth(values: pd.Series) -> tuple[float, float]:
+    """Mean of the first and of the last tenth of a curve (at least one point each)."""
+    tenth = max(len(values) // 10, 1)
+    return float(values.iloc[:tenth].mean()), float(values.iloc[-tenth:].mean())
+
+
+def trends(curves: pd.DataFrame, tags: Sequence[str], tolerance: float = 0.01) -> pd.DataFrame:
+    """For each tag: the means of its curve's first and last tenth, and whether it "rises",
+    "falls" or stays "flat" (changes by less than `tolerance` of its size). A noisy curve read
+    by numbers rather than by eye."""
+    rows = {}
+    for tag in tags:
+        first, last = first_and_last_tenth(curve(curves, tag))
+        if abs(last - first) <= tolerance * max(abs(first), abs(last), 1e-12):
+            trend = "flat"
+        else:
+            trend = "rises" if last > first else "falls"
+        rows[tag] = {"first tenth": first, "last tenth": last, "trend": trend}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def smooth(values: np.ndarray, weight: float) -> np.ndarray:
     """Exponential moving average with bias correction (as TensorBoard's slider, roughly)."""
     if not 0 <= weight < 1:

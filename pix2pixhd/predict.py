@@ -357,3 +357,22 @@ def prediction_units(checkpoint: str | Path, config: Config,
     return {"units": "viscy", "checkpoint": str(checkpoint),
             "reason": "VisCy's median/IQR units: no dataset.json with the stains' median and "
                       "IQR was given"}
+
+
+def predict_with_tta(generator: nn.Module, phase: np.ndarray, normaliser: Normaliser
+                     ) -> np.ndarray:
+    """Test-time augmentation: the mean of the stains (C, H, W) predicted for the 8 symmetries
+    of the square (4 rotations by 90 degrees, each flipped or not), each turned back first.
+
+    Nothing in a microscope image has a preferred orientation, so each is as valid an input;
+    their mean removes what depends on orientation, such as texture a GAN draws differently
+    each way."""
+    stains = []
+    for turns in range(4):
+        for flip in (False, True):
+            image = np.rot90(phase, turns)
+            image = np.ascontiguousarray(image[:, ::-1] if flip else image)
+            stain = predict_image(generator, image, normaliser)
+            stain = stain[:, :, ::-1] if flip else stain
+            stains.append(np.rot90(stain, -turns, axes=(1, 2)))
+    return np.mean(stains, axis=0).astype(np.float32)

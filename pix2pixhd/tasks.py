@@ -87,7 +87,7 @@ def _close(value: float, right: float, tolerance: float = 1e-5) -> bool:
     return math.isclose(value, right, rel_tol=tolerance, abs_tol=tolerance)
 
 
-# --- Task 1.1: stain normalisation ------------------------------------------------------------
+# --- Task 1.2: stain normalisation ------------------------------------------------------------
 
 
 def check_stain_normalisation(normalise: Callable, denormalise: Callable, p_low: float,
@@ -97,9 +97,9 @@ def check_stain_normalisation(normalise: Callable, denormalise: Callable, p_low:
         span = high - low
         values = np.array([low - 0.2 * span, low, low + 0.25 * span, high, high + 0.5 * span])
         right = 2 * (values - low) / span - 1
-        yours = np.asarray(_call("Task 1.1", normalise, values, low, high), dtype=float)
+        yours = np.asarray(_call("Task 1.2", normalise, values, low, high), dtype=float)
         if yours.shape != values.shape:
-            _fail(f"Task 1.1: normalise_stain of {values.size} values gives shape {yours.shape}; "
+            _fail(f"Task 1.2: normalise_stain of {values.size} values gives shape {yours.shape}; "
                   "apply the map to every pixel (plain arithmetic on the array)")
         if not np.allclose(yours, right, atol=1e-5):
             first = int(np.argmax(~np.isclose(yours, right, atol=1e-5)))
@@ -108,19 +108,19 @@ def check_stain_normalisation(normalise: Callable, denormalise: Callable, p_low:
                        "values outside [p_low, p_high] must land outside [-1, 1]; do not clip"
                        if np.allclose(yours, np.clip(right, -1, 1), atol=1e-5) else
                        f"p_low = {low:.4g} goes to -1, p_high = {high:.4g} to +1, linearly")
-            _fail(f"Task 1.1: your normalise_stain maps {values[first]:.4g} to "
+            _fail(f"Task 1.2: your normalise_stain maps {values[first]:.4g} to "
                   f"{yours[first]:.4f}, it should be {right[first]:.4f}: {mistake}")
-        back = np.asarray(_call("Task 1.1", denormalise, right, low, high), dtype=float)
+        back = np.asarray(_call("Task 1.2", denormalise, right, low, high), dtype=float)
         if back.shape != values.shape or not np.allclose(back, values, rtol=1e-5,
                                                          atol=1e-6 * span):
-            _fail(f"Task 1.1: your denormalise_stain maps {list(np.round(right, 3))} to "
+            _fail(f"Task 1.2: your denormalise_stain maps {list(np.round(right, 3))} to "
                   f"{list(np.round(np.ravel(back), 4))}, it should be "
                   f"{list(np.round(values, 4))}: -1 goes back to p_low, +1 to p_high")
-    return "Task 1.1 passed: your normalisation and its inverse are right, inside and outside " \
+    return "Task 1.2 passed: your normalisation and its inverse are right, inside and outside " \
            "[p_low, p_high], for two pairs of percentiles"
 
 
-# --- Task 1.2: feature matching ---------------------------------------------------------------
+# --- Task 1.5: feature matching ---------------------------------------------------------------
 
 
 def _features(n_layers_D: int, num_D: int, seed: int) -> tuple[list, list]:
@@ -164,14 +164,14 @@ def check_feature_matching(loss: Callable, *, n_layers_D: int, num_D: int) -> st
         real, fake = _features(layers, scales, seed=index)
         real_leaves = [[f.clone().requires_grad_() for f in scale] for scale in real]
         fake_leaves = [[f.clone().requires_grad_() for f in scale] for scale in fake]
-        yours = _call("Task 1.2", loss, real_leaves, fake_leaves, n_layers_D=layers,
+        yours = _call("Task 1.5", loss, real_leaves, fake_leaves, n_layers_D=layers,
                       num_D=scales)
         where = f"with n_layers_D={layers}, num_D={scales}"
         if not isinstance(yours, Tensor):
-            _fail(f"Task 1.2: your loss {where} is a {type(yours).__name__}, not a tensor: "
+            _fail(f"Task 1.5: your loss {where} is a {type(yours).__name__}, not a tensor: "
                   "return the loss as a tensor (no .item() or float()), G's backward needs it")
         if yours.numel() != 1:
-            _fail(f"Task 1.2: your loss {where} has shape {tuple(yours.shape)}; return one "
+            _fail(f"Task 1.5: your loss {where} has shape {tuple(yours.shape)}; return one "
                   "number: the sum over scales and layers of weight * mean |fake - real|")
         right = float(feature_matching_loss(real, fake, n_layers_D=layers, num_D=scales))
         value = yours.detach().item()
@@ -180,24 +180,24 @@ def check_feature_matching(loss: Callable, *, n_layers_D: int, num_D: int) -> st
                 real, fake, layers, scales).items() if _close(value, wrong)),
                 "each feature map's mean |fake - real|, weighted by 4 / (n_layers_D + 1) and "
                 "1 / num_D, summed over every layer but the last of each scale")
-            _fail(f"Task 1.2: your loss {where} is {value:.5f}, the module's {right:.5f}: "
+            _fail(f"Task 1.5: your loss {where} is {value:.5f}, the module's {right:.5f}: "
                   f"{mistake}")
         if not yours.requires_grad:
-            _fail(f"Task 1.2: your loss {where} has no graph: build it from the feature "
+            _fail(f"Task 1.5: your loss {where} has no graph: build it from the feature "
                   "tensors, with no .item(), float() or .detach() of the fake features")
         yours.backward()
         if any(f.grad is not None and bool(f.grad.any()) for s in real_leaves for f in s):
-            _fail("Task 1.2: a gradient reached the real features: they are targets, use "
+            _fail("Task 1.5: a gradient reached the real features: they are targets, use "
                   "real_feature.detach()")
         if any(f.grad is None for s in fake_leaves for f in s[:-1]):
-            _fail("Task 1.2: no gradient reached some fake features: every layer but the last "
+            _fail("Task 1.5: no gradient reached some fake features: every layer but the last "
                   "of each scale must take part")
-    return ("Task 1.2 passed: the module's value for two discriminator shapes (layer weights "
+    return ("Task 1.5 passed: the module's value for two discriminator shapes (layer weights "
             f"{4 / (settings[0][0] + 1):.3g} and {4 / (settings[1][0] + 1):.3g}), and gradients "
             "reach only the fake side")
 
 
-# --- Task 1.3: the GAN's training step ------------------------------------------------------
+# --- Task 1.6: the GAN's training step ------------------------------------------------------
 
 
 class StandInPerceptualLoss(nn.Module):
@@ -265,7 +265,7 @@ def check_gan_step(discriminator_step: Callable, generator_step: Callable, confi
             _check_gan_step_setting(discriminator_step, generator_step, batches, description,
                                     functools.partial(_sgd_trainer, setting, stand_in,
                                                       learning_rate))
-    return ("Task 1.3 passed: your discriminator_step and your generator_step, each with the "
+    return ("Task 1.6 passed: your discriminator_step and your generator_step, each with the "
             "Trainer's other half, give the Trainer's losses (GAN, feature matching, blurred "
             "L1, perceptual), gradients and updated weights, with the profile's weights and "
             "with every factor other than 1")
@@ -359,9 +359,9 @@ def _try_discriminator_step(discriminator_step: Callable, trainer: Trainer, batc
     torch.manual_seed(number)
     fake = G(phase)
     into_G = _gradients(G)
-    result = _call("Task 1.3", discriminator_step, D, trainer.optimizer_D, phase, target, fake,
+    result = _call("Task 1.6", discriminator_step, D, trainer.optimizer_D, phase, target, fake,
                    role="discriminator_step")
-    at = f"Task 1.3: {where}, your discriminator_step"
+    at = f"Task 1.6: {where}, your discriminator_step"
     if not (isinstance(result, tuple | list) and len(result) == 2
             and isinstance(result[0], dict)):
         _fail(f"{at} returns a {type(result).__name__}; return the pair ({{'loss/D_real': ..., "
@@ -442,9 +442,9 @@ def _try_generator_step(generator_step: Callable, trainer: Trainer, batch: dict,
     fake = G(phase)
     _, real_features = trainer.discriminator_step(phase, target, fake)  # the module's half
     in_D = _gradients(D)
-    mine = _call("Task 1.3", generator_step, D, trainer.optimizer_G, phase, target, fake,
+    mine = _call("Task 1.6", generator_step, D, trainer.optimizer_G, phase, target, fake,
                  real_features, role="generator_step", **options)
-    at = f"Task 1.3: {where}, your generator_step"
+    at = f"Task 1.6: {where}, your generator_step"
     if not isinstance(mine, dict):
         _fail(f"{at} returns a {type(mine).__name__}; return a dict of its loss terms by tag, "
               "{'loss/G_GAN': ..., ...}")

@@ -529,6 +529,55 @@ def plot_f1_vs_threshold(
     return _save(figure, path)
 
 
+ROBUSTNESS_AXES = {"blur_sigma": "blur of the phase input, sigma (pixels)",
+                   "offset": "offset added to the phase input (IQRs)",
+                   "noise": "noise added to the phase input, std (IQRs)"}
+
+
+def plot_robustness(
+    table: pd.DataFrame, *, band: str = "mid", path: str | Path | None = None
+) -> Figure:
+    """How each model's stain degrades as its input does: one column per perturbation.
+
+    table: `robustness.robustness_table` (model, perturbation, level, f1_iou50,
+    band_power_ratio_<band>). Top row: nuclei F1 at IoU 0.5, the real stain's as a dashed line;
+    bottom row: the stain's power in one spectral band over the real stain's (1 = as much
+    detail as the real stain, log scale).
+    """
+    _require(table, ("model", "perturbation", "level", "f1_iou50", f"band_power_ratio_{band}"),
+             "robustness table", "robustness.robustness_table")
+    kinds = list(dict.fromkeys(table["perturbation"]))
+    models = [m for m in dict.fromkeys(table["model"]) if m != "real stain"]
+    figure, axes = plt.subplots(2, len(kinds), figsize=(3.6 * len(kinds), 5.6), squeeze=False,
+                                sharey="row", layout="constrained")
+    for column, kind in enumerate(kinds):
+        rows = table[table["perturbation"] == kind]
+        top, bottom = axes[0, column], axes[1, column]
+        for i, model in enumerate(models):
+            line = rows[rows["model"] == model].sort_values("level")
+            for ax, key in ((top, "f1_iou50"), (bottom, f"band_power_ratio_{band}")):
+                # markers and dashes differ, so that equal scores stay visible one over another
+                ax.plot(line["level"], line[key], marker="os^v"[i % 4], ms=6 - 1.5 * (i % 2),
+                        lw=1.8, linestyle=("-", "--")[i % 2], color=f"C{i}", label=model)
+        real = rows[rows["model"] == "real stain"].sort_values("level")
+        if len(real):
+            top.plot(real["level"], real["f1_iou50"], color="black", linestyle="--", lw=1.2,
+                     label="real stain")
+        bottom.axhline(1.0, color="black", linestyle="--", lw=1.2)
+        bottom.set_yscale("log")
+        bottom.set_xlabel(ROBUSTNESS_AXES.get(kind, kind))
+        top.set_title(kind.replace("_sigma", ""), fontsize=10)
+        top.set_ylim(0, 1.02)
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("nuclei F1 at IoU 0.5")
+    low, high = metrics.SPECTRAL_BANDS[band]
+    axes[1, 0].set_ylabel(f"{band}-band power / real stain's\n({low}-{high} cycles/pixel)")
+    axes[0, 0].legend(fontsize=9, loc="lower left")
+    figure.suptitle("when does it break? the stain of a degraded phase input")
+    return _save(figure, path)
+
+
 def _require(table: pd.DataFrame, columns: Sequence[str], name: str, source: str) -> None:
     missing = [c for c in columns if c not in table]
     if missing:

@@ -109,3 +109,21 @@ def test_read_images_names_the_tags_there_are(tmp_path):
         read_images(tmp_path, tag="train/grid")
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         read_images(tmp_path / "empty")
+
+
+def test_trends_read_per_epoch_means_and_say_which_way_a_curve_goes(tmp_path):
+    import pandas as pd
+
+    from pix2pixhd.logs import curve, trends
+
+    rows = [("", "epoch/loss/G_GAN", step, 2.0 - step / 10) for step in range(20)]
+    rows += [("", "loss/G_GAN", step, 99.0) for step in range(20)]  # per step: not read
+    rows += [("", "val/psnr", step, 30.0) for step in range(20)]
+    table = pd.DataFrame(rows, columns=["run", "tag", "step", "value"])
+    assert curve(table, "loss/G_GAN").iloc[0] == 2.0
+    found = trends(table, ["loss/G_GAN", "val/psnr"])
+    assert found.loc["loss/G_GAN", "first tenth"] == pytest.approx(1.95)
+    assert found.loc["loss/G_GAN", "last tenth"] == pytest.approx(0.15)
+    assert list(found.trend) == ["falls", "flat"]
+    with pytest.raises(KeyError, match="val/ssim"):
+        curve(table, "val/ssim")

@@ -81,10 +81,10 @@ def test_every_image_the_text_references_exists():
 # --- running the notebooks: each part after Part 0 alone, in a fresh kernel ------------------
 
 MISTAKES = {
-    "Task 1.1": ([("2 * (image - p_low)", "(image - p_low)")], "your normalise_stain maps"),
-    "Task 1.2": ([("real_feature.detach()", "real_feature")],
+    "Task 1.2": ([("2 * (image - p_low)", "(image - p_low)")], "your normalise_stain maps"),
+    "Task 1.5": ([("real_feature.detach()", "real_feature")],
                  "a gradient reached the real features"),
-    "Task 1.3": ([("fake.detach()", "fake"),
+    "Task 1.6": ([("fake.detach()", "fake"),
                   ("loss_D.backward()", "loss_D.backward(retain_graph=True)")], "fake.detach()"),
     # the checks' own wrong-answer suite is tests/test_tasks.py; here one per task, end to end
     "Task 3.1": ([("iou >= threshold", "iou > threshold")], "not >"),

@@ -22,7 +22,7 @@ def fails_with(check, *words):
     return str(raised.value)
 
 
-# --- Task 1.1 ---------------------------------------------------------------------------------
+# --- Task 1.2 ---------------------------------------------------------------------------------
 
 def normalise(image, p_low, p_high):
     return 2 * (image - p_low) / (p_high - p_low) - 1
@@ -44,7 +44,7 @@ def test_stain_normalisation_check_passes_the_answer_and_names_each_mistake():
         "denormalise_stain", "+1 to p_high")
 
 
-# --- Task 1.2 ---------------------------------------------------------------------------------
+# --- Task 1.5 ---------------------------------------------------------------------------------
 
 def fm_loss(real, fake, n_layers_D, num_D, *, layer_weight=True, detach=True, item=False):
     loss = 0.0
@@ -83,11 +83,11 @@ def test_a_raw_exception_inside_a_task_becomes_a_hint():
         return real.detach()  # a list has no detach
 
     message = fails_with(lambda: tasks.check_feature_matching(broken, n_layers_D=3, num_D=3),
-                         "Task 1.2", "AttributeError")
+                         "Task 1.5", "AttributeError")
     assert "Traceback" not in message
 
 
-# --- Task 1.3 ---------------------------------------------------------------------------------
+# --- Task 1.6 ---------------------------------------------------------------------------------
 # Answers as a student writes them: the right one, other right ways, and the usual mistakes.
 # Each check runs one half with the Trainer's other half, so each mistake must be blamed on the
 # function that makes it.

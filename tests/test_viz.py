@@ -541,3 +541,20 @@ def test_a_figure_replaces_a_link_at_its_path_and_leaves_the_target_alone(tmp_pa
     plt.close(figure)
     assert target.read_bytes() == b"someone's file"
     assert not link.is_symlink() and link.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_robustness_draws_a_column_per_perturbation_and_a_line_per_model(tmp_path):
+    rows = [{"model": model, "perturbation": kind, "level": level, "f1_iou50": 0.9 - level / 10,
+             "band_power_ratio_mid": 1.0 / (1 + level)}
+            for kind in ("blur_sigma", "noise") for level in (0.0, 1.0, 2.0)
+            for model in ("GAN", "regression")]
+    rows += [{"model": "real stain", "perturbation": kind, "level": level, "f1_iou50": 0.98}
+             for kind in ("blur_sigma", "noise") for level in (0.0, 1.0, 2.0)]
+    figure = viz.plot_robustness(pd.DataFrame(rows), path=tmp_path / "robustness.png")
+    top, bottom = figure.axes[0], figure.axes[2]
+    assert (tmp_path / "robustness.png").is_file() and len(figure.axes) == 4
+    assert [line.get_label() for line in top.lines] == ["GAN", "regression", "real stain"]
+    assert "blur" in bottom.get_xlabel() and bottom.get_yscale() == "log"
+    with pytest.raises(ValueError, match="robustness_table"):
+        viz.plot_robustness(pd.DataFrame({"model": ["GAN"]}))
+    plt.close(figure)
