@@ -450,10 +450,17 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # one became NaN. Adam with lr 2e-4 and $\beta_1=0.5$, constant and then linearly decayed over
 # the last third of the epochs, as in the paper.
 #
-# The cell first times a few steps and prints how long the run will take here, then trains.
-# On a 2-core CPU (`quick`: 6 epochs of 50 steps) that took about 6 minutes with other
-# programs running (about 3 on an idle CPU), and the GAN learns where nuclei are, not what they
-# look like. If the run's folder exists, the cell asks whether to resume it or to start one
+# **Where your GAN starts.** A few minutes of GAN training from random weights learn where
+# nuclei are, not what they look like: such a GAN ends up blurrier than a regression model.
+# So on the built-in data (`quick` and `pretrained` profiles) your G starts from the weights
+# of the shipped regression model of Part 4 (`train.init_generator`): it already knows where
+# the nuclei are, and the adversarial and feature-matching terms only have to add what its
+# L1 loss averaged away. Super-resolution GANs are trained this way. D starts from scratch.
+# The `course` profile's larger G, and a membrane target, start from random weights.
+#
+# The cell first times a few steps and prints how long the run will take here, then trains
+# (`quick`: 6 epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run's folder
+# exists, the cell asks whether to resume it or to start one
 # under a new name (in a script it resumes); it never overwrites a run. In Jupyter the cell
 # opens TensorBoard below; elsewhere run `tensorboard --logdir runs` in a terminal.
 #
@@ -467,9 +474,12 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # start here: train your GAN in MY_RUN (runs/my_gan), after saying how long it will take
 epochs = SIZES["epochs"]
 MY_RUN, resume = choose_run(MY_RUN)  # never overwrites a run
+START = course.part1_start(config)  # the shipped regression model, or None: random weights
+print(f"G starts from {START or 'random weights'}")
 train_config = configs.apply_overrides(config, [
     f"train.name={MY_RUN.name}", f"train.checkpoints_dir={MY_RUN.parent}",
-    f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}"])
+    f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}",
+    f"train.init_generator={START or ''}"])
 try:
     trainer = Trainer(train_config, resume=resume)
 except CheckpointError as error:  # a run of another architecture: start a new one beside it
@@ -498,10 +508,25 @@ fov = list_fovs(DATA, "test")[0]
 target_channel = config.data.target_channels[0]  # nuclei, unless you chose another target
 test_phase = read_image(image_path(DATA, "test", "phase", fov))
 test_stain = read_image(image_path(DATA, "test", target_channel, fov))
-my_generator, _, my_normaliser = load_predictor(MY_RUN / "latest.pt", DEVICE)
-my_prediction = predict_image(my_generator, test_phase, my_normaliser)[0]
-save_figure(plot_predictions(test_phase, test_stain, {"my GAN": my_prediction}),
-            "my_gan_prediction")
+my_stains = {}
+start = load_checkpoint(MY_RUN / "latest.pt")["config"]["train"]["init_generator"]
+for name, checkpoint in (("its start", start), ("my GAN", MY_RUN / "latest.pt")):
+    if checkpoint:  # a GAN from random weights has no start to show
+        generator, _, normaliser = load_predictor(checkpoint, DEVICE)
+        my_stains[name] = predict_image(generator, test_phase, normaliser)[0]
+size = min(128, *test_phase.shape)
+save_figure(plot_predictions(test_phase, test_stain, my_stains,
+                             crop=(slice(0, size), slice(0, size))), "my_gan_prediction")
+print("power over the real stain's, this image:\n" + pd.DataFrame(
+    {name: {f"{band} band": band_power_ratio(stain, test_stain, band) for band in SPECTRAL_BANDS}
+     for name, stain in my_stains.items()}).T.round(2).to_string())
+
+# %% [markdown]
+# <div class="alert alert-info">
+# Compare your GAN with the regression model it started from, in the zoom and in the three
+# bands. What did a few minutes of adversarial training add, and where? Which band is still
+# far from 1, and what does that look like in the zoom?
+# </div>
 
 # %% [markdown]
 # ### 1.8 Change one thing

@@ -21,8 +21,10 @@ import torch
 
 from pix2pixhd import config as configs
 from pix2pixhd import layout
+from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
 from pix2pixhd.dataset import make_loaders
 from pix2pixhd.evaluate import find_predictions
+from pix2pixhd.models import average_or_raw, check_weights_fit
 from pix2pixhd.predict import predict_folder
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,15 @@ def choose_profile(device: torch.device, environ: dict | None = None) -> str:
         raise ValueError(f"PIX2PIXHD_PROFILE={profile!r} is not a profile; use one of "
                          f"{', '.join(SIZES)} (or leave it unset)")
     return profile
+
+
+def choose_seed(environ: dict) -> int:
+    """PIX2PIXHD_SEED (default 0): the seed of numpy, torch and Part 1's training run."""
+    text = environ.get("PIX2PIXHD_SEED", "0")
+    if not text.isdigit() or int(text) >= 2**32:
+        raise ValueError(f"PIX2PIXHD_SEED={text!r} is not a whole number from 0 to 2**32 - 1; "
+                         "set it to one, e.g. 1, or leave it unset for 0")
+    return int(text)
 
 
 def models_for(source: str, my_run: Path, environ: dict | None = None
@@ -93,9 +104,9 @@ class Course:
 
     @classmethod
     def from_environment(cls, environ: dict | None = None) -> Course:
-        """Read PIX2PIXHD_PROFILE, _DATA (data), _RESULTS (results), _RUNS (runs) and the
-        checkpoint variables; check that the data set is there; seed numpy and torch; show the
-        module's progress messages (logging at INFO)."""
+        """Read PIX2PIXHD_PROFILE, _DATA (data), _RESULTS (results), _RUNS (runs), _SEED (0) and
+        the checkpoint variables; check that the data set is there; seed numpy, torch and the
+        training run; show the module's progress messages (logging at INFO)."""
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
                             force=True)
         environ = os.environ if environ is None else environ
@@ -107,11 +118,35 @@ class Course:
         pretrained, trained_on = models_for(source, runs / "my_gan", environ)
         results = Path(environ.get("PIX2PIXHD_RESULTS", "results"))
         results.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(0)
-        np.random.seed(0)
-        config = configs.apply_overrides(configs.load_config(profile),
-                                         [f"data.root={data}", "data.num_workers=0"])
+        seed = choose_seed(environ)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        config = configs.apply_overrides(configs.load_config(profile), [
+            f"data.root={data}", "data.num_workers=0", f"train.seed={seed}"])
         return cls(device, profile, data, results, runs, source, pretrained, trained_on, config)
+
+    def part1_start(self, config: configs.Config) -> Path | None:
+        """The checkpoint whose generator starts Part 1's GAN under `config`: the shipped
+        regression model, where `config`'s generator has its shape and its stains (channels and
+        stain map) on the built-in data; None (a fresh start) elsewhere, e.g. for the `course`
+        profile's larger network or a membrane target.
+
+        A few minutes of GAN training from scratch on a CPU learn where nuclei are, not what
+        they look like; from the regression model's weights the adversarial loss only has to
+        add the texture that the L1 loss averaged away (`docs/recipe.md`)."""
+        start = SHIPPED["regression"]
+        if self.source != "synthetic" or not start.is_file():
+            return None
+        state = load_checkpoint(start)
+        saved = configs.from_dict(state["config"]).data
+        if (saved.target_channels, saved.stain_map) != (config.data.target_channels,
+                                                         config.data.stain_map):
+            return None
+        try:
+            check_weights_fit(average_or_raw(state), config, start)
+        except CheckpointError:
+            return None
+        return start
 
     @property
     def sizes(self) -> dict[str, int]:

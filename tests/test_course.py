@@ -1,11 +1,21 @@
 """course.py: the exercise's setup from the environment, which the notebook's Part 0 calls."""
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
-from pix2pixhd.course import SHIPPED, SIZES, Course, choose_profile, choose_run, models_for
+from pix2pixhd.config import apply_overrides
+from pix2pixhd.course import (
+    SHIPPED,
+    SIZES,
+    Course,
+    choose_profile,
+    choose_run,
+    choose_seed,
+    models_for,
+)
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 
@@ -76,3 +86,26 @@ def test_the_package_lends_every_public_name_from_its_module():
                 importlib.import_module(f"pix2pixhd.{module}"), name), name
     with pytest.raises(AttributeError):
         pix2pixhd.no_such_name  # noqa: B018
+
+
+def test_the_seed_comes_from_the_environment_and_a_bad_one_is_named():
+    assert choose_seed({}) == 0 and choose_seed({"PIX2PIXHD_SEED": "2"}) == 2
+    for bad in ("-1", "1.5", "two", str(2**32)):
+        with pytest.raises(ValueError, match=f"PIX2PIXHD_SEED='{re.escape(bad)}'"):
+            choose_seed({"PIX2PIXHD_SEED": bad})
+
+
+def test_part_1_starts_from_the_shipped_regression_model_only_where_it_fits(tiny_dataset,
+                                                                             tmp_path):
+    environ = {"PIX2PIXHD_DATA": str(tiny_dataset), "PIX2PIXHD_RESULTS": str(tmp_path / "res"),
+               "PIX2PIXHD_RUNS": str(tmp_path / "runs"), "PIX2PIXHD_SEED": "3"}
+    quick = Course.from_environment(environ | {"PIX2PIXHD_PROFILE": "quick"})
+    assert quick.config.train.seed == 3
+    # the shipped regression model has quick's generator and stains
+    assert quick.part1_start(quick.config) == SHIPPED["regression"]
+    membrane = apply_overrides(quick.config, ["data.target_channels=[membrane]"])
+    assert quick.part1_start(membrane) is None  # another stain: a fresh start
+    course = Course.from_environment(environ | {"PIX2PIXHD_PROFILE": "course"})
+    assert course.part1_start(course.config) is None  # a larger generator starts afresh
+    quick.source = "a549"
+    assert quick.part1_start(quick.config) is None  # real images: not a synthetic stain's model
