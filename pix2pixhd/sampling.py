@@ -35,6 +35,7 @@ from pix2pixhd.layout import (
     write_atomically,
     write_image,
     write_json,
+    write_mask,
 )
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (
@@ -45,6 +46,7 @@ from pix2pixhd.predict import (
     pad_to_multiple,
     tile_starts,
 )
+from pix2pixhd.trust import matched_to_truth, nuclei_trust
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
 log = logging.getLogger(__name__)
@@ -275,6 +277,11 @@ def calibrate_std_scale(
 
 SAMPLING_FILE = "sampling.json"
 """What `sample_folder` writes first into its output folder: the checkpoint, source, n, seed."""
+TRUST_FILE = "nuclei_trust.csv"
+"""`sample_folder`'s table of virtual nuclei: fov, label, trust, area, samples_present, and
+matched where the split has ground-truth masks."""
+VIRTUAL_NUCLEI = "virtual_nuclei"
+"""`sample_folder`'s folder of uint16 label images of the nuclei in the mean virtual stain."""
 
 
 def sample_folder(
@@ -293,7 +300,12 @@ def sample_folder(
     """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
 
     Writes OUT/sampling.json (what was sampled, how), OUT/mean/<name> and OUT/std/<name>
-    (first target channel, stain units; names as `predict.input_files` gives them). When
+    (first target channel, stain units; names as `predict.input_files` gives them, <fov>.tif
+    for a split folder), OUT/virtual_nuclei/<name> (uint16 labels of the nuclei segmented in
+    the mean) and OUT/nuclei_trust.csv, one row per such nucleus: fov, label, trust,
+    area, samples_present (`trust.nuclei_trust`: the share and the count of the samples that
+    draw the nucleus again), and matched (1 when a ground-truth nucleus matches it one to
+    one at IoU >= 0.5, else 0) when the split has nuclei_masks/. When
     `source` is a split folder with the real stain, every image is also scored
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
@@ -306,15 +318,23 @@ def sample_folder(
         raise ValueError(f"--n {n} samples per image is more than {MAX_SAMPLES}; the spread "
                          f"of {MAX_SAMPLES} is already known to within about 2 %")
     generator, _, normaliser, stats = load_predictor_and_statistics(checkpoint, device)
+    if not dropout_modules(generator):
+        raise ValueError(f"{checkpoint} has no dropout layer with p > 0, so its MC-dropout "
+                         "samples would all be one prediction; sample a model trained with "
+                         "model.use_dropout=true and model.dropout_p > 0")
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
     channel = normaliser.target_channels[0]
     images = list(_split_images(Path(source), channel).items())[:max_images]
+    if not images:
+        raise FileNotFoundError(f"{source} holds no phase images (phase/*.tif in a split "
+                                "folder); sample a split that has them, or a folder of TIFFs")
     for _, paths in images:  # from the headers, before any image is sampled or written
         _check_sample_memory(paths["phase"], read_image_shape(paths["phase"]), n,
                              len(normaliser.target_channels))
     refuse_to_replace_foreign_files(
-        out, [Path(out) / folder / name for folder in ("mean", "std") for name, _ in images]
-        + [Path(out) / "per_image.csv", Path(out) / "summary.json"],
+        out, [Path(out) / folder / name for folder in ("mean", "std", VIRTUAL_NUCLEI)
+              for name, _ in images]
+        + [Path(out) / "per_image.csv", Path(out) / "summary.json", Path(out) / TRUST_FILE],
         [SAMPLING_FILE, "summary.json"], "sample")
     write_json(output_path(out, SAMPLING_FILE),  # first: it marks the folder as sample's
                {"checkpoint": str(checkpoint), "source": str(source), "n": n, "seed": seed,
@@ -324,7 +344,8 @@ def sample_folder(
         std_scale = calibrate_std_scale(generator, normaliser, calibration, n=n, seed=seed,
                                         batch_size=batch_size)
         log.info("std scale fitted on %s: %.3f", calibration, std_scale)
-    rows = []
+    rows, nuclei = [], []
+    with_masks = any(paths["masks"] is not None for _, paths in images)
     for name, paths in tqdm(images, desc="MC-dropout"):
         phase = read_image(paths["phase"])
         scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), normalise)
@@ -333,11 +354,17 @@ def sample_folder(
         maps = uncertainty_maps(stains)
         write_image(output_path(out, "mean", name), maps["mean"])
         write_image(output_path(out, "std", name), maps["std"])
+        masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
+        labels, table = _trust_rows(stains, Path(name).stem, masks, with_masks)
+        write_mask(output_path(out, VIRTUAL_NUCLEI, name), labels)
+        nuclei.append(table)
         if paths["target"] is not None:
-            masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
             scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
                                           std_scale=std_scale)
             rows.append({"fov": Path(name).stem, **scores})
+    trust_table = pd.concat(nuclei, ignore_index=True)
+    write_atomically(output_path(out, TRUST_FILE),
+                     lambda temporary: trust_table.to_csv(temporary, index=False))
     if not rows:
         return {}
     table = pd.DataFrame(rows)
@@ -347,6 +374,21 @@ def sample_folder(
     summary |= {"n_images": len(table), "n_samples": n, "seed": seed}
     write_json(output_path(out, "summary.json"), summary)
     return summary
+
+
+def _trust_rows(
+    stains: np.ndarray, fov: str, masks: np.ndarray | None, with_masks: bool
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """One image's virtual nuclei (labels) and its rows of nuclei_trust.csv; matched is empty
+    for an image without a mask in a split where others have one."""
+    labels, table = nuclei_trust(stains)
+    table.insert(0, "fov", fov)
+    if masks is not None:
+        table["matched"] = matched_to_truth(labels, masks)
+    elif with_masks:
+        log.warning("%s has no ground-truth mask: its nuclei get no matched value", fov)
+        table["matched"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    return labels, table
 
 
 def _check_sample_memory(path: Path, shape: tuple[int, ...], n: int, channels: int) -> None:
