@@ -46,7 +46,7 @@ from pix2pixhd.predict import (
     pad_to_multiple,
     tile_starts,
 )
-from pix2pixhd.trust import matched_to_truth, nuclei_trust
+from pix2pixhd.trust import matched_to_truth, mean_inside, nuclei_trust
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
 log = logging.getLogger(__name__)
@@ -374,6 +374,34 @@ def sample_folder(
     summary |= {"n_images": len(table), "n_samples": n, "seed": seed}
     write_json(output_path(out, "summary.json"), summary)
     return summary
+
+
+def read_nuclei_trust(out: str | Path) -> pd.DataFrame:
+    """OUT/nuclei_trust.csv as `sample_folder` wrote it, plus mean_std: the mean of the std map
+    inside each virtual nucleus (OUT/std/ and OUT/virtual_nuclei/), the per-pixel baseline
+    that trust is compared with."""
+    out = Path(out)
+    if not (out / TRUST_FILE).is_file():
+        raise FileNotFoundError(f"{out} has no {TRUST_FILE}; run `python -m pix2pixhd sample` "
+                                "with --out there first")
+    table = pd.read_csv(out / TRUST_FILE)
+    parts = []
+    for fov, rows in table.groupby("fov", sort=False):
+        labels = read_mask(_one_file(out / VIRTUAL_NUCLEI, str(fov)))
+        std = mean_inside(read_image(_one_file(out / "std", str(fov))), labels)
+        ids = np.unique(labels[labels > 0])
+        parts.append(rows.assign(mean_std=std[np.searchsorted(ids, rows.label)]))
+    return pd.concat(parts, ignore_index=True) if parts else table.assign(mean_std=[])
+
+
+def _one_file(folder: Path, fov: str) -> Path:
+    """The TIFF of `fov` in one of sample's output folders (its name kept the input's
+    suffix, .tif or .tiff)."""
+    for suffix in (".tif", ".tiff", ".TIF", ".TIFF"):
+        if (folder / f"{fov}{suffix}").is_file():
+            return folder / f"{fov}{suffix}"
+    raise FileNotFoundError(f"{folder} has no {fov}.tif: read a folder that `sample` wrote, "
+                            "whole")
 
 
 def _trust_rows(

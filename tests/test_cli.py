@@ -522,6 +522,14 @@ def test_sample_writes_the_virtual_nuclei_and_their_trust(workspace, tmp_path):
         assert labels.dtype == np.uint16
         assert sorted(rows.label) == sorted(set(np.unique(labels)) - {0})
         assert rows.area.tolist() == [int((labels == label).sum()) for label in rows.label]
+    # the baseline beside it: the mean std inside each virtual nucleus
+    from pix2pixhd.sampling import read_nuclei_trust
+
+    nuclei = read_nuclei_trust(tmp_path / "split")
+    first = nuclei.iloc[-1]
+    labels = tifffile.imread(tmp_path / "split" / "virtual_nuclei" / f"{first.fov}.tif")
+    std = tifffile.imread(tmp_path / "split" / "std" / f"{first.fov}.tif")
+    assert np.isclose(first.mean_std, std[labels == first.label].mean())
     # without ground-truth masks there is nothing to match: no matched column
     unmasked = tmp_path / "unmasked" / "test"
     shutil.copytree(test, unmasked)
