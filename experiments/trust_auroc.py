@@ -64,7 +64,7 @@ def sweep(checkpoint: str, splits: dict[str, Path], ns: list[int], max_images: i
                                    batch_size=BATCH_SIZE)[:, 0]
             true_labels = read_mask(paths["masks"])
             for n in ns:
-                labels, best = segment_samples(stains[:n], progress=False)
+                labels, best, _ = segment_samples(stains[:n], progress=False)
                 std = uncertainty_maps(stains[:n])["std"]
                 table = pd.DataFrame({
                     "dataset": name, "n": n, "fov": Path(file).stem,

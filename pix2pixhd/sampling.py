@@ -46,7 +46,13 @@ from pix2pixhd.predict import (
     pad_to_multiple,
     tile_starts,
 )
-from pix2pixhd.trust import matched_to_truth, mean_inside, nuclei_trust
+from pix2pixhd.trust import (
+    SegmentedSamples,
+    matched_to_truth,
+    mean_inside,
+    segment_samples,
+    trust_table,
+)
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
 log = logging.getLogger(__name__)
@@ -355,12 +361,13 @@ def sample_folder(
         write_image(output_path(out, "mean", name), maps["mean"])
         write_image(output_path(out, "std", name), maps["std"])
         masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
-        labels, table = _trust_rows(stains, Path(name).stem, masks, with_masks)
-        write_mask(output_path(out, VIRTUAL_NUCLEI, name), labels)
-        nuclei.append(table)
+        segmented = segment_samples(stains)
+        write_mask(output_path(out, VIRTUAL_NUCLEI, name), segmented.labels)
+        nuclei.append(_trust_rows(segmented, Path(name).stem, masks, with_masks))
         if paths["target"] is not None:
             scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
-                                          std_scale=std_scale)
+                                          std_scale=std_scale,
+                                          sample_counts=segmented.counts)
             rows.append({"fov": Path(name).stem, **scores})
     trust_table = pd.concat(nuclei, ignore_index=True)
     write_atomically(output_path(out, TRUST_FILE),
@@ -405,18 +412,18 @@ def _one_file(folder: Path, fov: str) -> Path:
 
 
 def _trust_rows(
-    stains: np.ndarray, fov: str, masks: np.ndarray | None, with_masks: bool
-) -> tuple[np.ndarray, pd.DataFrame]:
-    """One image's virtual nuclei (labels) and its rows of nuclei_trust.csv; matched is empty
-    for an image without a mask in a split where others have one."""
-    labels, table = nuclei_trust(stains)
+    segmented: SegmentedSamples, fov: str, masks: np.ndarray | None, with_masks: bool
+) -> pd.DataFrame:
+    """One image's rows of nuclei_trust.csv; matched is empty for an image without a mask in
+    a split where others have one."""
+    table = trust_table(segmented)
     table.insert(0, "fov", fov)
     if masks is not None:
-        table["matched"] = matched_to_truth(labels, masks)
+        table["matched"] = matched_to_truth(segmented.labels, masks)
     elif with_masks:
         log.warning("%s has no ground-truth mask: its nuclei get no matched value", fov)
         table["matched"] = pd.array([pd.NA] * len(table), dtype="Int64")
-    return labels, table
+    return table
 
 
 def _check_sample_memory(path: Path, shape: tuple[int, ...], n: int, channels: int) -> None:

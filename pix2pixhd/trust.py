@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -97,15 +98,31 @@ def nuclei_trust(
     if definition not in TRUST_DEFINITIONS:
         raise ValueError(f"trust definition {definition!r} is not one of "
                          f"{', '.join(TRUST_DEFINITIONS)}")
-    labels, best = segment_samples(samples, segment=segment, progress=progress)
+    segmented = segment_samples(samples, segment=segment, progress=progress)
+    return segmented.labels, trust_table(segmented, definition)
+
+
+def trust_table(segmented: SegmentedSamples, definition: str = "fraction") -> pd.DataFrame:
+    """The table of `nuclei_trust` from samples already segmented (`segment_samples`)."""
+    labels, best = segmented.labels, segmented.best_iou
     ids = np.unique(labels[labels > 0])
-    table = pd.DataFrame({
+    return pd.DataFrame({
         "label": ids,
         "trust": nucleus_trust(best, definition),
         "area": np.bincount(labels.ravel())[ids],
         "samples_present": np.count_nonzero(best >= PRESENCE_IOU, axis=1),
     })
-    return labels, table
+
+
+class SegmentedSamples(NamedTuple):
+    """What `segment_samples` finds in a set of samples."""
+
+    labels: np.ndarray
+    """(H, W) int32: the nuclei of the mean of the samples, 1 ... N."""
+    best_iou: np.ndarray
+    """(N, n): each nucleus's best IoU in each sample (`best_iou_per_sample`)."""
+    counts: np.ndarray
+    """(n,): how many nuclei each sample shows (`uncertainty.nuclei_count_spread` takes it)."""
 
 
 def segment_samples(
@@ -113,16 +130,16 @@ def segment_samples(
     *,
     segment: Callable[..., np.ndarray] = segmentation.segment_nuclei,
     progress: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The nuclei of the mean of samples (n, H, W), and their best IoU in each sample.
+) -> SegmentedSamples:
+    """The nuclei of the mean of samples (n, H, W), their best IoU in each sample, and the
+    nuclei count of each sample.
 
     samples: MC-dropout stains of one image in the stain's units (n >= 2). segment(image,
     diameter) -> integer labels. The nucleus diameter is estimated once, on the mean, and
     every sample is segmented with it, so that the samples differ from the mean only in what
     they draw, not in the scale they are read at. Samples are segmented one at a time (a
     label image each, reduced to one IoU per nucleus, then dropped): memory stays at the
-    samples themselves. Returns labels (H, W) int32 and best IoUs (n_nuclei, n), rows in
-    label order (`best_iou_per_sample`).
+    samples themselves.
     """
     samples = np.asarray(samples)
     if samples.ndim != 3 or samples.shape[0] < 2:
@@ -131,11 +148,18 @@ def segment_samples(
     mean = samples.mean(axis=0, dtype=np.float64)
     diameter = segmentation.estimate_diameter(mean)
     labels = np.asarray(segment(mean, diameter), dtype=np.int32)
-    segmented = (segment(sample, diameter) for sample in
-                 tqdm(samples, desc="segmenting samples", leave=False, disable=not progress))
-    best = best_iou_per_sample(labels, segmented)
+    counts = []
+
+    def segmented() -> Iterable[np.ndarray]:
+        for sample in tqdm(samples, desc="segmenting samples", leave=False,
+                           disable=not progress):
+            sample_labels = segment(sample, diameter)
+            counts.append(int(np.count_nonzero(np.unique(sample_labels))))
+            yield sample_labels
+
+    best = best_iou_per_sample(labels, segmented())
     log.debug("segment_samples: %d nuclei, diameter %.1f px", best.shape[0], diameter)
-    return labels, best
+    return SegmentedSamples(labels, best, np.asarray(counts))
 
 
 def mean_inside(values: np.ndarray, labels: np.ndarray) -> np.ndarray:

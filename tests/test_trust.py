@@ -90,8 +90,10 @@ def test_every_sample_is_segmented_at_the_diameter_of_the_mean():
         diameters.append(diameter)
         return threshold_segment(image, diameter)
 
-    segment_samples(two_nuclei_samples(n=4), segment=recording_segment, progress=False)
+    segmented = segment_samples(two_nuclei_samples(n=4, faint_in=1), segment=recording_segment,
+                                progress=False)
     assert len(diameters) == 5 and len(set(diameters)) == 1
+    assert segmented.counts.tolist() == [2, 1, 1, 1]  # counted on the way, for free
 
 
 def test_the_default_segmentation_trusts_a_drawn_nucleus_over_one_drawn_once():
