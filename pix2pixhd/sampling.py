@@ -309,9 +309,10 @@ def sample_folder(
     (first target channel, stain units; names as `predict.input_files` gives them, <fov>.tif
     for a split folder), OUT/virtual_nuclei/<name> (uint16 labels of the nuclei segmented in
     the mean) and OUT/nuclei_trust.csv, one row per such nucleus: fov, label, trust,
-    area, samples_present (`trust.nuclei_trust`: the share and the count of the samples that
-    draw the nucleus again), and matched (1 when a ground-truth nucleus matches it one to
-    one at IoU >= 0.5, else 0) when the split has nuclei_masks/. When
+    area, samples_present (`trust.nuclei_trust`: the nucleus's mean best IoU across the
+    samples, and the count of the samples that draw it again at IoU >= 0.5), and matched
+    (1 when a ground-truth nucleus matches it one to one at IoU >= 0.5, else 0) when the
+    split has nuclei_masks/. When
     `source` is a split folder with the real stain, every image is also scored
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.

@@ -9,13 +9,16 @@ the answer the model gives; each sample is segmented the same way (the same diam
 nucleus the model draws in nearly every sample is one it is sure of, while one that comes and
 goes is a guess. Two ways to score that, from the best IoU of each nucleus in each sample:
 
-- "fraction" (the default): the share of samples in which some nucleus covers it with
-  IoU >= PRESENCE_IOU, the usual threshold of a correct detection;
-- "mean_iou": the mean of the best IoUs over the samples, which also counts how well the
-  outline agrees, not only whether the nucleus is there.
+- "mean_iou" (the default, DEFAULT_DEFINITION): the mean of the best IoUs over the samples,
+  which counts how well the outline agrees, not only whether the nucleus is there;
+- "fraction": the share of samples in which some nucleus covers it with IoU >= PRESENCE_IOU,
+  the usual threshold of a correct detection.
 
-`docs/results.md` compares them on held-out data (how well each tells the nuclei that match the
-real stain's from those that do not). Numpy only: any set of samples is scored the same way.
+On held-out data (`docs/results.md`, `experiments/trust_auroc.py`) the mean IoU tells the
+virtual nuclei that a real nucleus matches from those it does not with an AUROC of 0.94-0.98
+at 8 to 32 samples; the fraction only 0.64-0.75, because nearly every virtual nucleus, right or
+wrong, comes back at IoU >= 0.5 in every sample, and a wrong one is drawn with a wandering
+outline rather than not at all. Numpy only: any set of samples is scored the same way.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ PRESENCE_IOU = 0.5
 """A nucleus is present in a sample when a nucleus there overlaps it with at least this IoU.
 Above 0.5 two nuclei cannot both overlap one that much, so presence needs no matching."""
 
-TRUST_DEFINITIONS = ("fraction", "mean_iou")
+TRUST_DEFINITIONS = ("mean_iou", "fraction")
 """The per-nucleus trust scores `nucleus_trust` computes (see the module's docstring)."""
+DEFAULT_DEFINITION = "mean_iou"
+"""The trust `sample` writes: the better of the two on held-out data (module docstring)."""
 
 TABLE_COLUMNS = ("label", "trust", "area", "samples_present")
 """The columns of `nuclei_trust`'s table, the per-image part of `sample`'s nuclei_trust.csv."""
@@ -67,7 +72,7 @@ def best_iou_per_sample(
     return np.stack(columns, axis=1)
 
 
-def nucleus_trust(best_iou: np.ndarray, definition: str = "fraction") -> np.ndarray:
+def nucleus_trust(best_iou: np.ndarray, definition: str = DEFAULT_DEFINITION) -> np.ndarray:
     """Trust (n_nuclei,) in [0, 1] from best IoUs (n_nuclei, n_samples); see TRUST_DEFINITIONS."""
     best_iou = np.asarray(best_iou, dtype=np.float64)
     if best_iou.ndim != 2 or best_iou.shape[1] == 0:
@@ -84,7 +89,7 @@ def nucleus_trust(best_iou: np.ndarray, definition: str = "fraction") -> np.ndar
 def nuclei_trust(
     samples: np.ndarray,
     *,
-    definition: str = "fraction",
+    definition: str = DEFAULT_DEFINITION,
     segment: Callable[..., np.ndarray] = segmentation.segment_nuclei,
     progress: bool = True,
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -102,7 +107,8 @@ def nuclei_trust(
     return segmented.labels, trust_table(segmented, definition)
 
 
-def trust_table(segmented: SegmentedSamples, definition: str = "fraction") -> pd.DataFrame:
+def trust_table(segmented: SegmentedSamples, definition: str = DEFAULT_DEFINITION
+                ) -> pd.DataFrame:
     """The table of `nuclei_trust` from samples already segmented (`segment_samples`)."""
     labels, best = segmented.labels, segmented.best_iou
     ids = np.unique(labels[labels > 0])

@@ -795,7 +795,7 @@ def plot_nuclei_trust(
     shown = left.imshow(np.ma.masked_invalid(trust_image), cmap=TRUST_CMAP, vmin=0, vmax=1,
                         alpha=0.75, interpolation="nearest")
     figure.colorbar(shown, ax=left, shrink=0.8,
-                    label="trust (share of samples that draw the nucleus again)")
+                    label="trust (mean IoU of the nucleus across samples)")
     width = max(1, round(max(stain.shape) / 300))
     outline = np.zeros((*stain.shape, 4))
     outline[_outline(true_labels, "outer", width)] = to_rgba(OUTLINE_COLOURS["truth"])
@@ -827,7 +827,7 @@ def _draw_trust_by_match(ax: plt.Axes, nuclei: pd.DataFrame, auroc: float | None
     score = "" if auroc is None else f"\nAUROC of trust for telling them apart: {auroc:.2f}"
     ax.set_title(f"trust of {len(nuclei)} virtual nuclei, by whether a real nucleus matches "
                  f"them{score}", fontsize=10)
-    ax.set_xlabel("trust (0 = never drawn again, 1 = drawn in every sample)")
+    ax.set_xlabel("trust (0 = never drawn again, 1 = drawn the same in every sample)")
     ax.set_ylabel("share of the nuclei of each kind, per bin")
     ax.set_xlim(0, 1)
     ax.grid(alpha=0.3, axis="y")

@@ -516,7 +516,8 @@ def test_sample_writes_the_virtual_nuclei_and_their_trust(workspace, tmp_path):
     assert list(table.columns) == ["fov", "label", "trust", "area", "samples_present", "matched"]
     assert set(table.matched) <= {0, 1}
     assert (table.samples_present <= 4).all()
-    assert np.allclose(table.trust, table.samples_present / 4)
+    # trust is the mean best IoU: at least 0.5 in each sample that draws the nucleus again
+    assert ((table.trust >= 0.5 * table.samples_present / 4 - 1e-9) & (table.trust <= 1)).all()
     for fov, rows in table.groupby("fov"):
         labels = tifffile.imread(tmp_path / "split" / "virtual_nuclei" / f"{fov}.tif")
         assert labels.dtype == np.uint16
