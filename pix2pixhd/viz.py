@@ -772,8 +772,9 @@ def plot_nuclei_trust(
     fields of view; virtual_labels: the label image of `fov` those labels refer to;
     true_labels and stain: the real nuclei and the real stain of `fov` (H, W). Left: the real
     stain in gray, each virtual nucleus filled with its trust's colour, the real nuclei
-    outlined. Right: the share of matched and of unmatched nuclei at each trust, side by side;
-    auroc (computed by `metrics.auroc`) goes in the title, threshold is drawn as a line.
+    outlined outside and the unmatched virtual nuclei inside. Right: the share of matched and
+    of unmatched nuclei at each trust, side by side; auroc (computed by `metrics.auroc`) goes
+    in the title, threshold is drawn as a line.
     """
     _require(nuclei, ["fov", "label", "trust", "matched"], "nuclei", "sample's nuclei_trust.csv")
     images = _images(stain=stain, virtual_labels=virtual_labels, true_labels=true_labels)
@@ -799,10 +800,18 @@ def plot_nuclei_trust(
     width = max(1, round(max(stain.shape) / 300))
     outline = np.zeros((*stain.shape, 4))
     outline[_outline(true_labels, "outer", width)] = to_rgba(OUTLINE_COLOURS["truth"])
+    # the unmatched virtual nuclei outlined inside, so the false ones can be found by eye
+    unmatched = rows.label[rows.matched == 0].astype(int).to_numpy()
+    false_line = _outline(np.where(np.isin(virtual_labels, unmatched), virtual_labels, 0),
+                          "inner", width)
+    outline[false_line] = to_rgba(TRUST_CLASSES[0][0])
     left.imshow(outline, interpolation="nearest")
     left.legend(handles=[Line2D([], [], color=OUTLINE_COLOURS["truth"], lw=2.5,
-                                label="real nuclei (ground truth)")],
-                loc="upper center", bbox_to_anchor=(0.5, -0.01), frameon=False, fontsize=9)
+                                label="real nuclei (ground truth)"),
+                         Line2D([], [], color=TRUST_CLASSES[0][0], lw=2.5,
+                                label=f"unmatched virtual nuclei ({unmatched.size})")],
+                loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False,
+                fontsize=9)
     _draw_trust_by_match(right, nuclei, auroc, threshold)
     return _save(figure, path)
 
