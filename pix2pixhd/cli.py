@@ -189,7 +189,7 @@ def _sample(args: argparse.Namespace) -> int:
                             max_images=args.max_images, device=resolve_device(args.device),
                             normalise=args.normalise)
     print(json.dumps(summary, indent=2) if summary else "no targets: maps written, no scores")
-    print(f"mean and std maps in {args.out}")
+    print(f"mean and std maps, virtual nuclei and their trust (nuclei_trust.csv) in {args.out}")
     return 0
 
 

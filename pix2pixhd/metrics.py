@@ -26,6 +26,7 @@ from scipy import ndimage as ndi
 from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import connected_components
+from scipy.stats import rankdata
 
 logger = logging.getLogger(__name__)
 
@@ -580,6 +581,45 @@ def match_instances(
         if not 0 < t <= 1:
             raise ValueError(f"IoU threshold {t} is outside (0, 1]")
     return _match(_overlaps(gt, pred), thresholds, coverage)
+
+
+def matched_labels(
+    gt: np.ndarray, pred: np.ndarray, threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label pairs that `match_instances` counts as true positives at one IoU threshold.
+
+    Returns (gt_ids, pred_ids), two equal-length arrays: gt_ids[k] is matched to pred_ids[k]
+    (one to one, the matching with the most pairs). Every predicted label not in pred_ids is a
+    false positive, every true label not in gt_ids a miss.
+    """
+    if not 0 < threshold <= 1:
+        raise ValueError(f"IoU threshold {threshold} is outside (0, 1]")
+    overlaps = _overlaps(gt, pred)
+    pairs = _matched_pairs(overlaps, float(threshold))
+    return overlaps.gt_ids[overlaps.rows[pairs]], overlaps.pred_ids[overlaps.cols[pairs]]
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of `score` for telling `positive` items from the others.
+
+    The probability that a positive item, drawn at random, scores higher than a negative one
+    (ties count one half): 1 = the score separates them perfectly, 0.5 = it knows nothing.
+    Computed from ranks (the Mann-Whitney U statistic), so only the order of the scores counts.
+    nan when either class is empty.
+    """
+    score = np.asarray(score, dtype=np.float64).ravel()
+    positive = np.asarray(positive).ravel().astype(bool)
+    if score.shape != positive.shape:
+        raise ValueError(f"score {score.shape} and positive {positive.shape} differ in length")
+    if not np.all(np.isfinite(score)):
+        raise ValueError("score has NaN or infinite values")
+    n_positive = int(positive.sum())
+    n_negative = positive.size - n_positive
+    if n_positive == 0 or n_negative == 0:
+        return float("nan")
+    ranks = rankdata(score)  # average ranks: a tie between the classes counts one half
+    u = ranks[positive].sum() - n_positive * (n_positive + 1) / 2
+    return float(u / (n_positive * n_negative))
 
 
 def _match(overlaps: _Overlaps, thresholds: list[float], coverage: float) -> dict:

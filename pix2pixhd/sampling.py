@@ -35,6 +35,7 @@ from pix2pixhd.layout import (
     write_atomically,
     write_image,
     write_json,
+    write_mask,
 )
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (
@@ -44,6 +45,13 @@ from pix2pixhd.predict import (
     load_predictor_and_statistics,
     pad_to_multiple,
     tile_starts,
+)
+from pix2pixhd.trust import (
+    SegmentedSamples,
+    matched_to_truth,
+    mean_inside,
+    segment_samples,
+    trust_table,
 )
 from pix2pixhd.uncertainty import evaluate_uncertainty, fit_std_scale, uncertainty_maps
 
@@ -275,6 +283,11 @@ def calibrate_std_scale(
 
 SAMPLING_FILE = "sampling.json"
 """What `sample_folder` writes first into its output folder: the checkpoint, source, n, seed."""
+TRUST_FILE = "nuclei_trust.csv"
+"""`sample_folder`'s table of virtual nuclei: fov, label, trust, area, samples_present, and
+matched where the split has ground-truth masks."""
+VIRTUAL_NUCLEI = "virtual_nuclei"
+"""`sample_folder`'s folder of uint16 label images of the nuclei in the mean virtual stain."""
 
 
 def sample_folder(
@@ -293,7 +306,13 @@ def sample_folder(
     """MC-dropout for every phase image of `source` (a TIFF, a folder, or a split folder).
 
     Writes OUT/sampling.json (what was sampled, how), OUT/mean/<name> and OUT/std/<name>
-    (first target channel, stain units; names as `predict.input_files` gives them). When
+    (first target channel, stain units; names as `predict.input_files` gives them, <fov>.tif
+    for a split folder), OUT/virtual_nuclei/<name> (uint16 labels of the nuclei segmented in
+    the mean) and OUT/nuclei_trust.csv, one row per such nucleus: fov, label, trust,
+    area, samples_present (`trust.nuclei_trust`: the nucleus's mean best IoU across the
+    samples, and the count of the samples that draw it again at IoU >= 0.5), and matched
+    (1 when a ground-truth nucleus matches it one to one at IoU >= 0.5, else 0) when the
+    split has nuclei_masks/. When
     `source` is a split folder with the real stain, every image is also scored
     (`evaluate_uncertainty`) into OUT/per_image.csv and the means into OUT/summary.json; the std
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
@@ -306,15 +325,23 @@ def sample_folder(
         raise ValueError(f"--n {n} samples per image is more than {MAX_SAMPLES}; the spread "
                          f"of {MAX_SAMPLES} is already known to within about 2 %")
     generator, _, normaliser, stats = load_predictor_and_statistics(checkpoint, device)
+    if not dropout_modules(generator):
+        raise ValueError(f"{checkpoint} has no dropout layer with p > 0, so its MC-dropout "
+                         "samples would all be one prediction; sample a model trained with "
+                         "model.use_dropout=true and model.dropout_p > 0")
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
     channel = normaliser.target_channels[0]
     images = list(_split_images(Path(source), channel).items())[:max_images]
+    if not images:
+        raise FileNotFoundError(f"{source} holds no phase images (phase/*.tif in a split "
+                                "folder); sample a split that has them, or a folder of TIFFs")
     for _, paths in images:  # from the headers, before any image is sampled or written
         _check_sample_memory(paths["phase"], read_image_shape(paths["phase"]), n,
                              len(normaliser.target_channels))
     refuse_to_replace_foreign_files(
-        out, [Path(out) / folder / name for folder in ("mean", "std") for name, _ in images]
-        + [Path(out) / "per_image.csv", Path(out) / "summary.json"],
+        out, [Path(out) / folder / name for folder in ("mean", "std", VIRTUAL_NUCLEI)
+              for name, _ in images]
+        + [Path(out) / "per_image.csv", Path(out) / "summary.json", Path(out) / TRUST_FILE],
         [SAMPLING_FILE, "summary.json"], "sample")
     write_json(output_path(out, SAMPLING_FILE),  # first: it marks the folder as sample's
                {"checkpoint": str(checkpoint), "source": str(source), "n": n, "seed": seed,
@@ -324,7 +351,8 @@ def sample_folder(
         std_scale = calibrate_std_scale(generator, normaliser, calibration, n=n, seed=seed,
                                         batch_size=batch_size)
         log.info("std scale fitted on %s: %.3f", calibration, std_scale)
-    rows = []
+    rows, nuclei = [], []
+    with_masks = any(paths["masks"] is not None for _, paths in images)
     for name, paths in tqdm(images, desc="MC-dropout"):
         phase = read_image(paths["phase"])
         scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), normalise)
@@ -333,11 +361,18 @@ def sample_folder(
         maps = uncertainty_maps(stains)
         write_image(output_path(out, "mean", name), maps["mean"])
         write_image(output_path(out, "std", name), maps["std"])
+        masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
+        segmented = segment_samples(stains)
+        write_mask(output_path(out, VIRTUAL_NUCLEI, name), segmented.labels)
+        nuclei.append(_trust_rows(segmented, Path(name).stem, masks, with_masks))
         if paths["target"] is not None:
-            masks = read_mask(paths["masks"]) if paths["masks"] is not None else None
             scores = evaluate_uncertainty(stains, read_image(paths["target"]), masks,
-                                          std_scale=std_scale)
+                                          std_scale=std_scale,
+                                          sample_counts=segmented.counts)
             rows.append({"fov": Path(name).stem, **scores})
+    trust_table = pd.concat(nuclei, ignore_index=True)
+    write_atomically(output_path(out, TRUST_FILE),
+                     lambda temporary: trust_table.to_csv(temporary, index=False))
     if not rows:
         return {}
     table = pd.DataFrame(rows)
@@ -347,6 +382,49 @@ def sample_folder(
     summary |= {"n_images": len(table), "n_samples": n, "seed": seed}
     write_json(output_path(out, "summary.json"), summary)
     return summary
+
+
+def read_nuclei_trust(out: str | Path) -> pd.DataFrame:
+    """OUT/nuclei_trust.csv as `sample_folder` wrote it, plus mean_std: the mean of the std map
+    inside each virtual nucleus (OUT/std/ and OUT/virtual_nuclei/), the per-pixel baseline
+    that trust is compared with."""
+    out = Path(out)
+    if not (out / TRUST_FILE).is_file():
+        raise FileNotFoundError(f"{out} has no {TRUST_FILE}; run `python -m pix2pixhd sample` "
+                                "with --out there first")
+    table = pd.read_csv(out / TRUST_FILE)
+    parts = []
+    for fov, rows in table.groupby("fov", sort=False):
+        labels = read_mask(_one_file(out / VIRTUAL_NUCLEI, str(fov)))
+        std = mean_inside(read_image(_one_file(out / "std", str(fov))), labels)
+        ids = np.unique(labels[labels > 0])
+        parts.append(rows.assign(mean_std=std[np.searchsorted(ids, rows.label)]))
+    return pd.concat(parts, ignore_index=True) if parts else table.assign(mean_std=[])
+
+
+def _one_file(folder: Path, fov: str) -> Path:
+    """The TIFF of `fov` in one of sample's output folders (its name kept the input's
+    suffix, .tif or .tiff)."""
+    for suffix in (".tif", ".tiff", ".TIF", ".TIFF"):
+        if (folder / f"{fov}{suffix}").is_file():
+            return folder / f"{fov}{suffix}"
+    raise FileNotFoundError(f"{folder} has no {fov}.tif: read a folder that `sample` wrote, "
+                            "whole")
+
+
+def _trust_rows(
+    segmented: SegmentedSamples, fov: str, masks: np.ndarray | None, with_masks: bool
+) -> pd.DataFrame:
+    """One image's rows of nuclei_trust.csv; matched is empty for an image without a mask in
+    a split where others have one."""
+    table = trust_table(segmented)
+    table.insert(0, "fov", fov)
+    if masks is not None:
+        table["matched"] = matched_to_truth(segmented.labels, masks)
+    elif with_masks:
+        log.warning("%s has no ground-truth mask: its nuclei get no matched value", fov)
+        table["matched"] = pd.array([pd.NA] * len(table), dtype="Int64")
+    return table
 
 
 def _check_sample_memory(path: Path, shape: tuple[int, ...], n: int, channels: int) -> None:

@@ -782,3 +782,35 @@ def check_std_and_error_maps(std_and_error_maps: Callable,
                       error, maps["mean"] - stain) or same(error, stain - maps["mean"]) else
                      "take |mean of the samples over axis 0 - real stain|"))
     return "Task 5.1 passed: your std and error maps agree with the module's"
+
+
+# --- Task 5.2: a trust threshold ---------------------------------------------------------------
+
+
+def check_trust_threshold(threshold_outcome: Callable) -> str:
+    """A hand-made table where one nucleus sits exactly at the threshold (kept: removal is
+    trust < threshold) and each kind of nucleus is removed in a different number."""
+    import pandas as pd
+
+    nuclei = pd.DataFrame({"trust": [0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 1.0, 1.0],
+                           "matched": [0, 0, 1, 0, 1, 1, 1, 0]})
+    for threshold, right in ((0.5, (2, 1)), (0.8, (3, 3)), (0.0, (0, 0))):
+        result = _call("Task 5.2", threshold_outcome, nuclei.copy(), threshold)
+        if not (isinstance(result, tuple | list) and len(result) == 2):
+            _fail(f"Task 5.2: threshold_outcome returns {type(result).__name__}; return the "
+                  "pair (false nuclei removed, real nuclei lost)")
+        mine = tuple(int(value) for value in result)
+        if mine == right:
+            continue
+        if mine == right[::-1]:
+            _fail("Task 5.2: your counts are swapped: return (false nuclei removed, real "
+                  "nuclei lost); false nuclei are those with matched == 0")
+        strict = nuclei.trust <= threshold
+        if mine == (int((strict & (nuclei.matched == 0)).sum()),
+                    int((strict & (nuclei.matched == 1)).sum())):
+            _fail("Task 5.2: a nucleus whose trust equals the threshold is kept: remove "
+                  "those with trust < threshold, not <=")
+        _fail(f"Task 5.2: at threshold {threshold} your counts are {mine}, they should be "
+              f"{right}: count the nuclei with trust < threshold, split by matched (0 = false, "
+              "1 = real)")
+    return "Task 5.2 passed: your counts agree with a hand-made table"

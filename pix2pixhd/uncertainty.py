@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -313,6 +313,7 @@ def evaluate_uncertainty(
     *,
     segment: Callable[[np.ndarray], np.ndarray] | None = None,
     n_bins: int = 20,
+    sample_counts: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Score one image's MC-dropout samples (n, H, W) against the real stain target (H, W).
 
@@ -323,6 +324,9 @@ def evaluate_uncertainty(
     (ground-truth nuclei, (H, W) integers), also: nuclei_true, nuclei_count_mean and
     nuclei_count_std (over samples), and nucleus_spearman_std_iou (per true nucleus, mean std
     against IoU with the nucleus segmented in the mean prediction; negative = informative).
+    sample_counts: the nuclei count of each sample where the samples have been segmented
+    already (`trust.segment_samples` counts them, at the diameter of the mean); None segments
+    each sample here (`nuclei_count_spread`).
     """
     samples = np.asarray(samples, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64)
@@ -346,7 +350,13 @@ def evaluate_uncertainty(
         "std_scale": float(std_scale),
     }
     if true_labels is not None:
-        spread = nuclei_count_spread(samples, segment)
+        if sample_counts is None:
+            spread = nuclei_count_spread(samples, segment)
+        elif len(sample_counts) != len(samples):
+            raise ValueError(f"{len(sample_counts)} sample counts for {len(samples)} samples")
+        else:
+            spread = {"mean": float(np.mean(sample_counts)),
+                      "std": float(np.std(sample_counts, ddof=1))}
         segment = segmentation.segment_nuclei if segment is None else segment
         nuclei = per_nucleus_uncertainty(std, segment(maps["mean"]), true_labels)
         result["nuclei_true"] = int(len(nuclei))

@@ -795,6 +795,103 @@ def plot_sparsification(
     return _save(figure, path)
 
 
+TRUST_CMAP = "cividis"
+"""Trust colours: perceptually uniform, dark blue (a guess) to yellow (drawn in every sample),
+readable for colour-blind readers and apart from the sky-blue outlines of the real nuclei."""
+TRUST_CLASSES = {1: ("#009E73", "matched a real nucleus"),
+                 0: ("#D55E00", "unmatched (false or misdrawn)")}
+"""Colour and meaning of `nuclei_trust.csv`'s matched values in `plot_nuclei_trust`."""
+
+
+def plot_nuclei_trust(
+    nuclei: pd.DataFrame,
+    virtual_labels: np.ndarray,
+    true_labels: np.ndarray,
+    stain: np.ndarray,
+    *,
+    fov: str,
+    auroc: float | None = None,
+    threshold: float | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Which virtual nuclei to trust: one field of view's nuclei coloured by trust, and how
+    trust separates matched from unmatched nuclei over all fields of view.
+
+    nuclei: rows of `sample`'s nuclei_trust.csv (fov, label, trust, matched), any number of
+    fields of view; virtual_labels: the label image of `fov` those labels refer to;
+    true_labels and stain: the real nuclei and the real stain of `fov` (H, W). Left: the real
+    stain in gray, each virtual nucleus filled with its trust's colour, the real nuclei
+    outlined outside and the unmatched virtual nuclei inside. Right: the share of matched and
+    of unmatched nuclei at each trust, side by side; auroc (computed by `metrics.auroc`) goes
+    in the title, threshold is drawn as a line.
+    """
+    _require(nuclei, ["fov", "label", "trust", "matched"], "nuclei", "sample's nuclei_trust.csv")
+    images = _images(stain=stain, virtual_labels=virtual_labels, true_labels=true_labels)
+    stain = images["stain"]
+    virtual_labels, true_labels = (np.asarray(a).astype(np.int32) for a in
+                                   (virtual_labels, true_labels))
+    rows = nuclei[nuclei.fov.astype(str) == str(fov)]
+    if rows.empty:
+        raise ValueError(f"nuclei has no rows of field of view {fov!r}; pass the table and "
+                         "the label image of one sample output")
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13.0, 5.8), layout="constrained",
+                                         gridspec_kw={"width_ratios": [1.15, 1]})
+    _show(left, stain, f"{fov}: virtual nuclei coloured by trust,\nreal nuclei outlined",
+          "gray", _range(stain, STAIN_PERCENTILES))
+    trust_image = np.full(stain.shape, np.nan)
+    lookup = dict(zip(rows.label.astype(int), rows.trust.astype(float), strict=True))
+    inside = virtual_labels > 0
+    trust_image[inside] = [lookup.get(int(label), np.nan) for label in virtual_labels[inside]]
+    shown = left.imshow(np.ma.masked_invalid(trust_image), cmap=TRUST_CMAP, vmin=0, vmax=1,
+                        alpha=0.75, interpolation="nearest")
+    figure.colorbar(shown, ax=left, shrink=0.8,
+                    label="trust (mean IoU of the nucleus across samples)")
+    width = max(1, round(max(stain.shape) / 300))
+    outline = np.zeros((*stain.shape, 4))
+    outline[_outline(true_labels, "outer", width)] = to_rgba(OUTLINE_COLOURS["truth"])
+    # the unmatched virtual nuclei outlined inside, so the false ones can be found by eye
+    unmatched = rows.label[rows.matched == 0].astype(int).to_numpy()
+    false_line = _outline(np.where(np.isin(virtual_labels, unmatched), virtual_labels, 0),
+                          "inner", width)
+    outline[false_line] = to_rgba(TRUST_CLASSES[0][0])
+    left.imshow(outline, interpolation="nearest")
+    left.legend(handles=[Line2D([], [], color=OUTLINE_COLOURS["truth"], lw=2.5,
+                                label="real nuclei (ground truth)"),
+                         Line2D([], [], color=TRUST_CLASSES[0][0], lw=2.5,
+                                label=f"unmatched virtual nuclei ({unmatched.size})")],
+                loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=2, frameon=False,
+                fontsize=9)
+    _draw_trust_by_match(right, nuclei, auroc, threshold)
+    return _save(figure, path)
+
+
+def _draw_trust_by_match(ax: plt.Axes, nuclei: pd.DataFrame, auroc: float | None,
+                         threshold: float | None, bins: int = 20) -> None:
+    """Bars: the share of each class (matched, unmatched) of nuclei in each of `bins` equal
+    bins of trust from 0 to 1 (the last bin holds trust 1)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    width = (edges[1] - edges[0]) * 0.42
+    for offset, (matched, (colour, meaning)) in zip((-0.5, 0.5), TRUST_CLASSES.items(),
+                                                    strict=True):
+        group = nuclei.trust[nuclei.matched == matched].to_numpy(dtype=float)
+        if group.size == 0:
+            continue
+        counts, _ = np.histogram(np.clip(group, 0, 1), edges)
+        ax.bar(edges[:-1] + (0.5 + offset * 0.42) * (edges[1] - edges[0]), counts / group.size,
+               width=width, color=colour, label=f"{meaning}: {group.size}")
+    if threshold is not None:
+        ax.axvline(threshold, color="0.3", linestyle="--", lw=1.2,
+                   label=f"threshold {threshold:g}: nuclei left of it removed")
+    score = "" if auroc is None else f"\nAUROC of trust for telling them apart: {auroc:.2f}"
+    ax.set_title(f"trust of {len(nuclei)} virtual nuclei, by whether a real nucleus matches "
+                 f"them{score}", fontsize=10)
+    ax.set_xlabel("trust (0 = never drawn again, 1 = drawn the same in every sample)")
+    ax.set_ylabel("share of the nuclei of each kind, per bin")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=9, loc="upper left")
+
+
 def plot_reliability(
     bins: Mapping[str, pd.DataFrame] | pd.DataFrame, *, path: str | Path | None = None
 ) -> Figure:

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from pix2pixhd.cli import main
@@ -499,3 +500,69 @@ def test_unusable_checkpoint_and_output_paths_say_what_they_are(workspace, tmp_p
     err = capsys.readouterr().err
     assert "is a symbolic link to" in err and "which does not exist" in err
     assert "File exists" not in err and err.count("\n") == 1
+
+
+def test_sample_writes_the_virtual_nuclei_and_their_trust(workspace, tmp_path):
+    import shutil
+
+    import pandas as pd
+    import tifffile
+
+    checkpoint = str(workspace / "runs" / "gan" / "latest.pt")
+    test = workspace / "data" / "test"
+    assert main(["sample", "--checkpoint", checkpoint, "--input", str(test), "--n", "4",
+                 "--out", str(tmp_path / "split")]) == 0
+    table = pd.read_csv(tmp_path / "split" / "nuclei_trust.csv")
+    assert list(table.columns) == ["fov", "label", "trust", "area", "samples_present", "matched"]
+    assert set(table.matched) <= {0, 1}
+    assert (table.samples_present <= 4).all()
+    # trust is the mean best IoU: at least 0.5 in each sample that draws the nucleus again
+    assert ((table.trust >= 0.5 * table.samples_present / 4 - 1e-9) & (table.trust <= 1)).all()
+    for fov, rows in table.groupby("fov"):
+        labels = tifffile.imread(tmp_path / "split" / "virtual_nuclei" / f"{fov}.tif")
+        assert labels.dtype == np.uint16
+        assert sorted(rows.label) == sorted(set(np.unique(labels)) - {0})
+        assert rows.area.tolist() == [int((labels == label).sum()) for label in rows.label]
+    # the baseline beside it: the mean std inside each virtual nucleus
+    from pix2pixhd.sampling import read_nuclei_trust
+
+    nuclei = read_nuclei_trust(tmp_path / "split")
+    first = nuclei.iloc[-1]
+    labels = tifffile.imread(tmp_path / "split" / "virtual_nuclei" / f"{first.fov}.tif")
+    std = tifffile.imread(tmp_path / "split" / "std" / f"{first.fov}.tif")
+    assert np.isclose(first.mean_std, std[labels == first.label].mean())
+    # without ground-truth masks there is nothing to match: no matched column
+    unmasked = tmp_path / "unmasked" / "test"
+    shutil.copytree(test, unmasked)
+    shutil.rmtree(unmasked / "nuclei_masks")
+    for source, out in ((unmasked, "nomasks"), (test / "phase", "folder")):
+        assert main(["sample", "--checkpoint", checkpoint, "--input", str(source), "--n", "2",
+                     "--out", str(tmp_path / out)]) == 0
+        columns = pd.read_csv(tmp_path / out / "nuclei_trust.csv").columns
+        assert list(columns) == ["fov", "label", "trust", "area", "samples_present"], out
+        assert len(list((tmp_path / out / "virtual_nuclei").glob("*.tif"))) == 2
+
+
+def test_sample_refuses_bad_inputs_in_one_line(workspace, tmp_path, capsys):
+    import torch
+
+    checkpoint = workspace / "runs" / "gan" / "latest.pt"
+    empty = tmp_path / "empty" / "test"
+    (empty / "phase").mkdir(parents=True)
+    assert main(["sample", "--checkpoint", str(checkpoint), "--input", str(empty), "--n", "4",
+                 "--out", str(tmp_path / "mc")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no phase images" in err, err
+    with pytest.raises(SystemExit):
+        main(["sample", "--checkpoint", str(checkpoint), "--input", str(empty), "--n", "1",
+              "--out", str(tmp_path / "mc")])
+    assert "--n: must be at least 2, got 1" in capsys.readouterr().err
+    state = torch.load(checkpoint, weights_only=True)
+    state["config"]["model"]["dropout_p"] = 0.0  # same layers, nothing dropped
+    torch.save(state, tmp_path / "no_dropout.pt")
+    assert main(["sample", "--checkpoint", str(tmp_path / "no_dropout.pt"), "--input",
+                 str(workspace / "data" / "test"), "--n", "4", "--out",
+                 str(tmp_path / "mc")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_dropout.pt has no dropout layer" in err, err
+    assert not (tmp_path / "mc").exists()  # refused before anything was written

@@ -14,6 +14,7 @@ from pix2pixhd.metrics import (
     IOU_THRESHOLDS,
     PER_THRESHOLD_KEYS,
     SPECTRAL_BANDS,
+    auroc,
     band_power_ratio,
     bootstrap_interval,
     error_causes,
@@ -26,6 +27,7 @@ from pix2pixhd.metrics import (
     log_spectral_distance,
     mae,
     match_instances,
+    matched_labels,
     nrmse,
     pearson_r,
     pixel_metrics,
@@ -621,3 +623,32 @@ def test_bootstrap_interval_where_nothing_varies_or_nothing_is_defined():
     assert low == high == 0.5
     with pytest.raises(ValueError, match="n_images, k"):
         bootstrap_interval(np.ones(3), recall)
+
+
+def test_matched_labels_are_the_true_positives_of_match_instances():
+    gt = np.zeros((40, 40), np.int32)
+    gt[0:10, 0:10], gt[20:30, 20:30], gt[30:40, 0:10] = 4, 8, 6
+    pred = np.zeros((40, 40), np.int32)
+    pred[0:10, 1:10] = 3     # IoU 0.9 with 4
+    pred[20:30, 27:37] = 5   # IoU 30/170 with 8: too low
+    pred[0:5, 30:35] = 2     # over background
+    gt_ids, pred_ids = matched_labels(gt, pred, 0.5)
+    assert gt_ids.tolist() == [4] and pred_ids.tolist() == [3]
+    assert match_instances(gt, pred, [0.5])["tp"] == [1]
+    with pytest.raises(ValueError, match="outside"):
+        matched_labels(gt, pred, 0.0)
+
+
+def test_auroc_matches_scikit_learn_with_ties_and_known_cases():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    positive = rng.random(200) < 0.3
+    score = np.round(rng.normal(size=200) + positive, 1)  # rounded: many ties
+    assert auroc(score, positive) == pytest.approx(roc_auc_score(positive, score))
+    assert auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
+    assert auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0
+    assert auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5
+    assert np.isnan(auroc([1, 2], [1, 1]))
+    with pytest.raises(ValueError, match="differ in length"):
+        auroc([1, 2, 3], [0, 1])

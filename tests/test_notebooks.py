@@ -91,6 +91,7 @@ MISTAKES = {
     "Task 4.1": ([("min(max(int(c) - size // 2, 0), length - size)", "int(c) - size // 2")],
                  "it should be rows"),
     "Task 5.1": ([("ddof=1", "ddof=0")], "use the sample standard deviation"),
+    "Task 5.2": ([("nuclei.trust < threshold", "nuclei.trust <= threshold")], "not <="),
 }
 """Per task: edits that put one typical mistake into the solution, and words its check's
 message must then contain."""

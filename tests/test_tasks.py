@@ -585,3 +585,18 @@ def test_std_check_passes_the_answer_and_names_ddof_swaps_and_signs():
         lambda s, y: (s.std(axis=0, ddof=1), s.mean(axis=0) - y)), "absolute value")
     fails_with(lambda: tasks.check_std_and_error_maps(
         lambda s, y: (s.std(axis=2, ddof=1), np.abs(s.mean(axis=0) - y))), "axis (0)")
+
+
+def test_trust_threshold_check_passes_the_answer_and_names_swaps_and_the_boundary():
+    def right(nuclei, threshold):
+        removed = nuclei.trust < threshold
+        return int((removed & (nuclei.matched == 0)).sum()), int((removed & nuclei.matched).sum())
+
+    assert "passed" in tasks.check_trust_threshold(right)
+    fails_with(lambda: tasks.check_trust_threshold(lambda t, h: right(t, h)[::-1]), "swapped")
+    fails_with(lambda: tasks.check_trust_threshold(
+        lambda t, h: (int(((t.trust <= h) & (t.matched == 0)).sum()),
+                      int(((t.trust <= h) & (t.matched == 1)).sum()))), "not <=")
+    fails_with(lambda: tasks.check_trust_threshold(
+        lambda t, h: (int((t.trust < h).sum()), 0)), "should be")
+    fails_with(lambda: tasks.check_trust_threshold(lambda t, h: 3), "pair")

@@ -211,6 +211,18 @@ def test_evaluate_uncertainty_with_nuclei_reports_every_score():
     assert scores["uce"] != scores["uce_unscaled"]
 
 
+def test_evaluate_uncertainty_takes_counts_of_samples_segmented_already():
+    samples = np.stack([blobs([(15, 15)]), blobs([(15, 15), (45, 45)])])
+    true_labels = label(blobs([(15, 15)]) > 50).astype(np.int32)
+    scores = evaluate_uncertainty(samples, samples[0], true_labels=true_labels,
+                                  sample_counts=[4, 6])  # not what segmenting would count
+    assert scores["nuclei_count_mean"] == 5.0
+    assert scores["nuclei_count_std"] == pytest.approx(np.std([4, 6], ddof=1))
+    with pytest.raises(ValueError, match="3 sample counts for 2 samples"):
+        evaluate_uncertainty(samples, samples[0], true_labels=true_labels,
+                             sample_counts=[1, 2, 3])
+
+
 def test_informative_uncertainty_scores_better_than_shuffled_uncertainty():
     # errors drawn with the spread the samples show: a calibrated, informative model
     rng = np.random.default_rng(0)

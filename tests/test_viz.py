@@ -558,3 +558,27 @@ def test_plot_robustness_draws_a_column_per_perturbation_and_a_line_per_model(tm
     with pytest.raises(ValueError, match="robustness_table"):
         viz.plot_robustness(pd.DataFrame({"model": ["GAN"]}))
     plt.close(figure)
+
+
+def test_plot_nuclei_trust_colours_each_virtual_nucleus_by_its_own_trust(tmp_path):
+    virtual = np.zeros((64, 64), np.int32)
+    virtual[5:15, 5:15], virtual[30:40, 30:40] = 1, 2
+    truth = np.zeros((64, 64), np.int32)
+    truth[5:15, 5:15] = 1
+    stain = np.random.default_rng(0).random((64, 64))
+    nuclei = pd.DataFrame({"fov": ["a", "a", "b"], "label": [1, 2, 1],
+                           "trust": [1.0, 0.25, 0.5], "matched": [1, 0, 1]})
+    figure = viz.plot_nuclei_trust(nuclei, virtual, truth, stain, fov="a", auroc=0.9,
+                                   threshold=0.5, path=tmp_path / "trust.png")
+    assert (tmp_path / "trust.png").is_file()
+    trust_layer = figure.axes[0].images[1].get_array()
+    assert trust_layer[10, 10] == 1.0 and trust_layer[35, 35] == 0.25
+    assert np.ma.is_masked(trust_layer[50, 50])  # background stays uncoloured
+    assert "AUROC" in figure.axes[1].get_title() and "0.90" in figure.axes[1].get_title()
+    heights = sorted(round(p.get_height(), 2) for p in figure.axes[1].patches
+                     if p.get_height() > 0)
+    assert heights == [0.5, 0.5, 1.0]  # matched: 0.5 and 1.0 halves; unmatched: all at 0.25
+    with pytest.raises(ValueError, match="no rows of field of view 'c'"):
+        viz.plot_nuclei_trust(nuclei, virtual, truth, stain, fov="c")
+    with pytest.raises(ValueError, match="matched"):
+        viz.plot_nuclei_trust(nuclei.drop(columns="matched"), virtual, truth, stain, fov="a")
