@@ -9,22 +9,19 @@ terms its generator minimises (TensorBoard tags as keys, weighted as summed), wh
 training logs, which options shape its weights (what a resumed checkpoint must match), which
 options it ignores, and the checks its options must pass (crop multiples, network sizes).
 Adding a kind is one entry in `KINDS`. `config.validate` runs each entry's checks through
-`config.use_model_kinds`, which this module calls on import (the package's `__init__` imports
-it, so no config is validated without them); the table sits above `config` because it builds
-networks.
+`config.use_model_kinds`, which this module calls on import; the package's `__init__` imports
+it, so no config is checked without them. The table sits above `config` (it builds networks),
+and imports torch and the network and loss modules only where it builds and computes, so that
+importing the package (the `data` commands, `--help`) does not load torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, NamedTuple
 
 from pix2pixhd import logs, sizes
-from pix2pixhd.checkpoint import CheckpointError
 from pix2pixhd.config import (
     Config,
     ConfigError,
@@ -33,9 +30,11 @@ from pix2pixhd.config import (
     shown,
     use_model_kinds,
 )
-from pix2pixhd.losses import Predictions, feature_matching_loss, gan_loss, l1_loss
-from pix2pixhd.networks import build_discriminator, build_generator
-from pix2pixhd.vscyto import build_viscy_generator, viscy_mixed_loss
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from pix2pixhd.losses import Predictions
 
 MAX_PARAMETERS = 1_000_000_000
 """Most parameters one network may have: 4 GB of float32 weights, 16 GB with their gradients
@@ -44,9 +43,9 @@ MAX_ACTIVATION_BYTES = 64 * 2**30
 """Most memory the estimated activations of one training step may take (`sizes.py`); the
 `course` preset's come to about 4 GB, the largest course GPUs hold 80 GB."""
 
-StainUnits = Callable[[Tensor], Tensor]
+StainUnits = Callable[["Tensor"], "Tensor"]
 """Normalised stain -> the stain's own units, in steps of the linear map's half-range."""
-GeneratorTerms = Callable[..., dict[str, Tensor]]
+GeneratorTerms = Callable[..., dict[str, "Tensor"]]
 """(fake, target, config, real_features, fake_features, to_stain_units) -> {tag: weighted loss
 term}. The features are D's (per scale and layer) for kinds with a discriminator, else None;
 to_stain_units (`StainUnits`, or None without a dataset) serves loss.l1_units=stain."""
@@ -252,6 +251,8 @@ def check_step_memory(config: Config, step: StepSize) -> None:
 
 def pix2pixhd_generator(model: ModelConfig, input_nc: int, output_nc: int) -> nn.Module:
     """Pix2PixHD's coarse-to-fine generator (G1, optionally inside local enhancers G2)."""
+    from pix2pixhd.networks import build_generator
+
     return build_generator(
         input_nc=input_nc, output_nc=output_nc, ngf=model.ngf, netG=model.netG,
         n_downsample_global=model.n_downsample_global, n_blocks_global=model.n_blocks_global,
@@ -263,6 +264,8 @@ def pix2pixhd_generator(model: ModelConfig, input_nc: int, output_nc: int) -> nn
 
 def pix2pixhd_discriminator(model: ModelConfig, input_nc: int) -> nn.Module:
     """The multi-scale PatchGAN; it sees the phase image and a stain side by side."""
+    from pix2pixhd.networks import build_discriminator
+
     return build_discriminator(input_nc=input_nc, ndf=model.ndf, n_layers_D=model.n_layers_D,
                                num_D=model.num_D, norm=model.norm)
 
@@ -272,6 +275,8 @@ def gan_terms(fake: Tensor, target: Tensor, config: Config, real_features: Predi
               ) -> dict[str, Tensor]:
     """Fool D, match D's features of the real pair and, when weighted, L1 on blurred stains
     (in the stain's units, through `to_stain_units`, when loss.l1_units is 'stain')."""
+    from pix2pixhd.losses import feature_matching_loss, gan_loss, l1_loss
+
     loss = config.loss
     terms = {
         logs.G_GAN: gan_loss(fake_features, True, loss.gan_mode),
@@ -291,12 +296,23 @@ def gan_terms(fake: Tensor, target: Tensor, config: Config, real_features: Predi
 def regression_terms(fake: Tensor, target: Tensor, config: Config, *_: object
                      ) -> dict[str, Tensor]:
     """The regression baseline: pixel-wise L1 alone (the GAN's L1 options do not apply)."""
+    from pix2pixhd.losses import l1_loss
+
     return {logs.G_L1: l1_loss(fake, target)}
 
 
 def viscy_terms(fake: Tensor, target: Tensor, config: Config, *_: object) -> dict[str, Tensor]:
     """VisCy's own mixed loss, 0.5 L1 + 0.5 MS-DSSIM."""
+    from pix2pixhd.vscyto import viscy_mixed_loss
+
     return {logs.G_L1_MSDSSIM: viscy_mixed_loss(fake, target)}
+
+
+def viscy_generator(model: ModelConfig, input_nc: int, output_nc: int) -> nn.Module:
+    """VisCy's 2-D UNeXt2, as VSCyto2D (`vscyto.py`)."""
+    from pix2pixhd.vscyto import build_viscy_generator
+
+    return build_viscy_generator(model, input_nc, output_nc)
 
 
 KINDS: dict[str, ModelKind] = {
@@ -323,7 +339,7 @@ KINDS: dict[str, ModelKind] = {
         step_size=pix2pixhd_generator_step,
     ),
     "viscy": ModelKind(
-        build_generator=build_viscy_generator,
+        build_generator=viscy_generator,
         build_discriminator=None,
         generator_terms=viscy_terms,
         tags=(logs.G_L1_MSDSSIM, logs.G_VGG),
@@ -363,6 +379,10 @@ def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) 
     The generator is built on the meta device (shapes only, no memory), so a checkpoint whose
     channels or options disagree with its weights is named here, not by a RuntimeError of
     load_state_dict."""
+    import torch
+
+    from pix2pixhd.checkpoint import CheckpointError
+
     with torch.device("meta"):
         built = make_generator(config).state_dict()
     differences = [

@@ -82,3 +82,15 @@ def test_the_gans_l1_in_stain_units_compares_the_stains_mapped_back(tiny_config)
     assert not torch.allclose(expected, 3 * l1_loss(fake, target, 1.5))
     with pytest.raises(ValueError, match="l1_units=stain needs"):
         model_kind("gan").generator_terms(fake, target, config, *features)
+
+
+def test_the_package_and_its_command_line_start_without_torch():
+    """The kind table is imported with the package, but loads torch only to build networks,
+    so `data` commands and --help start fast."""
+    import subprocess
+    import sys
+
+    code = "import sys, pix2pixhd.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"
