@@ -12,6 +12,8 @@ from pix2pixhd.config import apply_overrides, load_config
 from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss, l1_loss
 from pix2pixhd.tasks import TaskCheckFailed
 
+from .conftest import TINY
+
 
 def fails_with(check, *words):
     """The check raises TaskCheckFailed whose message holds every one of `words`."""
@@ -137,7 +139,9 @@ def with_mistake(mistake):
 
 @pytest.fixture(scope="module")
 def step_inputs(tiny_dataset):
-    config = apply_overrides(load_config("quick"), [f"data.root={tiny_dataset}"])
+    """The quick profile's loss weights on the tiny networks: the check compares terms and
+    updates, which the networks' sizes do not change."""
+    config = apply_overrides(load_config("quick"), TINY + [f"data.root={tiny_dataset}"])
     assert config.loss.l1_units == "stain"
     generator = torch.Generator().manual_seed(0)
     batch = {"input": torch.randn(2, 1, 64, 64, generator=generator),
