@@ -64,3 +64,9 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+# The table of model kinds hands `config.validate` each kind's checks when it is imported. It
+# sits above `config` (it builds networks), so it is imported here, before any config is read;
+# it loads torch only when it builds a network.
+from pix2pixhd import models  # noqa: E402, F401

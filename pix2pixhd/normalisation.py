@@ -29,7 +29,6 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from pix2pixhd.config import STAIN_MAPS
 from pix2pixhd.layout import (
     CHANNELS,
     DataError,
@@ -44,6 +43,9 @@ from pix2pixhd.layout import (
 from pix2pixhd.locking import folder_lock
 
 Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not imported)
+
+STAIN_MAPS = ("linear", "asinh")
+"""How a stain maps onto the generator's [-1, 1] (`stain_map` below; `data.stain_map`)."""
 
 PERCENTILES = (0.5, 99.5)
 """The percentiles p_low and p_high of each channel: the stain range that maps onto [-1, 1].

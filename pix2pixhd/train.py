@@ -54,7 +54,6 @@ from pix2pixhd.checkpoint import (
 )
 from pix2pixhd.checks import check_training_data
 from pix2pixhd.config import (
-    UNUSED_BY_KIND,
     Config,
     ConfigError,
     TrainConfig,
@@ -415,7 +414,7 @@ class Trainer:
     def _check_stain_units(self) -> None:
         """A GAN whose L1 term is in stain units cannot train without the stain's map."""
         loss = self.config.loss
-        uses_it = "loss.l1_units" not in UNUSED_BY_KIND[self.config.model.kind]
+        uses_it = "loss.l1_units" not in self.kind.unused_options
         if (uses_it and loss.lambda_l1 > 0 and loss.l1_units == "stain"
                 and self.stain_units() is None):
             raise ConfigError("loss.l1_units=stain needs the stain's normalisation: give the "

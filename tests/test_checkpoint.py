@@ -27,12 +27,23 @@ def image_steps(logdir):
     return sorted(steps)
 
 
-def test_export_keeps_what_prediction_needs_and_thins_the_images(tiny_config, tmp_path):
-    from pix2pixhd.config import apply_overrides
+@pytest.fixture(scope="module")
+def five_epochs(tiny_dataset, tmp_path_factory):
+    """A five-epoch run with a checkpoint every epoch, which the export tests only read."""
+    from pix2pixhd.config import apply_overrides, load_config
 
-    config = apply_overrides(tiny_config, ["train.niter=3", "train.niter_decay=2"])
+    from .conftest import TINY
+
+    config = apply_overrides(load_config("quick"), TINY + [
+        f"data.root={tiny_dataset}", f"train.checkpoints_dir={tmp_path_factory.mktemp('runs')}",
+        "train.niter=3", "train.niter_decay=2", "train.save_every=1"])
     trainer = Trainer(config)
     trainer.fit()
+    return trainer
+
+
+def test_export_keeps_what_prediction_needs_and_thins_the_images(five_epochs, tmp_path):
+    trainer = five_epochs
     exported = export_run(trainer.run_dir, tmp_path / "shared", image_epochs=2)
     state = load_checkpoint(exported)
     assert "optimizer_G" not in state and state["discriminator"] is None
@@ -63,13 +74,8 @@ def test_export_of_a_resumed_run_keeps_the_image_epochs_over_the_whole_run(tiny_
                                                          all_steps[-1]]
 
 
-def test_export_of_several_epochs_is_the_mean_of_their_generators(tiny_config, tmp_path):
-    from pix2pixhd.config import apply_overrides
-
-    config = apply_overrides(tiny_config, ["train.niter=3", "train.niter_decay=0",
-                                           "train.save_every=1"])
-    trainer = Trainer(config)
-    trainer.fit()
+def test_export_of_several_epochs_is_the_mean_of_their_generators(five_epochs, tmp_path):
+    trainer = five_epochs
     weights = [load_checkpoint(trainer.run_dir / f"epoch_{e:03d}.pt")["generator"]
                for e in (1, 2, 3)]
     exported = load_checkpoint(export_run(trainer.run_dir, tmp_path / "mean", epochs=(2, 3)))
@@ -94,12 +100,11 @@ def test_only_checkpoints_of_one_architecture_are_averaged(tiny_config, run, tmp
         average_generators([run.run_dir / "latest.pt", other.run_dir / "latest.pt"])
 
 
-def test_an_export_names_its_own_folder_as_the_run(tiny_config, tmp_path):
+def test_an_export_names_its_own_folder_as_the_run(run, tmp_path):
     """A shared model must not point back at the folder where it happened to be trained."""
     from pix2pixhd.config import load_config
 
-    trainer = Trainer(tiny_config)
-    trainer.fit(epochs=1)
+    trainer = run
     exported = export_run(trainer.run_dir, tmp_path / "models" / "shared_gan")
     for config in (from_dict(load_checkpoint(exported)["config"]),
                    load_config(tmp_path / "models" / "shared_gan" / "config.yaml")):

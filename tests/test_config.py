@@ -4,11 +4,10 @@ import time
 import pytest
 import torch
 
-from pix2pixhd import config as configs
+from pix2pixhd import config_files
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.cli import main
 from pix2pixhd.config import (
-    MAX_PARAMETERS,
     PRESETS,
     Config,
     ConfigError,
@@ -20,6 +19,7 @@ from pix2pixhd.config import (
     to_dict,
     validate,
 )
+from pix2pixhd.models import MAX_PARAMETERS
 from pix2pixhd.train import Trainer
 
 
@@ -392,4 +392,4 @@ def test_messages_never_show_a_huge_value_whole(values):
 def test_defaults_are_valid_and_validate_returns_the_config():
     config = Config()
     assert validate(config) is config
-    assert configs.MAX_YAML_ALIASES == 16
+    assert config_files.MAX_YAML_ALIASES == 16

@@ -4,13 +4,21 @@ import pytest
 import torch
 
 from pix2pixhd import logs
-from pix2pixhd.config import MODEL_KINDS, UNUSED_BY_KIND, ConfigError, apply_overrides
-from pix2pixhd.models import KINDS, make_discriminator, make_generator, model_kind
+from pix2pixhd.config import ConfigError, apply_overrides, load_config
+from pix2pixhd.models import KINDS, ModelKind, make_discriminator, make_generator, model_kind
 
 
-def test_the_config_offers_exactly_the_kinds_of_the_table():
-    assert tuple(KINDS) == MODEL_KINDS
-    assert set(UNUSED_BY_KIND) == set(KINDS)  # the config's per-kind option check knows them all
+def test_the_config_checks_a_kind_added_to_the_table_and_only_it(monkeypatch):
+    """A kind is one entry: once in the table, the config accepts it and runs its checks."""
+    def refuse(config):
+        raise ConfigError("the toy kind refuses every config")
+
+    toy = ModelKind(**{**vars(KINDS["regression"]), "check_options": lambda model: refuse(model)})
+    with pytest.raises(ConfigError, match="model.kind='toy' is not one of gan, regression"):
+        apply_overrides(load_config("quick"), ["model.kind=toy"])
+    monkeypatch.setitem(KINDS, "toy", toy)
+    with pytest.raises(ConfigError, match="the toy kind refuses every config"):
+        apply_overrides(load_config("quick"), ["model.kind=toy"])
 
 
 def test_only_the_gan_has_a_discriminator_and_it_sees_phase_and_stain(tiny_config):
@@ -107,3 +115,15 @@ def test_the_objective_adds_the_perceptual_term_to_the_kinds_terms_and_keeps_the
     for mine, right in zip(ours, theirs, strict=True):
         torch.testing.assert_close(mine, right)
     assert not torch.allclose(ours.total, discriminator_loss(real_features, fake_features).total)
+
+
+def test_the_package_and_its_command_line_start_without_torch():
+    """The kind table is imported with the package, but loads torch only to build networks,
+    so `data` commands and --help start fast."""
+    import subprocess
+    import sys
+
+    code = "import sys, pix2pixhd.cli; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "False"

@@ -12,6 +12,8 @@ from pix2pixhd.config import apply_overrides, load_config
 from pix2pixhd.losses import discriminator_loss, feature_matching_loss, gan_loss, l1_loss
 from pix2pixhd.tasks import TaskCheckFailed
 
+from .conftest import TINY
+
 
 def fails_with(check, *words):
     """The check raises TaskCheckFailed whose message holds every one of `words`."""
@@ -408,8 +410,6 @@ def g_backward_per_term_graph_freed(D, optimizer_G, phase, target, fake, real_fe
 @pytest.fixture(scope="module")
 def step_inputs(tiny_dataset):
     """A small network under the quick profile's loss weights (L1 in stain units)."""
-    from .conftest import TINY
-
     config = apply_overrides(load_config("quick"), TINY + [f"data.root={tiny_dataset}"])
     assert config.loss.l1_units == "stain" and config.loss.lambda_l1 > 0
     generator = torch.Generator().manual_seed(0)

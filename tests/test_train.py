@@ -359,7 +359,7 @@ def step_then_wait(batch):
     numbers = step(batch)
     if trainer.step == 4:  # the first step of the second epoch (3 steps per epoch)
         Path(sys.argv[2]).touch()
-        time.sleep(120)
+        time.sleep(600)  # until the SIGINT, however long the parent takes
     return numbers
 
 trainer.train_step = step_then_wait
@@ -377,14 +377,15 @@ def test_sigint_in_the_second_epoch_then_resume_equals_a_straight_run(tiny_confi
     from pix2pixhd.config import save_config
 
     three = ["train.niter=2", "train.niter_decay=1"]
-    straight = apply_overrides(tiny_config, [*three, f"train.checkpoints_dir={tmp_path / 'a'}"])
-    Trainer(straight).fit()
     split = apply_overrides(tiny_config, [*three, f"train.checkpoints_dir={tmp_path / 'b'}"])
     save_config(split, tmp_path / "split.yaml")
     marker = tmp_path / "in_second_epoch"
     process = subprocess.Popen(
         [sys.executable, "-c", INTERRUPTED_RUN, str(tmp_path / "split.yaml"), str(marker)],
         cwd=Path(__file__).parents[1], start_new_session=True)
+    # the straight run trains here while the subprocess starts up and trains its first epoch
+    straight = apply_overrides(tiny_config, [*three, f"train.checkpoints_dir={tmp_path / 'a'}"])
+    Trainer(straight).fit()
     deadline = time.monotonic() + 120
     while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
