@@ -30,7 +30,8 @@ from pix2pixhd.train import Trainer
 
 ORIGINAL = ["model.upsample=transpose", "loss.lambda_feat=10", "loss.lambda_l1=0",
             "loss.l1_blur_sigma=0"]
-"""The original's recipe, undoing what the presets changed after this ablation (`presets.RECIPE`)."""
+"""The original's recipe, undoing what the presets changed after this ablation
+(`presets.RECIPE`)."""
 
 VARIANTS = {
     "original": [],
