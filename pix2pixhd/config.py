@@ -36,7 +36,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from pix2pixhd import sizes
-from pix2pixhd.layout import DataError, plain_name, write_atomically
+from pix2pixhd.files import write_atomically
+from pix2pixhd.layout import DataError, plain_name
 
 MODEL_KINDS = ("gan", "regression", "viscy")
 GENERATORS = ("global", "local")

@@ -37,7 +37,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
-from pix2pixhd.locking import folder_lock
+from pix2pixhd.files import folder_lock
 from pix2pixhd.normalisation import dataset_statistics
 
 try:  # the `download` extra; the rest of the package works without it

@@ -32,6 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pix2pixhd import metrics, segmentation
+from pix2pixhd.files import output_path, write_atomically, write_json
 from pix2pixhd.layout import (
     CHANNELS,
     HOW_TO_GET_DATA,
@@ -42,13 +43,10 @@ from pix2pixhd.layout import (
     image_path,
     list_fovs,
     list_tiffs,
-    output_path,
     read_dataset_json,
     read_image,
     read_mask,
     refuse_to_replace_foreign_files,
-    write_atomically,
-    write_json,
 )
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@
     grids = read_images("checkpoints/pix2pixhd_nuclei/logs")      # [(step, image), ...]
 
 The tag names below are the only spelling of what the Trainer writes; `train`, `models`, `viz`
-and the notebook import them. Which loss tags a model kind logs is in `models.MODEL_KINDS`.
+and the notebook import them. Which loss tags a model kind logs is in `models.KINDS`.
 """
 
 from __future__ import annotations

@@ -30,17 +30,16 @@ from tqdm.auto import tqdm
 
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.config import Config
+from pix2pixhd.files import output_path, write_json
 from pix2pixhd.layout import (
     UNITS_FILE,
     DataError,
     check_output_folder,
     list_fovs,
     list_tiffs,
-    output_path,
     read_image,
     refuse_to_replace_foreign_files,
     write_image,
-    write_json,
 )
 from pix2pixhd.models import generator_from_checkpoint
 from pix2pixhd.normalisation import NORMALISE, Normaliser, median_and_iqr

@@ -22,7 +22,8 @@ from pix2pixhd.checkpoint import (
 )
 from pix2pixhd.config import Config, from_dict, save_config, to_dict
 from pix2pixhd.dataset import data_provenance
-from pix2pixhd.layout import DataError, read_dataset_json, refuse_link
+from pix2pixhd.files import refuse_link
+from pix2pixhd.layout import DataError, read_dataset_json
 from pix2pixhd.logs import thin_event_files
 
 RUN_FILES = ("latest.pt", "epoch_[0-9][0-9][0-9]*.pt", "config.yaml", "logs", ".*.part")

@@ -24,17 +24,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pix2pixhd.config import check_counts
+from pix2pixhd.files import output_path, write_atomically, write_json
 from pix2pixhd.layout import (
     MASKS,
     image_path,
-    output_path,
     read_image,
     read_image_shape,
     read_mask,
     refuse_to_replace_foreign_files,
-    write_atomically,
     write_image,
-    write_json,
 )
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (

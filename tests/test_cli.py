@@ -439,7 +439,7 @@ def test_a_second_training_of_one_run_names_the_process_holding_it(workspace, tm
                                                                   capsys):
     import os
 
-    from pix2pixhd.locking import folder_lock
+    from pix2pixhd.files import folder_lock
 
     run = _copy_run(workspace, tmp_path)
     before = _run_files(run)

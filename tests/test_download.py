@@ -524,7 +524,7 @@ def test_the_command_line_takes_a_path_and_a_file_url(tmp_path, stores_root, sto
 
 
 def test_a_download_into_a_folder_in_use_stops_before_writing(tmp_path, server, stores):
-    from pix2pixhd.locking import FolderBusyError, folder_lock
+    from pix2pixhd.files import FolderBusyError, folder_lock
 
     out = tmp_path / "data"
     with folder_lock(out, "another download"):

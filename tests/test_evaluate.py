@@ -20,7 +20,8 @@ from pix2pixhd.evaluate import (
     summarise,
     write_evaluation,
 )
-from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_json, write_mask
+from pix2pixhd.files import write_json
+from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_mask
 from pix2pixhd.segmentation import segment_nuclei
 
 SIZE = 64
