@@ -580,15 +580,33 @@ def check_network_size(config: Config) -> None:
 
     `validate` calls it after checking each field; a loader with a config read from a file
     calls `saved_config` or `validate`, which include it."""
-    model, data = config.model, config.data
-    outputs = len(data.target_channels)
+    data = config.data
+    elements, options = training_activations(config, data.crop_size, check_parameters=True)
+    step_bytes = elements * data.batch_size * sizes.FLOAT_BYTES
+    if step_bytes > MAX_ACTIVATION_BYTES:
+        raise ConfigError(
+            f"data.crop_size={data.crop_size} and data.batch_size={data.batch_size} make "
+            f"about {step_bytes / 2**30:.3g} GB of activations in one training step with "
+            f"these networks, beyond the bound of {MAX_ACTIVATION_BYTES / 2**30:.0f} GB; "
+            f"lower data.crop_size or data.batch_size, or the networks' "
+            f"{', '.join('model.' + option for option in options)}")
+
+
+def training_activations(config: Config, crop_size: int, *, check_parameters: bool = False
+                         ) -> tuple[float, tuple[str, ...]]:
+    """Elements of activations one training crop of `crop_size` keeps for the backward pass
+    in these networks (`sizes.py`), and the model options that set them. With
+    `check_parameters`, networks beyond MAX_PARAMETERS are refused on the way."""
+    refuse = _refuse_parameters if check_parameters else lambda *_: None
+    model = config.model
+    outputs = len(config.data.target_channels)
     if model.kind == "viscy":
         options = ("encoder_blocks", "dims")
         parameters = sizes.viscy_encoder_parameters(
             encoder_blocks=model.encoder_blocks, dims=model.dims, stop_at=MAX_PARAMETERS)
-        _refuse_parameters("the VisCy network", parameters, model, options)
+        refuse("the VisCy network", parameters, model, options)
         elements = sizes.viscy_activations(
-            crop_size=data.crop_size, encoder_blocks=model.encoder_blocks, dims=model.dims,
+            crop_size=crop_size, encoder_blocks=model.encoder_blocks, dims=model.dims,
             stem_stride=model.stem_kernel_size[-1])
     else:
         options = ("ngf", "n_downsample_global", "n_blocks_global")
@@ -598,9 +616,9 @@ def check_network_size(config: Config) -> None:
             n_downsample_global=model.n_downsample_global,
             n_blocks_global=model.n_blocks_global, n_local_enhancers=model.n_local_enhancers,
             n_blocks_local=model.n_blocks_local, norm=model.norm, stop_at=MAX_PARAMETERS)
-        _refuse_parameters("the generator", parameters, model, options)
+        refuse("the generator", parameters, model, options)
         elements = sizes.generator_activations(
-            crop_size=data.crop_size, ngf=model.ngf, netG=model.netG,
+            crop_size=crop_size, ngf=model.ngf, netG=model.netG,
             n_downsample_global=model.n_downsample_global,
             n_blocks_global=model.n_blocks_global, n_local_enhancers=model.n_local_enhancers,
             n_blocks_local=model.n_blocks_local)
@@ -608,19 +626,11 @@ def check_network_size(config: Config) -> None:
             parameters = sizes.discriminator_parameters(
                 input_nc=1 + outputs, ndf=model.ndf, n_layers_D=model.n_layers_D,
                 num_D=model.num_D, norm=model.norm, stop_at=MAX_PARAMETERS)
-            _refuse_parameters("the discriminator", parameters, model,
-                               ("ndf", "n_layers_D", "num_D"))
+            refuse("the discriminator", parameters, model, ("ndf", "n_layers_D", "num_D"))
             elements += 2 * sizes.discriminator_activations(  # a real and a fake pass
-                crop_size=data.crop_size, ndf=model.ndf, n_layers_D=model.n_layers_D,
+                crop_size=crop_size, ndf=model.ndf, n_layers_D=model.n_layers_D,
                 num_D=model.num_D)
-    step_bytes = elements * data.batch_size * sizes.FLOAT_BYTES
-    if step_bytes > MAX_ACTIVATION_BYTES:
-        raise ConfigError(
-            f"data.crop_size={data.crop_size} and data.batch_size={data.batch_size} make "
-            f"about {step_bytes / 2**30:.3g} GB of activations in one training step with "
-            f"these networks, beyond the bound of {MAX_ACTIVATION_BYTES / 2**30:.0f} GB; "
-            f"lower data.crop_size or data.batch_size, or the networks' "
-            f"{', '.join('model.' + option for option in options)}")
+    return elements, options
 
 
 def _refuse_parameters(network: str, parameters: int, model: ModelConfig,
