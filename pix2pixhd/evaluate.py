@@ -397,12 +397,27 @@ def evaluate_predictions(
 
 def dataset_bright_threshold(split: Path, channel: str) -> float | None:
     """The channel's p_high (99.5th percentile of the train split) from the dataset.json beside
-    the split: the ceiling of the linear stain map, above which the brightest nuclei lie."""
+    the split: the ceiling of the linear stain map, above which the brightest nuclei lie.
+
+    None, with one warning line that names the metrics left out and why, when that file is
+    missing, malformed or holds no p_high of the channel: a summary without them must not
+    look like one of a dataset that has no bright nuclei."""
     try:
         info = read_dataset_json(split.parent)
-    except DataError:
+    except DataError as error:
+        _warn_no_bright_recalls(str(error))
         return None
-    return info.get("normalisation", {}).get(channel, {}).get("p_high")
+    threshold = info.get("normalisation", {}).get(channel, {}).get("p_high")
+    if threshold is None:
+        _warn_no_bright_recalls(f"{split.parent / 'dataset.json'} holds no normalisation."
+                                f"{channel}.p_high")
+    return threshold
+
+
+def _warn_no_bright_recalls(reason: str) -> None:
+    log.warning("%s are not computed (left empty): %s; they need the stain's p_high of the "
+                "training data (the dataset.json beside the split)",
+                ", ".join(RECALLS_BY_BRIGHTNESS), reason)
 
 
 def _declared_units_problem(pred_dir: str | Path) -> str | None:
@@ -470,10 +485,11 @@ def _recalls_by_brightness(table: pd.DataFrame) -> dict[str, float]:
     """Each of RECALLS_BY_BRIGHTNESS on the counts pooled over the images (most images hold no
     bright nucleus, so a mean of per-image recalls would mislead), with a 95 % bootstrap
     interval over the images (`metrics.bootstrap_interval`) as <name>_low95 and <name>_high95:
-    a test split holds only a few dozen bright nuclei. Empty without the counts."""
+    a test split holds only a few dozen bright nuclei. nan without the counts."""
     columns = ["bright_nuclei", "bright_found", "other_nuclei", "other_found"]
     if not set(columns) <= set(table):
-        return {}
+        return {f"{name}{end}": math.nan for name in RECALLS_BY_BRIGHTNESS
+                for end in ("", "_low95", "_high95")}
     counts = table[columns].to_numpy(np.float64)
     recalls = {}
     for name, statistic in RECALLS_BY_BRIGHTNESS.items():
