@@ -45,9 +45,11 @@ from pix2pixhd.layout import (
     list_tiffs,
     read_dataset_json,
     read_image,
+    read_image_shape,
     read_mask,
     refuse_to_replace_foreign_files,
 )
+from pix2pixhd.memory import check_budget, evaluate_bytes
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +365,10 @@ def evaluate_predictions(
     sharpness = {} if hf_cutoff is None else {"cutoff": hf_cutoff}
     if bright_threshold is None and masks is not None:
         bright_threshold = dataset_bright_threshold(split, channel)
+    for _, stain_path in pairs.values():  # from the headers, before any pixel
+        shape = read_image_shape(stain_path)
+        check_budget(f"{stain_path} ({shape[0]}x{shape[1]} pixels)", evaluate_bytes(shape),
+                     "evaluate crops of it (predict and crop the real stain and masks alike)")
     rows = []
     for fov, (pred_path, stain_path) in tqdm(pairs.items(), desc="evaluate", disable=not progress):
         stain = read_image(stain_path)

@@ -159,15 +159,17 @@ def sample_bytes(shape: Sequence[int], *, n: int, channels: int, tile_size: int,
 
 
 def evaluate_bytes(shape: Sequence[int]) -> float:
-    """`evaluate.evaluate_folder` on one field of view: the prediction, target and masks, the
-    float64 copies the pixel metrics make, the segmentation's label and distance maps, and the
-    spectra (complex128) of the sharpness measure."""
-    pixels = math.prod(shape)
-    return pixels * EVALUATE_BYTES_PER_PIXEL
+    """`evaluate.evaluate_predictions` on one field of view: the prediction, target and masks,
+    the float64 copies of the pixel metrics, the segmentations and the spectra, per pixel, and
+    a part that does not grow with the image (EVALUATE_FIXED_BYTES)."""
+    return EVALUATE_FIXED_BYTES + math.prod(shape) * EVALUATE_BYTES_PER_PIXEL
 
 
-EVALUATE_BYTES_PER_PIXEL = 160
-"""Measured: 120-140 bytes per pixel at the peak of one field of view (`tests/test_memory.py`)."""
+EVALUATE_BYTES_PER_PIXEL = 48
+EVALUATE_FIXED_BYTES = 170 * 2**20
+"""Measured peaks of one field of view above the memory before it, after a warm-up on a small
+one: 212, 235 and 355 MiB at 768, 1280 and 2048 pixels a side (a line through them: 170 MiB
+and 45 bytes per pixel; which library's first large call holds the fixed part is not known)."""
 
 
 def training_step_bytes(*, batch: int, elements_per_crop: float, crop_size: int,

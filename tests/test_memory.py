@@ -142,3 +142,45 @@ def test_sample_refuses_what_its_old_estimate_let_through(checkpoint, tmp_path):
                              r"use --n 2\d or fewer"):
         sample_folder(checkpoint, image, tmp_path / "out", n=30)
     assert not (tmp_path / "out").exists()
+
+
+def _split(root: Path, side: int) -> Path:
+    """A test split of one field of view: square nuclei on noise, and their masks."""
+    rng = np.random.default_rng(0)
+    labels = np.zeros((side, side), np.uint16)
+    for label, (y, x) in enumerate(rng.integers(0, side - 16, size=(side // 8, 2)), start=1):
+        labels[y:y + 12, x:x + 12] = label
+    stain = np.where(labels > 0, 1000.0, 100.0) + rng.normal(0, 10, labels.shape)
+    for folder, image in (("nuclei", stain.astype(np.float32)), ("nuclei_masks", labels)):
+        (root / "test" / folder).mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(root / "test" / folder / "fov.tif", image)
+    (root / "pred").mkdir()
+    tifffile.imwrite(root / "pred" / "fov.tif", (stain * 0.9).astype(np.float32))
+    return root
+
+
+@pytest.mark.parametrize("side", [768, 1536])
+def test_the_evaluate_estimate_is_within_half_again_of_its_measured_peak(tmp_path, side):
+    root = _split(tmp_path / "big", side)
+    warm = _split(tmp_path / "warm", 128)
+    estimate = memory.evaluate_bytes((side, side))
+    extra = measured_extra_bytes(
+        "from pix2pixhd.evaluate import evaluate_predictions\n"
+        f"evaluate_predictions({str(warm / 'pred')!r}, {str(warm / 'test')!r}, progress=False)",
+        f"evaluate_predictions({str(root / 'pred')!r}, {str(root / 'test')!r}, progress=False)")
+    print(f"evaluate {side}x{side}: estimate {estimate / 2**20:.0f} MiB, "
+          f"measured {extra / 2**20:.0f} MiB")
+    assert extra / 1.5 <= estimate <= extra * 1.5, (estimate, extra)
+
+
+def test_evaluate_refuses_a_field_of_view_over_budget_from_its_header(tmp_path):
+    from pix2pixhd.evaluate import evaluate_predictions
+
+    (tmp_path / "test" / "nuclei").mkdir(parents=True)
+    (tmp_path / "pred").mkdir()
+    _huge_tiff(tmp_path / "test" / "nuclei" / "fov.tif", 30000)
+    _huge_tiff(tmp_path / "pred" / "fov.tif", 30000)
+    with pytest.raises(memory.MemoryBudgetError,
+                       match=r"fov.tif \(30000x30000 pixels\) would take about \d+\.\d GiB .*; "
+                             "evaluate crops of it"):
+        evaluate_predictions(tmp_path / "pred", tmp_path / "test", progress=False)
