@@ -175,8 +175,13 @@ and 45 bytes per pixel; which library's first large call holds the fixed part is
 def training_step_bytes(*, batch: int, elements_per_crop: float, crop_size: int,
                         channels: int) -> float:
     """One training step on `batch` crops: the activations autograd keeps (`sizes.py` counts
-    them per crop, in elements) and the batch itself."""
-    return batch * (elements_per_crop * 4 + crop_size**2 * 4 * (1 + channels))
+    them per crop, in elements), as much again for their gradients and the convolutions'
+    scratch during the backward pass (measured 1.9-2.0 times the activations on the CPU),
+    and the batch itself."""
+    return batch * (elements_per_crop * 4 * BACKWARD_FACTOR + crop_size**2 * 4 * (1 + channels))
+
+
+BACKWARD_FACTOR = 2.0
 
 
 def plane_bytes(shape: Sequence[int], dtype: np.dtype | str) -> float:

@@ -184,3 +184,25 @@ def test_evaluate_refuses_a_field_of_view_over_budget_from_its_header(tmp_path):
                        match=r"fov.tif \(30000x30000 pixels\) would take about \d+\.\d GiB .*; "
                              "evaluate crops of it"):
         evaluate_predictions(tmp_path / "pred", tmp_path / "test", progress=False)
+
+
+@pytest.mark.parametrize("size", [192, 384])
+def test_the_bench_estimate_is_within_half_again_of_its_measured_peak(tiny_config, size):
+    from pix2pixhd.config import training_activations
+
+    batch = 4
+    elements, _ = training_activations(tiny_config, size)
+    estimate = memory.training_step_bytes(batch=batch, elements_per_crop=elements,
+                                          crop_size=size, channels=1)
+    from .conftest import TINY
+
+    setup = ("import torch; torch.set_num_threads(1)\n"
+             "from pix2pixhd.bench import run_benchmark\n"
+             "from pix2pixhd.config import apply_overrides, load_config\n"
+             f"config = apply_overrides(load_config('quick'), {TINY!r} + ['train.device=cpu'])\n"
+             "run_benchmark(config, batch=1, size=32, warmup=0, repeats=1, mc_samples=2)")
+    extra = measured_extra_bytes(setup, f"run_benchmark(config, batch={batch}, size={size}, "
+                                        "warmup=0, repeats=1, mc_samples=2)")
+    print(f"bench batch {batch} size {size}: estimate {estimate / 2**20:.0f} MiB, "
+          f"measured {extra / 2**20:.0f} MiB")
+    assert extra / 1.5 <= estimate <= extra * 1.5, (estimate, extra)
