@@ -153,23 +153,21 @@ def sample_bytes(shape: Sequence[int], *, n: int, channels: int, tile_size: int,
     side = min(tile_size, max(shape))
     kept = read_bytes(shape, itemsize) + pixels * 4 + n * pixels * 4 * channels
     network = tile_bytes(side, min(batch_size, n), channels, activation_bytes_per_pixel)
-    network += n * side**2 * 4 * channels * 3
+    network += n * side**2 * 4 * channels * 2  # the batches and their concatenation, or it and
+    # its mapping to stain units
     statistics = n * pixels * (8 + 8) + pixels * 8 * 6  # and mean, std, cv, their temporaries
     return kept + max(network, statistics)
 
 
 def evaluate_bytes(shape: Sequence[int]) -> float:
     """`evaluate.evaluate_predictions` on one field of view: the prediction, target and masks,
-    the float64 copies of the pixel metrics, the segmentations and the spectra, per pixel, and
-    a part that does not grow with the image (EVALUATE_FIXED_BYTES)."""
-    return EVALUATE_FIXED_BYTES + math.prod(shape) * EVALUATE_BYTES_PER_PIXEL
+    the float64 copies of the pixel metrics, the segmentations and the spectra."""
+    return math.prod(shape) * EVALUATE_BYTES_PER_PIXEL
 
 
-EVALUATE_BYTES_PER_PIXEL = 48
-EVALUATE_FIXED_BYTES = 170 * 2**20
+EVALUATE_BYTES_PER_PIXEL = 100
 """Measured peaks of one field of view above the memory before it, after a warm-up on a small
-one: 212, 235 and 355 MiB at 768, 1280 and 2048 pixels a side (a line through them: 170 MiB
-and 45 bytes per pixel; which library's first large call holds the fixed part is not known)."""
+one: 56 and 224 MiB at 768 and 1536 pixels a side, 93 and 100 bytes per pixel."""
 
 
 def training_step_bytes(*, batch: int, elements_per_crop: float, crop_size: int,
