@@ -32,9 +32,11 @@ from typing import Any
 import torch
 
 from pix2pixhd.config import Config, apply_overrides
+from pix2pixhd.memory import budget_bytes, check_budget, training_step_bytes
+from pix2pixhd.models import training_activations
 from pix2pixhd.normalisation import DatasetNormaliser
 from pix2pixhd.sampling import dropout_modules, mc_dropout_samples
-from pix2pixhd.train import Trainer
+from pix2pixhd.train import Trainer, resolve_device
 
 
 def _synchronise(device: torch.device) -> None:
@@ -56,12 +58,31 @@ def median_seconds(work: Callable[[], Any], device: torch.device, warmup: int,
     return statistics.median(times)
 
 
-def _trainer(config: Config, overrides: list[str], **options: Any) -> Trainer:
-    folder = tempfile.mkdtemp(prefix="pix2pixhd-bench-")
-    config = apply_overrides(config, [f"train.checkpoints_dir={folder}", "train.name=bench",
+def _trainer(config: Config, folder: str, name: str, overrides: list[str],
+             **options: Any) -> Trainer:
+    """A trainer whose run folder is FOLDER/NAME, inside the benchmark's temporary folder."""
+    config = apply_overrides(config, [f"train.checkpoints_dir={folder}", f"train.name={name}",
                                       "train.compile=false", *overrides])
     options.setdefault("normaliser", _stand_in_normaliser(config))
     return Trainer(config, loaders=([], []), **options)
+
+
+def check_benchmark_memory(config: Config, *, batch: int, size: int) -> None:
+    """Refuse a --batch and --size whose training step would exceed the memory budget
+    (`memory.py`), before any tensor is made: on the CPU its activations (`sizes.py`) and the
+    batch, on a GPU the batch, which is made in host memory first."""
+    channels = len(config.data.target_channels)
+    elements, _ = training_activations(config, size)
+    if resolve_device(config.train.device).type != "cpu":
+        elements = 0.0  # the activations are the GPU's, whose own limit CUDA names
+
+    def estimate(count: int) -> float:
+        return training_step_bytes(batch=count, elements_per_crop=elements, crop_size=size,
+                                   channels=channels)
+
+    fitting = int(budget_bytes() // estimate(1))
+    fix = f"use --batch {fitting} or fewer" if fitting >= 1 else "use a smaller --size"
+    check_budget(f"bench --batch {batch} --size {size}", estimate(batch), fix)
 
 
 def _stand_in_normaliser(config: Config) -> DatasetNormaliser:
@@ -85,22 +106,34 @@ def run_benchmark(
     config: Config, *, batch: int = 4, size: int = 256, warmup: int = 3, repeats: int = 10,
     mc_samples: int = 16,
 ) -> dict[str, Any]:
-    """Median seconds of the step variants above, of one prediction and of MC sampling."""
+    """Median seconds of the step variants above, of one prediction and of MC sampling.
+
+    The sizes are checked against the memory budget first; the trainers' run folders live in
+    one temporary folder, removed when the benchmark ends, however it ends (Ctrl-C too).
+    """
+    check_benchmark_memory(config, batch=batch, size=size)
+    with tempfile.TemporaryDirectory(prefix="pix2pixhd-bench-") as folder:
+        return _run_benchmark(config, folder, batch=batch, size=size, warmup=warmup,
+                              repeats=repeats, mc_samples=mc_samples)
+
+
+def _run_benchmark(config: Config, folder: str, *, batch: int, size: int, warmup: int,
+                   repeats: int, mc_samples: int) -> dict[str, Any]:
     torch.manual_seed(0)
-    base = _trainer(config, [])
+    base = _trainer(config, folder, "base", [])
     device = base.device
     channels = len(config.data.target_channels)
     data = {"input": torch.randn(batch, 1, size, size),
             "target": torch.rand(batch, channels, size, size) * 2 - 1}
     on_cuda = device.type == "cuda"
     cpu_only = ["train.amp=none", "train.channels_last=false"]
-    plain = _trainer(config, cpu_only)
+    plain = _trainer(config, folder, "step", cpu_only)
     variants: dict[str, Callable[[], Any]] = {"step": lambda: plain.train_step(data)}
     if on_cuda:
-        fast = _trainer(config, ["train.amp=auto", "train.channels_last=true"])
-        bf16 = _trainer(config, ["train.amp=bf16", "train.channels_last=false"])
-        compiled = _trainer(config, ["train.amp=auto", "train.channels_last=true",
-                                     "train.compile=true"])
+        fast = _trainer(config, folder, "fast", ["train.amp=auto", "train.channels_last=true"])
+        bf16 = _trainer(config, folder, "bf16", ["train.amp=bf16", "train.channels_last=false"])
+        compiled = _trainer(config, folder, "compiled", [
+            "train.amp=auto", "train.channels_last=true", "train.compile=true"])
         variants |= {"step_bf16": lambda: bf16.train_step(data),
                      "step_bf16_channels_last": lambda: fast.train_step(data),
                      "step_bf16_channels_last_compiled": lambda: compiled.train_step(data)}

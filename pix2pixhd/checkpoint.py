@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from pix2pixhd.config import Config, ModelConfig, from_dict, saved_config
-from pix2pixhd.layout import DataError, write_atomically
+from pix2pixhd.files import write_atomically
+from pix2pixhd.layout import DataError
 from pix2pixhd.normalisation import Normaliser
 
 

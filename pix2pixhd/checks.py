@@ -10,10 +10,12 @@ infinite pixels, pixel types). The check never needs torch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from pix2pixhd.config import DataConfig
@@ -31,6 +33,8 @@ from pix2pixhd.layout import (
     read_image_shape,
     read_mask,
 )
+
+log = logging.getLogger(__name__)
 
 
 def check_dataset(
@@ -95,7 +99,12 @@ def check_fov(
             problems.append(_missing_message(path, fov, channel))
             continue
         try:
-            shapes[path] = read_image(path).shape if read_pixels else read_image_shape(path)
+            if read_pixels:
+                image = read_image(path)
+                shapes[path] = image.shape
+                _warn_if_constant(path, image)
+            else:
+                shapes[path] = read_image_shape(path)
         except DataError as error:
             problems.append(str(error))
     if len(set(shapes.values())) > 1:
@@ -107,6 +116,25 @@ def check_fov(
     if masks:
         problems += _check_mask(image_path(root, split, MASKS, fov), fov, shapes)
     return problems
+
+
+def constant_image_message(path: str | Path, image: np.ndarray) -> str | None:
+    """One line when every pixel of `image` is the same, else None.
+
+    No microscope image is flat: a constant phase or stain image is a download whose chunks
+    were missing (zarr fills them with one value), a blank acquisition, or an empty field of
+    view. It is usable as data, so it is a warning, not a problem.
+    """
+    if image.size == 0 or image.min() != image.max():
+        return None
+    return (f"{path} is constant (every pixel is {image.flat[0]:g}): a broken download or an "
+            "empty field of view; look at it, and remove that field of view if it is not data")
+
+
+def _warn_if_constant(path: Path, image: np.ndarray) -> None:
+    message = constant_image_message(path, image)
+    if message:
+        log.warning(message)
 
 
 def shape_mismatch_message(split: str, fov: str, shapes: dict[Path, tuple[int, ...]]) -> str:

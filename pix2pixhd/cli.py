@@ -17,14 +17,8 @@ from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pix2pixhd.config import Config, ConfigError, apply_overrides, from_dict, load_config
-from pix2pixhd.layout import (
-    MATCH,
-    DataError,
-    check_output_folder,
-    dataset_json_path,
-    plain_name,
-    write_atomically,
-)
+from pix2pixhd.files import write_atomically
+from pix2pixhd.layout import MATCH, DataError, check_output_folder, dataset_json_path, plain_name
 from pix2pixhd.normalisation import NORMALISE
 
 log = logging.getLogger("pix2pixhd")
@@ -143,7 +137,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pix2pixhd.locking import folder_lock
+    from pix2pixhd.files import folder_lock
     from pix2pixhd.runs import export_run
 
     with folder_lock(args.out):

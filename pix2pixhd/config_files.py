@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from pix2pixhd.layout import write_atomically
+from pix2pixhd.files import write_atomically
 
 MAX_YAML_ALIASES = 16
 """YAML aliases (`*name`) one file or value may use: each can repeat a whole earlier value, so

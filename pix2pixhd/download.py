@@ -37,13 +37,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
-from pix2pixhd.locking import folder_lock
+from pix2pixhd.checks import constant_image_message
+from pix2pixhd.files import folder_lock
+from pix2pixhd.memory import MemoryBudgetError, check_budget, plane_bytes
 from pix2pixhd.normalisation import dataset_statistics
 
 try:  # the `download` extra; the rest of the package works without it
     import aiohttp
     import zarr
-    from zarr.storage import FsspecStore, LocalStore
+    from zarr.storage import FsspecStore, LocalStore, WrapperStore
 except ImportError as missing:
     _IMPORT_ERROR: ImportError | None = missing
 else:
@@ -318,6 +320,8 @@ def _reading(what: str) -> Iterator[None]:
         yield
     except (KeyError, FileNotFoundError) as error:
         raise DownloadError(f"{what} is not there ({error!r}); is the URL right?") from error
+    except MemoryBudgetError:  # a ValueError, but the store's claim is named already
+        raise
     except ValueError as error:  # json's and zarr's parse errors: an HTML page, or garbage
         raise DownloadError(
             f"{what} answered with something that is not OME-Zarr metadata ({error}); the "
@@ -339,6 +343,34 @@ def _local_path(url: str) -> Path:
     """The folder of a file:// URL or a plain path."""
     parsed = urlparse(url)
     return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(url)
+
+
+def _is_chunk_key(key: str) -> bool:
+    """Whether a store key names array data rather than metadata (.zarray, zarr.json...)."""
+    return not key.rsplit("/", 1)[-1].startswith((".z", "zarr.json"))
+
+
+def _recording_missing_chunks(store: Any) -> Any:
+    """`store`, wrapped so that the chunk keys it has nothing for are recorded in `.missing`:
+    zarr silently substitutes the fill value for them."""
+
+    class RecordingStore(WrapperStore):
+        missing: list[str]
+
+        async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+            value = await super().get(key, prototype, byte_range)
+            if value is None and _is_chunk_key(key):
+                self.missing.append(key)
+            return value
+
+    wrapped = RecordingStore(store)
+    wrapped.missing = []
+    return wrapped
+
+
+def _missing_chunks(group: Any) -> list[str]:
+    """The chunk keys the store of `group` had nothing for so far (see above)."""
+    return getattr(group.store, "missing", [])
 
 
 def _zarr_store(url: str, timeout: float) -> Any:
@@ -376,7 +408,8 @@ def _open_store(url: str, timeout: float) -> _Store:
     """Open the plate and list its positions by walking plate -> wells -> images metadata."""
     try:
         with _reading(url):
-            plate = zarr.open_group(_zarr_store(url, timeout), mode="r")
+            plate = zarr.open_group(_recording_missing_chunks(_zarr_store(url, timeout)),
+                                    mode="r")
     except DownloadError as error:
         if isinstance(error.__cause__, (KeyError, FileNotFoundError)):
             raise _NotFound(str(error)) from error.__cause__
@@ -387,8 +420,10 @@ def _open_store(url: str, timeout: float) -> _Store:
             raise DownloadError(f"{url} is not an HCS plate: no plate.wells in its metadata")
         positions = []
         for well in plate_meta["wells"]:
-            images = _ome(plate[well["path"]]).get("well", {}).get("images", [])
-            positions += [f"{well['path']}/{image['path']}" for image in images]
+            well_path = _member_path(well.get("path"), url, "well")
+            images = _ome(plate[well_path]).get("well", {}).get("images", [])
+            positions += [f"{well_path}/{_member_path(image.get('path'), url, 'image')}"
+                          for image in images]
     if not positions:
         raise DownloadError(f"{url} lists no fields of view in its wells' metadata")
     with _reading(f"{url}/{positions[0]}"):
@@ -397,6 +432,20 @@ def _open_store(url: str, timeout: float) -> _Store:
         has_masks = layout.MASKS in match_channels(labels) or _labels_name(first) is not None
     log.info("%s: %d fields of view, channels %s", url, len(positions), labels)
     return _Store(url=url, plate=plate, positions=positions, labels=labels, has_masks=has_masks)
+
+
+def _member_path(path: object, url: str, what: str) -> str:
+    """A well's ("row/column") or image's path from the plate metadata, refused unless each
+    part is a plain name: '..' or '/x' would read (and name files) outside the plate."""
+    parts = path.split("/") if isinstance(path, str) else [path]
+    try:
+        for part in parts:
+            layout.plain_name(part, f"{what} path")
+    except layout.DataError:
+        raise DownloadError(f"{url}: the plate metadata names the {what} path {path!r}, which "
+                            "is not a plain name (like '0/1'): the store is malformed; fix its "
+                            "metadata or use another store") from None
+    return path
 
 
 # --- reading one field of view -------------------------------------------------------------
@@ -464,11 +513,16 @@ def _axis_names(axes: Sequence[Any]) -> list[str]:
     return [str(a.get("name", "?") if isinstance(a, dict) else a) for a in axes]
 
 
-def _read_plane(image_group: Any, channel: int) -> np.ndarray:
+def _read_plane(image_group: Any, channel: int, where: str, *, allow_missing: bool = False
+                ) -> np.ndarray:
     """The (Y, X) plane at time 0, middle Z, of the highest resolution of a multiscale image.
 
     Indexing the zarr array with one time point, channel and Z slice fetches only the chunks
-    that hold that plane.
+    that hold that plane. A plane larger than the memory budget is refused from its claimed
+    shape, before a chunk is fetched. A chunk the store does not have is an error unless
+    `allow_missing`: zarr would give the array's fill value in its place, and a phase or
+    stain image of zeros is a broken download, not data; a label image may leave chunks
+    without nuclei unwritten.
     """
     multiscales = _ome(image_group).get("multiscales", [{}])[0]
     datasets = multiscales.get("datasets", [{"path": "0"}])
@@ -477,7 +531,23 @@ def _read_plane(image_group: Any, channel: int) -> np.ndarray:
     if len(axes) != array.ndim:
         raise DownloadError(f"{array.path}: axes {_axis_names(axes)} do not fit its shape "
                             f"{array.shape}")
-    return np.asarray(array[plane_index(axes, array.shape, channel, array.path)])
+    index = plane_index(axes, array.shape, channel, array.path)
+    plane = tuple(n for n, i in zip(array.shape, index, strict=True) if isinstance(i, slice))
+    side = "x".join(map(str, plane))
+    check_budget(f"{where}/{array.basename}: its metadata claims planes of {side} pixels "
+                 f"({array.dtype}), which", plane_bytes(plane, array.dtype),
+                 "check the store's array shape; a real field of view is a few thousand "
+                 "pixels a side")
+    missing = _missing_chunks(image_group)
+    before = len(missing)
+    values = np.asarray(array[index])
+    if len(missing) > before and not allow_missing:
+        raise DownloadError(
+            f"{where}/{array.basename}: {len(missing) - before} of the chunks of channel "
+            f"{channel} are missing (the server had nothing at {missing[before]}), so zarr "
+            f"would fill them with {array.fill_value}; run the same command again later, or "
+            "check the store")
+    return values
 
 
 def _read_fov(store: _Store, position: str) -> dict[str, np.ndarray]:
@@ -486,10 +556,12 @@ def _read_fov(store: _Store, position: str) -> dict[str, np.ndarray]:
     with _reading(where):
         group = store.plate[position]
         channels = match_channels(_channel_labels(group, where))
-        planes = {name: _read_plane(group, index) for name, index in channels.items()}
+        planes = {name: _read_plane(group, index, where, allow_missing=name == layout.MASKS)
+                  for name, index in channels.items()}
         name = _labels_name(group) if layout.MASKS not in planes else None
         if name is not None:
-            planes[layout.MASKS] = _read_plane(group["labels"][name], 0)
+            planes[layout.MASKS] = _read_plane(group["labels"][name], 0, f"{where}/labels",
+                                               allow_missing=True)
     if layout.MASKS in planes:
         planes[layout.MASKS] = _as_labels(planes[layout.MASKS], where)
     return planes
@@ -540,6 +612,11 @@ def _fetch_all(out: Path, plan: list[tuple[str, _Store, str]]) -> None:
         if _is_complete(out, split, store, position):
             continue
         planes = _read_fov(store, position)
+        for channel, plane in planes.items():
+            message = channel != layout.MASKS and constant_image_message(
+                f"{store.url}/{position} ({channel})", plane)
+            if message:
+                log.warning(message)
         _write_fov(out, split, store, position, planes)
 
 

@@ -32,6 +32,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pix2pixhd import metrics, segmentation
+from pix2pixhd.files import output_path, write_atomically, write_json
 from pix2pixhd.layout import (
     CHANNELS,
     HOW_TO_GET_DATA,
@@ -42,14 +43,13 @@ from pix2pixhd.layout import (
     image_path,
     list_fovs,
     list_tiffs,
-    output_path,
     read_dataset_json,
     read_image,
+    read_image_shape,
     read_mask,
     refuse_to_replace_foreign_files,
-    write_atomically,
-    write_json,
 )
+from pix2pixhd.memory import check_budget, evaluate_bytes
 
 log = logging.getLogger(__name__)
 
@@ -365,6 +365,10 @@ def evaluate_predictions(
     sharpness = {} if hf_cutoff is None else {"cutoff": hf_cutoff}
     if bright_threshold is None and masks is not None:
         bright_threshold = dataset_bright_threshold(split, channel)
+    for _, stain_path in pairs.values():  # from the headers, before any pixel
+        shape = read_image_shape(stain_path)
+        check_budget(f"{stain_path} ({shape[0]}x{shape[1]} pixels)", evaluate_bytes(shape),
+                     "evaluate crops of it (predict and crop the real stain and masks alike)")
     rows = []
     for fov, (pred_path, stain_path) in tqdm(pairs.items(), desc="evaluate", disable=not progress):
         stain = read_image(stain_path)
@@ -399,12 +403,27 @@ def evaluate_predictions(
 
 def dataset_bright_threshold(split: Path, channel: str) -> float | None:
     """The channel's p_high (99.5th percentile of the train split) from the dataset.json beside
-    the split: the ceiling of the linear stain map, above which the brightest nuclei lie."""
+    the split: the ceiling of the linear stain map, above which the brightest nuclei lie.
+
+    None, with one warning line that names the metrics left out and why, when that file is
+    missing, malformed or holds no p_high of the channel: a summary without them must not
+    look like one of a dataset that has no bright nuclei."""
     try:
         info = read_dataset_json(split.parent)
-    except DataError:
+    except DataError as error:
+        _warn_no_bright_recalls(str(error))
         return None
-    return info.get("normalisation", {}).get(channel, {}).get("p_high")
+    threshold = info.get("normalisation", {}).get(channel, {}).get("p_high")
+    if threshold is None:
+        _warn_no_bright_recalls(f"{split.parent / 'dataset.json'} holds no normalisation."
+                                f"{channel}.p_high")
+    return threshold
+
+
+def _warn_no_bright_recalls(reason: str) -> None:
+    log.warning("%s are not computed (left empty): %s; they need the stain's p_high of the "
+                "training data (the dataset.json beside the split)",
+                ", ".join(RECALLS_BY_BRIGHTNESS), reason)
 
 
 def _declared_units_problem(pred_dir: str | Path) -> str | None:
@@ -472,10 +491,11 @@ def _recalls_by_brightness(table: pd.DataFrame) -> dict[str, float]:
     """Each of RECALLS_BY_BRIGHTNESS on the counts pooled over the images (most images hold no
     bright nucleus, so a mean of per-image recalls would mislead), with a 95 % bootstrap
     interval over the images (`metrics.bootstrap_interval`) as <name>_low95 and <name>_high95:
-    a test split holds only a few dozen bright nuclei. Empty without the counts."""
+    a test split holds only a few dozen bright nuclei. nan without the counts."""
     columns = ["bright_nuclei", "bright_found", "other_nuclei", "other_found"]
     if not set(columns) <= set(table):
-        return {}
+        return {f"{name}{end}": math.nan for name in RECALLS_BY_BRIGHTNESS
+                for end in ("", "_low95", "_high95")}
     counts = table[columns].to_numpy(np.float64)
     recalls = {}
     for name, statistic in RECALLS_BY_BRIGHTNESS.items():

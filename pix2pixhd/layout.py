@@ -6,26 +6,25 @@
                                         (measured by `normalisation.dataset_statistics`)
 
 Everything that reads or writes these files goes through this module, so a bad file is
-reported once, by name, with what to do about it.
+reported once, by name, with what to do about it; the writing itself (atomic, never through a
+link) is `files.py`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import logging
 import math
 import numbers
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
+
+from pix2pixhd.files import DataError, refuse_link, write_atomically, write_text
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ HOW_TO_GET_DATA = (
     "(built in, offline) or `python -m pix2pixhd data download --out data` (real A549 images), "
     "or run `sh setup.sh`"
 )
-
-
-class DataError(ValueError):
-    """A dataset file or folder that cannot be used as it is."""
 
 
 def plain_name(name: object, what: str) -> str:
@@ -234,31 +229,6 @@ def _not_a_file(path: Path) -> str:
     return "does not exist"
 
 
-def output_path(folder: str | Path, *names: str) -> Path:
-    """folder/names[0]/.../names[-1], its subfolders made; a subfolder that is a link is refused.
-
-    `folder` is the user's choice (it may well be a link to scratch space), but a link inside
-    it, such as OUT/nuclei pointing at the real stains, would send every write into the
-    link's target. The file itself may be a link: `write_atomically` replaces the link, not
-    its target.
-    """
-    path = Path(folder)
-    path.mkdir(parents=True, exist_ok=True)
-    for name in names[:-1]:
-        path = path / name
-        refuse_link(path, folder)
-        path.mkdir(exist_ok=True)
-    return path / names[-1]
-
-
-def refuse_link(path: str | Path, folder: str | Path) -> None:
-    """DataError if `path`, a folder this package writes into inside `folder`, is a link."""
-    if Path(path).is_symlink():
-        raise DataError(f"{path} is a symbolic link (to {os.readlink(path)}): writing through "
-                        f"it would change files outside {folder}; remove the link, or choose "
-                        "another output folder")
-
-
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write a float32 2-D TIFF atomically: a reader never sees a half-written file."""
     _write_atomic(path, np.asarray(image, dtype=np.float32))
@@ -275,82 +245,6 @@ def _write_atomic(path: str | Path, array: np.ndarray) -> None:
     if array.ndim != 2:
         raise DataError(f"refusing to write {path}: shape {array.shape} is not 2-D")
     write_atomically(path, lambda temporary: tifffile.imwrite(temporary, array))
-
-
-def write_atomically(path: str | Path, write: Callable[[str], object]) -> Path:
-    """Let `write` fill a temporary file beside `path`, then rename it: a reader (or a resumed
-    download, or a crash) never sees a half-written file under the real name.
-
-    Leftover temporaries of `path` from a killed earlier write are removed first, and the file
-    takes the mode the umask gives new files (mkstemp alone would make it private, 0600). A
-    `path` that is a symbolic link is replaced by the new file; its target is left alone.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
-        leftover.unlink(missing_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        os.chmod(temporary, 0o666 & ~current_umask())
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
-
-
-@contextlib.contextmanager
-def folder_written_atomically(folder: str | Path) -> Iterator[Path]:
-    """A new, empty folder beside `folder` to fill; when the block ends well it takes the place
-    of `folder` (the earlier one is deleted only then), on an error it is deleted.
-
-    So a reader, an interrupted re-run or a crash sees either the old folder or the complete
-    new one, never a mix. Hidden leftovers `.NAME.*.part` of a killed earlier run are removed
-    first (hold the folder's lock: a concurrent run's are not leftovers). Between the two
-    renames of a replacement the name is briefly absent. A `folder` that is a symbolic link
-    stays one: its target is replaced.
-    """
-    folder = Path(folder)
-    if folder.is_symlink():
-        if not folder.exists():
-            raise DataError(f"{folder} is a symbolic link to {os.readlink(folder)}, which does "
-                            "not exist; make that folder or choose another one")
-        folder = folder.resolve()
-    folder = folder.absolute()
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"{folder} is a file; choose a folder (it will be made)")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in folder.parent.glob(f".{glob.escape(folder.name)}.*.part"):
-        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-    building = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".part"))
-    try:
-        os.chmod(building, 0o777 & ~current_umask())  # mkdtemp makes it private (0700)
-        yield building
-        if folder.is_dir() and any(folder.iterdir()):
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.",
-                                        suffix=".old.part"))
-            os.replace(folder, old)
-            os.replace(building, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(building, folder)  # an empty folder is replaced by rename alone
-    finally:
-        if building.exists():
-            shutil.rmtree(building)
-
-
-def write_json(path: str | Path, values: dict[str, Any]) -> Path:
-    """Write a flat dict (e.g. a summary of metrics) as JSON, atomically; nan and inf -> null.
-
-    JSON has no nan or inf (Python would write invalid tokens), so a score that is undefined
-    (nan) or unbounded (the inf PSNR of a perfect prediction) is stored as null.
-    """
-    plain = {key: None if isinstance(value, numbers.Real) and not math.isfinite(value)
-             else value for key, value in values.items()}
-    text = json.dumps(plain, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    return write_atomically(path, lambda temporary: Path(temporary).write_text(text))
 
 
 def dataset_json_path(root: str | Path) -> Path:
@@ -431,13 +325,6 @@ def _short(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def current_umask() -> int:
-    """The process's umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def write_dataset_json(root: str | Path, info: dict[str, Any]) -> None:
     """Write ROOT/dataset.json: `info` (provenance, and the statistics that
     `normalisation.dataset_statistics` measured) plus the counts of the files.
@@ -451,7 +338,4 @@ def write_dataset_json(root: str | Path, info: dict[str, Any]) -> None:
     problem = _dataset_json_problem(info)
     if problem:
         raise DataError(f"refusing to write {dataset_json_path(root)}: {problem}")
-    text = json.dumps(info, indent=2, sort_keys=True)
-    temporary = dataset_json_path(root).with_suffix(".json.part")
-    temporary.write_text(text + "\n")
-    os.replace(temporary, dataset_json_path(root))
+    write_text(dataset_json_path(root), json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -18,6 +18,7 @@ importing the package (the `data` commands, `--help`) does not load torch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -224,6 +225,14 @@ def viscy_step(config: Config) -> StepSize:
         crop_size=config.data.crop_size, encoder_blocks=model.encoder_blocks, dims=model.dims,
         stem_stride=model.stem_kernel_size[-1])
     return StepSize(elements, options)
+
+
+def training_activations(config: Config, crop_size: int) -> StepSize:
+    """What one training crop of `crop_size` keeps for the backward pass in this kind's
+    networks (`sizes.py`), and the options that set it: the benchmark's memory check."""
+    sized = copy.deepcopy(config)
+    sized.data.crop_size = crop_size
+    return model_kind(config.model.kind).step_size(sized)
 
 
 def refuse_parameters(network: str, parameters: int, model: ModelConfig,

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
+from pix2pixhd.files import folder_lock
 from pix2pixhd.layout import (
     CHANNELS,
     DataError,
@@ -40,7 +41,6 @@ from pix2pixhd.layout import (
     read_image,
     write_dataset_json,
 )
-from pix2pixhd.locking import folder_lock
 
 Array = TypeVar("Array", "np.ndarray", "torch.Tensor")  # noqa: F821 (named, not imported)
 

@@ -30,17 +30,23 @@ from tqdm.auto import tqdm
 
 from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.config import Config
+from pix2pixhd.files import output_path, write_json
 from pix2pixhd.layout import (
     UNITS_FILE,
     DataError,
     check_output_folder,
     list_fovs,
     list_tiffs,
-    output_path,
     read_image,
+    read_image_shape,
     refuse_to_replace_foreign_files,
     write_image,
-    write_json,
+)
+from pix2pixhd.memory import (
+    budget_bytes,
+    check_budget,
+    inference_bytes_per_pixel,
+    predict_bytes,
 )
 from pix2pixhd.models import generator_from_checkpoint
 from pix2pixhd.normalisation import NORMALISE, Normaliser, median_and_iqr
@@ -323,13 +329,15 @@ def predict_folder(
     refuse_to_replace_foreign_files(
         out, [Path(out) / channel / name for channel in config.data.target_channels
               for name in inputs], [UNITS_FILE], "predict")
+    sizes = _tile_sizes_within_budget(generator, inputs, tile_size,
+                                      len(config.data.target_channels))
     write_json(output_path(out, UNITS_FILE), units)  # first: it marks the folder as predict's
     written = []
     for name, path in tqdm(inputs.items(), desc="predict"):
         phase = read_image(path)
         scaling = normaliser if viscy else input_normaliser(phase, normaliser, stats, str(path),
                                                             normalise)
-        size = tile_size or default_tile_size(generator, phase.shape, str(path))
+        size = sizes[name]
         stain = predict_image(generator, phase, scaling, tile_size=size, overlap=overlap)
         for channel, image in zip(config.data.target_channels, stain, strict=True):
             target = output_path(out, channel, name)
@@ -337,6 +345,25 @@ def predict_folder(
             written.append(target)
     log.info("wrote %d predictions to %s (%s units)", len(written), out, units["units"])
     return written
+
+
+def _tile_sizes_within_budget(generator: nn.Module, inputs: dict[str, Path],
+                              tile_size: int | None, channels: int) -> dict[str, int]:
+    """The tile size of each input; from the TIFF headers, before any image is read, an image
+    whose prediction would exceed the memory budget (`memory.py`) is refused."""
+    per_pixel = inference_bytes_per_pixel(generator)
+    sizes = {}
+    for name, path in inputs.items():
+        shape = read_image_shape(path)
+        size = sizes[name] = tile_size or default_tile_size(generator, shape, str(path))
+        estimate = predict_bytes(shape, channels=channels, tile_size=size,
+                                 activation_bytes_per_pixel=per_pixel)
+        whole = predict_bytes(shape, channels=channels, tile_size=1,
+                              activation_bytes_per_pixel=0)
+        fix = (f"use a smaller --tile-size than {size}" if whole < budget_bytes() else
+               "split the image into smaller parts and predict those")
+        check_budget(f"{path} ({shape[0]}x{shape[1]} pixels, tiles of {size})", estimate, fix)
+    return sizes
 
 
 def prediction_units(checkpoint: str | Path, config: Config,

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from pix2pixhd.checkpoint import (
     CheckpointError,
@@ -22,8 +25,11 @@ from pix2pixhd.checkpoint import (
 )
 from pix2pixhd.config import Config, from_dict, save_config, to_dict
 from pix2pixhd.dataset import data_provenance
-from pix2pixhd.layout import DataError, read_dataset_json, refuse_link
+from pix2pixhd.files import refuse_link
+from pix2pixhd.layout import DataError, read_dataset_json
 from pix2pixhd.logs import thin_event_files
+from pix2pixhd.models import channel_counts, generator_from_checkpoint
+from pix2pixhd.normalisation import Normaliser
 
 RUN_FILES = ("latest.pt", "epoch_[0-9][0-9][0-9]*.pt", "config.yaml", "logs", ".*.part")
 """What `train` writes into a run folder (glob patterns): all that --overwrite may delete."""
@@ -64,14 +70,54 @@ def export_run(
     kept["config"] = to_dict(config)
     kept["discriminator"] = state["discriminator"] if keep_discriminator else None
     kept["provenance"] = state.get("provenance") or _provenance_from_config(state["config"])
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "latest.pt", kept)
+    try:
+        check_export_predicts(out_dir / "latest.pt")
+    except Exception as error:
+        _remove_export(out_dir, made)
+        raise CheckpointError(
+            f"the export of {paths[0] if len(paths) == 1 else run_dir} does not load and "
+            f"predict ({error}); removed what it wrote. Export a checkpoint that "
+            "`pix2pixhd predict` reads (an earlier epoch with --epoch, or retrain)") from error
     if (run_dir / "logs").is_dir():
         if (out_dir / "logs").is_dir():
             shutil.rmtree(out_dir / "logs")  # an earlier export's, checked above
         thin_event_files(run_dir / "logs", out_dir / "logs", image_epochs)
     save_config(config, out_dir / "config.yaml")
     return out_dir / "latest.pt"
+
+
+CHECK_CROP = 64
+"""Side of the crop an export predicts before it says it succeeded (rounded up to what the
+network can halve)."""
+
+
+def check_export_predicts(path: Path) -> None:
+    """Load an exported checkpoint as `predict` does and predict one crop of zeros: weights
+    that do not fit their config, a missing normaliser or a network that gives NaN are found
+    here, not by the person the export was shared with."""
+    state = load_checkpoint(path)
+    generator, config = generator_from_checkpoint(state, path)
+    if state.get("normaliser") is None:
+        raise CheckpointError(f"{path} holds no normalisation statistics")
+    Normaliser.from_dict(state["normaliser"])
+    multiple = getattr(generator, "size_multiple", 1)
+    side = multiple * math.ceil(CHECK_CROP / multiple)
+    inputs, channels = channel_counts(config)
+    with torch.no_grad():
+        output = generator.eval()(torch.zeros(1, inputs, side, side))
+    if tuple(output.shape) != (1, channels, side, side) or not torch.isfinite(output).all():
+        raise CheckpointError(f"{path}: a {side}x{side} crop gave an output of shape "
+                              f"{tuple(output.shape)} (expected {channels} channels), or NaN")
+
+
+def _remove_export(out_dir: Path, made: bool) -> None:
+    """Remove the latest.pt an export just wrote (and `out_dir`, if it made it)."""
+    (out_dir / "latest.pt").unlink(missing_ok=True)
+    if made:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def _check_export_folder(run_dir: Path, out_dir: Path, overwrite: bool) -> None:

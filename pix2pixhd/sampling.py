@@ -24,19 +24,18 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pix2pixhd.config import check_counts
+from pix2pixhd.files import output_path, write_atomically, write_json
 from pix2pixhd.layout import (
     MASKS,
     image_path,
-    output_path,
     read_image,
     read_image_shape,
     read_mask,
     refuse_to_replace_foreign_files,
-    write_atomically,
     write_image,
-    write_json,
     write_mask,
 )
+from pix2pixhd.memory import budget_bytes, check_budget, inference_bytes_per_pixel, sample_bytes
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (
     default_tile_size,
@@ -60,10 +59,6 @@ log = logging.getLogger(__name__)
 MAX_SAMPLES = 1024
 """Most MC-dropout samples per image: the spread is estimated to a few per cent long before
 (its relative standard error is about 1 / sqrt(2 (n - 1))), and every sample stays in memory."""
-
-MAX_SAMPLE_GIB = 8.0
-"""Largest memory the samples of one image may take in `sample_folder` (float32 samples, and
-the float64 copy the uncertainty scores make); a larger n x H x W is refused before sampling."""
 
 DROPOUT_TYPES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
@@ -318,7 +313,8 @@ def sample_folder(
     scale is fitted on `calibration` (a validation split) when given, else left at 1.
     `normalise` and the warning on inputs far from the training data: `predict.input_normaliser`.
     Large images are sampled in tiles (`sample_stains`); `n` is at most MAX_SAMPLES, and an
-    image whose samples would take more than MAX_SAMPLE_GIB is refused before sampling.
+    image whose sampling would take more than the memory budget (`memory.py`) is refused before
+    sampling.
     """
     check_counts(n=n)
     if n > MAX_SAMPLES:
@@ -335,9 +331,12 @@ def sample_folder(
     if not images:
         raise FileNotFoundError(f"{source} holds no phase images (phase/*.tif in a split "
                                 "folder); sample a split that has them, or a folder of TIFFs")
+    per_pixel = inference_bytes_per_pixel(generator)
     for _, paths in images:  # from the headers, before any image is sampled or written
-        _check_sample_memory(paths["phase"], read_image_shape(paths["phase"]), n,
-                             len(normaliser.target_channels))
+        shape = read_image_shape(paths["phase"])
+        _check_sample_memory(paths["phase"], shape, n, len(normaliser.target_channels),
+                             tile_size=default_tile_size(generator, shape), batch_size=batch_size,
+                             per_pixel=per_pixel)
     refuse_to_replace_foreign_files(
         out, [Path(out) / folder / name for folder in ("mean", "std", VIRTUAL_NUCLEI)
               for name, _ in images]
@@ -427,13 +426,21 @@ def _trust_rows(
     return table
 
 
-def _check_sample_memory(path: Path, shape: tuple[int, ...], n: int, channels: int) -> None:
-    """Refuse an image whose n samples (and their float64 copy) exceed MAX_SAMPLE_GIB."""
-    pixels = shape[0] * shape[1]
-    gib = n * pixels * (4 * channels + 8) / 2**30
-    log.debug("%s: %d samples take %.2f GiB", path, n, gib)
-    if gib > MAX_SAMPLE_GIB:
-        fitting = int(MAX_SAMPLE_GIB * 2**30 // (pixels * (4 * channels + 8)))
-        fix = f"use --n {fitting} or fewer, or crop the image" if fitting >= 2 else "crop it"
-        raise ValueError(f"{path}: {n} samples of {shape[0]}x{shape[1]} pixels would take "
-                         f"{gib:.1f} GiB of memory, more than {MAX_SAMPLE_GIB:.0f}; {fix}")
+def _check_sample_memory(path: Path, shape: tuple[int, ...], n: int, channels: int, *,
+                         tile_size: int, batch_size: int, per_pixel: float) -> None:
+    """Refuse an image whose n samples, their float64 copies and the network's activations
+    (`memory.sample_bytes`) exceed the memory budget; name the --n that would fit."""
+    def estimate(count: int) -> float:
+        return sample_bytes(shape, n=count, channels=channels, tile_size=tile_size,
+                            batch_size=batch_size, activation_bytes_per_pixel=per_pixel)
+
+    each = estimate(batch_size + 1) - estimate(batch_size)  # beyond a batch, linear in n
+    fitting = int((budget_bytes() - estimate(batch_size)) // each) + batch_size
+    if fitting >= 2:
+        fix = f"use --n {min(fitting, n - 1)} or fewer"
+    elif batch_size > 1:
+        fix = "use a smaller --batch-size, or crop the image"
+    else:
+        fix = "crop the image"
+    log.debug("%s: %d samples take about %.2f GiB", path, n, estimate(n) / 2**30)
+    check_budget(f"{path}: {n} samples of {shape[0]}x{shape[1]} pixels", estimate(n), fix)

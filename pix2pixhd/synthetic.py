@@ -46,7 +46,7 @@ from scipy import ndimage as ndi
 from tqdm.auto import tqdm
 
 from pix2pixhd import layout
-from pix2pixhd.locking import folder_lock
+from pix2pixhd.files import folder_lock, folder_written_atomically
 from pix2pixhd.normalisation import dataset_statistics
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def make_dataset(
     dataset as a whole: the new one is written beside it and renamed into place, dataset.json
     last, so an interrupted run leaves the old one intact. A folder holding anything else is
     refused, and so is a second run on the same folder while one is writing
-    (`locking.folder_lock`).
+    (`files.folder_lock`).
     """
     params = params or SyntheticParameters()
     out = Path(out)
@@ -249,7 +249,7 @@ def make_dataset(
         raise ValueError(f"need n_train >= 1 and n_val, n_test >= 0, got {counts}")
     with folder_lock(out, f"pix2pixhd data synthetic --out {out}"):
         _refuse_foreign_files(out)
-        with layout.folder_written_atomically(out) as building:
+        with folder_written_atomically(out) as building:
             _write_fovs(building, counts, size, seed, params)
             layout.write_dataset_json(building, {
                 "source": "synthetic", "seed": seed, "size": size,

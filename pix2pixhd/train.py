@@ -63,8 +63,8 @@ from pix2pixhd.config import (
     validate,
 )
 from pix2pixhd.dataset import make_loaders, set_loader_epoch
-from pix2pixhd.layout import plain_name, refuse_link
-from pix2pixhd.locking import folder_lock
+from pix2pixhd.files import folder_lock, refuse_link
+from pix2pixhd.layout import plain_name
 from pix2pixhd.losses import Predictions, VGGLoss
 from pix2pixhd.metrics import psnr, ssim
 from pix2pixhd.models import (

@@ -35,6 +35,7 @@ from skimage.segmentation import find_boundaries
 
 from pix2pixhd import layout, logs, metrics, normalisation
 from pix2pixhd.evaluate import REAL_STAIN
+from pix2pixhd.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,8 @@ DPI = 110
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write the figure as a PNG at `path`, whole or not at all; a link there is replaced,
-    its target left alone (`layout.write_atomically`)."""
-    written = layout.write_atomically(path, lambda temporary: figure.savefig(
+    its target left alone (`files.write_atomically`)."""
+    written = write_atomically(path, lambda temporary: figure.savefig(
         temporary, format="png", dpi=DPI, bbox_inches="tight"))
     log.info("wrote %s", path)
     return written

@@ -19,6 +19,8 @@ import jupytext
 import nbformat
 from nbconvert.preprocessors import TagRemovePreprocessor
 
+from pix2pixhd.files import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = {"name": "06_image_translation", "display_name": "Python (06_image_translation)",
           "language": "python"}
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             if not path.is_file() or path.read_text() != text:
                 stale.append(name)
         else:
-            path.write_text(text)
+            write_text(path, text)
             print(f"wrote {path}")
     if stale:
         print(f"stale: {', '.join(stale)}; run `make notebooks` and commit", file=sys.stderr)

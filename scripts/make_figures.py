@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch, Rectangle
 
 from pix2pixhd.config import load_config
+from pix2pixhd.files import output_path, write_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "imgs"
@@ -598,32 +599,34 @@ FIGURES = {
 }
 
 
-def save(figure: Figure, path: Path) -> None:
-    """Write SVG (or PNG) without a date, so a rebuild gives the same bytes."""
+def save(figure: Figure, path: Path) -> Path:
+    """Write SVG (or PNG) without a date, so a rebuild gives the same bytes; atomically, and a
+    link at `path` is replaced, never written through (`files.write_atomically`)."""
     if path.suffix == ".svg":
         # images are rasterised at this dpi inside the SVG; 72 keeps the file small
-        figure.savefig(path, format="svg", dpi=72, metadata={"Date": None})
-    else:
-        figure.savefig(path, dpi=110, metadata={"Software": None})
+        return write_atomically(path, lambda temporary: figure.savefig(
+            temporary, format="svg", dpi=72, metadata={"Date": None}))
+    return write_atomically(path, lambda temporary: figure.savefig(
+        temporary, format="png", dpi=110, metadata={"Software": None}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="folder of the SVG files (default: the repository's imgs)")
     parser.add_argument("--png", type=Path, default=None,
                         help="also write PNG copies here, to look at them")
     args = parser.parse_args()
     matplotlib.rcParams["svg.hashsalt"] = "pix2pixhd-figures"
     matplotlib.rcParams["font.family"] = "DejaVu Sans"
     matplotlib.rcParams["mathtext.fontset"] = "dejavusans"
-    OUT.mkdir(exist_ok=True)
     for name, draw in FIGURES.items():
         figure = draw()
-        save(figure, OUT / f"{name}.svg")
+        svg = save(figure, output_path(args.out, f"{name}.svg"))
         if args.png is not None:
-            args.png.mkdir(parents=True, exist_ok=True)
-            save(figure, args.png / f"{name}.png")
+            save(figure, output_path(args.png, f"{name}.png"))
         plt.close(figure)
-        print(f"wrote {OUT / name}.svg ({(OUT / f'{name}.svg').stat().st_size / 1e3:.0f} kB)")
+        print(f"wrote {svg} ({svg.stat().st_size / 1e3:.0f} kB)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pix2pixhd.checkpoint import average_generators, save_checkpoint
 from pix2pixhd.evaluate import evaluate_folder
+from pix2pixhd.files import output_path, write_text
 from pix2pixhd.layout import image_path, list_fovs
 from pix2pixhd.predict import predict_folder
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     scores = score(checkpoints, args.data, args.out, args.max_images)
     chosen = choose(scores)
     text = table(scores, chosen)
-    (args.out / "selection.md").write_text(text + "\n")
+    write_text(output_path(args.out, "selection.md"), text + "\n")
     print(text)
     epochs = " ".join(map(str, chosen))
     print(f"\nchosen: epoch {label(chosen)}; ship it with\n  python -m pix2pixhd export --run "

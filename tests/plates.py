@@ -88,12 +88,13 @@ def is_chunk(path: str) -> bool:
 
 class Server:
     """A threaded static file server on 127.0.0.1 that records each request and the bytes it
-    sent, and can cut chosen responses short."""
+    sent, and can cut chosen responses short or answer 404 to them."""
 
     def __init__(self, root: Path) -> None:
         self.requests: list[str] = []
         self.sent: dict[str, int] = {}
         self.cut: Callable[[str], bool] = lambda path: False
+        self.missing: Callable[[str], bool] = lambda path: False  # answered 404
         server = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -102,6 +103,8 @@ class Server:
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 server.requests.append(self.path)
+                if server.missing(self.path):
+                    return self.send_error(404)
                 file = Path(self.translate_path(self.path))
                 if file.is_file():
                     server.sent[self.path] = file.stat().st_size

@@ -311,3 +311,20 @@ def test_an_older_checkpoint_without_scaler_and_rng_resumes_with_a_warning(run, 
         resumed = Trainer(config, resume=True)
     assert (resumed.epoch, resumed.step) == (state["epoch"], state["step"])
     assert any("holds no scaler or rng state" in r.getMessage() for r in caplog.records)
+
+
+def test_an_export_whose_weights_do_not_fit_its_config_is_removed_and_named(
+        tiny_config, tmp_path, capsys):
+    from pix2pixhd.checkpoint import save_checkpoint
+    from pix2pixhd.cli import main
+
+    trainer = Trainer(tiny_config)
+    trainer.fit(epochs=1)
+    state = load_checkpoint(trainer.run_dir / "latest.pt")
+    state["config"]["model"]["ngf"] = 8  # the weights were trained with ngf=4
+    save_checkpoint(trainer.run_dir / "latest.pt", state)
+    assert main(["export", "--run", str(trainer.run_dir), "--out", str(tmp_path / "shared")]) == 2
+    err = capsys.readouterr().err
+    assert "does not load and predict" in err and "does not fit the checkpoint's own config" in err
+    assert "removed what it wrote" in err and err.count("\n") == 1
+    assert not (tmp_path / "shared").exists()

@@ -21,7 +21,7 @@ import pytest
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("aiohttp")
 
-from pix2pixhd import download, layout  # noqa: E402
+from pix2pixhd import download, layout, memory  # noqa: E402
 from pix2pixhd.download import (  # noqa: E402
     DownloadError,
     assign_splits,
@@ -524,7 +524,7 @@ def test_the_command_line_takes_a_path_and_a_file_url(tmp_path, stores_root, sto
 
 
 def test_a_download_into_a_folder_in_use_stops_before_writing(tmp_path, server, stores):
-    from pix2pixhd.locking import FolderBusyError, folder_lock
+    from pix2pixhd.files import FolderBusyError, folder_lock
 
     out = tmp_path / "data"
     with folder_lock(out, "another download"):
@@ -532,3 +532,65 @@ def test_a_download_into_a_folder_in_use_stops_before_writing(tmp_path, server, 
             _download(server, out)
     assert not out.exists()
     assert layout.read_dataset_json(_download(server, out))["source"]
+
+
+# --- stores that lie: missing chunks, claimed shapes, names ---------------------------------
+
+
+def test_chunks_the_server_does_not_have_are_an_error_not_zeros(tmp_path, server):
+    server.missing = lambda path: is_chunk(path) and "/train_v2.zarr/" in path
+    with pytest.raises(DownloadError, match=r"chunks of channel \d are missing .* fill them "
+                                            r"with 0.*run the same command again"):
+        _download(server, tmp_path / "data")
+    assert not list(tmp_path.rglob("*.tif")) and not list(tmp_path.rglob("dataset.json"))
+
+
+def test_a_claimed_plane_beyond_the_memory_budget_is_refused_before_a_chunk(
+        tmp_path, server, stores_root):
+    huge = stores_root / "huge.zarr"
+    plate = zarr.open_group(huge, mode="w", zarr_format=3)
+    _ome_attributes(plate, {"plate": {"version": "0.5", "wells": [{"path": "0/0"}]}}, 3)
+    _ome_attributes(plate.create_group("0/0"), {"well": {"images": [{"path": "0"}]}}, 3)
+    position = plate.create_group("0/0/0")
+    _ome_attributes(position, {
+        "multiscales": [{"version": "0.5", "axes": AXES, "datasets": [{"path": "0"}]}],
+        "omero": {"channels": [{"label": name} for name in TRAIN_LABELS]}}, 3)
+    position.create_array("0", shape=(1, 3, 1, 100000, 100000), chunks=(1, 1, 1, 4096, 4096),
+                          dtype="float32")  # metadata only: no chunk is written
+    with pytest.raises(memory.MemoryBudgetError,
+                       match=r"claims planes of 100000x100000 pixels \(float32\), which would "
+                             r"take about \d+\.\d GiB"):
+        _download(server, tmp_path / "data", train_url=server.url("huge.zarr"))
+    assert not any(is_chunk(path) for path in server.requests)
+
+
+def test_a_well_path_that_leaves_the_plate_is_refused_by_name(tmp_path, server, stores_root):
+    plate = zarr.open_group(stores_root / "escape.zarr", mode="w", zarr_format=2)
+    wells = [{"path": "../train_v2.zarr/0/0"}]
+    _ome_attributes(plate, {"plate": {"version": "0.4", "wells": wells}}, 2)
+    with pytest.raises(DownloadError) as error:
+        _download(server, tmp_path / "data", train_url=server.url("escape.zarr"))
+    message = str(error.value)
+    assert "well path '../train_v2.zarr/0/0', which is not a plain name" in message
+    assert "HTML" not in message
+
+
+def test_a_constant_image_is_reported_by_the_download_and_by_data_check(
+        tmp_path, server, stores_root, caplog):
+    from pix2pixhd.checks import check_fov
+
+    write_iohub_plate(stores_root / "flat.zarr", {"0/0": 2}, TEST_LABELS, seed=5, size=SIZE,
+                      depth=DEPTH, planes=lambda rng, position: {
+                          "Phase3D": rng.normal(0, 1, (SIZE, SIZE)),
+                          "Nucl": np.full((SIZE, SIZE), 7.0) if position == "0/0/1"
+                          else rng.normal(100, 5, (SIZE, SIZE)),
+                          "Mem": rng.normal(100, 5, (SIZE, SIZE)),
+                          "nuclei_segmentation": np.zeros((SIZE, SIZE))})
+    with caplog.at_level("WARNING"):
+        out = _download(server, tmp_path / "data", test_url=server.url("flat.zarr"))
+    assert "flat.zarr/0/0/1 (nuclei) is constant (every pixel is 7)" in caplog.text
+    assert "0/0/0 (nuclei) is constant" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        check_fov(out, "test", "0_0_1", ["phase", "nuclei"])
+    assert "test/nuclei/0_0_1.tif is constant (every pixel is 7)" in caplog.text

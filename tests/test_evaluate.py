@@ -20,7 +20,8 @@ from pix2pixhd.evaluate import (
     summarise,
     write_evaluation,
 )
-from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_json, write_mask
+from pix2pixhd.files import write_json
+from pix2pixhd.layout import DataError, read_image, read_mask, write_image, write_mask
 from pix2pixhd.segmentation import segment_nuclei
 
 SIZE = 64
@@ -485,3 +486,26 @@ def test_the_default_bright_threshold_is_the_datasets_p_high(tiny_dataset, tmp_p
     bright = sum(int((values > p_high).sum()) for values in means.values())
     assert 0 < bright < sum(values.size for values in means.values())
     assert table["bright_nuclei"].sum() == bright
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("{not json", "is not valid JSON"),
+    ('{"normalisation": []}', "'normalisation' holds a list"),
+    ('{"normalisation": {"../../etc": {}}}', "is not a plain name"),
+    ('{"source": "synthetic"}', "holds no normalisation.nuclei.p_high"),
+])
+def test_a_dataset_json_that_gives_no_bright_threshold_is_named_with_the_metrics_it_costs(
+        split, tmp_path, caplog, content, reason):
+    data = tmp_path / "data" / "test"
+    for fov in FOVS:
+        write_image(data / "nuclei" / f"{fov}.tif", stain(split, fov))
+        write_mask(data / "nuclei_masks" / f"{fov}.tif", read_mask(split / "nuclei_masks"
+                                                                     / f"{fov}.tif"))
+    (tmp_path / "data" / "dataset.json").write_text(content)
+    pred = write_predictions(tmp_path / "pred", split, blurred)
+    with caplog.at_level(logging.WARNING, logger="pix2pixhd.evaluate"):
+        summary = summarise(evaluate(pred, data))
+    lines = [line for line in caplog.text.splitlines() if "recall_bright_nuclei" in line]
+    assert len(lines) == 1 and reason in lines[0]
+    assert "recall_other_nuclei, recall_gap_bright_nuclei are not computed" in lines[0]
+    assert math.isnan(summary["recall_bright_nuclei"])  # the key is there, empty

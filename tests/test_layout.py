@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from pix2pixhd import layout
+from pix2pixhd import files, layout
 from pix2pixhd.checkpoint import save_checkpoint
 from pix2pixhd.layout import DataError
 
@@ -155,14 +155,14 @@ def test_a_linked_subfolder_of_an_output_is_refused_and_a_linked_file_replaced(t
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "nuclei").symlink_to(truth)
     with pytest.raises(DataError, match=r"out/nuclei is a symbolic link .*remove the link"):
-        layout.output_path(tmp_path / "out", "nuclei", "fov_0000.tif")
+        files.output_path(tmp_path / "out", "nuclei", "fov_0000.tif")
     (tmp_path / "out" / "table.csv").symlink_to(truth / "fov_0000.tif")
-    layout.write_json(layout.output_path(tmp_path / "out", "table.csv"), {"a": 1})
+    files.write_json(files.output_path(tmp_path / "out", "table.csv"), {"a": 1})
     assert layout.read_image(truth / "fov_0000.tif").sum() == 16
     assert not (tmp_path / "out" / "table.csv").is_symlink()
     linked_out = tmp_path / "linked"  # the folder given may itself be a link
     linked_out.symlink_to(tmp_path / "out")
-    assert layout.output_path(linked_out, "mean", "a.tif") == linked_out / "mean" / "a.tif"
+    assert files.output_path(linked_out, "mean", "a.tif") == linked_out / "mean" / "a.tif"
 
 
 def test_a_dangling_output_link_is_named_as_one(tmp_path):

@@ -1,13 +1,15 @@
 """One writer per folder: the second command names the first, and a dead holder's lock is taken."""
 
+import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
-from pix2pixhd.locking import FolderBusyError, folder_lock, lock_path
+from pix2pixhd.files import FolderBusyError, folder_lock, lock_path
 from pix2pixhd.synthetic import make_dataset
 
 
@@ -23,9 +25,9 @@ def test_a_second_lock_names_the_process_and_command_holding_it(tmp_path):
     assert not lock_path(tmp_path / "run").exists()
 
 
-def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, caplog):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pix2pixhd.locking import folder_lock\n"
+        [sys.executable, "-c", "import sys, time; from pix2pixhd.files import folder_lock\n"
          f"with folder_lock({str(tmp_path / 'data')!r}, 'pix2pixhd data synthetic'):\n"
          "    print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": os.getcwd()})
@@ -37,7 +39,9 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert str(holder.pid) in lock_path(tmp_path / "data").read_text()  # left behind, stale
-    make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
+    with caplog.at_level(logging.INFO, logger="pix2pixhd.files"):
+        make_dataset(tmp_path / "data", n_train=1, n_val=1, n_test=1, size=16)
+    assert f"left by process {holder.pid} (pix2pixhd data synthetic), which is gone" in caplog.text
     assert (tmp_path / "data" / "dataset.json").is_file()
     assert not lock_path(tmp_path / "data").exists()
 
@@ -72,3 +76,33 @@ def test_the_folders_a_lock_made_go_with_it_unless_something_was_written(tmp_pat
     with folder_lock(tmp_path / "kept" / "run"):
         pass
     assert (tmp_path / "kept").is_dir()  # there before: not the lock's to remove
+
+
+def test_a_stopped_command_removes_its_lock(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; from pix2pixhd.files import folder_lock, "
+         "stop_cleanly_on_sigterm\nstop_cleanly_on_sigterm()\n"
+         f"with folder_lock({str(tmp_path / 'data')!r}, 'pix2pixhd data download'):\n"
+         "    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, env=os.environ | {"PYTHONPATH": os.getcwd()})
+    assert holder.stdout.readline().strip() == "locked"
+    assert lock_path(tmp_path / "data").exists()
+    holder.send_signal(signal.SIGTERM)
+    assert holder.wait(timeout=30) == 128 + signal.SIGTERM
+    assert not lock_path(tmp_path / "data").exists()
+
+
+def test_a_stopped_data_command_leaves_no_lock_and_no_partial_dataset(tmp_path):
+    command = subprocess.Popen(
+        [sys.executable, "-m", "pix2pixhd", "data", "synthetic", "--out", str(tmp_path / "data"),
+         "--n-train", "5000", "--size", "64"],
+        stderr=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": os.getcwd()})
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".data.*.part")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it is writing
+        assert lock_path(tmp_path / "data").exists()
+    finally:
+        command.send_signal(signal.SIGTERM)
+    assert command.wait(timeout=30) == 128 + signal.SIGTERM
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
