@@ -1,9 +1,9 @@
 # %% [markdown]
 # # Image translation, part 2: virtual staining with a conditional GAN
 #
-# A phase image shows where cells are and how thick they are; a fluorescence stain shows what
-# they are made of, at the cost of dyes, light that harms living cells, and imaging time.
-# *Virtual staining* predicts the stain from the label-free image with a neural network.
+# A phase image shows where cells are; a fluorescence stain shows what they are made of, at the
+# cost of dyes, light that harms living cells, and imaging time. *Virtual staining* predicts the
+# stain from the label-free image with a neural network.
 #
 # In part 1 of this course a regression model (a U-Net trained with a pixel-wise loss) did this.
 # Where the input is ambiguous it predicts the *average* of the plausible stains: a blur. Here
@@ -12,16 +12,15 @@
 # other. The GAN draws *one plausible* stain: sharp, but possibly invented.
 #
 # You will
-# 0. set up the device and a profile that fits your machine,
-# 1. look at the data, build the loaders and both networks, write the GAN's loss and training
-#    step, and train for a while,
+# 0. choose a profile that fits your machine,
+# 1. build the loaders and both networks, write the GAN's loss and training step, and train,
 # 2. read the training logs of a pre-trained GAN and of a regression model,
 # 3. evaluate the GAN with pixel metrics and by segmenting nuclei,
 # 4. compare it with the regression model, and degrade their input until they break,
 # 5. (bonus) sample many stains per input with MC-dropout and ask where the model is unsure.
 #
 # After a restart, run Part 0 and then any part: each part's first code cell ("start here")
-# loads what the part needs.
+# loads what it needs.
 #
 # <div class="alert alert-info">
 # Blue boxes are tasks: replace the <code>raise NotImplementedError</code> in the cell below
@@ -34,12 +33,11 @@
 #
 # *About 10 s on a 2-core CPU.*
 #
-# **You will learn** which device and problem size suit your machine. The `course` profile is
-# the real thing on a GPU; `quick` shrinks crops, model and epochs so that every cell runs on a
-# laptop CPU in minutes; `pretrained` is the recipe of the shipped GAN (the quick model trained
-# for 60 epochs instead of 6, its L1 term's blur 1 pixel instead of 3). Set the environment
-# variable `PIX2PIXHD_PROFILE` to choose. Check in the printout that the data and the three
-# models are there.
+# **You will learn** which device and problem size suit your machine. Choose a profile with the
+# environment variable `PIX2PIXHD_PROFILE`: `course` is the real thing on a GPU; `quick` shrinks
+# crops, model and epochs so that every cell runs on a laptop CPU in minutes; `pretrained` is
+# the shipped GAN's recipe (the quick model trained for 60 epochs instead of 6, its L1 term's
+# blur 1 pixel instead of 3). Check in the printout that the data and the three models are there.
 
 # %%
 import itertools
@@ -95,9 +93,9 @@ read_test_fov, predict_test_split = course.read_test_fov, course.predict_test_sp
 # ### 1.1 The data
 #
 # Each field of view (FOV) has a quantitative phase image (input), a Hoechst nuclei image and a
-# CellMask membrane image (targets), and for testing the nuclei instance masks. Without the real
-# A549 images, `data/` holds the built-in synthetic dataset, a simulation of what the microscope
-# records (`pix2pixhd/synthetic.py`).
+# CellMask membrane image (targets), and nuclei instance masks for testing. Without the real
+# A549 images, `data/` holds a built-in synthetic dataset that simulates the microscope
+# (`pix2pixhd/synthetic.py`).
 
 # %%
 # start here: the dataset's description and a few training images
@@ -134,14 +132,13 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 # %% [markdown]
 # ### 1.2 Normalisation
 #
-# Networks train best on inputs of a known scale. We normalise with statistics of the
-# *training split* (in `data/dataset.json`), never with constants or test images. The phase
-# image is centred on its median and divided by its interquartile range (IQR), statistics that
-# ignore a few extreme pixels. The stain is the generator's output, which ends in a `tanh`, so
-# it must live in [-1, 1]: its 0.5th percentile `p_low` maps to -1 and its 99.5th percentile
-# `p_high` to +1, linearly. The `tanh` then cannot draw anything brighter than `p_high`, and the
-# pixels above it are not scattered noise but whole bright nuclei (dividing cells, doubled DNA)
-# up to ten times brighter.
+# We normalise with statistics of the *training split* (in `data/dataset.json`), never with
+# constants or test images. The phase image is centred on its median and divided by its
+# interquartile range (IQR), statistics that ignore a few extreme pixels. The stain is the
+# generator's output, which ends in a `tanh`, so it must live in [-1, 1]: its 0.5th percentile
+# `p_low` maps to -1 and its 99.5th percentile `p_high` to +1, linearly. The `tanh` then cannot
+# draw anything brighter than `p_high`, yet the pixels above it are whole bright nuclei
+# (dividing cells, doubled DNA), up to ten times brighter.
 #
 # <div class="alert alert-info">
 # Task 1.2: write the stain normalisation and its inverse (which you need to measure errors in
@@ -204,9 +201,9 @@ save_figure(plot_stain_maps(stain_maps, nuclei_pixels), "stain_maps")
 # %% [markdown]
 # ### 1.3 Loaders: crops and augmentation
 #
-# Training sees random square crops, each flipped and rotated by a multiple of 90 degrees at
-# random, the phase and stain crop alike: a microscope image has no preferred orientation, so
-# these are free extra examples. Validation uses a fixed centre crop, comparable between epochs.
+# Training sees random square crops, phase and stain flipped and rotated alike by a random
+# multiple of 90 degrees: a microscope image has no preferred orientation, so these are free
+# extra examples. Validation uses a fixed centre crop, comparable between epochs.
 
 # %%
 # start here: the loaders of Part 0's config (the profile's crops and batch size)
@@ -220,22 +217,21 @@ save_figure(plot_training_crops(batch["input"], batch["target"]), "training_crop
 # %% [markdown]
 # ### 1.4 The generator and the discriminator
 #
-# ![A conditional GAN for virtual staining: the generator G maps a phase image x to a virtual stain G(x); the discriminator D scores (x, y) and (x, G(x)) pairs patch by patch](imgs/conditional_gan.svg)
+# ![A conditional GAN: the generator G maps a phase image x to a virtual stain G(x); the discriminator D scores (x, y) and (x, G(x)) pairs patch by patch](imgs/conditional_gan.svg)
 #
-# A *conditional* GAN's discriminator never sees a stain alone: it sees the phase image and a
-# stain side by side (two channels) and decides whether the stain belongs to that phase image,
-# so a sharp but wrong stain is as easy to reject as a blurry one.
+# A *conditional* GAN's discriminator sees the phase image and a stain as two channels and
+# judges whether the stain belongs to that phase image: a sharp but wrong stain is as easy to
+# reject as a blurry one.
 #
-# **The generator** is coarse-to-fine. The *global generator* G1 is an encoder, residual
-# blocks and a decoder. For large images a *local enhancer* G2 wraps G1: G1 works at half
-# resolution and G2 adds detail at full resolution. Our images need G1 alone
-# (`netG="global"`; `model.netG=local` adds G2).
+# **The generator** is coarse-to-fine: a *global generator* G1 (encoder, residual blocks,
+# decoder) and, for large images, a *local enhancer* G2 that adds full-resolution detail to G1
+# run at half resolution. Our images need G1 alone (`netG="global"`; `model.netG=local` adds G2).
 #
 # ![Pix2PixHD's coarse-to-fine generator: the global generator G1 at half resolution, the local enhancer G2 at full resolution, joined by an element-wise sum](imgs/coarse_to_fine_generator.svg)
 #
-# **The discriminator** is three PatchGANs with the same architecture on the image pair at
-# full, half and quarter resolution. Each returns a grid of scores, one per patch, rather
-# than one number: the finest judges texture, the coarsest the layout of whole nuclei.
+# **The discriminator** is three PatchGANs of the same architecture on the image pair at full,
+# half and quarter resolution. Each returns a grid of scores, one per patch: the finest judges
+# texture, the coarsest the layout of whole nuclei.
 
 # %%
 # start here: the networks of config.model.kind (models.KINDS), and a batch to run them on
@@ -290,13 +286,12 @@ for scale, layers in enumerate(features):
 #
 # Least squares, unlike the original GAN's cross-entropy, keeps its gradients when D is confident.
 #
-# This exercise changes the recipe in three places, each chosen by measuring the stains
-# (`docs/recipe.md`; the check of Task 1.5 prints this profile's values): the decoder upsamples
-# by nearest-neighbour resizing and a 3x3 convolution, as a transposed convolution drew a
-# checkerboard into every nucleus; feature matching weighs less, since at weight 10 it blurred
-# texture away (like any pixel-aligned distance it favours the average stain); and a fourth
-# term, L1 between fake and real stain after both are blurred, keeps each nucleus in place and
-# as bright, leaving texture finer than the blur to the adversarial terms.
+# We changed the recipe in three places, each by measuring the stains (`docs/recipe.md`; Task
+# 1.5's check prints this profile's values): the decoder upsamples by nearest-neighbour resizing
+# and a 3x3 convolution, as a transposed convolution drew a checkerboard into every nucleus;
+# feature matching weighs less, as at weight 10 it blurred texture away; and a fourth term, L1
+# between fake and real stain after both are blurred, keeps each nucleus in place and as
+# bright, leaving finer texture to the adversarial terms.
 #
 # <div class="alert alert-info">
 # Task 1.5: write the feature-matching loss. <code>real</code> and <code>fake</code> are lists
@@ -341,23 +336,23 @@ print(f"profile {PROFILE}: upsample={config.model.upsample}, "
 # A GAN step updates two networks with two losses, in turn. G makes `fake = G(phase)`, then:
 #
 # 1. **Discriminator step.** D scores the real pair and the pair with `fake.detach()`:
-#    detached, the fake is a fixed input, so D's loss trains D alone (without it, D's loss
-#    would push gradients into G, towards *worse* fakes). Update D. Keep D's features of the
-#    real pair, detached: they are G's feature-matching target.
+#    detached, the fake is a fixed input, so D's loss trains D alone (otherwise it would push
+#    G towards *worse* fakes). Update D. Keep D's features of the real pair, detached: they
+#    are G's feature-matching target.
 # 2. **Generator step.** Freeze D (`D.requires_grad_(False)`) and score `(phase, fake)` with
 #    the *updated* D: the gradient flows through D into G, and none stays in D. G's loss is
 #    the sum of this profile's terms, weighted as in 1.5:
 #    - `loss/G_GAN`: `gan_loss(D's scores of the fake pair, True)`;
 #    - `loss/G_GAN_Feat`: $\lambda_{feat}$ times feature matching against the kept features;
 #    - `loss/G_L1` (when $\lambda_{L1} > 0$): $\lambda_{L1}$ times
-#      `l1_loss(to_stain_units(fake), to_stain_units(target), l1_blur_sigma)`, both stains
-#      blurred alike and measured in the stain's own units (when `to_stain_units` is None,
-#      compare the normalised stains). Under the asinh map a nucleus drawn 1.6 times too
-#      bright is only about 0.2 normalised units off, but thousands of a.u.;
+#      `l1_loss(to_stain_units(fake), to_stain_units(target), l1_blur_sigma)`, in the stain's
+#      own units (when `to_stain_units` is None, on the normalised stains). Under the asinh
+#      map a nucleus drawn 1.6 times too bright is only about 0.2 normalised units off, but
+#      thousands of a.u.;
 #    - `loss/G_VGG` (only when a VGG network is given): $\lambda_{VGG}$ times `vgg(fake, target)`.
 #
 #    Backward their sum once, update G, make D trainable again, and return each term as a
-#    plain number (`.item()`): the numbers the Trainer logs.
+#    plain number (`.item()`) for the Trainer to log.
 #
 # D runs three times per step (real, fake detached, fake), as in the original Pix2PixHD.
 #
@@ -442,14 +437,13 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # %% [markdown]
 # ### 1.7 Train for a while
 #
-# The `Trainer` (`pix2pixhd/train.py`) computes the same terms as your step; it differs in how:
-# D scores the real and fake pairs as one batch (instance norm treats each sample alone, so
-# that equals two passes, only faster); on a GPU it runs in mixed precision (bfloat16, or
-# float16 with a `GradScaler` so that small gradients do not round to zero), with
-# `channels_last` and optionally `torch.compile`; under `torchrun` it averages gradients over
-# GPUs (DDP); and it reads the losses off the device only every `log_every` steps, stopping if
-# one became NaN. Adam with lr 2e-4 and $\beta_1=0.5$, constant and then linearly decayed over
-# the last third of the epochs, as in the paper.
+# The `Trainer` (`pix2pixhd/train.py`) computes the same terms as your step, only faster: D
+# scores the real and fake pairs as one batch (instance norm treats each sample alone, so this
+# equals two passes); on a GPU it uses mixed precision, `channels_last` and optionally
+# `torch.compile`; under `torchrun` it averages gradients over GPUs (DDP); and it reads the
+# losses off the device only every `log_every` steps, stopping on a NaN. Adam with lr 2e-4 and
+# $\beta_1=0.5$, constant and then linearly decayed over the last third of the epochs, as in
+# the paper.
 #
 # **Where your GAN starts.** A few minutes of GAN training from random weights learn where
 # nuclei are, not what they look like: such a GAN ends up blurrier than a regression model.
@@ -459,17 +453,16 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # L1 loss averaged away. Super-resolution GANs are trained this way. D starts from scratch.
 # The `course` profile's larger G, and a membrane target, start from random weights.
 #
-# The cell first times a few steps and prints how long the run will take here, then trains
-# (`quick`: 6 epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run's folder
-# exists, the cell asks whether to resume it or to start one
-# under a new name (in a script it resumes); it never overwrites a run. In Jupyter the cell
-# opens TensorBoard below; elsewhere run `tensorboard --logdir runs` in a terminal.
+# The cell times a few steps, prints how long the run will take, then trains (`quick`: 6
+# epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run's folder exists, it
+# asks whether to resume or to start under a new name (a script resumes); it never overwrites
+# a run. In Jupyter it opens TensorBoard below; elsewhere run `tensorboard --logdir runs`.
 #
 # **Another target.** For a virtual *membrane* stain (CellMask), add
 # `config = configs.apply_overrides(config, ["data.target_channels=[membrane]"])` after Part 0
-# and run 1.3 to 1.7 again under a new run name. A membrane is a thin outline, so a blurred
-# prediction loses more of it. Parts 3-5 segment nuclei, so for a membrane model only their
-# pixel metrics and spectra apply.
+# and run 1.3 to 1.7 again under a new run name. A membrane is a thin outline, so blur loses
+# more of it. Parts 3-5 segment nuclei, so for a membrane model only their pixel metrics and
+# spectra apply.
 
 # %%
 # start here: train your GAN in MY_RUN (runs/my_gan), after saying how long it will take
@@ -532,11 +525,10 @@ print("power over the real stain's, this image:\n" + pd.DataFrame(
 # %% [markdown]
 # ### 1.8 Change one thing
 #
-# One finding of the recipe shows within a minute on a CPU. The cell trains two small GANs from
-# the same weights for 40 steps on 64-pixel crops, one with this profile's settings and one
-# with `CHANGE`, and shows both stains of a test image and their power in Part 4's three
-# frequency bands over the real stain's (1 is right, below 1 blur or nothing drawn yet, above
-# 1 texture the real stain lacks).
+# The cell trains two small GANs from the same weights for 40 steps on 64-pixel crops, one with
+# this profile's settings and one with `CHANGE`, and shows both stains of a test image with
+# their power in Part 4's three frequency bands over the real stain's (1 is right, below 1
+# blur or nothing drawn yet, above 1 texture the real stain lacks).
 #
 # <div class="alert alert-info">
 # Try it: run the cell as it is, with <code>model.upsample=transpose</code> (the original
@@ -589,7 +581,7 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 # <div class="alert alert-success">
 # Checkpoint 1: you have normalised the data, built both networks, written the
 # feature-matching loss and the GAN step, and trained a GAN. Its stains are blotchy; the
-# pre-trained model of the next parts trained far longer with this code.
+# pre-trained model of the next parts trained far longer.
 # </div>
 
 # %% [markdown]
