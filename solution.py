@@ -592,16 +592,15 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 # **You will learn** to read a GAN's training curves: unlike a regression loss they need not
 # fall to zero, because G and D play against each other.
 #
-# Three models come with the exercise, trained with the project's own commands (README) on the
-# same data:
+# Three models come with the exercise, trained on the same data:
 #
 # - `checkpoints/pix2pixhd_nuclei`: the **GAN** of Part 1, trained for 60 epochs;
 # - `checkpoints/regression_nuclei`: a **regression model**, the same generator trained with an
-#   L1 loss alone, as part 1 of the course trains with a pixel loss (Part 4 compares them);
+#   L1 loss alone;
 # - `checkpoints/viscy_nuclei`: VisCy's UNeXt2 network with VisCy's own loss (Part 4).
 #
-# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. A GAN's
-# validation scores swing from epoch to epoch, so the GAN's shipped weights were chosen on the
+# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. The
+# GAN's validation scores swing from epoch to epoch, so its shipped weights were chosen on the
 # validation images; its logs show the whole run.
 
 # %%
@@ -620,13 +619,12 @@ print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epo
       "(docs/results.md says how it was chosen on validation images)")
 
 # %% [markdown]
-# Validation scores are not Part 3's test scores: validation scores a 256-pixel centre crop of
-# each validation image once per epoch, Part 3 the whole 512-pixel test images, which hold more
-# easy background (for the shipped GAN, several dB more PSNR). Compare validation numbers with
-# each other, and test numbers with each other.
+# Validation scores a 256-pixel centre crop of each validation image once per epoch, Part 3
+# the whole 512-pixel test images, with more easy background (for the shipped GAN, several dB
+# more PSNR): compare validation numbers only with each other.
 #
 # The curves are noisy, so we read them by numbers: the mean of each curve's first and last
-# tenth (per-epoch means where the run logged them), and the epoch where validation was best.
+# tenth, and the epoch where validation was best.
 
 # %%
 # each curve's first and last tenth (pix2pixhd/logs.py: logs.trends), and the best epoch
@@ -649,8 +647,8 @@ print(f"regression L1 loss: first tenth {regression_l1[0]:.4f}, last tenth {regr
 
 # %% [markdown]
 # The Trainer also logs, once per epoch, a grid of validation crops (TensorBoard's image tab,
-# `val/phase_target_prediction`); the shipped logs keep a few epochs. Each panel has one crop
-# per row: phase | real stain | the GAN's prediction.
+# `val/phase_target_prediction`), one per row: phase | real stain | the GAN's prediction. The
+# shipped logs keep a few epochs.
 
 # %%
 grids = read_images(PRETRAINED["GAN"].parent / "logs")
@@ -723,14 +721,13 @@ save_figure(plot_logged_images(
 # Pearson r (linear agreement, blind to scale), MAE and NRMSE.
 #
 # Instance metrics: nuclei are segmented in the virtual stain by smoothing, a global threshold
-# (**Li's**, which minimises the cross-entropy between the image and its two-level version; it
-# sits lower than Otsu's and keeps dim nuclei whole) and a watershed that splits touching
+# (**Li's**, lower than Otsu's, so dim nuclei stay whole) and a watershed that splits touching
 # nuclei. Each segmented nucleus is matched to at most one true nucleus by their overlap, the
-# IoU (intersection over union). A match whose IoU is at least the threshold is a true positive
-# (TP); an unmatched prediction is a false positive (FP), an unmatched true nucleus a false negative
-# (FN). **Precision** = TP / (TP + FP), **recall** = TP / (TP + FN), and **F1** =
+# IoU (intersection over union). A match with IoU at least the threshold is a true positive
+# (TP); an unmatched prediction is a false positive (FP), an unmatched true nucleus a false
+# negative (FN). **Precision** = TP / (TP + FP), **recall** = TP / (TP + FN), and **F1** =
 # 2 TP / (2 TP + FP + FN), high only when both are. The real stain, segmented the same way,
-# gives the best a virtual stain could reach with this segmentation.
+# sets the best this segmentation can reach.
 
 # %%
 # start here: the GAN's predictions of the test images, and their scores
@@ -791,12 +788,11 @@ print(check_f1_at_iou(f1_at_iou, {f"{fov} segmented in the GAN's stain": (true_l
                                                                           gan_labels)}))
 
 # %% [markdown]
-# The course's first part scored segmentations with other metrics of the same matching.
-# **Accuracy** (as StarDist defines it) is TP / (TP + FP + FN) at IoU 0.5. **Dice** and
-# **Jaccard** compare the masks pixel by pixel, blind to how they are cut into objects. **mAP**
-# at IoU 0.5 and 0.75 is COCO's average precision (our nuclei have no confidence scores, so it
-# is the precision times the share of recall levels reached), and **mAR** the recall averaged
-# over IoU 0.5 ... 0.95.
+# The course's first part scored segmentations with other metrics of the same matching:
+# **accuracy** (StarDist's), TP / (TP + FP + FN) at IoU 0.5; **Dice** and **Jaccard**, pixel
+# by pixel, blind to how the masks are cut into objects; **mAP** at IoU 0.5 and 0.75, COCO's
+# average precision (without confidence scores, the precision times the share of recall levels
+# reached); and **mAR**, the recall averaged over IoU 0.5 ... 0.95.
 
 # %%
 print(f"nuclei F1 at IoU 0.5: GAN {gan_summary['f1_iou50']:.3f}, real stain "
@@ -906,16 +902,16 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 #
 # Each prediction keeps its input's name, in `<out>/nuclei/`, in the stain's units. Set
 # `PIX2PIXHD_OWN_IMAGES` to your folder before starting the notebook; without it, the cell
-# below makes a stand-in: two test images exported as 8-bit images (0 to 255), as a
-# microscope's software might, which are *not* in the radians the model was trained on.
+# below makes a stand-in: two test images exported as 8-bit images (0 to 255), *not* in the
+# radians the model was trained on.
 #
-# With the default `normalise="dataset"`, an input is scaled by the training images' median and
-# IQR (stored in the checkpoint), and one far from them (median more than 2 training IQRs away,
-# or IQR over 4 times larger or smaller) gets a warning: "... is far from the training data
-# ...". Check your images' units first; `normalise="image"` scales each image by its own median
-# and IQR instead, at the cost of its absolute level. Here the two hardly differ: instance
-# norm after the generator's first convolution undoes a change of offset and scale, though
-# not of the histogram's shape (clipping, a log scale), another microscope, or other cells.
+# By default (`normalise="dataset"`) an input is scaled by the training images' median and IQR,
+# stored in the checkpoint, and one far from them (median more than 2 training IQRs away, or
+# IQR over 4 times larger or smaller) gets a warning. Check your images' units first;
+# `normalise="image"` scales each image by its own median and IQR, losing its absolute level.
+# Here the two hardly differ: the instance norm after the generator's first convolution undoes
+# offset and scale, but not a change of the histogram's shape (clipping, a log scale), of
+# microscope or of cells.
 
 # %%
 # start here: predict a folder of your own phase TIFFs (or a stand-in made from test images)
@@ -953,27 +949,26 @@ if first in list_fovs(DATA, "test"):  # the stand-in: its real stain is known
 # *About 3 minutes on a 2-core CPU, 2 of them in "When does it break?".*
 #
 # **You will learn** what the objective does to a virtual stain, and when a model breaks. The
-# regression model of Part 2 has exactly the GAN's generator, trained with L1 alone. Where phase
-# cannot decide between plausible stains, L1 predicts their median, smooth and blurry; the GAN
-# must fool the discriminator, so it stays sharp even where it has to guess.
+# regression model of Part 2 is the GAN's generator trained with L1 alone: where phase cannot
+# decide between plausible stains, it predicts their median, a blur. The GAN must fool the
+# discriminator, so it stays sharp even where it has to guess.
 #
-# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 (a ConvNeXt
-# V2 encoder and a light decoder, as in the published VSCyto2D, narrowed from 31 M to 1.6 M
-# parameters to train on a CPU) with VisCy's loss, half L1 and half multi-scale structural
-# dissimilarity (MS-DSSIM). Architecture, loss and output (linear, not tanh) all differ from
-# ours at once, so the table compares *recipes*, not single ingredients. On real A549 data the
-# GAN is yours (Part 1) and the VisCy row is the published VSCyto2D, trained on more cell
-# types for far longer, its outputs mapped to stain units with this dataset's median and IQR.
+# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 (as in
+# the published VSCyto2D, narrowed from 31 M to 1.6 M parameters to train on a CPU) with
+# VisCy's loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Architecture,
+# loss and output (linear, not tanh) all differ from ours, so the table compares *recipes*, not
+# single ingredients. On real A549 data the GAN is yours (Part 1) and the VisCy row is the
+# published VSCyto2D, trained on more cell types for far longer, its outputs mapped to stain
+# units with this dataset's median and IQR.
 #
 # Your own predictions of the test images (from part 1 of the course, say) join the tables:
 # TIFFs in the stain's units, named like the test images, in `predictions/own/` or the folder
 # `PIX2PIXHD_OWN_PREDICTIONS` names (`PIX2PIXHD_OWN_MATCH=sorted` pairs them by order).
 #
-# Sharpness is measured by the power spectrum, the power at each spatial frequency
-# (cycles/pixel; a period of 10 pixels is 0.1). `band_power_ratio_low`, `_mid` and `_high` are
-# a prediction's power in 0.05-0.15, 0.15-0.30 and 0.30-0.45 cycles/pixel over the real
-# stain's, from spectra averaged over the test images (1 = as much detail as the real stain,
-# below 1 blurrier, above 1 texture the real stain lacks).
+# Sharpness is measured by the power spectrum (cycles/pixel; a period of 10 pixels is 0.1).
+# `band_power_ratio_low`, `_mid` and `_high` are a prediction's power in 0.05-0.15, 0.15-0.30
+# and 0.30-0.45 cycles/pixel over the real stain's, from spectra averaged over the test images
+# (as in 1.8: 1 is right, below 1 blurrier, above 1 texture the real stain lacks).
 # `log_spectral_distance` is the mean |log10| of the ratio of the two spectra over 0.02-0.45
 # cycles/pixel (0 = the same spectrum).
 
@@ -1115,12 +1110,12 @@ save_figure(plot_predictions(test_phase, test_stain, side_by_side, crop=crop),
 # %% [markdown]
 # ### When does it break?
 #
-# A model has only seen inputs like its training images. `perturb_phase` degrades the phase
-# input of a few test images step by step, as another microscope might record it: **blur**
-# (out of focus), an **offset** added to every pixel (another background level) and **noise**
-# (a shorter exposure), the last two in IQRs of the image. `robustness_table` scores the GAN's
-# and the regression model's stains of each step as Part 3 does: nuclei F1 at IoU 0.5, and
-# the mid-band power over the real stain's.
+# A model has only seen inputs like its training images. `perturb_phase` degrades the phase of
+# a few test images step by step, as another microscope might: **blur** (out of focus), an
+# **offset** on every pixel (another background level) and **noise** (a shorter exposure), the
+# last two in IQRs of the image. `robustness_table` scores the GAN's and the regression model's
+# stains at each step as Part 3 does: nuclei F1 at IoU 0.5, and mid-band power over the real
+# stain's.
 
 # %%
 # start here: degrade the phase input of a few test images and score both models at each step
@@ -1178,9 +1173,8 @@ for kind, levels in LEVELS.items():
 #   the crops are flipped and rotated now, or train on images of the microscope you will use.
 
 # %% [markdown]
-# **Bonus: test-time augmentation.** A microscope image has no preferred orientation, so a
-# model can predict all 8 rotations and flips of an image, turn the stains back, and average
-# them (`predict_with_tta`).
+# **Bonus: test-time augmentation.** A model can predict all 8 rotations and flips of an
+# image, turn the stains back, and average them (`predict_with_tta`).
 
 # %%
 # one stain against the mean of 8, for both models, in the same window
@@ -1224,10 +1218,10 @@ print(pd.DataFrame({name: {f"{band} band": band_power_ratio(prediction, stain, b
 # **You will learn** to turn one GAN into many plausible stains, and to test whether their
 # spread says where the model is wrong.
 #
-# The generator's residual blocks contain dropout. Left on at inference, every pass drops other
+# The generator's residual blocks contain dropout. Left on at inference, each pass drops other
 # units and draws another stain (MC-dropout, Gal and Ghahramani 2016). The per-pixel standard
 # deviation across samples is an uncertainty map; the **coefficient of variation** (CV) divides
-# it by the mean, so a bright and a dim nucleus with the same relative spread look alike.
+# it by the mean, so bright and dim nuclei with the same relative spread look alike.
 
 # %%
 # start here: the shipped GAN draws many stains for one test image
@@ -1294,11 +1288,10 @@ save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv
 #   (uncertainty calibration error) is the average gap, weighted by group size, in squared
 #   stain units. The **reliability diagram** draws each group's error against its std.
 #
-# MC-dropout spreads are usually too narrow, so `sample_folder` multiplies the std by the one
-# factor that gives the lowest UCE on validation images, and scores the test images before and
-# after. (The textbook factor, which makes the mean squared error equal the mean variance, is
-# set by the few huge errors on the brightest nuclei and widens every other error bar too
-# much.) It writes the mean and std maps, a table per image and a summary.
+# MC-dropout spreads are usually too narrow, so `sample_folder` scales the std by the one factor
+# that gives the lowest UCE on validation images, and scores the test images before and after.
+# (The textbook factor, which makes the mean squared error equal the mean variance, is set by
+# the few huge errors on the brightest nuclei and widens every other error bar too much.)
 
 # %%
 mc_folder = RESULTS / "mc_dropout"
@@ -1373,20 +1366,18 @@ save_figure(plot_reliability({
 # ### Which virtual nuclei can you trust?
 #
 # A biologist counting nuclei in a virtual stain asks of each one: is it real? The samples
-# can answer per nucleus, not only per pixel. `sample_folder` segmented the mean stain (the
-# *virtual nuclei*, saved as label images in `virtual_nuclei/`) and then every sample the same
-# way. A nucleus's **trust** is how consistently it comes back: in each sample, take the best
-# IoU between the nucleus and any nucleus segmented there, and average over the samples (1:
-# drawn with the same outline in every sample; 0: never drawn again). A nucleus drawn the
-# same in every sample is one the model is sure of; one that comes and goes, or changes shape
-# from sample to sample, is a guess. `nuclei_trust.csv` has one row per
-# virtual nucleus, and `matched` says whether a real nucleus matches it one to one at IoU 0.5
-# or more (0: a false nucleus, invented or drawn too wrong to count).
+# can answer per nucleus. `sample_folder` segmented the mean stain (the *virtual nuclei*, saved
+# as label images in `virtual_nuclei/`) and then every sample the same way. A nucleus's
+# **trust** is how consistently it comes back: in each sample, take its best IoU with any
+# nucleus segmented there, and average over the samples (1: drawn with the same outline in
+# every sample; 0: never drawn again). `nuclei_trust.csv` has one row per virtual nucleus;
+# `matched` says whether a real nucleus matches it one to one at IoU 0.5 or more (0: a false
+# nucleus, invented or drawn too wrong to count).
 #
-# How well does trust tell the two kinds apart? The **AUROC** is the chance that a matched
-# nucleus, drawn at random, has a higher trust than an unmatched one: 0.5 when trust knows
-# nothing, 1 when it separates them perfectly. The baseline is the per-pixel uncertainty of
-# the cells above, the mean std inside the nucleus (lower std, more trusted).
+# How well does trust tell the two kinds apart? The **AUROC** is the chance that a random
+# matched nucleus has a higher trust than a random unmatched one: 0.5 when trust knows
+# nothing, 1 when it separates them perfectly. The baseline is the mean std inside the nucleus
+# (lower std, more trusted).
 
 # %%
 
@@ -1474,15 +1465,14 @@ print(outcomes.to_string())
 # <div class="alert alert-success">
 # Checkpoint 5: you have sampled many stains from one GAN, tested whether their spread
 # points at the model's errors, and scored each virtual nucleus by how consistently it comes
-# back. Uncertainty you have checked is useful; uncertainty you have
-# not checked is decoration.
+# back. Uncertainty you have not checked is decoration.
 # </div>
 
 # %% [markdown]
 # ## Summary
 #
 # The numbers of this run, from the files the parts wrote (a part you skipped is named
-# instead), also written to `results/summary.md`.
+# instead), also in `results/summary.md`.
 
 # %%
 def markdown_table(table):
