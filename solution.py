@@ -1,9 +1,9 @@
 # %% [markdown]
 # # Image translation, part 2: virtual staining with a conditional GAN
 #
-# A phase image shows where cells are and how thick they are; a fluorescence stain shows what
-# they are made of, at the cost of dyes, light that harms living cells, and imaging time.
-# *Virtual staining* predicts the stain from the label-free image with a neural network.
+# A phase image shows where cells are; a fluorescence stain shows what they are made of, but
+# costs dyes, light that harms living cells, and imaging time. *Virtual staining* predicts the
+# stain from the label-free image with a neural network.
 #
 # In part 1 of this course a regression model (a U-Net trained with a pixel-wise loss) did this.
 # Where the input is ambiguous it predicts the *average* of the plausible stains: a blur. Here
@@ -12,16 +12,15 @@
 # other. The GAN draws *one plausible* stain: sharp, but possibly invented.
 #
 # You will
-# 0. set up the device and a profile that fits your machine,
-# 1. look at the data, build the loaders and both networks, write the GAN's loss and training
-#    step, and train for a while,
-# 2. read the training logs of a pre-trained GAN and of a regression model,
-# 3. evaluate the GAN with pixel metrics and by segmenting nuclei,
-# 4. compare it with the regression model, and degrade their input until they break,
-# 5. (bonus) sample many stains per input with MC-dropout and ask where the model is unsure.
+# 0. choose a profile that fits your machine,
+# 1. build both networks, write the GAN's loss and training step, and train,
+# 2. read a pre-trained GAN's training logs,
+# 3. evaluate it by pixels and by segmenting nuclei,
+# 4. compare it with a regression model, and degrade their input until they break,
+# 5. (bonus) sample many stains with MC-dropout and ask where the model is unsure.
 #
 # After a restart, run Part 0 and then any part: each part's first code cell ("start here")
-# loads what the part needs.
+# loads what it needs.
 #
 # <div class="alert alert-info">
 # Blue boxes are tasks: replace the <code>raise NotImplementedError</code> in the cell below
@@ -34,12 +33,11 @@
 #
 # *About 10 s on a 2-core CPU.*
 #
-# **You will learn** which device and problem size suit your machine. The `course` profile is
-# the real thing on a GPU; `quick` shrinks crops, model and epochs so that every cell runs on a
-# laptop CPU in minutes; `pretrained` is the recipe of the shipped GAN (the quick model trained
-# for 60 epochs instead of 6, its L1 term's blur 1 pixel instead of 3). Set the environment
-# variable `PIX2PIXHD_PROFILE` to choose. Check in the printout that the data and the three
-# models are there.
+# **You will learn** which device and problem size suit your machine. Choose a profile with the
+# environment variable `PIX2PIXHD_PROFILE`: `course` is the real thing on a GPU; `quick` shrinks
+# crops, model and epochs to run every cell on a laptop CPU in minutes; `pretrained` is
+# the shipped GAN's recipe (the quick model trained for 60 epochs instead of 6, its L1 term's
+# blur 1 pixel instead of 3). Check in the printout that the data and the three models are there.
 
 # %%
 import itertools
@@ -95,9 +93,9 @@ read_test_fov, predict_test_split = course.read_test_fov, course.predict_test_sp
 # ### 1.1 The data
 #
 # Each field of view (FOV) has a quantitative phase image (input), a Hoechst nuclei image and a
-# CellMask membrane image (targets), and for testing the nuclei instance masks. Without the real
-# A549 images, `data/` holds the built-in synthetic dataset, a simulation of what the microscope
-# records (`pix2pixhd/synthetic.py`).
+# CellMask membrane image (targets), and nuclei instance masks for testing. Without the real
+# A549 images, `data/` holds a built-in synthetic dataset that simulates the microscope
+# (`pix2pixhd/synthetic.py`).
 
 # %%
 # start here: the dataset's description and a few training images
@@ -134,14 +132,13 @@ save_figure(plot_intensity_histograms(pixels, dataset_info["normalisation"]),
 # %% [markdown]
 # ### 1.2 Normalisation
 #
-# Networks train best on inputs of a known scale. We normalise with statistics of the
-# *training split* (in `data/dataset.json`), never with constants or test images. The phase
-# image is centred on its median and divided by its interquartile range (IQR), statistics that
-# ignore a few extreme pixels. The stain is the generator's output, which ends in a `tanh`, so
-# it must live in [-1, 1]: its 0.5th percentile `p_low` maps to -1 and its 99.5th percentile
-# `p_high` to +1, linearly. The `tanh` then cannot draw anything brighter than `p_high`, and the
-# pixels above it are not scattered noise but whole bright nuclei (dividing cells, doubled DNA)
-# up to ten times brighter.
+# We normalise with statistics of the *training split* (in `data/dataset.json`), never with
+# constants or test images. The phase image is centred on its median and divided by its
+# interquartile range (IQR), statistics that ignore a few extreme pixels. The stain is the
+# generator's output, which ends in a `tanh`, so it must live in [-1, 1]: its 0.5th percentile
+# `p_low` maps to -1 and its 99.5th percentile `p_high` to +1, linearly. The `tanh` then cannot
+# draw anything brighter than `p_high`, yet the pixels above it are whole bright nuclei
+# (dividing cells, doubled DNA), up to ten times brighter.
 #
 # <div class="alert alert-info">
 # Task 1.2: write the stain normalisation and its inverse (which you need to measure errors in
@@ -192,8 +189,8 @@ print(f"{100 * above.mean():.2f} % of the nuclei pixels of {len(train_fovs)} tra
 # $y = -1 + 2\,\mathrm{asinh}((x - p_{low}) / s) / a$ with $s = (p_{high} - p_{low}) / 4$,
 # linear near the background and logarithmic above, with $a$ chosen so that the train split's
 # 99.999th percentile `p_top` lands at +0.8. On the built-in data no test pixel lies above its
-# ceiling. The price: an error near the top costs few normalised units, so the GAN's L1 term
-# (1.6) measures it in the stain's own units.
+# ceiling. The price: errors near the top shrink, so the GAN's L1 term (1.6) measures them in
+# the stain's own units.
 
 # %%
 # both maps over the training pixels: nothing above a map's ceiling (+1) can be predicted
@@ -204,9 +201,9 @@ save_figure(plot_stain_maps(stain_maps, nuclei_pixels), "stain_maps")
 # %% [markdown]
 # ### 1.3 Loaders: crops and augmentation
 #
-# Training sees random square crops, each flipped and rotated by a multiple of 90 degrees at
-# random, the phase and stain crop alike: a microscope image has no preferred orientation, so
-# these are free extra examples. Validation uses a fixed centre crop, comparable between epochs.
+# Training sees random square crops, phase and stain flipped and rotated alike by a random
+# multiple of 90 degrees: a microscope image has no preferred orientation, so these are free
+# extra examples. Validation uses a fixed centre crop, comparable between epochs.
 
 # %%
 # start here: the loaders of Part 0's config (the profile's crops and batch size)
@@ -220,22 +217,21 @@ save_figure(plot_training_crops(batch["input"], batch["target"]), "training_crop
 # %% [markdown]
 # ### 1.4 The generator and the discriminator
 #
-# ![A conditional GAN for virtual staining: the generator G maps a phase image x to a virtual stain G(x); the discriminator D scores (x, y) and (x, G(x)) pairs patch by patch](imgs/conditional_gan.svg)
+# ![A conditional GAN: G maps a phase image x to a stain G(x); D scores (x, y) and (x, G(x)) pairs patch by patch](imgs/conditional_gan.svg)
 #
-# A *conditional* GAN's discriminator never sees a stain alone: it sees the phase image and a
-# stain side by side (two channels) and decides whether the stain belongs to that phase image,
-# so a sharp but wrong stain is as easy to reject as a blurry one.
+# A *conditional* GAN's discriminator sees the phase image and a stain as two channels and
+# judges whether the stain belongs to that phase image: a sharp but wrong stain is as easy to
+# reject as a blurry one.
 #
-# **The generator** is coarse-to-fine. The *global generator* G1 is an encoder, residual
-# blocks and a decoder. For large images a *local enhancer* G2 wraps G1: G1 works at half
-# resolution and G2 adds detail at full resolution. Our images need G1 alone
+# **The generator** is coarse-to-fine: a *global generator* G1 (encoder, residual blocks,
+# decoder), wrapped for large images by a *local enhancer* G2. Our images need G1 alone
 # (`netG="global"`; `model.netG=local` adds G2).
 #
-# ![Pix2PixHD's coarse-to-fine generator: the global generator G1 at half resolution, the local enhancer G2 at full resolution, joined by an element-wise sum](imgs/coarse_to_fine_generator.svg)
+# ![Pix2PixHD's coarse-to-fine generator: G1 at half resolution, G2 at full resolution, joined by a sum](imgs/coarse_to_fine_generator.svg)
 #
-# **The discriminator** is three PatchGANs with the same architecture on the image pair at
-# full, half and quarter resolution. Each returns a grid of scores, one per patch, rather
-# than one number: the finest judges texture, the coarsest the layout of whole nuclei.
+# **The discriminator** is three PatchGANs of the same architecture on the image pair at full,
+# half and quarter resolution. Each returns a grid of scores, one per patch: the finest judges
+# texture, the coarsest the layout of whole nuclei.
 
 # %%
 # start here: the networks of config.model.kind (models.KINDS), and a batch to run them on
@@ -276,7 +272,7 @@ for scale, layers in enumerate(features):
 # %% [markdown]
 # ### 1.5 The losses
 #
-# ![The multi-scale discriminator D1, D2, D3 at full, 1/2 and 1/4 resolution, and the feature-matching loss over their intermediate features](imgs/multiscale_discriminator.svg)
+# ![The multi-scale discriminator D1, D2, D3 at full, 1/2 and 1/4 resolution, and feature matching over their features](imgs/multiscale_discriminator.svg)
 #
 # Pix2PixHD trains with three terms (x: phase, y: real stain, k: discriminator scale):
 #
@@ -290,13 +286,11 @@ for scale, layers in enumerate(features):
 #
 # Least squares, unlike the original GAN's cross-entropy, keeps its gradients when D is confident.
 #
-# This exercise changes the recipe in three places, each chosen by measuring the stains
-# (`docs/recipe.md`; the check of Task 1.5 prints this profile's values): the decoder upsamples
-# by nearest-neighbour resizing and a 3x3 convolution, as a transposed convolution drew a
-# checkerboard into every nucleus; feature matching weighs less, since at weight 10 it blurred
-# texture away (like any pixel-aligned distance it favours the average stain); and a fourth
-# term, L1 between fake and real stain after both are blurred, keeps each nucleus in place and
-# as bright, leaving texture finer than the blur to the adversarial terms.
+# We changed the recipe in three places, each measured (`docs/recipe.md`; Task 1.5's check
+# prints this profile's values): the decoder upsamples by nearest-neighbour resizing
+# and a 3x3 convolution, as transposed convolutions drew a checkerboard into every nucleus;
+# feature matching weighs less, as at weight 10 it blurred texture away; and a fourth term, L1
+# between the blurred fake and real stains, keeps each nucleus in place and as bright.
 #
 # <div class="alert alert-info">
 # Task 1.5: write the feature-matching loss. <code>real</code> and <code>fake</code> are lists
@@ -341,34 +335,30 @@ print(f"profile {PROFILE}: upsample={config.model.upsample}, "
 # A GAN step updates two networks with two losses, in turn. G makes `fake = G(phase)`, then:
 #
 # 1. **Discriminator step.** D scores the real pair and the pair with `fake.detach()`:
-#    detached, the fake is a fixed input, so D's loss trains D alone (without it, D's loss
-#    would push gradients into G, towards *worse* fakes). Update D. Keep D's features of the
-#    real pair, detached: they are G's feature-matching target.
+#    detached, the fake is a fixed input, so D's loss trains D alone (otherwise it would push
+#    G towards *worse* fakes). Update D. Keep D's features of the real pair, detached: they
+#    are G's feature-matching target.
 # 2. **Generator step.** Freeze D (`D.requires_grad_(False)`) and score `(phase, fake)` with
 #    the *updated* D: the gradient flows through D into G, and none stays in D. G's loss is
 #    the sum of this profile's terms, weighted as in 1.5:
 #    - `loss/G_GAN`: `gan_loss(D's scores of the fake pair, True)`;
 #    - `loss/G_GAN_Feat`: $\lambda_{feat}$ times feature matching against the kept features;
 #    - `loss/G_L1` (when $\lambda_{L1} > 0$): $\lambda_{L1}$ times
-#      `l1_loss(to_stain_units(fake), to_stain_units(target), l1_blur_sigma)`, both stains
-#      blurred alike and measured in the stain's own units (when `to_stain_units` is None,
-#      compare the normalised stains). Under the asinh map a nucleus drawn 1.6 times too
-#      bright is only about 0.2 normalised units off, but thousands of a.u.;
-#    - `loss/G_VGG` (only when a VGG network is given): $\lambda_{VGG}$ times `vgg(fake, target)`.
+#      `l1_loss(to_stain_units(fake), to_stain_units(target), l1_blur_sigma)`, in the stain's
+#      own units (when `to_stain_units` is None, on the normalised stains). Under the asinh
+#      map a nucleus drawn 1.6 times too bright is only about 0.2 normalised units off, but
+#      thousands of a.u.;
+#    - `loss/G_VGG` (with a VGG network): $\lambda_{VGG}$ times `vgg(fake, target)`.
 #
 #    Backward their sum once, update G, make D trainable again, and return each term as a
-#    plain number (`.item()`): the numbers the Trainer logs.
-#
-# D runs three times per step (real, fake detached, fake), as in the original Pix2PixHD.
+#    plain number (`.item()`) for the Trainer to log.
 #
 # <div class="alert alert-info">
 # Task 1.6: write the two steps with the functions of <code>pix2pixhd.losses</code> imported in
 # Part 0 (<code>discriminator_loss</code>, <code>gan_loss</code>,
-# <code>feature_matching_loss</code>, <code>l1_loss</code>). The check tries each function on
-# its own with the Trainer's other half (your D step, then the Trainer's G step; the Trainer's
-# D step, then yours for G) against <code>Trainer.train_step</code> from the same weights, with
-# this profile's weights and with every factor other than 1, and names the function and the
-# line that differ.
+# <code>feature_matching_loss</code>, <code>l1_loss</code>). The check pairs each of your steps
+# with the Trainer's other half, compares them with <code>Trainer.train_step</code> from the
+# same weights, and names the function and the line that differ.
 # </div>
 
 # %% tags=["task"]
@@ -442,14 +432,10 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # %% [markdown]
 # ### 1.7 Train for a while
 #
-# The `Trainer` (`pix2pixhd/train.py`) computes the same terms as your step; it differs in how:
-# D scores the real and fake pairs as one batch (instance norm treats each sample alone, so
-# that equals two passes, only faster); on a GPU it runs in mixed precision (bfloat16, or
-# float16 with a `GradScaler` so that small gradients do not round to zero), with
-# `channels_last` and optionally `torch.compile`; under `torchrun` it averages gradients over
-# GPUs (DDP); and it reads the losses off the device only every `log_every` steps, stopping if
-# one became NaN. Adam with lr 2e-4 and $\beta_1=0.5$, constant and then linearly decayed over
-# the last third of the epochs, as in the paper.
+# The `Trainer` (`pix2pixhd/train.py`) computes the same terms as your step, only faster: one D
+# pass for the real and fake pairs (instance norm keeps the samples apart), mixed precision on a
+# GPU, several GPUs under `torchrun`. Adam with lr 2e-4 and $\beta_1=0.5$, constant and then
+# linearly decayed over the last third of the epochs, as in the paper.
 #
 # **Where your GAN starts.** A few minutes of GAN training from random weights learn where
 # nuclei are, not what they look like: such a GAN ends up blurrier than a regression model.
@@ -459,17 +445,15 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # L1 loss averaged away. Super-resolution GANs are trained this way. D starts from scratch.
 # The `course` profile's larger G, and a membrane target, start from random weights.
 #
-# The cell first times a few steps and prints how long the run will take here, then trains
-# (`quick`: 6 epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run's folder
-# exists, the cell asks whether to resume it or to start one
-# under a new name (in a script it resumes); it never overwrites a run. In Jupyter the cell
-# opens TensorBoard below; elsewhere run `tensorboard --logdir runs` in a terminal.
+# The cell times a few steps, prints how long the run will take, then trains (`quick`: 6
+# epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run exists, it asks
+# whether to resume it or start a new one. In Jupyter it opens TensorBoard below; elsewhere run
+# `tensorboard --logdir runs`.
 #
 # **Another target.** For a virtual *membrane* stain (CellMask), add
 # `config = configs.apply_overrides(config, ["data.target_channels=[membrane]"])` after Part 0
-# and run 1.3 to 1.7 again under a new run name. A membrane is a thin outline, so a blurred
-# prediction loses more of it. Parts 3-5 segment nuclei, so for a membrane model only their
-# pixel metrics and spectra apply.
+# and run 1.3 to 1.7 again under a new run name. A thin membrane loses more to blur. Parts 3-5
+# segment nuclei, so only their pixel metrics and spectra apply to a membrane model.
 
 # %%
 # start here: train your GAN in MY_RUN (runs/my_gan), after saying how long it will take
@@ -532,11 +516,10 @@ print("power over the real stain's, this image:\n" + pd.DataFrame(
 # %% [markdown]
 # ### 1.8 Change one thing
 #
-# One finding of the recipe shows within a minute on a CPU. The cell trains two small GANs from
-# the same weights for 40 steps on 64-pixel crops, one with this profile's settings and one
-# with `CHANGE`, and shows both stains of a test image and their power in Part 4's three
-# frequency bands over the real stain's (1 is right, below 1 blur or nothing drawn yet, above
-# 1 texture the real stain lacks).
+# The cell trains two small GANs from the same weights for 40 steps on 64-pixel crops, one with
+# this profile's settings and one with `CHANGE`, and shows both stains of a test image with
+# their power in Part 4's three frequency bands over the real stain's (1 is right, below 1
+# blur or nothing drawn yet, above 1 texture the real stain lacks).
 #
 # <div class="alert alert-info">
 # Try it: run the cell as it is, with <code>model.upsample=transpose</code> (the original
@@ -589,7 +572,7 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 # <div class="alert alert-success">
 # Checkpoint 1: you have normalised the data, built both networks, written the
 # feature-matching loss and the GAN step, and trained a GAN. Its stains are blotchy; the
-# pre-trained model of the next parts trained far longer with this code.
+# pre-trained model of the next parts trained far longer.
 # </div>
 
 # %% [markdown]
@@ -600,16 +583,15 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 # **You will learn** to read a GAN's training curves: unlike a regression loss they need not
 # fall to zero, because G and D play against each other.
 #
-# Three models come with the exercise, trained with the project's own commands (README) on the
-# same data:
+# Three models come with the exercise, trained on the same data:
 #
 # - `checkpoints/pix2pixhd_nuclei`: the **GAN** of Part 1, trained for 60 epochs;
 # - `checkpoints/regression_nuclei`: a **regression model**, the same generator trained with an
-#   L1 loss alone, as part 1 of the course trains with a pixel loss (Part 4 compares them);
+#   L1 loss alone;
 # - `checkpoints/viscy_nuclei`: VisCy's UNeXt2 network with VisCy's own loss (Part 4).
 #
-# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. A GAN's
-# validation scores swing from epoch to epoch, so the GAN's shipped weights were chosen on the
+# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. The
+# GAN's validation scores swing from epoch to epoch, so its shipped weights were chosen on the
 # validation images; its logs show the whole run.
 
 # %%
@@ -628,13 +610,12 @@ print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epo
       "(docs/results.md says how it was chosen on validation images)")
 
 # %% [markdown]
-# Validation scores are not Part 3's test scores: validation scores a 256-pixel centre crop of
-# each validation image once per epoch, Part 3 the whole 512-pixel test images, which hold more
-# easy background (for the shipped GAN, several dB more PSNR). Compare validation numbers with
-# each other, and test numbers with each other.
+# Validation scores a 256-pixel centre crop of each validation image once per epoch, Part 3
+# the whole 512-pixel test images, with more easy background (for the shipped GAN, several dB
+# more PSNR): compare validation numbers only with each other.
 #
-# The curves are noisy, so we read them by numbers: the mean of each curve's first and last
-# tenth (per-epoch means where the run logged them), and the epoch where validation was best.
+# The table below reads the noisy curves by numbers: each curve's mean over its first and last
+# tenth, and the best validation epoch.
 
 # %%
 # each curve's first and last tenth (pix2pixhd/logs.py: logs.trends), and the best epoch
@@ -657,8 +638,8 @@ print(f"regression L1 loss: first tenth {regression_l1[0]:.4f}, last tenth {regr
 
 # %% [markdown]
 # The Trainer also logs, once per epoch, a grid of validation crops (TensorBoard's image tab,
-# `val/phase_target_prediction`); the shipped logs keep a few epochs. Each panel has one crop
-# per row: phase | real stain | the GAN's prediction.
+# `val/phase_target_prediction`): phase | real stain | the GAN's prediction, one crop per row.
+# The shipped logs keep a few epochs.
 
 # %%
 grids = read_images(PRETRAINED["GAN"].parent / "logs")
@@ -731,14 +712,13 @@ save_figure(plot_logged_images(
 # Pearson r (linear agreement, blind to scale), MAE and NRMSE.
 #
 # Instance metrics: nuclei are segmented in the virtual stain by smoothing, a global threshold
-# (**Li's**, which minimises the cross-entropy between the image and its two-level version; it
-# sits lower than Otsu's and keeps dim nuclei whole) and a watershed that splits touching
-# nuclei. Each segmented nucleus is matched to at most one true nucleus by their overlap, the
-# IoU (intersection over union). A match whose IoU is at least the threshold is a true positive
-# (TP); an unmatched prediction is a false positive (FP), an unmatched true nucleus a false negative
-# (FN). **Precision** = TP / (TP + FP), **recall** = TP / (TP + FN), and **F1** =
-# 2 TP / (2 TP + FP + FN), high only when both are. The real stain, segmented the same way,
-# gives the best a virtual stain could reach with this segmentation.
+# (**Li's**, lower than Otsu's, so dim nuclei stay whole) and a watershed that splits touching
+# nuclei. Nuclei are matched one to one by their overlap, the IoU (intersection over union). A
+# match with IoU at least the threshold is a true positive (TP); an unmatched prediction is a
+# false positive (FP), an unmatched true nucleus a false negative (FN). **Precision** =
+# TP / (TP + FP), **recall** = TP / (TP + FN), and **F1** = 2 TP / (2 TP + FP + FN), high only
+# when both are. The real stain, segmented the same way, sets the best this segmentation can
+# reach.
 
 # %%
 # start here: the GAN's predictions of the test images, and their scores
@@ -799,12 +779,11 @@ print(check_f1_at_iou(f1_at_iou, {f"{fov} segmented in the GAN's stain": (true_l
                                                                           gan_labels)}))
 
 # %% [markdown]
-# The course's first part scored segmentations with other metrics of the same matching.
-# **Accuracy** (as StarDist defines it) is TP / (TP + FP + FN) at IoU 0.5. **Dice** and
-# **Jaccard** compare the masks pixel by pixel, blind to how they are cut into objects. **mAP**
-# at IoU 0.5 and 0.75 is COCO's average precision (our nuclei have no confidence scores, so it
-# is the precision times the share of recall levels reached), and **mAR** the recall averaged
-# over IoU 0.5 ... 0.95.
+# The course's first part scored segmentations with other metrics of the same matching:
+# **accuracy** (StarDist's), TP / (TP + FP + FN) at IoU 0.5; **Dice** and **Jaccard**, pixel
+# by pixel, blind to how the masks are cut into objects; **mAP** at IoU 0.5 and 0.75, COCO's
+# average precision (here the precision times the share of recall levels reached); and
+# **mAR**, the recall averaged over IoU 0.5 ... 0.95.
 
 # %%
 print(f"nuclei F1 at IoU 0.5: GAN {gan_summary['f1_iou50']:.3f}, real stain "
@@ -914,16 +893,14 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 #
 # Each prediction keeps its input's name, in `<out>/nuclei/`, in the stain's units. Set
 # `PIX2PIXHD_OWN_IMAGES` to your folder before starting the notebook; without it, the cell
-# below makes a stand-in: two test images exported as 8-bit images (0 to 255), as a
-# microscope's software might, which are *not* in the radians the model was trained on.
+# below makes a stand-in: two test images exported as 8-bit images (0 to 255), *not* in the
+# radians the model was trained on.
 #
-# With the default `normalise="dataset"`, an input is scaled by the training images' median and
-# IQR (stored in the checkpoint), and one far from them (median more than 2 training IQRs away,
-# or IQR over 4 times larger or smaller) gets a warning: "... is far from the training data
-# ...". Check your images' units first; `normalise="image"` scales each image by its own median
-# and IQR instead, at the cost of its absolute level. Here the two hardly differ: instance
-# norm after the generator's first convolution undoes a change of offset and scale, though
-# not of the histogram's shape (clipping, a log scale), another microscope, or other cells.
+# By default (`normalise="dataset"`) inputs are scaled by the training images' median and IQR,
+# and one far from them (median more than 2 training IQRs away, or IQR over 4 times larger or
+# smaller) gets a warning: check your images' units. `normalise="image"` uses each image's own
+# median and IQR, losing its absolute level. Here the two hardly differ; neither helps with
+# another histogram shape (clipping, a log scale), microscope or cells.
 
 # %%
 # start here: predict a folder of your own phase TIFFs (or a stand-in made from test images)
@@ -961,29 +938,24 @@ if first in list_fovs(DATA, "test"):  # the stand-in: its real stain is known
 # *About 3 minutes on a 2-core CPU, 2 of them in "When does it break?".*
 #
 # **You will learn** what the objective does to a virtual stain, and when a model breaks. The
-# regression model of Part 2 has exactly the GAN's generator, trained with L1 alone. Where phase
-# cannot decide between plausible stains, L1 predicts their median, smooth and blurry; the GAN
-# must fool the discriminator, so it stays sharp even where it has to guess.
+# regression model is the GAN's generator trained with L1 alone.
 #
-# The third model is VisCy's, the library of the course's first part: its 2-D UNeXt2 (a ConvNeXt
-# V2 encoder and a light decoder, as in the published VSCyto2D, narrowed from 31 M to 1.6 M
-# parameters to train on a CPU) with VisCy's loss, half L1 and half multi-scale structural
-# dissimilarity (MS-DSSIM). Architecture, loss and output (linear, not tanh) all differ from
-# ours at once, so the table compares *recipes*, not single ingredients. On real A549 data the
-# GAN is yours (Part 1) and the VisCy row is the published VSCyto2D, trained on more cell
-# types for far longer, its outputs mapped to stain units with this dataset's median and IQR.
+# The third model is VisCy's (the library of the course's first part): a 2-D UNeXt2 like the
+# published VSCyto2D, narrowed from 31 M to 1.6 M parameters to train on a CPU, with VisCy's
+# loss, half L1 and half multi-scale structural dissimilarity (MS-DSSIM). Architecture, loss and
+# output (linear, not tanh) all differ from ours, so the table compares *recipes*, not single
+# ingredients. On real A549 data the VisCy row is the published VSCyto2D itself, its outputs
+# mapped to stain units with this dataset's median and IQR.
 #
 # Your own predictions of the test images (from part 1 of the course, say) join the tables:
-# TIFFs in the stain's units, named like the test images, in `predictions/own/` or the folder
-# `PIX2PIXHD_OWN_PREDICTIONS` names (`PIX2PIXHD_OWN_MATCH=sorted` pairs them by order).
+# TIFFs in stain units, named like the test images, in `predictions/own/` or in
+# `PIX2PIXHD_OWN_PREDICTIONS` (`PIX2PIXHD_OWN_MATCH=sorted` pairs them by order).
 #
-# Sharpness is measured by the power spectrum, the power at each spatial frequency
-# (cycles/pixel; a period of 10 pixels is 0.1). `band_power_ratio_low`, `_mid` and `_high` are
-# a prediction's power in 0.05-0.15, 0.15-0.30 and 0.30-0.45 cycles/pixel over the real
-# stain's, from spectra averaged over the test images (1 = as much detail as the real stain,
-# below 1 blurrier, above 1 texture the real stain lacks).
-# `log_spectral_distance` is the mean |log10| of the ratio of the two spectra over 0.02-0.45
-# cycles/pixel (0 = the same spectrum).
+# Sharpness is measured by the power spectrum (cycles/pixel; a period of 10 pixels is 0.1).
+# `band_power_ratio_low`, `_mid` and `_high` are a prediction's power in 0.05-0.15, 0.15-0.30
+# and 0.30-0.45 cycles/pixel over the real stain's, from spectra averaged over the test images
+# (read as in 1.8). `log_spectral_distance` is the mean |log10| of the ratio of the two spectra
+# over 0.02-0.45 cycles/pixel (0 = the same spectrum).
 
 # %%
 # start here: every model of Part 0's list that is present predicts and is scored
@@ -1039,8 +1011,6 @@ for band in ("low", "mid", "high"):
 # <code>size</code> x <code>size</code> pixels centred on <code>centre</code> (row, column),
 # moved as little as needed to lie inside an image of <code>shape</code> (height, width),
 # even when the centre lies outside it, as a pair of slices (rows, columns) of whole numbers.
-# The cell after the check zooms with it on the largest nucleus of a test image, in every
-# model's prediction side by side.
 # </div>
 
 # %% tags=["task"]
@@ -1123,12 +1093,11 @@ save_figure(plot_predictions(test_phase, test_stain, side_by_side, crop=crop),
 # %% [markdown]
 # ### When does it break?
 #
-# A model has only seen inputs like its training images. `perturb_phase` degrades the phase
-# input of a few test images step by step, as another microscope might record it: **blur**
-# (out of focus), an **offset** added to every pixel (another background level) and **noise**
-# (a shorter exposure), the last two in IQRs of the image. `robustness_table` scores the GAN's
-# and the regression model's stains of each step as Part 3 does: nuclei F1 at IoU 0.5, and
-# the mid-band power over the real stain's.
+# `perturb_phase` degrades the phase of a few test images step by step, as another microscope
+# might: **blur** (out of focus), an **offset** on every pixel (another background level) and
+# **noise** (a shorter exposure), the last two in IQRs of the image. `robustness_table` scores
+# the GAN's and the regression model's stains at each step as Part 3 does: nuclei F1 at IoU
+# 0.5, and mid-band power over the real stain's.
 
 # %%
 # start here: degrade the phase input of a few test images and score both models at each step
@@ -1186,9 +1155,8 @@ for kind, levels in LEVELS.items():
 #   the crops are flipped and rotated now, or train on images of the microscope you will use.
 
 # %% [markdown]
-# **Bonus: test-time augmentation.** A microscope image has no preferred orientation, so a
-# model can predict all 8 rotations and flips of an image, turn the stains back, and average
-# them (`predict_with_tta`).
+# **Bonus: test-time augmentation.** A model can predict all 8 rotations and flips of an
+# image, turn the stains back, and average them (`predict_with_tta`).
 
 # %%
 # one stain against the mean of 8, for both models, in the same window
@@ -1232,10 +1200,10 @@ print(pd.DataFrame({name: {f"{band} band": band_power_ratio(prediction, stain, b
 # **You will learn** to turn one GAN into many plausible stains, and to test whether their
 # spread says where the model is wrong.
 #
-# The generator's residual blocks contain dropout. Left on at inference, every pass drops other
-# units and draws another stain (MC-dropout, Gal and Ghahramani 2016). The per-pixel standard
-# deviation across samples is an uncertainty map; the **coefficient of variation** (CV) divides
-# it by the mean, so a bright and a dim nucleus with the same relative spread look alike.
+# Dropout in the generator's residual blocks, left on at inference, draws another stain on each
+# pass (MC-dropout, Gal and Ghahramani 2016). The per-pixel standard deviation across samples
+# is an uncertainty map; the **coefficient of variation** (CV) divides it by the mean, so bright
+# and dim nuclei with the same relative spread look alike.
 
 # %%
 # start here: the shipped GAN draws many stains for one test image
@@ -1302,11 +1270,8 @@ save_figure(plot_uncertainty_maps(maps["mean"], std_map, test_stain, cv=maps["cv
 #   (uncertainty calibration error) is the average gap, weighted by group size, in squared
 #   stain units. The **reliability diagram** draws each group's error against its std.
 #
-# MC-dropout spreads are usually too narrow, so `sample_folder` multiplies the std by the one
-# factor that gives the lowest UCE on validation images, and scores the test images before and
-# after. (The textbook factor, which makes the mean squared error equal the mean variance, is
-# set by the few huge errors on the brightest nuclei and widens every other error bar too
-# much.) It writes the mean and std maps, a table per image and a summary.
+# MC-dropout spreads are usually too narrow, so `sample_folder` scales the std by the one factor
+# that gives the lowest UCE on validation images, and scores the test images before and after.
 
 # %%
 mc_folder = RESULTS / "mc_dropout"
@@ -1380,21 +1345,18 @@ save_figure(plot_reliability({
 # %% [markdown]
 # ### Which virtual nuclei can you trust?
 #
-# A biologist counting nuclei in a virtual stain asks of each one: is it real? The samples
-# can answer per nucleus, not only per pixel. `sample_folder` segmented the mean stain (the
-# *virtual nuclei*, saved as label images in `virtual_nuclei/`) and then every sample the same
-# way. A nucleus's **trust** is how consistently it comes back: in each sample, take the best
-# IoU between the nucleus and any nucleus segmented there, and average over the samples (1:
-# drawn with the same outline in every sample; 0: never drawn again). A nucleus drawn the
-# same in every sample is one the model is sure of; one that comes and goes, or changes shape
-# from sample to sample, is a guess. `nuclei_trust.csv` has one row per
-# virtual nucleus, and `matched` says whether a real nucleus matches it one to one at IoU 0.5
-# or more (0: a false nucleus, invented or drawn too wrong to count).
+# Is each virtual nucleus real? The samples can answer per nucleus. `sample_folder` segmented
+# the mean stain (the *virtual nuclei*, saved as label images in `virtual_nuclei/`) and then
+# every sample the same way. A nucleus's **trust** is how consistently it comes back: in each
+# sample, take its best IoU with any nucleus segmented there, and average over the samples (1:
+# drawn with the same outline in every sample; 0: never drawn again). `nuclei_trust.csv` has
+# one row per virtual nucleus; `matched` says whether a real nucleus matches it one to one at
+# IoU 0.5 or more (0: a false nucleus, invented or drawn too wrong to count).
 #
-# How well does trust tell the two kinds apart? The **AUROC** is the chance that a matched
-# nucleus, drawn at random, has a higher trust than an unmatched one: 0.5 when trust knows
-# nothing, 1 when it separates them perfectly. The baseline is the per-pixel uncertainty of
-# the cells above, the mean std inside the nucleus (lower std, more trusted).
+# How well does trust tell the two kinds apart? The **AUROC** is the chance that a random
+# matched nucleus has a higher trust than a random unmatched one: 0.5 when trust knows
+# nothing, 1 when it separates them perfectly. The baseline is the mean std inside the nucleus
+# (lower std, more trusted).
 
 # %%
 
@@ -1482,15 +1444,14 @@ print(outcomes.to_string())
 # <div class="alert alert-success">
 # Checkpoint 5: you have sampled many stains from one GAN, tested whether their spread
 # points at the model's errors, and scored each virtual nucleus by how consistently it comes
-# back. Uncertainty you have checked is useful; uncertainty you have
-# not checked is decoration.
+# back. Uncertainty you have not checked is decoration.
 # </div>
 
 # %% [markdown]
 # ## Summary
 #
 # The numbers of this run, from the files the parts wrote (a part you skipped is named
-# instead), also written to `results/summary.md`.
+# instead), also in `results/summary.md`.
 
 # %%
 def markdown_table(table):

@@ -76,6 +76,17 @@ def test_every_image_the_text_references_exists():
         assert (ROOT / path).is_file(), path
 
 
+MAX_EXERCISE_WORDS = 4500
+"""The course's limit on the exercise's reading: words of all its markdown cells."""
+
+
+def test_exercise_markdown_stays_within_the_courses_word_limit():
+    words = sum(len(re.findall(r"\S+", "".join(cell["source"])))
+                for cell in cells("exercise.ipynb") if cell["cell_type"] == "markdown")
+    assert words <= MAX_EXERCISE_WORDS, (
+        f"exercise.ipynb's markdown has {words} words, over the course's limit of "
+        f"{MAX_EXERCISE_WORDS}; shorten solution.py's markdown and rebuild the notebooks")
+
 
 
 # --- running the notebooks: each part after Part 0 alone, in a fresh kernel ------------------
