@@ -521,8 +521,8 @@ print("power over the real stain's, this image:\n" + pd.DataFrame(
 # %% [markdown] tags=["solution"]
 # **Answers.** Scored on 16 images of another synthetic seed (`docs/recipe.md`), the
 # regression start draws 0.23 / 0.06 / 0.06 of the real stain's power in the low / mid / high
-# bands; after the `quick` run (6 epochs; seeds 0, 1 and 2) the GAN draws 0.98-0.99 /
-# 0.21-0.29 / 0.16-0.19, with the same nuclei F1 (0.94-0.95 of the real stain's). The zoom
+# bands; after the `quick` run (6 epochs; seeds 0, 1 and 2) the GAN draws 0.62-0.99 /
+# 0.10-0.29 / 0.12-0.19, with about the same nuclei F1 (0.92-0.95 of the real stain's). The zoom
 # shows how little that is yet: the same smooth discs, their edges a little firmer (most of
 # the low band's gain); the chromatin inside the real nuclei, bright specks and dark holes, is
 # not drawn. A few minutes teach D to tell the blur apart, not G to draw texture; the shipped
