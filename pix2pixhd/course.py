@@ -54,6 +54,19 @@ def choose_profile(device: torch.device, environ: dict | None = None) -> str:
     return profile
 
 
+def show_progress_messages() -> None:
+    """The package's INFO messages (what it wrote, skipped or chose) on stderr, once: a handler
+    of the `pix2pixhd` logger alone, so that the root logger's handlers (Jupyter's, pytest's)
+    are left as they are."""
+    package = logging.getLogger("pix2pixhd")
+    package.setLevel(logging.INFO)
+    if not any(getattr(handler, "name", None) == "pix2pixhd" for handler in package.handlers):
+        handler = logging.StreamHandler()
+        handler.set_name("pix2pixhd")
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        package.addHandler(handler)
+
+
 def choose_seed(environ: dict) -> int:
     """PIX2PIXHD_SEED (default 0): the seed of numpy, torch and Part 1's training run."""
     text = environ.get("PIX2PIXHD_SEED", "0")
@@ -107,8 +120,7 @@ class Course:
         """Read PIX2PIXHD_PROFILE, _DATA (data), _RESULTS (results), _RUNS (runs), _SEED (0) and
         the checkpoint variables; check that the data set is there; seed numpy, torch and the
         training run; show the module's progress messages (logging at INFO)."""
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s",
-                            force=True)
+        show_progress_messages()
         environ = os.environ if environ is None else environ
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         profile = choose_profile(device, environ)

@@ -109,3 +109,17 @@ def test_part_1_starts_from_the_shipped_regression_model_only_where_it_fits(tiny
     assert course.part1_start(course.config) is None  # a larger generator starts afresh
     quick.source = "a549"
     assert quick.part1_start(quick.config) is None  # real images: not a synthetic stain's model
+
+
+def test_progress_messages_get_one_handler_and_leave_the_root_loggers_alone():
+    import logging
+
+    from pix2pixhd.course import show_progress_messages
+
+    root_handlers = list(logging.getLogger().handlers)
+    show_progress_messages()
+    show_progress_messages()
+    package = logging.getLogger("pix2pixhd")
+    assert [h.name for h in package.handlers].count("pix2pixhd") == 1
+    assert package.getEffectiveLevel() == logging.INFO
+    assert logging.getLogger().handlers == root_handlers

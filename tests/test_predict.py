@@ -144,6 +144,7 @@ def test_an_input_folder_takes_any_tiff_case_and_outputs_keep_their_names(
     (folder / ".x.tif.abc.part").write_bytes(b"half a file")
     (folder / "c.tif.part").write_bytes(b"half a file")
     assert [p.name for p in list_tiffs(folder)] == ["D.TIF", "a.tif", "a.tiff", "e.Tiff"]
+    caplog.clear()  # the listing above logs too when the package's INFO messages are on
     with caplog.at_level(logging.INFO, logger="pix2pixhd.layout"):
         written = predict_folder(checkpoint, folder, tmp_path / "out")
     assert sorted(p.name for p in written) == ["D.TIF", "a.tif", "a.tiff", "e.Tiff"]
