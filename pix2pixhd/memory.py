@@ -56,7 +56,7 @@ def budget_bytes() -> float:
         gib = math.nan
     if not 0 < gib < math.inf:
         raise MemoryBudgetError(f"${BUDGET_ENV}={text!r} is not a positive number of GiB; "
-                                "set it to the memory this machine may use, e.g. 32")
+                                "set it to the memory your computer may use, e.g. 32")
     return gib * 2**30
 
 
@@ -68,7 +68,7 @@ def check_budget(what: str, estimate: float, fix: str) -> None:
         raise MemoryBudgetError(
             f"{what} would take about {estimate / 2**30:.1f} GiB of memory, more than the "
             f"{budget / 2**30:g} GiB budget; {fix} (or raise the budget with "
-            f"{BUDGET_ENV}=GiB if this machine has the memory)")
+            f"{BUDGET_ENV}=GiB if your computer has the memory)")
 
 
 # --- what a network needs per pixel -------------------------------------------------------------
