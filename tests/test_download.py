@@ -547,16 +547,13 @@ def test_chunks_the_server_does_not_have_are_an_error_not_zeros(tmp_path, server
 
 def test_a_claimed_plane_beyond_the_memory_budget_is_refused_before_a_chunk(
         tmp_path, server, stores_root):
-    huge = stores_root / "huge.zarr"
-    plate = zarr.open_group(huge, mode="w", zarr_format=3)
-    _ome_attributes(plate, {"plate": {"version": "0.5", "wells": [{"path": "0/0"}]}}, 3)
-    _ome_attributes(plate.create_group("0/0"), {"well": {"images": [{"path": "0"}]}}, 3)
-    position = plate.create_group("0/0/0")
-    _ome_attributes(position, {
-        "multiscales": [{"version": "0.5", "axes": AXES, "datasets": [{"path": "0"}]}],
-        "omero": {"channels": [{"label": name} for name in TRAIN_LABELS]}}, 3)
-    position.create_array("0", shape=(1, 3, 1, 100000, 100000), chunks=(1, 1, 1, 4096, 4096),
-                          dtype="float32")  # metadata only: no chunk is written
+    from iohub.ngff import open_ome_zarr
+
+    with open_ome_zarr(stores_root / "huge.zarr", layout="hcs", mode="w",
+                       channel_names=TRAIN_LABELS, version="0.5") as plate:
+        # iohub writes the array's metadata only: no chunk exists, as in a store that lies
+        plate.create_position("0", "0", "0").create_zeros(
+            "0", shape=(1, 3, 1, 100000, 100000), dtype="float32", chunks=(1, 1, 1, 4096, 4096))
     with pytest.raises(memory.MemoryBudgetError,
                        match=r"claims planes of 100000x100000 pixels \(float32\), which would "
                              r"take about \d+\.\d GiB"):
