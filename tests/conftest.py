@@ -21,6 +21,19 @@ def tiny_dataset(tmp_path_factory):
                         size=64, seed=0)
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tiny_dataset, tmp_path_factory):
+    """latest.pt of a one-epoch GAN run in the tiny configuration, which tests only read."""
+    from pix2pixhd.train import Trainer
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    config = apply_overrides(load_config("quick"), TINY + [
+        f"data.root={tiny_dataset}", f"train.checkpoints_dir={folder}"])
+    trainer = Trainer(config)
+    trainer.fit(epochs=1)
+    return trainer.run_dir / "latest.pt"
+
+
 @pytest.fixture
 def tiny_config(tiny_dataset, tmp_path):
     return apply_overrides(load_config("quick"), TINY + [

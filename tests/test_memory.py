@@ -12,7 +12,6 @@ import tifffile
 
 from pix2pixhd import memory
 from pix2pixhd.predict import load_predictor
-from pix2pixhd.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,20 +45,6 @@ def measured_extra_bytes(setup: str, work: str) -> float:
                                             "PATH": ""})
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])["extra"]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_dataset, tmp_path_factory):
-    from pix2pixhd.config import apply_overrides, load_config
-
-    from .conftest import TINY
-
-    folder = tmp_path_factory.mktemp("checkpoints")
-    config = apply_overrides(load_config("quick"), TINY + [
-        f"data.root={tiny_dataset}", f"train.checkpoints_dir={folder}"])
-    trainer = Trainer(config)
-    trainer.fit(epochs=1)
-    return trainer.run_dir / "latest.pt"
 
 
 def _phase_image(path: Path, side: int) -> Path:

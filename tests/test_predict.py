@@ -17,21 +17,6 @@ from pix2pixhd.predict import (
     predict_tensor,
     tile_starts,
 )
-from pix2pixhd.train import Trainer
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tiny_dataset, tmp_path_factory):
-    from pix2pixhd.config import apply_overrides, load_config
-
-    from .conftest import TINY
-
-    folder = tmp_path_factory.mktemp("checkpoints")
-    config = apply_overrides(load_config("quick"), TINY + [
-        f"data.root={tiny_dataset}", f"train.checkpoints_dir={folder}"])
-    trainer = Trainer(config)
-    trainer.fit(epochs=1)
-    return trainer.run_dir / "latest.pt"
 
 
 def test_padding_reaches_the_multiple_and_keeps_the_image():
