@@ -21,11 +21,11 @@ import torch
 
 from pix2pixhd import config as configs
 from pix2pixhd import layout
-from pix2pixhd.checkpoint import CheckpointError, load_checkpoint
+from pix2pixhd.checkpoint import CheckpointError
 from pix2pixhd.dataset import make_loaders
 from pix2pixhd.evaluate import find_predictions
-from pix2pixhd.models import average_or_raw, check_weights_fit
 from pix2pixhd.predict import predict_folder
+from pix2pixhd.train import starting_weights
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,10 @@ class Course:
         start = SHIPPED["regression"]
         if self.source != "synthetic" or not start.is_file():
             return None
-        state = load_checkpoint(start)
-        saved = configs.from_dict(state["config"]).data
-        if (saved.target_channels, saved.stain_map) != (config.data.target_channels,
-                                                         config.data.stain_map):
-            return None
-        try:
-            check_weights_fit(average_or_raw(state), config, start)
-        except CheckpointError:
+        try:  # the Trainer's own check of a start: same stains, weights of the same shapes
+            starting_weights(configs.apply_overrides(config, [f"train.init_generator={start}"]),
+                             torch.device("cpu"))
+        except (configs.ConfigError, CheckpointError):
             return None
         return start
 
