@@ -588,7 +588,7 @@ class Trainer:
             if state.get("generator_ema") is None:
                 log.warning("%s holds no weight average: it starts from the resumed weights",
                             self.run_dir / "latest.pt")
-            self.generator_ema.load_state_dict(state.get("generator_ema") or state["generator"])
+            self.generator_ema.load_state_dict(average_or_raw(state))
         self.optimizer_G.load_state_dict(state["optimizer_G"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
