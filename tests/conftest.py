@@ -1,8 +1,18 @@
 """Shared fixtures: a tiny synthetic dataset and a tiny configuration that trains in seconds."""
 
+import os
+
 import pytest
 
 from pix2pixhd.config import apply_overrides, load_config
+
+# The suite runs in parallel (pytest-xdist, `-n auto` in pyproject.toml). Each worker gets its
+# share of the cores for torch's threads and for the processes it starts (notebook kernels, the
+# command line): more OpenMP threads than cores wait on each other, many times slower.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 TINY = [
     "data.crop_size=32", "data.val_crop_size=64", "data.batch_size=2", "data.num_workers=0",
