@@ -89,7 +89,7 @@ def test_exercise_markdown_stays_within_the_courses_word_limit():
 
 
 
-# --- running the notebooks: each part after Part 0 alone, in a fresh kernel ------------------
+# --- running the notebooks: each part after Part 0 alone, in an emptied kernel ------------------
 
 MISTAKES = {
     "Task 1.2": ([("2 * (image - p_low)", "(image - p_low)")], "your normalise_stain maps"),
@@ -124,35 +124,65 @@ def notebook_data(tmp_path_factory):
                         n_test=2, size=256, seed=3)
 
 
-@pytest.fixture
-def quick_profile(notebook_data, tmp_path, monkeypatch):
-    """What a kernel started now inherits: the quick profile on CPU, results under tmp_path."""
-    for name, value in {"PIX2PIXHD_PROFILE": "quick", "PIX2PIXHD_DATA": str(notebook_data),
-                        "PIX2PIXHD_RESULTS": str(tmp_path / "results"),
-                        "PIX2PIXHD_RUNS": str(tmp_path / "runs"), "PIX2PIXHD_HEADLESS": "1",
-                        "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg"}.items():
-        monkeypatch.setenv(name, value)
-    return tmp_path / "results"
-
-
-def kernel_client(notebook, cells):
+@pytest.fixture(scope="module")
+def kernel():
+    """One Jupyter kernel for this module's runs (one per xdist worker). Each run starts with
+    `fresh_start`: an empty namespace, as after a restart, without paying for a new kernel and
+    its imports (about 5 s a run). What the kernel inherits: CPU only, no windows."""
     import nbclient
     import nbformat
 
-    part = nbformat.v4.new_notebook(cells=cells, metadata=notebook.metadata)
-    return nbclient.NotebookClient(part, timeout=600, kernel_name="python3",
-                                   resources={"metadata": {"path": str(ROOT)}})
+    notebook = nbformat_read("solution.ipynb")
+    client = nbclient.NotebookClient(
+        nbformat.v4.new_notebook(metadata=notebook.metadata), timeout=600,
+        kernel_name="python3", resources={"metadata": {"path": str(ROOT)}})
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg",
+                            "PIX2PIXHD_HEADLESS": "1"}.items():
+            patch.setenv(name, value)
+        with client.setup_kernel():
+            yield client
+
+
+@pytest.fixture
+def quick_profile(notebook_data, tmp_path):
+    """What Part 0 reads from the environment: the quick profile, results under tmp_path."""
+    return {"PIX2PIXHD_PROFILE": "quick", "PIX2PIXHD_DATA": str(notebook_data),
+            "PIX2PIXHD_RESULTS": str(tmp_path / "results"),
+            "PIX2PIXHD_RUNS": str(tmp_path / "runs")}
+
+
+def fresh_start(environment):
+    """A cell that empties the kernel's namespace and sets the environment Part 0 reads."""
+    import nbformat
+
+    return nbformat.v4.new_code_cell(
+        f"%reset -f\nimport os\nos.environ.update({environment!r})\ndel os")
+
+
+def restart(kernel, cells_, environment):
+    """Empty the shared kernel's namespace, set what Part 0 reads, and give it `cells_` (which
+    nbclient indexes) to run."""
+    kernel.nb.cells = [*cells_, fresh_start(environment)]
+    kernel.execute_cell(kernel.nb.cells[-1], len(cells_))
+
+
+def run_cells(kernel, cells_, environment):
+    """A restart, then `cells_` in order, in the shared kernel."""
+    restart(kernel, cells_, environment)
+    for index, cell in enumerate(cells_):
+        kernel.execute_cell(cell, index)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", ["Part 2", "Summary"])
-def test_each_part_of_the_solution_runs_after_part_0_alone(part, quick_profile):
+def test_each_part_of_the_solution_runs_after_part_0_alone(part, kernel, quick_profile, tmp_path):
     """The parts without tasks; those with tasks run to their end, solved, in
     `test_exercise_stubs_raise_and_checks_reject_a_wrong_answer`."""
     notebook, parts = notebook_parts("solution.ipynb")
-    kernel_client(notebook, parts["Part 0"] + parts[part]).execute()
+    run_cells(kernel, parts["Part 0"] + parts[part], quick_profile)
     if part == "Summary":
-        summary = (quick_profile / "summary.md").read_text()
+        summary = (tmp_path / "results" / "summary.md").read_text()
         assert "no training run" in summary and "Part 4 compares them" in summary
 
 
@@ -167,25 +197,20 @@ def test_part_1_has_its_numbered_sections():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("section", sections())
-def test_each_numbered_section_runs_after_part_0_alone(section, quick_profile, tmp_path):
+def test_each_numbered_section_runs_after_part_0_alone(section, kernel, quick_profile, tmp_path):
     """A restart, then Part 0, then this section: nothing it needs comes from the sections
     before it. 1.7's training cell run a second time resumes the run, never overwrites it."""
     notebook = nbformat_read("solution.ipynb")
     parts = build_notebooks.split_parts(notebook.cells)
     chosen = build_notebooks.split_sections(notebook.cells)[section]
-    client = kernel_client(notebook, parts["Part 0"] + chosen)
-    with client.setup_kernel():
-        for index, cell in enumerate(client.nb.cells):
-            client.execute_cell(cell, index)
-        if section == "1.7":
-            run = tmp_path / "runs" / "my_gan" / "latest.pt"
-            before = run.read_bytes()
-            training = next(i for i, c in enumerate(client.nb.cells)
-                            if "choose_run(MY_RUN)" in c.source)
-            client.execute_cell(client.nb.cells[training], training)
-            said = "".join(output.get("text", "") for output
-                           in client.nb.cells[training].outputs)
-            assert "resuming it" in said and run.read_bytes() == before
+    run_cells(kernel, parts["Part 0"] + chosen, quick_profile)
+    if section == "1.7":
+        run = tmp_path / "runs" / "my_gan" / "latest.pt"
+        before = run.read_bytes()
+        training = next(c for c in chosen if "choose_run(MY_RUN)" in c.source)
+        kernel.execute_cell(training, kernel.nb.cells.index(training))
+        said = "".join(output.get("text", "") for output in training.outputs)
+        assert "resuming it" in said and run.read_bytes() == before
 
 
 def nbformat_read(name):
@@ -195,23 +220,22 @@ def nbformat_read(name):
 
 
 @pytest.mark.slow
-def test_an_unknown_profile_stops_part_0_with_the_profiles_it_accepts(quick_profile, monkeypatch):
+def test_an_unknown_profile_stops_part_0_with_the_profiles_it_accepts(kernel, quick_profile):
     from nbclient.exceptions import CellExecutionError
 
-    monkeypatch.setenv("PIX2PIXHD_PROFILE", "fast")
     notebook, parts = notebook_parts("solution.ipynb")
     with pytest.raises(CellExecutionError) as raised:
-        kernel_client(notebook, parts["Part 0"]).execute()
+        run_cells(kernel, parts["Part 0"], quick_profile | {"PIX2PIXHD_PROFILE": "fast"})
     assert raised.value.ename == "ValueError"
     assert all(name in raised.value.evalue for name in ("'fast'", "quick", "course", "pretrained"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", ["Part 1", "Part 3", "Part 4", "Part 5"])
-def test_exercise_stubs_raise_and_checks_reject_a_wrong_answer(part, quick_profile):
+def test_exercise_stubs_raise_and_checks_reject_a_wrong_answer(part, kernel, quick_profile):
     """Each stub's check raises NotImplementedError naming the task, a wrong answer fails the
     check with its message, and the solution passes it; then the part runs to its end with the
-    solutions in place: the solution's part, after Part 0 alone, in one kernel."""
+    solutions in place: the solution's part, after Part 0 alone."""
     from nbclient.exceptions import CellExecutionError
 
     notebook, parts = notebook_parts("exercise.ipynb")
@@ -220,29 +244,28 @@ def test_exercise_stubs_raise_and_checks_reject_a_wrong_answer(part, quick_profi
     cells_ = parts["Part 0"] + parts[part]
     tasks = [i for i, c in enumerate(cells_) if "task" in tags(c)]
     assert tasks and len(tasks) == len(solutions), f"{part}: tasks and solutions do not pair"
-    client = kernel_client(notebook, cells_)
-    with client.setup_kernel():
-        index = 0
-        for task, solution in zip(tasks, solutions, strict=True):
-            while index < task:
-                client.execute_cell(cells_[index], index)
-                index += 1
-            stub, check = cells_[task], cells_[task + 1]
-            name = re.search(r"Task \d\.\d", "".join(stub["source"])).group(0)
-            attempts = [(stub, "NotImplementedError", name),
-                        (with_mistake(solution, *MISTAKES[name]), "TaskCheckFailed",
-                         MISTAKES[name][1])]
-            for answer, error, words in attempts:
-                client.execute_cell(answer, task)
-                with pytest.raises(CellExecutionError) as raised:
-                    client.execute_cell(check, task + 1)
-                assert raised.value.ename == error, f"{name}: {raised.value}"
-                assert words in raised.value.evalue, f"{name}: {raised.value.evalue}"
-            client.execute_cell(solution, task)
-            client.execute_cell(check, task + 1)
-            index = task + 2
-        for rest in range(index, len(cells_)):
-            client.execute_cell(cells_[rest], rest)
+    restart(kernel, cells_, quick_profile)
+    index = 0
+    for task, solution in zip(tasks, solutions, strict=True):
+        while index < task:
+            kernel.execute_cell(cells_[index], index)
+            index += 1
+        stub, check = cells_[task], cells_[task + 1]
+        name = re.search(r"Task \d\.\d", "".join(stub["source"])).group(0)
+        attempts = [(stub, "NotImplementedError", name),
+                    (with_mistake(solution, *MISTAKES[name]), "TaskCheckFailed",
+                     MISTAKES[name][1])]
+        for answer, error, words in attempts:
+            kernel.execute_cell(answer, task)
+            with pytest.raises(CellExecutionError) as raised:
+                kernel.execute_cell(check, task + 1)
+            assert raised.value.ename == error, f"{name}: {raised.value}"
+            assert words in raised.value.evalue, f"{name}: {raised.value.evalue}"
+        kernel.execute_cell(solution, task)
+        kernel.execute_cell(check, task + 1)
+        index = task + 2
+    for rest in range(index, len(cells_)):
+        kernel.execute_cell(cells_[rest], rest)
 
 
 def with_mistake(cell, edits, words):
