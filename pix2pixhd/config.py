@@ -163,6 +163,10 @@ class TrainConfig:
     init_generator: str = ""
     """A checkpoint whose generator weights start G (same architecture and stain map), e.g.
     the regression model's: the GAN then only has to add what the L1 loss averaged away."""
+    init_discriminator: str = ""
+    """A checkpoint whose discriminator weights start D (same architecture and stain map), e.g.
+    a trained GAN's exported with --keep-discriminator: a critic that already knows the real
+    stain's texture, so that a short run's G is pushed towards it from the first step."""
     seed: int = _bounded(0, at_least=0, at_most=2**32 - 1)
     """Seeds the initial weights, crops, augmentation and dropout: the same seed, the same run."""
     save_every: int = _bounded(10, at_least=1)

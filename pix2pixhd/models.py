@@ -131,9 +131,10 @@ PIX2PIXHD_GENERATOR_OPTIONS = _model_options(GENERATOR_SHAPE_OPTIONS) + (
     "model.dropout_p", "model.lowpass_output")
 """Every option of the Pix2PixHD generator."""
 DISCRIMINATOR_OPTIONS = _model_options(DISCRIMINATOR_SHAPE_OPTIONS) + (
-    "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma", "loss.l1_units")
-"""Every option of the discriminator and of the GAN's generator loss (the regression baseline is
-trained with plain L1)."""
+    "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma", "loss.l1_units",
+    "train.lr_D_ratio", "train.init_discriminator")
+"""Every option of the discriminator, of its training and of the GAN's generator loss (the
+regression baseline is trained with plain L1)."""
 VISCY_OPTIONS = _model_options(VISCY_SHAPE_OPTIONS)
 """Every option of VisCy's network."""
 

@@ -245,6 +245,8 @@ class Trainer:
                               if config.train.ema_decay > 0 else None)
         discriminator = make_discriminator(config)
         self.discriminator = discriminator.to(self.device) if discriminator is not None else None
+        if config.train.init_discriminator and self.discriminator is not None and not resume:
+            self.discriminator.load_state_dict(starting_discriminator(config, self.device))
         betas = (config.train.beta1, config.train.beta2)
         self.optimizer_G = torch.optim.Adam(self.generator.parameters(), config.train.lr, betas)
         self.optimizer_D = (
@@ -632,18 +634,43 @@ def starting_weights(config: Config, device: torch.device) -> dict[str, Tensor]:
     """The generator weights of `config.train.init_generator`, checked against `config`: the
     same architecture, and stains in the same units (the same channels and stain map)."""
     path = Path(config.train.init_generator)
+    state = _starting_state(path, "train.init_generator", config, device)
+    weights = average_or_raw(state)
+    check_weights_fit(weights, config, path)
+    return weights
+
+
+def starting_discriminator(config: Config, device: torch.device) -> dict[str, Tensor]:
+    """The discriminator weights of `config.train.init_discriminator`, checked as G's are: D
+    judges phase and stain together, so the stains must be the same too."""
+    path = Path(config.train.init_discriminator)
+    state = _starting_state(path, "train.init_discriminator", config, device)
+    weights = state.get("discriminator")
+    if weights is None:
+        raise CheckpointError(
+            f"train.init_discriminator={path} holds no discriminator: start from a GAN's "
+            "training checkpoint, or an export made with --keep-discriminator")
+    with torch.device("meta"):
+        built = make_discriminator(config).state_dict()
+    if {name: tuple(value.shape) for name, value in weights.items()} != {
+            name: tuple(value.shape) for name, value in built.items()}:
+        raise CheckpointError(
+            f"train.init_discriminator={path}: its discriminator does not fit this config's "
+            "(model.ndf, num_D, n_layers_D and the channels must be the same)")
+    return weights
+
+
+def _starting_state(path: Path, option: str, config: Config, device: torch.device) -> dict:
+    """The checkpoint a run starts from, refused when its stains differ from `config`'s."""
     state = load_checkpoint(path, device)
     saved = from_dict(state["config"]).data
     if (saved.target_channels, saved.stain_map) != (config.data.target_channels,
                                                      config.data.stain_map):
         raise ConfigError(
-            f"train.init_generator={path} predicts {saved.target_channels} under the "
-            f"{saved.stain_map} stain map, this run {config.data.target_channels} under "
-            f"{config.data.stain_map}; start from a model of the same stains, or set "
-            "train.init_generator=''")
-    weights = average_or_raw(state)
-    check_weights_fit(weights, config, path)
-    return weights
+            f"{option}={path} predicts {saved.target_channels} under the {saved.stain_map} "
+            f"stain map, this run {config.data.target_channels} under {config.data.stain_map}; "
+            f"start from a model of the same stains, or set {option}=''")
+    return state
 
 
 def _read(numbers: dict[str, Tensor]) -> dict[str, float]:

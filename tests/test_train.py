@@ -118,6 +118,31 @@ def test_a_run_can_start_from_another_models_generator(tiny_config):
         Trainer(other_shape)
 
 
+def test_a_gan_can_start_from_another_gans_discriminator(tiny_config, checkpoint):
+    gan = Trainer(apply_overrides(tiny_config, [f"train.init_discriminator={checkpoint}"]))
+    assert_same_weights(weights(gan.discriminator), load_checkpoint(checkpoint)["discriminator"])
+    fresh = Trainer(apply_overrides(tiny_config, ["train.name=fresh"]))
+    assert weights(fresh.discriminator).keys() == weights(gan.discriminator).keys()
+    assert not all(torch.equal(a, b) for a, b in zip(
+        weights(fresh.discriminator).values(), weights(gan.discriminator).values(), strict=True))
+    other_shape = apply_overrides(tiny_config, [f"train.init_discriminator={checkpoint}",
+                                                "model.ndf=8", "train.name=wide"])
+    with pytest.raises(CheckpointError, match="does not fit"):
+        Trainer(other_shape)
+    other_units = apply_overrides(tiny_config, [f"train.init_discriminator={checkpoint}",
+                                                "data.stain_map=linear", "train.name=linear"])
+    with pytest.raises(ConfigError, match=r"init_discriminator=.*asinh.*linear"):
+        Trainer(other_units)
+
+
+def test_a_checkpoint_without_a_discriminator_cannot_start_one(tiny_config):
+    regression = apply_overrides(tiny_config, ["model.kind=regression", "train.name=start"])
+    Trainer(regression).fit(epochs=1)
+    start = Path(regression.train.checkpoints_dir) / "start" / "latest.pt"
+    with pytest.raises(CheckpointError, match="holds no discriminator.*--keep-discriminator"):
+        Trainer(apply_overrides(tiny_config, [f"train.init_discriminator={start}"]))
+
+
 def floats(numbers):
     """A step's numbers (0-d tensors, left on the device) as floats."""
     return {name: float(value) for name, value in numbers.items()}
