@@ -442,8 +442,11 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # So on the built-in data (`quick` and `pretrained` profiles) your G starts from the weights
 # of the shipped regression model of Part 4 (`train.init_generator`): it already knows where
 # the nuclei are, and the adversarial and feature-matching terms only have to add what its
-# L1 loss averaged away. Super-resolution GANs are trained this way. D starts from scratch.
-# The `course` profile's larger G, and a membrane target, start from random weights.
+# L1 loss averaged away. Super-resolution GANs are trained this way. D starts from the shipped
+# GAN's discriminator when its checkpoint keeps one (`train.init_discriminator`): a critic that
+# already knows the real chromatin pushes G towards it from the first step; otherwise D
+# starts from scratch. The `course` profile's larger networks, and a membrane target, start
+# from random weights.
 #
 # The cell times a few steps, prints how long the run will take, then trains (`quick`: 6
 # epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run exists, it asks
@@ -459,12 +462,11 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # start here: train your GAN in MY_RUN (runs/my_gan), after saying how long it will take
 epochs = SIZES["epochs"]
 MY_RUN, resume = choose_run(MY_RUN)  # never overwrites a run
-START = course.part1_start(config)  # the shipped regression model, or None: random weights
-print(f"G starts from {START or 'random weights'}")
+STARTS = course.part1_start(config)  # the shipped models' G and D where they fit, else []
+print("starting from:", "; ".join(STARTS) or "random weights")
 train_config = configs.apply_overrides(config, [
     f"train.name={MY_RUN.name}", f"train.checkpoints_dir={MY_RUN.parent}",
-    f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}",
-    f"train.init_generator={START or ''}"])
+    f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}", *STARTS])
 try:
     trainer = Trainer(train_config, resume=resume)
 except CheckpointError as error:  # a run of another architecture: start a new one beside it

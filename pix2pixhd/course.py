@@ -25,7 +25,7 @@ from pix2pixhd.checkpoint import CheckpointError
 from pix2pixhd.dataset import make_loaders
 from pix2pixhd.evaluate import find_predictions
 from pix2pixhd.predict import predict_folder
-from pix2pixhd.train import starting_weights
+from pix2pixhd.train import starting_discriminator, starting_weights
 
 log = logging.getLogger(__name__)
 
@@ -137,24 +137,29 @@ class Course:
             f"data.root={data}", "data.num_workers=0", f"train.seed={seed}"])
         return cls(device, profile, data, results, runs, source, pretrained, trained_on, config)
 
-    def part1_start(self, config: configs.Config) -> Path | None:
-        """The checkpoint whose generator starts Part 1's GAN under `config`: the shipped
-        regression model, where `config`'s generator has its shape and its stains (channels and
-        stain map) on the built-in data; None (a fresh start) elsewhere, e.g. for the `course`
-        profile's larger network or a membrane target.
+    def part1_start(self, config: configs.Config) -> list[str]:
+        """The overrides that start Part 1's GAN under `config`: G from the shipped regression
+        model, and D from the shipped GAN's discriminator where its checkpoint keeps one, each
+        only where it fits `config` (same shapes, same stains) on the built-in data; [] (random
+        weights) elsewhere, e.g. for the `course` profile's larger networks or a membrane target.
 
         A few minutes of GAN training from scratch on a CPU learn where nuclei are, not what
-        they look like; from the regression model's weights the adversarial loss only has to
-        add the texture that the L1 loss averaged away (`docs/recipe.md`)."""
-        start = SHIPPED["regression"]
-        if self.source != "synthetic" or not start.is_file():
-            return None
-        try:  # the Trainer's own check of a start: same stains, weights of the same shapes
-            starting_weights(configs.apply_overrides(config, [f"train.init_generator={start}"]),
-                             torch.device("cpu"))
-        except (configs.ConfigError, CheckpointError):
-            return None
-        return start
+        they look like. From the regression model's weights the adversarial loss only has to
+        add the texture that the L1 loss averaged away, and a D that has judged a long run
+        already knows that texture; with a fresh D a short run hardly adds it
+        (`docs/recipe.md`)."""
+        if self.source != "synthetic":
+            return []
+        starts = []
+        for option, path, check in (
+                ("train.init_generator", SHIPPED["regression"], starting_weights),
+                ("train.init_discriminator", SHIPPED["GAN"], starting_discriminator)):
+            try:  # the Trainer's own checks of a start
+                check(configs.apply_overrides(config, [f"{option}={path}"]), torch.device("cpu"))
+            except (configs.ConfigError, CheckpointError):  # also a missing file
+                break  # D starts only beside a started G: a trained D would crush a random G
+            starts.append(f"{option}={path}")
+        return starts
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.config import apply_overrides
 from pix2pixhd.course import (
     SHIPPED,
@@ -101,14 +102,47 @@ def test_part_1_starts_from_the_shipped_regression_model_only_where_it_fits(tiny
                "PIX2PIXHD_RUNS": str(tmp_path / "runs"), "PIX2PIXHD_SEED": "3"}
     quick = Course.from_environment(environ | {"PIX2PIXHD_PROFILE": "quick"})
     assert quick.config.train.seed == 3
-    # the shipped regression model has quick's generator and stains
-    assert quick.part1_start(quick.config) == SHIPPED["regression"]
+    # the shipped regression model has quick's generator and stains; D starts from the shipped
+    # GAN's discriminator only where its checkpoint keeps one
+    g_start = f"train.init_generator={SHIPPED['regression']}"
+    kept = load_checkpoint(SHIPPED["GAN"])["discriminator"] is not None
+    d_start = [f"train.init_discriminator={SHIPPED['GAN']}"] if kept else []
+    assert quick.part1_start(quick.config) == [g_start, *d_start]
     membrane = apply_overrides(quick.config, ["data.target_channels=[membrane]"])
-    assert quick.part1_start(membrane) is None  # another stain: a fresh start
+    assert quick.part1_start(membrane) == []  # another stain: a fresh start
     course = Course.from_environment(environ | {"PIX2PIXHD_PROFILE": "course"})
-    assert course.part1_start(course.config) is None  # a larger generator starts afresh
+    assert course.part1_start(course.config) == []  # larger networks start afresh
     quick.source = "a549"
-    assert quick.part1_start(quick.config) is None  # real images: not a synthetic stain's model
+    assert quick.part1_start(quick.config) == []  # real images: not a synthetic stain's model
+
+
+def test_part_1s_discriminator_starts_from_the_shipped_gans_where_it_kept_one(
+        tiny_dataset, tmp_path, monkeypatch):
+    """The shipped GAN with a discriminator of quick's shape put in, as `export
+    --keep-discriminator` writes it; and one whose D has another shape."""
+    from pix2pixhd import course as course_module
+    from pix2pixhd.checkpoint import save_checkpoint
+    from pix2pixhd.models import make_discriminator
+
+    environ = {"PIX2PIXHD_DATA": str(tiny_dataset), "PIX2PIXHD_RUNS": str(tmp_path / "runs"),
+               "PIX2PIXHD_RESULTS": str(tmp_path / "results"), "PIX2PIXHD_PROFILE": "quick"}
+    quick = Course.from_environment(environ)
+    state = load_checkpoint(SHIPPED["GAN"])
+    state["discriminator"] = make_discriminator(quick.config).state_dict()
+    save_checkpoint(tmp_path / "gan.pt", state)
+    narrow = apply_overrides(quick.config, ["model.ndf=8"])
+    state["discriminator"] = make_discriminator(narrow).state_dict()
+    save_checkpoint(tmp_path / "narrow_gan.pt", state)
+
+    monkeypatch.setitem(course_module.SHIPPED, "GAN", tmp_path / "gan.pt")
+    assert quick.part1_start(quick.config) == [
+        f"train.init_generator={SHIPPED['regression']}",
+        f"train.init_discriminator={tmp_path / 'gan.pt'}"]
+    monkeypatch.setitem(course_module.SHIPPED, "GAN", tmp_path / "narrow_gan.pt")
+    assert quick.part1_start(quick.config) == [f"train.init_generator={SHIPPED['regression']}"]
+    monkeypatch.setitem(course_module.SHIPPED, "regression", tmp_path / "missing.pt")
+    monkeypatch.setitem(course_module.SHIPPED, "GAN", tmp_path / "gan.pt")
+    assert quick.part1_start(quick.config) == []  # no G start: no D start either
 
 
 def test_progress_messages_get_one_handler_and_leave_the_root_loggers_alone():
