@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from pix2pixhd.layout import read_image, read_mask
 from pix2pixhd.metrics import auroc
 from pix2pixhd.predict import input_normaliser, load_predictor_and_statistics
-from pix2pixhd.sampling import _split_images, read_nuclei_trust, sample_stains
+from pix2pixhd.sampling import read_nuclei_trust, sample_stains, split_images
 from pix2pixhd.trust import (
     PRESENCE_IOU,
     TRUST_DEFINITIONS,
@@ -56,7 +56,7 @@ def sweep(checkpoint: str, splits: dict[str, Path], ns: list[int], max_images: i
     channel = normaliser.target_channels[0]
     rows = []
     for name, split in splits.items():
-        images = list(_split_images(split, channel).items())[:max_images]
+        images = list(split_images(split, channel).items())[:max_images]
         for file, paths in tqdm(images, desc=f"trust sweep {name}"):
             phase = read_image(paths["phase"])
             scaling = input_normaliser(phase, normaliser, stats, str(paths["phase"]), "dataset")

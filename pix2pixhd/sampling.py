@@ -244,7 +244,7 @@ def _within(part: slice, whole: slice) -> slice:
     return slice(part.start - whole.start, part.stop - whole.start)
 
 
-def _split_images(source: Path, channel: str) -> dict[str, dict[str, Path | None]]:
+def split_images(source: Path, channel: str) -> dict[str, dict[str, Path | None]]:
     """{output file name: {phase, target, masks}} of a folder (names as `input_files` gives
     them); target and masks only in a split folder."""
     images = {}
@@ -263,7 +263,7 @@ def calibrate_std_scale(
 ) -> float:
     """`fit_std_scale` on the MC-dropout spreads and errors of a validation split, pooled."""
     channel = normaliser.target_channels[0]
-    images = _split_images(Path(split), channel)
+    images = split_images(Path(split), channel)
     stds, errors = [], []
     for name, paths in list(images.items())[:max_images]:
         if paths["target"] is None:
@@ -327,7 +327,7 @@ def sample_folder(
                          "model.use_dropout=true and model.dropout_p > 0")
     batch_size = batch_size or (16 if torch.device(device).type == "cuda" else 4)
     channel = normaliser.target_channels[0]
-    images = list(_split_images(Path(source), channel).items())[:max_images]
+    images = list(split_images(Path(source), channel).items())[:max_images]
     if not images:
         raise FileNotFoundError(f"{source} holds no phase images (phase/*.tif in a split "
                                 "folder); sample a split that has them, or a folder of TIFFs")
