@@ -29,6 +29,7 @@ import torch
 from pix2pixhd.config import Config, ModelConfig, from_dict, saved_config
 from pix2pixhd.files import write_atomically
 from pix2pixhd.layout import DataError
+from pix2pixhd.models import average_or_raw
 from pix2pixhd.normalisation import Normaliser
 
 
@@ -202,21 +203,24 @@ def average_generators(paths: Sequence[str | Path]) -> dict[str, Any]:
     the weights of its last few epochs, all near one point of a slowly moving trajectory, is
     steadier than any of them (weight averaging: Izmailov et al. 2018, Yazici et al. 2019).
     Instance norms keep no running statistics, so the averaged generator needs no
-    recalibration. `averaged_epochs` records which epochs went in.
+    recalibration. Each checkpoint gives the weights it predicts with (its moving average
+    where the run kept one, `models.average_or_raw`); their mean becomes the generator, and
+    no moving average is left to override it. `averaged_epochs` records which epochs went in.
     """
     if not paths:
         raise ValueError("average_generators needs at least one checkpoint")
     states = [load_checkpoint(path) for path in paths]
-    averaged = states[-1]
-    weights = averaged["generator"]
-    for state, path in zip(states, paths, strict=True):
-        if state["generator"].keys() != weights.keys() or any(
-                state["generator"][key].shape != value.shape for key, value in weights.items()):
+    predicted = [average_or_raw(state) for state in states]
+    averaged, weights = states[-1], predicted[-1]
+    for state_weights, path in zip(predicted, paths, strict=True):
+        if state_weights.keys() != weights.keys() or any(
+                state_weights[key].shape != value.shape for key, value in weights.items()):
             raise CheckpointError(f"{path} holds another architecture than {paths[-1]}; only "
                                   "checkpoints of one run can be averaged")
     averaged["generator"] = {
-        key: (torch.stack([state["generator"][key] for state in states]).mean(0)
+        key: (torch.stack([state_weights[key] for state_weights in predicted]).mean(0)
               if value.is_floating_point() else value)
         for key, value in weights.items()}
+    averaged["generator_ema"] = None
     averaged["averaged_epochs"] = [state["epoch"] for state in states]
     return averaged

@@ -90,6 +90,28 @@ def test_export_of_several_epochs_is_the_mean_of_their_generators(five_epochs, t
         torch.equal(single["generator"][name], weights[0][name]) for name in weights[0])
 
 
+def test_averaged_epochs_of_a_run_with_a_weight_average_are_what_each_epoch_predicts_with(
+        tiny_config, tmp_path):
+    """An EMA run's epochs predict with their moving averages: those are averaged, and no
+    moving average of the last epoch is left in the export to override the mean."""
+    from pix2pixhd.config import apply_overrides
+
+    config = apply_overrides(tiny_config, ["train.ema_decay=0.5", "train.niter=2"])
+    trainer = Trainer(config)
+    trainer.fit()
+    states = [load_checkpoint(trainer.run_dir / f"epoch_{e:03d}.pt") for e in (2, 3)]
+    exported = load_checkpoint(export_run(trainer.run_dir, tmp_path / "mean", epochs=(2, 3)))
+    assert exported.get("generator_ema") is None
+    for name, value in exported["generator"].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (states[0]["generator_ema"][name]
+                                               + states[1]["generator_ema"][name]) / 2)
+    raw_mean = (states[0]["generator"][name] + states[1]["generator"][name]) / 2
+    assert not torch.allclose(exported["generator"][name], raw_mean)  # not G's own weights
+    generator, _, _ = load_predictor(tmp_path / "mean" / "latest.pt")
+    assert all(torch.equal(a, exported["generator"][k]) for k, a in generator.state_dict().items())
+
+
 def test_only_checkpoints_of_one_architecture_are_averaged(tiny_config, run, tmp_path):
     from pix2pixhd.checkpoint import average_generators
     from pix2pixhd.config import apply_overrides
