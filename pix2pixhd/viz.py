@@ -804,6 +804,10 @@ TRUST_CLASSES = {1: ("#009E73", "matched a real nucleus"),
 """Colour and meaning of `nuclei_trust.csv`'s matched values in `plot_nuclei_trust`."""
 
 
+TRUST_COLOUR_FLOOR = 0.5
+"""The trust the map's colour scale starts at (IoU 0.5 is where `metrics` counts a match)."""
+
+
 def plot_nuclei_trust(
     nuclei: pd.DataFrame,
     virtual_labels: np.ndarray,
@@ -843,10 +847,12 @@ def plot_nuclei_trust(
     lookup = dict(zip(rows.label.astype(int), rows.trust.astype(float), strict=True))
     inside = virtual_labels > 0
     trust_image[inside] = [lookup.get(int(label), np.nan) for label in virtual_labels[inside]]
-    shown = left.imshow(np.ma.masked_invalid(trust_image), cmap=TRUST_CMAP, vmin=0, vmax=1,
-                        alpha=0.75, interpolation="nearest")
-    figure.colorbar(shown, ax=left, shrink=0.8,
-                    label="trust (mean IoU of the nucleus across samples)")
+    # most nuclei score above 0.8: the colours span the range where they differ
+    shown = left.imshow(np.ma.masked_invalid(trust_image), cmap=TRUST_CMAP,
+                        vmin=TRUST_COLOUR_FLOOR, vmax=1, alpha=0.75, interpolation="nearest")
+    figure.colorbar(shown, ax=left, shrink=0.8, extend="min",
+                    label=f"trust (mean IoU of the nucleus across samples; "
+                          f"below {TRUST_COLOUR_FLOOR} the lowest colour)")
     width = max(1, round(max(stain.shape) / 300))
     outline = np.zeros((*stain.shape, 4))
     outline[_outline(true_labels, "outer", width)] = to_rgba(OUTLINE_COLOURS["truth"])
