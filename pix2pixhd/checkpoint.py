@@ -29,7 +29,6 @@ import torch
 from pix2pixhd.config import Config, ModelConfig, from_dict, saved_config
 from pix2pixhd.files import write_atomically
 from pix2pixhd.layout import DataError
-from pix2pixhd.models import average_or_raw
 from pix2pixhd.normalisation import Normaliser
 
 
@@ -196,6 +195,13 @@ def check_compatible(state: dict[str, Any], config: Config, path: str | Path,
         )
 
 
+def average_or_raw(state: dict) -> dict[str, torch.Tensor]:
+    """The generator weights a checkpoint predicts with: the average of G's weights when the
+    run kept one (train.ema_decay), else G's own."""
+    average = state.get("generator_ema")
+    return average if average is not None else state["generator"]
+
+
 def average_generators(paths: Sequence[str | Path]) -> dict[str, Any]:
     """The last of `paths`' checkpoints with its generator's weights averaged over all of them.
 
@@ -204,7 +210,7 @@ def average_generators(paths: Sequence[str | Path]) -> dict[str, Any]:
     steadier than any of them (weight averaging: Izmailov et al. 2018, Yazici et al. 2019).
     Instance norms keep no running statistics, so the averaged generator needs no
     recalibration. Each checkpoint gives the weights it predicts with (its moving average
-    where the run kept one, `models.average_or_raw`); their mean becomes the generator, and
+    where the run kept one, `average_or_raw`); their mean becomes the generator, and
     no moving average is left to override it. `averaged_epochs` records which epochs went in.
     """
     if not paths:

@@ -408,16 +408,11 @@ def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) 
             "`pix2pixhd train` writes them, or it was damaged")
 
 
-def average_or_raw(state: dict) -> dict[str, Tensor]:
-    """The generator weights a checkpoint predicts with: the average of G's weights when the
-    run kept one (train.ema_decay), else G's own."""
-    average = state.get("generator_ema")
-    return average if average is not None else state["generator"]
-
-
 def generator_from_checkpoint(state: dict, path: object) -> tuple[nn.Module, Config]:
     """The generator a checkpoint's `state` predicts with (on the CPU, in train mode: see
-    `average_or_raw`) and its config."""
+    `checkpoint.average_or_raw`) and its config."""
+    from pix2pixhd.checkpoint import average_or_raw
+
     config = from_dict(state["config"])
     weights = average_or_raw(state)
     check_weights_fit(weights, config, path)

@@ -60,7 +60,7 @@ def export_run(
     state = average_generators(paths) if len(paths) > 1 else load_checkpoint(paths[0])
     _check_export_folder(run_dir, out_dir, overwrite)
     kept = {key: state[key] for key in ("generator", "epoch", "step", "normaliser")}
-    if state.get("generator_ema") is not None:  # what predict uses (models.average_or_raw)
+    if state.get("generator_ema") is not None:  # what predict uses (checkpoint.average_or_raw)
         kept["generator_ema"] = state["generator_ema"]
     if "averaged_epochs" in state:
         kept["averaged_epochs"] = state["averaged_epochs"]

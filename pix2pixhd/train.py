@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from pix2pixhd import logs
 from pix2pixhd.checkpoint import (
     CheckpointError,
+    average_or_raw,
     check_compatible,
     load_checkpoint,
     save_checkpoint,
@@ -70,7 +71,6 @@ from pix2pixhd.metrics import psnr, ssim
 from pix2pixhd.models import (
     Objective,
     StainUnits,
-    average_or_raw,
     check_weights_fit,
     make_discriminator,
     make_generator,
