@@ -530,9 +530,9 @@ print("power over the real stain's, this image:\n" + pd.DataFrame(
 # not drawn. A few minutes teach D to tell the blur apart, not G to draw texture; the shipped
 # GAN, 60 epochs long, reaches 1.15 / 0.68 / 0.71 and draws it (Part 4). What the short run
 # lacks is a critic that already knows the texture: the same 6 epochs with D started from
-# the discriminator of a longer GAN run drew 0.50-1.06 of the mid band on the three seeds,
-# 0.50-1.54 of the high band, 1.2-2.2 of the low band, and the same F1 (`docs/recipe.md`).
-# 1.7 starts D that way when the shipped GAN's checkpoint keeps its discriminator.
+# the last discriminator of a 60-epoch GAN run drew 0.74-0.86 of the mid band and 0.78-1.43
+# of the low band on the three seeds, at the same F1 (`docs/recipe.md`). 1.7 starts D that
+# way when the shipped GAN's checkpoint keeps its discriminator.
 
 # %% [markdown]
 # ### 1.8 Change one thing
