@@ -384,6 +384,16 @@ def make_generator(config: Config) -> nn.Module:
     return model_kind(config.model.kind).build_generator(config.model, input_nc, output_nc)
 
 
+def shape_differences(weights: dict[str, Tensor], built: dict[str, Tensor]) -> list[str]:
+    """Each tensor whose shape differs between saved `weights` and a `built` network's state
+    (or that only one of them has), as 'name: file shape, config shape'."""
+    return [
+        f"{name}: {tuple(weights[name].shape) if name in weights else 'missing'} in the file, "
+        f"{tuple(built[name].shape) if name in built else 'none'} from the config"
+        for name in sorted(set(weights) | set(built))
+        if name not in weights or name not in built or weights[name].shape != built[name].shape]
+
+
 def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) -> None:
     """CheckpointError naming `path` when saved generator weights do not fit `config`.
 
@@ -395,12 +405,7 @@ def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) 
     from pix2pixhd.checkpoint import CheckpointError
 
     with torch.device("meta"):
-        built = make_generator(config).state_dict()
-    differences = [
-        f"{name}: {tuple(weights[name].shape) if name in weights else 'missing'} in the file, "
-        f"{tuple(built[name].shape) if name in built else 'none'} from the config"
-        for name in sorted(set(weights) | set(built))
-        if name not in weights or name not in built or weights[name].shape != built[name].shape]
+        differences = shape_differences(weights, make_generator(config).state_dict())
     if differences:
         raise CheckpointError(
             f"{path}: 'generator' does not fit the checkpoint's own config (model options, "

@@ -75,6 +75,7 @@ from pix2pixhd.models import (
     make_discriminator,
     make_generator,
     model_kind,
+    shape_differences,
 )
 from pix2pixhd.normalisation import STAIN_DISPLAY_PERCENTILES, Normaliser
 from pix2pixhd.runs import clear_run_folder, foreign_run_files, run_provenance
@@ -651,12 +652,12 @@ def starting_discriminator(config: Config, device: torch.device) -> dict[str, Te
             f"train.init_discriminator={path} holds no discriminator: start from a GAN's "
             "training checkpoint, or an export made with --keep-discriminator")
     with torch.device("meta"):
-        built = make_discriminator(config).state_dict()
-    if {name: tuple(value.shape) for name, value in weights.items()} != {
-            name: tuple(value.shape) for name, value in built.items()}:
+        differences = shape_differences(weights, make_discriminator(config).state_dict())
+    if differences:
         raise CheckpointError(
             f"train.init_discriminator={path}: its discriminator does not fit this config's "
-            "(model.ndf, num_D, n_layers_D and the channels must be the same)")
+            f"(model.ndf, num_D, n_layers_D and the channels must be the same): "
+            f"{'; '.join(differences[:3])}")
     return weights
 
 
