@@ -11,8 +11,10 @@ A variant is a name and comma-separated `--set` overrides. Every run trains in O
 predicts the held-out split and `evaluate` scores it. A run that keeps a weight average
 (train.ema_decay) is scored twice: the average and the raw weights. The table gives the band
 power ratios as Part 4 draws them (ratio of the mean spectra), F1@0.5 as a multiple of the real
-stain's, PSNR, the recalls of the bright and the other nuclei, and whether all three bands are
-within [0.5, 2] (realistic).
+stain's, PSNR, the recalls of the bright and the other nuclei, whether all three bands are
+within [0.5, 2] (realistic), and how many of the last `--last` saved epochs are realistic (the
+weights predict uses: the average where one is kept), a drift's trace that the last epoch alone
+can hide.
 """
 
 from __future__ import annotations
@@ -70,13 +72,21 @@ def score(checkpoint: Path, heldout: Path, out: Path) -> dict:
     return json.loads(summary_path.read_text())
 
 
-def row(name: str, summary: dict, seconds: float | None) -> str:
+def realistic_epochs(run_dir: Path, heldout: Path, out: Path, last: int) -> str:
+    """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic."""
+    epochs = sorted(run_dir.glob("epoch_*.pt"))[-last:]
+    good = [path.stem.removeprefix("epoch_") for path in epochs
+            if realistic(score(path, heldout, out / path.stem))]
+    return f"{len(good)} of {len(epochs)}" + (f" ({', '.join(good)})" if good else "")
+
+
+def row(name: str, summary: dict, seconds: float | None, recent: str = "-") -> str:
     f1 = summary["f1_iou50"] / summary[f"{REAL_STAIN}f1_iou50"]
     bands = " / ".join(f"{summary[f'band_power_ratio_{band}']:.2f}" for band in BANDS)
     took = "-" if not seconds else f"{seconds / 60:.1f}"
     return (f"| {name} | {bands} | {f1:.3f} | {summary['psnr']:.2f} | "
             f"{summary['recall_bright_nuclei']:.2f} / {summary['recall_other_nuclei']:.2f} | "
-            f"{'yes' if realistic(summary) else 'no'} | {took} |")
+            f"{'yes' if realistic(summary) else 'no'} | {recent} | {took} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant", action="append", required=True, metavar="NAME=OVERRIDES")
+    parser.add_argument("--last", type=int, default=10,
+                        help="count the realistic ones among this many last saved epochs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lines = ["| run | bands low / mid / high | F1@0.5 / real | PSNR | recall bright / others "
-             "| realistic | train min |", "|---|---|---|---|---|---|---|"]
+             "| realistic | realistic of last | train min |", "|---|---|---|---|---|---|---|---|"]
     for variant in args.variant:
         name, _, text = variant.partition("=")
         overrides = [item for item in text.split(",") if item]
@@ -99,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
             seconds = train(args.preset, [*overrides, f"train.seed={seed}"], run_dir, args.data)
             state = load_checkpoint(run_dir / "latest.pt")
             kept_average = state.get("generator_ema") is not None
-            summary = score(run_dir / "latest.pt", args.heldout, args.out / "scores" / run_dir.name)
+            scores = args.out / "scores" / run_dir.name
+            summary = score(run_dir / "latest.pt", args.heldout, scores)
+            recent = realistic_epochs(run_dir, args.heldout, scores, args.last)
             lines.append(row(f"{run_dir.name}{' (average)' if kept_average else ''}", summary,
-                             seconds))
+                             seconds, recent))
             if kept_average:
                 raw = score(raw_weights(run_dir), args.heldout,
                             args.out / "scores" / f"{run_dir.name}_raw")

@@ -198,8 +198,8 @@ def test_step_equals_a_reference_with_separate_passes_and_explicit_detach(tiny_c
 
 def test_the_r1_penalty_adds_the_slope_of_d_at_the_real_stain_to_ds_gradient(tiny_config):
     """D's gradient with loss.r1_gamma against a reference: D's loss from separate passes plus
-    gamma / 2 * |d(sum over scales of the mean patch logit) / d stain|^2, averaged over the
-    batch, differentiated twice by autograd."""
+    gamma / 2 * |d(sum over scales of the patch logits' sum / sqrt(patches)) / d stain|^2,
+    averaged over the batch, differentiated twice by autograd."""
     from pix2pixhd.losses import discriminator_loss
 
     gamma = 3.0
@@ -216,7 +216,8 @@ def test_the_r1_penalty_adds_the_slope_of_d_at_the_real_stain_to_ds_gradient(tin
     real_scores = D(torch.cat([phase, target], 1))
     fake_scores = D(torch.cat([phase, G(phase).detach()], 1))
     loss_D = discriminator_loss(real_scores, fake_scores).total
-    slopes = [torch.autograd.grad(sum(scale[-1][i].mean() for scale in real_scores), target,
+    slopes = [torch.autograd.grad(sum(scale[-1][i].sum() / scale[-1][i].numel() ** 0.5
+                                      for scale in real_scores), target,
                                   create_graph=True)[0][i] for i in range(2)]
     penalty = gamma / 2 * sum(slope.pow(2).sum() for slope in slopes) / 2
     reference_D = torch.autograd.grad(loss_D + penalty, list(D.parameters()))
