@@ -137,11 +137,6 @@ class LossConfig:
     'stain' (both stains mapped back to the stain's own units first, in steps of the linear map's
     half-range (p_high - p_low) / 2). Under a compressive stain map 'stain' makes an error on a
     bright nucleus cost what it costs the metrics."""
-    r1_gamma: float = _bounded(0.0, at_least=0)
-    """Weight gamma of the R1 penalty, gamma / 2 * |grad of D's score at the real stain|^2, added
-    to D's loss (0: none; `losses.r1_penalty` scales it per patch, so gamma compares with an
-    image-level D's). It damps D's slope around real stains, which is what lets a GAN circle
-    its equilibrium instead of settling, and costs a second backward pass through D."""
     lambda_vgg: float = _bounded(0.0, at_least=0)
     """Weight of the VGG perceptual loss; needs `vgg_weights` on disk."""
     vgg_weights: str = ""

@@ -70,23 +70,6 @@ def discriminator_loss(
     return DiscriminatorLoss(0.5 * (real + fake), real, fake)
 
 
-def r1_penalty(real_predictions: Predictions, real_stain: Tensor, grad_scale: float = 1.0
-               ) -> Tensor:
-    """Mean over the batch of |d score / d real stain|^2 (Mescheder et al. 2018, "R1").
-
-    A sample's score is, summed over D's scales, the sum of its P patch logits over sqrt(P):
-    were the patches disjoint, the penalty would be the mean over patches of each patch's own
-    R1, so that gamma means what it means for a D with one logit per image. `real_stain` must
-    require grad and be what D saw. The graph is kept, so the penalty trains D. `grad_scale`
-    (the GradScaler's factor) multiplies the score before differentiating and is divided out
-    after, so that half-precision gradients do not round to zero.
-    """
-    score = sum(scale[-1].float().flatten(1).sum(1) / math.sqrt(scale[-1][0].numel())
-                for scale in real_predictions)
-    (gradient,) = torch.autograd.grad(score.sum() * grad_scale, real_stain, create_graph=True)
-    return (gradient.float() / grad_scale).pow(2).flatten(1).sum(1).mean()
-
-
 def feature_matching_loss(
     real: Predictions,
     fake: Predictions,

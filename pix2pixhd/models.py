@@ -132,7 +132,7 @@ PIX2PIXHD_GENERATOR_OPTIONS = _model_options(GENERATOR_SHAPE_OPTIONS) + (
 """Every option of the Pix2PixHD generator."""
 DISCRIMINATOR_OPTIONS = _model_options(DISCRIMINATOR_SHAPE_OPTIONS) + (
     "loss.gan_mode", "loss.lambda_feat", "loss.lambda_l1", "loss.l1_blur_sigma", "loss.l1_units",
-    "loss.r1_gamma", "train.lr_D_ratio", "train.init_discriminator")
+    "train.lr_D_ratio", "train.init_discriminator")
 """Every option of the discriminator, of its training and of the GAN's generator loss (the
 regression baseline is trained with plain L1)."""
 VISCY_OPTIONS = _model_options(VISCY_SHAPE_OPTIONS)
@@ -457,13 +457,6 @@ class Objective:
         from pix2pixhd.losses import discriminator_loss
 
         return discriminator_loss(real_features, fake_features, self.config.loss.gan_mode)
-
-    def r1_term(self, real_features: Predictions, real_stain: Tensor, grad_scale: float = 1.0
-                ) -> Tensor:
-        """loss.r1_gamma / 2 * the R1 penalty, added to D's loss: D's slope at the real stain."""
-        from pix2pixhd.losses import r1_penalty
-
-        return self.config.loss.r1_gamma / 2 * r1_penalty(real_features, real_stain, grad_scale)
 
     def generator_terms(self, fake: Tensor, target: Tensor,
                         real_features: Predictions | None = None,

@@ -365,25 +365,17 @@ class Trainer:
         Returns D's loss terms and mean scores, and D's features of the real pair, detached:
         G's feature-matching target, which saves G's step a second pass of the real pair.
         """
-        r1_gamma = self.config.loss.r1_gamma
-        if r1_gamma:
-            target = target.detach().requires_grad_(True)  # R1 differentiates D at the real stain
         with self._autocast():
             # fake.detach(): D's loss must not send gradients into G
             real_features, fake_features = self.discriminate(phase, target, fake.detach())
             loss, loss_real, loss_fake = self.objective.discriminator_loss(real_features,
                                                                            fake_features)
-        numbers = {logs.D_REAL: loss_real.detach(), logs.D_FAKE: loss_fake.detach(),
-                   logs.D_OUT_TRAIN_REAL: mean_score(real_features).detach(),
-                   logs.D_OUT_TRAIN_FAKE: mean_score(fake_features).detach()}
-        if r1_gamma:
-            grad_scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-            penalty = self.objective.r1_term(real_features, target, grad_scale)
-            loss = loss + penalty
-            numbers[logs.D_R1] = penalty.detach()
         self.optimizer_D.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer_D)
+        numbers = {logs.D_REAL: loss_real.detach(), logs.D_FAKE: loss_fake.detach(),
+                   logs.D_OUT_TRAIN_REAL: mean_score(real_features).detach(),
+                   logs.D_OUT_TRAIN_FAKE: mean_score(fake_features).detach()}
         return numbers, [[feature.detach() for feature in scale] for scale in real_features]
 
     def generator_step(
