@@ -14,7 +14,8 @@ power ratios as Part 4 draws them (ratio of the mean spectra), F1@0.5 as a multi
 stain's, PSNR, the recalls of the bright and the other nuclei, whether all three bands are
 within [0.5, 2] (realistic), and how many of the last `--last` saved epochs are realistic (the
 weights predict uses: the average where one is kept), a drift's trace that the last epoch alone
-can hide.
+can hide. `--tiles SIZE OVERLAP` predicts in tiles, as a generator trained on SIZE-pixel crops
+saw its inputs (`experiments/tile_size.py`), and keeps those scores apart.
 """
 
 from __future__ import annotations
@@ -64,19 +65,25 @@ def raw_weights(run_dir: Path) -> Path:
     return path
 
 
-def score(checkpoint: Path, heldout: Path, out: Path) -> dict:
+def score(checkpoint: Path, heldout: Path, out: Path, tiles: tuple[int, int] | None = None
+          ) -> dict:
+    """evaluate's summary of `checkpoint` on `heldout`, predicted whole or in (size, overlap)
+    `tiles`; kept in OUT and read from there the next time."""
     summary_path = out / "eval" / "summary.json"
     if not summary_path.is_file():
-        predict_folder(checkpoint, heldout / "phase", out / "pred", dataset_root=heldout.parent)
+        size, overlap = tiles or (None, 128)
+        predict_folder(checkpoint, heldout / "phase", out / "pred", dataset_root=heldout.parent,
+                       tile_size=size, overlap=overlap)
         evaluate_folder(out / "pred", heldout, out / "eval")
     return json.loads(summary_path.read_text())
 
 
-def realistic_epochs(run_dir: Path, heldout: Path, out: Path, last: int) -> str:
+def realistic_epochs(run_dir: Path, heldout: Path, out: Path, last: int,
+                     tiles: tuple[int, int] | None = None) -> str:
     """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic."""
     epochs = sorted(run_dir.glob("epoch_*.pt"))[-last:]
     good = [path.stem.removeprefix("epoch_") for path in epochs
-            if realistic(score(path, heldout, out / path.stem))]
+            if realistic(score(path, heldout, out / path.stem, tiles))]
     return f"{len(good)} of {len(epochs)}" + (f" ({', '.join(good)})" if good else "")
 
 
@@ -99,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", required=True, metavar="NAME=OVERRIDES")
     parser.add_argument("--last", type=int, default=10,
                         help="count the realistic ones among this many last saved epochs")
+    parser.add_argument("--tiles", type=int, nargs=2, metavar=("SIZE", "OVERLAP"),
+                        help="predict in tiles of SIZE pixels sharing OVERLAP (default: whole)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lines = ["| run | bands low / mid / high | F1@0.5 / real | PSNR | recall bright / others "
              "| realistic | realistic of last | train min |", "|---|---|---|---|---|---|---|---|"]
+    tiles = tuple(args.tiles) if args.tiles else None
     for variant in args.variant:
         name, _, text = variant.partition("=")
         overrides = [item for item in text.split(",") if item]
@@ -111,18 +121,20 @@ def main(argv: list[str] | None = None) -> int:
             seconds = train(args.preset, [*overrides, f"train.seed={seed}"], run_dir, args.data)
             state = load_checkpoint(run_dir / "latest.pt")
             kept_average = state.get("generator_ema") is not None
-            scores = args.out / "scores" / run_dir.name
-            summary = score(run_dir / "latest.pt", args.heldout, scores)
-            recent = realistic_epochs(run_dir, args.heldout, scores, args.last)
+            scores = args.out / ("scores" if not tiles else "scores_tiles{}_{}".format(*tiles))
+            summary = score(run_dir / "latest.pt", args.heldout, scores / run_dir.name, tiles)
+            recent = realistic_epochs(run_dir, args.heldout, scores / run_dir.name, args.last,
+                                      tiles)
             lines.append(row(f"{run_dir.name}{' (average)' if kept_average else ''}", summary,
                              seconds, recent))
             if kept_average:
-                raw = score(raw_weights(run_dir), args.heldout,
-                            args.out / "scores" / f"{run_dir.name}_raw")
+                raw = score(raw_weights(run_dir), args.heldout, scores / f"{run_dir.name}_raw",
+                            tiles)
                 lines.append(row(f"{run_dir.name} (raw)", raw, None))
             print(lines[-1], flush=True)
     text = "\n".join(lines)
-    (args.out / "screen.md").write_text(text + "\n")
+    (args.out / ("screen.md" if not tiles else "screen_tiles{}_{}.md".format(*tiles))
+     ).write_text(text + "\n")
     print(text)
     return 0
 
