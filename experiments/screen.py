@@ -12,10 +12,10 @@ predicts the held-out split and `evaluate` scores it. A run that keeps a weight 
 (train.ema_decay) is scored twice: the average and the raw weights. The table gives the band
 power ratios as Part 4 draws them (ratio of the mean spectra), F1@0.5 as a multiple of the real
 stain's, PSNR, the recalls of the bright and the other nuclei, whether all three bands are
-within [0.5, 2] (realistic), and how many of the last `--last` saved epochs are realistic (the
-weights predict uses: the average where one is kept), a drift's trace that the last epoch alone
-can hide. `--tiles SIZE OVERLAP` predicts in tiles, as a generator trained on SIZE-pixel crops
-saw its inputs (`experiments/tile_size.py`), and keeps those scores apart.
+within [0.5, 2] (realistic), and how many of the last `--last` saved epochs are realistic (on
+each row's weights), a drift's trace that the last epoch alone can hide. `--tiles SIZE OVERLAP`
+predicts in tiles, as a generator trained on SIZE-pixel crops saw its inputs
+(`experiments/tile_size.py`), and keeps those scores apart.
 """
 
 from __future__ import annotations
@@ -55,12 +55,13 @@ def train(preset: str, overrides: list[str], run_dir: Path, data: str) -> float:
     return time.perf_counter() - started
 
 
-def raw_weights(run_dir: Path) -> Path:
-    """latest.pt without its weight average, so that predict uses G's own weights."""
-    path = run_dir.parent / f"{run_dir.name}_raw.pt"
+def raw_weights(checkpoint: Path, path: Path) -> Path:
+    """`checkpoint` without its weight average, written to `path`, so that predict uses G's
+    own weights."""
     if not path.is_file():
-        state = load_checkpoint(run_dir / "latest.pt")
+        state = load_checkpoint(checkpoint)
         state["generator_ema"] = None
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(path, state)
     return path
 
@@ -79,11 +80,16 @@ def score(checkpoint: Path, heldout: Path, out: Path, tiles: tuple[int, int] | N
 
 
 def realistic_epochs(run_dir: Path, heldout: Path, out: Path, last: int,
-                     tiles: tuple[int, int] | None = None) -> str:
-    """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic."""
+                     tiles: tuple[int, int] | None = None, raw: bool = False) -> str:
+    """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic,
+    with the weights predict uses or (`raw`) G's own."""
+    good = []
     epochs = sorted(run_dir.glob("epoch_*.pt"))[-last:]
-    good = [path.stem.removeprefix("epoch_") for path in epochs
-            if realistic(score(path, heldout, out / path.stem, tiles))]
+    for path in epochs:
+        name = path.stem + ("_raw" if raw else "")
+        checkpoint = raw_weights(path, out / name / "weights.pt") if raw else path
+        if realistic(score(checkpoint, heldout, out / name, tiles)):
+            good.append(path.stem.removeprefix("epoch_"))
     return f"{len(good)} of {len(epochs)}" + (f" ({', '.join(good)})" if good else "")
 
 
@@ -128,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(row(f"{run_dir.name}{' (average)' if kept_average else ''}", summary,
                              seconds, recent))
             if kept_average:
-                raw = score(raw_weights(run_dir), args.heldout, scores / f"{run_dir.name}_raw",
-                            tiles)
-                lines.append(row(f"{run_dir.name} (raw)", raw, None))
+                raw = score(raw_weights(run_dir / "latest.pt", args.out / f"{run_dir.name}_raw.pt"),
+                            args.heldout, scores / f"{run_dir.name}_raw", tiles)
+                recent = realistic_epochs(run_dir, args.heldout, scores / run_dir.name,
+                                          args.last, tiles, raw=True)
+                lines.append(row(f"{run_dir.name} (raw)", raw, None, recent))
             print(lines[-1], flush=True)
     text = "\n".join(lines)
     (args.out / ("screen.md" if not tiles else "screen_tiles{}_{}.md".format(*tiles))
