@@ -27,24 +27,22 @@ from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.layout import image_path, list_fovs
 from pix2pixhd.models import generator_from_checkpoint
 from pix2pixhd.normalisation import Normaliser
+from pix2pixhd.predict import predict_tensor, tiles
 
 LEVELS = (0.2, 0.5)
 
 
 def tiled(generator: torch.nn.Module, phase: torch.Tensor, size: int) -> np.ndarray:
-    """G's output when each size x size tile is predicted alone (the edge that does not fill a
-    tile is left out, and NaN)."""
+    """G's output when each size x size tile (`predict.tiles`, none shared) is predicted alone."""
     height, width = phase.shape[-2:]
-    out = np.full((height, width), np.nan, dtype=np.float32)
-    for top in range(0, height - size + 1, size):
-        for left in range(0, width - size + 1, size):
-            tile = phase[..., top:top + size, left:left + size]
-            out[top:top + size, left:left + size] = generator(tile)[0, 0].numpy()
+    out = np.empty((height, width), dtype=np.float32)
+    for rows, cols in tiles(height, width, size, 0):
+        out[rows, cols] = predict_tensor(generator, phase[..., rows, cols])[0, 0].numpy()
     return out
 
 
 def counts(values: list[np.ndarray]) -> str:
-    pixels = np.concatenate([v[np.isfinite(v)] for v in values])
+    pixels = np.concatenate([v.ravel() for v in values])
     return " | ".join(f"{np.mean(pixels > level) * 1e4:.2f}" for level in LEVELS)
 
 
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.as_tensor(np.asarray(normaliser.normalise_input(phase)),
                                 dtype=torch.float32)[None, None]
             with torch.no_grad():
-                outputs["whole"].append(generator(x)[0, 0].numpy())
+                outputs["whole"].append(predict_tensor(generator, x)[0, 0].numpy())
                 for size in args.tiles:
                     outputs[f"{size} px tiles"].append(tiled(generator, x, size))
         if not real_shown:
