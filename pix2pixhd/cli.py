@@ -331,10 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True,
                          help="writes OUT/<channel>/<input's name> and OUT/units.json")
     predict.add_argument("--tile-size", type=at_least(16), default=None,
-                         help="larger images go in overlapping tiles of this side (default "
-                         "1024; for VisCy networks, whose normalisation sees the whole input, "
-                         "one pass up to 2048)")
-    predict.add_argument("--overlap", type=at_least(0), default=128)
+                         help="larger images go in overlapping tiles of this side (default: "
+                         "the side of the model's training crops, the input size its instance "
+                         "norms learnt on; for VisCy networks, whose normalisation sees the "
+                         "whole input, one pass up to 2048)")
+    predict.add_argument("--overlap", type=at_least(0), default=None,
+                         help="pixels neighbouring tiles share (default: a quarter of the tile "
+                         "side, at most 128)")
     predict.add_argument("--device", default="auto")
     predict.add_argument("--normalise", choices=NORMALISE, default="dataset", help=NORMALISE_HELP)
     predict.add_argument("--dataset", default=None,

@@ -379,9 +379,13 @@ def channel_counts(config: Config) -> tuple[int, int]:
 
 
 def make_generator(config: Config) -> nn.Module:
-    """The generator of `config.model.kind`, freshly initialised."""
+    """The generator of `config.model.kind`, freshly initialised. It keeps the side of its
+    training crops, `training_crop_size`: prediction tiles larger images to that side
+    (`predict.default_tile_size`), the size its instance norms learnt their statistics on."""
     input_nc, output_nc = channel_counts(config)
-    return model_kind(config.model.kind).build_generator(config.model, input_nc, output_nc)
+    generator = model_kind(config.model.kind).build_generator(config.model, input_nc, output_nc)
+    generator.training_crop_size = config.data.crop_size
+    return generator
 
 
 def shape_differences(weights: dict[str, Tensor], built: dict[str, Tensor]) -> list[str]:

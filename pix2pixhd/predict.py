@@ -5,11 +5,15 @@
 
 The generator halves the image `n_downsample_global` times (more with local enhancers), so the
 input is reflect-padded to a multiple of `generator.size_multiple` and the output cropped back.
-Images larger than `tile_size` are cut into overlapping tiles whose predictions are blended
+Images larger than the tile size are cut into overlapping tiles whose predictions are blended
 with weights that fall smoothly to zero at the tile edges, so no seam shows. Instance norm
-computes statistics per tile, so tiled and whole-image predictions differ slightly; large tiles
-keep that small. VisCy's networks normalise over their whole input (GlobalResponseNorm), so they
-go through a field of view in one pass up to ONE_PASS_LIMIT pixels a side.
+divides each feature by its spread over the input, so a generator draws as it learnt only on
+inputs the size of its training crops: a bright nucleus is a larger share of a 128-pixel crop
+than of a 512-pixel image, and G trained on 128 crops draws it too bright on the whole image
+(`docs/recipe.md`). So by default the tiles are the training crops' size
+(`generator.training_crop_size`). VisCy's networks normalise over their whole input
+(GlobalResponseNorm) and learn to do so at any size, so they go through a field of view in one
+pass up to ONE_PASS_LIMIT pixels a side.
 
 Each output keeps its input's name, and OUT/units.json says whether the outputs are in the
 stain's units (see `predict_folder`).
@@ -58,7 +62,10 @@ log = logging.getLogger(__name__)
 
 
 TILE_SIZE = 1024
-"""Tiles of this side bound the memory of large images."""
+"""The tile side of a generator that does not say its training crop size; tiles bound the
+memory of large images."""
+MAX_OVERLAP = 128
+"""Neighbouring tiles share a quarter of the tile side, at most this many pixels."""
 ONE_PASS_LIMIT = 2048
 """Side up to which a network with whole-input statistics predicts in one pass (see README:
 2048 x 2048 through VSCyto2D's network on the CPU)."""
@@ -187,11 +194,15 @@ def tiles(height: int, width: int, tile: int, overlap: int) -> Iterator[tuple[sl
 
 def default_tile_size(generator: nn.Module, shape: tuple[int, int], name: str = "the image"
                       ) -> int:
-    """TILE_SIZE; for a network with whole-input statistics (`whole_input_statistics`, VisCy's
-    GlobalResponseNorm) the whole image up to ONE_PASS_LIMIT pixels a side, since tiles change
-    its output; above that, TILE_SIZE with a warning."""
+    """The side of the tiles an image goes through the network in, when the caller names none.
+
+    A generator with instance norm: its training crops' side (`training_crop_size`), the input
+    size its normalised features are calibrated for; TILE_SIZE when it does not say. A network
+    with whole-input statistics (`whole_input_statistics`, VisCy's GlobalResponseNorm): the
+    whole image up to ONE_PASS_LIMIT pixels a side, since tiles change its output; above that,
+    TILE_SIZE with a warning."""
     if not getattr(generator, "whole_input_statistics", False):
-        return TILE_SIZE
+        return getattr(generator, "training_crop_size", 0) or TILE_SIZE
     if max(shape) <= ONE_PASS_LIMIT:
         return max(shape)
     log.warning("%s (%dx%d) is larger than %d pixels: predicted in tiles of %d, which change "
@@ -201,13 +212,18 @@ def default_tile_size(generator: nn.Module, shape: tuple[int, int], name: str = 
     return TILE_SIZE
 
 
+def default_overlap(tile_size: int) -> int:
+    """Pixels that neighbouring tiles share: a quarter of the side, at most MAX_OVERLAP."""
+    return min(MAX_OVERLAP, tile_size // 4)
+
+
 def predict_image(
     generator: nn.Module,
     phase: np.ndarray,
     normaliser: Normaliser,
     *,
     tile_size: int | None = None,
-    overlap: int = 128,
+    overlap: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> np.ndarray:
@@ -215,7 +231,7 @@ def predict_image(
 
     Images up to `tile_size` on both sides go through in one pass; larger ones in tiles of
     `tile_size` with `overlap` pixels blended, so memory stays bounded at any image size.
-    None picks `default_tile_size`.
+    None picks `default_tile_size` and `default_overlap`.
     """
     if phase.ndim != 2:
         raise ValueError(f"expected one 2-D phase image (H, W), got shape {phase.shape}")
@@ -224,6 +240,8 @@ def predict_image(
                          "small to predict; it needs at least 2 pixels on each side")
     if tile_size is None:
         tile_size = default_tile_size(generator, phase.shape)
+    if overlap is None:
+        overlap = default_overlap(tile_size)
     if tile_size < 1 or overlap < 0:
         raise ValueError(f"tile size {tile_size} must be positive and overlap {overlap} must "
                          "not be negative")
@@ -252,6 +270,8 @@ def predict_image(
 
 def _edge_window(span: slice, length: int, overlap: int) -> np.ndarray:
     """Blending weights along one axis; no ramp at the image border, where nothing overlaps."""
+    if span.start == 0 and span.stop == length:  # one tile spans this axis (it may be thinner
+        return np.ones(length, dtype=np.float32)  # than the overlap): nothing to blend
     window = blending_window(span.stop - span.start, overlap)
     if span.start == 0:
         window[:overlap] = 1.0
@@ -299,7 +319,7 @@ def predict_folder(
     *,
     device: str | torch.device = "cpu",
     tile_size: int | None = None,
-    overlap: int = 128,
+    overlap: int | None = None,
     dataset_root: str | Path | None = None,
     normalise: str = "dataset",
     viscy_config: dict[str, Any] | None = None,

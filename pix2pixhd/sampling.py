@@ -38,6 +38,7 @@ from pix2pixhd.layout import (
 from pix2pixhd.memory import budget_bytes, check_budget, inference_bytes_per_pixel, sample_bytes
 from pix2pixhd.normalisation import Normaliser
 from pix2pixhd.predict import (
+    default_overlap,
     default_tile_size,
     input_files,
     input_normaliser,
@@ -191,7 +192,7 @@ def sample_stains(
     seed: int = 0,
     batch_size: int = 16,
     tile_size: int | None = None,
-    overlap: int = 128,
+    overlap: int | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """n MC-dropout stains for one raw phase image (H, W), in the stain's units: (n, C, H, W).
@@ -204,6 +205,7 @@ def sample_stains(
     k draws with seed + k.
     """
     tile_size = tile_size or default_tile_size(generator, phase.shape)
+    overlap = default_overlap(tile_size) if overlap is None else overlap
     check_counts(n=n, batch_size=batch_size, tile_size=tile_size)
     if not 0 <= overlap < tile_size // 2:
         raise ValueError(f"overlap {overlap} must be at least 0 and below half the tile size "

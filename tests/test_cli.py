@@ -455,7 +455,7 @@ def test_a_second_training_of_one_run_names_the_process_holding_it(workspace, tm
 
 def test_sample_bounds_n_and_shows_progress(workspace, tmp_path, capsys, monkeypatch):
     checkpoint = str(workspace / "runs" / "gan" / "latest.pt")
-    monkeypatch.setenv("PIX2PIXHD_MEMORY_GIB", "0.0075")  # a few samples of 128² fit
+    monkeypatch.setenv("PIX2PIXHD_MEMORY_GIB", "0.004")  # a few samples of 128² fit
     assert main(["sample", "--checkpoint", checkpoint, "--input",
                  str(workspace / "data" / "test"), "--n", "16",
                  "--out", str(tmp_path / "mc")]) == 2

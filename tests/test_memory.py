@@ -11,7 +11,8 @@ import pytest
 import tifffile
 
 from pix2pixhd import memory
-from pix2pixhd.predict import load_predictor
+from pix2pixhd.checkpoint import load_checkpoint
+from pix2pixhd.predict import default_tile_size, load_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,8 @@ def test_the_predict_estimate_is_within_half_again_of_its_measured_peak(
         checkpoint, tmp_path, side):
     image = _phase_image(tmp_path / "phase.tif", side)
     generator = load_predictor(checkpoint)[0]
-    estimate = memory.predict_bytes((side, side), channels=1, tile_size=1024,
+    tile_size = default_tile_size(generator, (side, side))  # as predict_folder tiles it
+    estimate = memory.predict_bytes((side, side), channels=1, tile_size=tile_size,
                                     activation_bytes_per_pixel=memory.inference_bytes_per_pixel(
                                         generator))
     small = _phase_image(tmp_path / "small.tif", 64)
@@ -82,8 +84,9 @@ def test_predict_refuses_an_image_over_budget_from_its_header(checkpoint, tmp_pa
     from pix2pixhd.predict import predict_folder
 
     image = _huge_tiff(tmp_path / "huge.tif", 30000)
+    crop = load_checkpoint(checkpoint)["config"]["data"]["crop_size"]
     with pytest.raises(memory.MemoryBudgetError,
-                       match=r"huge.tif \(30000x30000 pixels, tiles of 1024\) would take about "
+                       match=rf"huge.tif \(30000x30000 pixels, tiles of {crop}\) would take about "
                              r"2\d\.\d GiB .* 8 GiB budget; split the image"):
         predict_folder(checkpoint, image, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -40,7 +40,7 @@ def test_tiles_cover_the_image_and_windows_rise_smoothly():
 def test_prediction_is_in_stain_units_with_the_input_size(checkpoint, tiny_dataset):
     generator, config, normaliser = load_predictor(checkpoint)
     phase = read_image(tiny_dataset / "test" / "phase" / "fov_0000.tif")[:50, :61]
-    stain = predict_image(generator, phase, normaliser)
+    stain = predict_image(generator, phase, normaliser, tile_size=64)  # one pass, as below
     assert stain.shape == (1, 50, 61) and stain.dtype == np.float32
     assert config.data.stain_map == normaliser.stain_map == "asinh"  # the quick preset's
     # the tanh output in [-1, 1] maps back into [p_low, the map's ceiling] of the stain
@@ -62,6 +62,48 @@ def test_tiled_equals_untiled_within_a_small_tolerance(checkpoint):
     spread = whole.max() - whole.min()
     assert np.abs(tiled - whole).mean() < 0.03 * spread
     assert np.abs(tiled - whole).max() < 0.25 * spread
+
+
+class SideRecorder(torch.nn.Module):
+    """Passes its input through and records each input's side (H, W); trained on 64 crops."""
+
+    size_multiple = 1
+    training_crop_size = 64
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))  # predict_image reads its device
+        self.sides = []
+
+    def forward(self, x):
+        self.sides.append(tuple(x.shape[-2:]))
+        return x * self.weight
+
+
+def test_by_default_an_image_goes_in_tiles_of_the_training_crops_side():
+    """Instance norm is calibrated on inputs the size of the training crops (docs/recipe.md)."""
+    from pix2pixhd.predict import default_overlap, tiles
+
+    network, phase = SideRecorder(), np.random.default_rng(0).normal(size=(200, 150))
+    stain = predict_image(network, phase.astype(np.float32), IdentityNormaliser())
+    assert default_overlap(64) == 16 and default_overlap(2048) == 128  # a quarter, capped
+    expected = list(tiles(200, 150, 64, 16))
+    assert network.sides == [(64, 64)] * len(expected) and len(expected) == 4 * 3
+    np.testing.assert_allclose(stain[0], phase, atol=1e-5)  # the blend of exact tiles
+    network.sides.clear()
+    predict_image(network, phase[:64, :50].astype(np.float32), IdentityNormaliser())
+    assert network.sides == [(64, 50)]  # within the crop size: one pass
+
+
+def test_generators_know_their_training_crop_size(checkpoint):
+    from pix2pixhd.config import load_config
+    from pix2pixhd.models import make_generator
+
+    config = load_config("quick")
+    config.data.crop_size = 96
+    assert make_generator(config).training_crop_size == 96
+    generator, config, _ = load_predictor(checkpoint)
+    assert generator.training_crop_size == config.data.crop_size
 
 
 def test_predict_folder_writes_one_tiff_per_fov_and_channel(checkpoint, tiny_dataset, tmp_path):
