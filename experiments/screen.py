@@ -8,14 +8,14 @@ held-out data set (another synthetic seed, never used to choose anything during 
 
 A variant is a name and comma-separated `--set` overrides. Every run trains in OUT/<variant>_s<seed>
 (resumed when it stopped half-way; a finished run is only scored), then its last checkpoint
-predicts the held-out split and `evaluate` scores it. A run that keeps a weight average
-(train.ema_decay) is scored twice: the average and the raw weights. The table gives the band
-power ratios as Part 4 draws them (ratio of the mean spectra), F1@0.5 as a multiple of the real
-stain's, PSNR, the recalls of the bright and the other nuclei, whether all three bands are
-within [0.5, 2] (realistic), and how many of the last `--last` saved epochs are realistic (on
-each row's weights), a drift's trace that the last epoch alone can hide. `--tiles SIZE OVERLAP`
-predicts in tiles, as a generator trained on SIZE-pixel crops saw its inputs
-(`experiments/tile_size.py`), and keeps those scores apart.
+predicts the held-out split and `evaluate` scores it with G's weights. The moving average of
+G's weights (train.ema_decay) that it once scored beside them was removed from the package
+(results in docs/recipe.md). The table gives the band power ratios as Part 4 draws them (ratio
+of the mean spectra), F1@0.5 as a multiple of the real stain's, PSNR, the recalls of the bright
+and the other nuclei, whether all three bands are within [0.5, 2] (realistic), and how many of
+the last `--last` saved epochs are realistic, a drift's trace that the last epoch alone can
+hide. `--tiles SIZE OVERLAP` predicts in tiles, as a generator trained on SIZE-pixel crops saw
+its inputs (`experiments/tile_size.py`), and keeps those scores apart.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from pix2pixhd.checkpoint import load_checkpoint, save_checkpoint
+from pix2pixhd.checkpoint import load_checkpoint
 from pix2pixhd.config import apply_overrides, load_config
 from pix2pixhd.evaluate import REAL_STAIN, evaluate_folder
 from pix2pixhd.predict import predict_folder
@@ -55,17 +55,6 @@ def train(preset: str, overrides: list[str], run_dir: Path, data: str) -> float:
     return time.perf_counter() - started
 
 
-def raw_weights(checkpoint: Path, path: Path) -> Path:
-    """`checkpoint` without its weight average, written to `path`, so that predict uses G's
-    own weights."""
-    if not path.is_file():
-        state = load_checkpoint(checkpoint)
-        state["generator_ema"] = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(path, state)
-    return path
-
-
 def score(checkpoint: Path, heldout: Path, out: Path, tiles: tuple[int, int] | None = None
           ) -> dict:
     """evaluate's summary of `checkpoint` on `heldout`, predicted whole or in (size, overlap)
@@ -80,20 +69,17 @@ def score(checkpoint: Path, heldout: Path, out: Path, tiles: tuple[int, int] | N
 
 
 def realistic_epochs(run_dir: Path, heldout: Path, out: Path, last: int,
-                     tiles: tuple[int, int] | None = None, raw: bool = False) -> str:
-    """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic,
-    with the weights predict uses or (`raw`) G's own."""
+                     tiles: tuple[int, int] | None = None) -> str:
+    """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic."""
     good = []
     epochs = sorted(run_dir.glob("epoch_*.pt"))[-last:]
     for path in epochs:
-        name = path.stem + ("_raw" if raw else "")
-        checkpoint = raw_weights(path, out / name / "weights.pt") if raw else path
-        if realistic(score(checkpoint, heldout, out / name, tiles)):
+        if realistic(score(path, heldout, out / path.stem, tiles)):
             good.append(path.stem.removeprefix("epoch_"))
     return f"{len(good)} of {len(epochs)}" + (f" ({', '.join(good)})" if good else "")
 
 
-def row(name: str, summary: dict, seconds: float | None, recent: str = "-") -> str:
+def row(name: str, summary: dict, seconds: float, recent: str) -> str:
     f1 = summary["f1_iou50"] / summary[f"{REAL_STAIN}f1_iou50"]
     bands = " / ".join(f"{summary[f'band_power_ratio_{band}']:.2f}" for band in BANDS)
     took = "-" if not seconds else f"{seconds / 60:.1f}"
@@ -125,20 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             run_dir = args.out / f"{name}_s{seed}"
             seconds = train(args.preset, [*overrides, f"train.seed={seed}"], run_dir, args.data)
-            state = load_checkpoint(run_dir / "latest.pt")
-            kept_average = state.get("generator_ema") is not None
             scores = args.out / ("scores" if not tiles else "scores_tiles{}_{}".format(*tiles))
             summary = score(run_dir / "latest.pt", args.heldout, scores / run_dir.name, tiles)
             recent = realistic_epochs(run_dir, args.heldout, scores / run_dir.name, args.last,
                                       tiles)
-            lines.append(row(f"{run_dir.name}{' (average)' if kept_average else ''}", summary,
-                             seconds, recent))
-            if kept_average:
-                raw = score(raw_weights(run_dir / "latest.pt", args.out / f"{run_dir.name}_raw.pt"),
-                            args.heldout, scores / f"{run_dir.name}_raw", tiles)
-                recent = realistic_epochs(run_dir, args.heldout, scores / run_dir.name,
-                                          args.last, tiles, raw=True)
-                lines.append(row(f"{run_dir.name} (raw)", raw, None, recent))
+            lines.append(row(run_dir.name, summary, seconds, recent))
             print(lines[-1], flush=True)
     text = "\n".join(lines)
     (args.out / ("screen.md" if not tiles else "screen_tiles{}_{}.md".format(*tiles))

@@ -2,15 +2,14 @@
 images? Counts of bright output pixels when the same images are predicted whole and tile by tile.
 
     python experiments/tile_size.py --data runs/heldout/test --tiles 128 256 \
-        checkpoints/pix2pixhd_nuclei/latest.pt runs/recipe/l1x2_ema_s2/epoch_060.pt
+        checkpoints/pix2pixhd_nuclei/latest.pt runs/screen/warm_s0/latest.pt
 
 Each checkpoint predicts the first `--max-images` images of a split (one forward pass each, in
 the mode `predict` uses) whole, and as independent tiles of each size (every tile normalised on
 its own by the instance norms, as a training crop is). The table counts, per 10,000 pixels, the
 outputs above 0.2 and above 0.5 in the network's own units (the asinh stain map's: the real
 stain's brightest nuclei), beside the real stain's counts, in the first checkpoint's units (runs
-on one dataset share them). `--raw` uses G's own weights where a checkpoint also keeps their
-moving average.
+on one dataset share them).
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, type=Path, help="a split with phase and nuclei")
     parser.add_argument("--tiles", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--max-images", type=int, default=8)
-    parser.add_argument("--raw", action="store_true", help="G's own weights, not their average")
     args = parser.parse_args(argv)
     torch.manual_seed(0)  # the dropout predict keeps on
     fovs = list_fovs(args.data.parent, args.data.name)[:args.max_images]
@@ -61,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     real_shown = False
     for checkpoint in args.checkpoints:
         state = load_checkpoint(checkpoint)
-        if args.raw:
-            state["generator_ema"] = None
         generator, _ = generator_from_checkpoint(state, checkpoint)
         normaliser = Normaliser.from_dict(state["normaliser"])
         outputs: dict[str, list[np.ndarray]] = {"whole": []} | {

@@ -1,5 +1,5 @@
-"""Checkpoints: what a trained model is on disk, written atomically and read safely, whether
-one can resume a run, and the mean of several. (Run folders and export: `runs`.)
+"""Checkpoints: what a trained model is on disk, written atomically and read safely, and
+whether one can resume a run. (Run folders and export: `runs`.)
 
 A checkpoint is one `torch.save`d dict of plain types and tensors, so it loads with
 `torch.load(weights_only=True)` (no pickled code runs when a student opens a file):
@@ -11,7 +11,6 @@ A checkpoint is one `torch.save`d dict of plain types and tensors, so it loads w
     normaliser                       `Normaliser.to_dict()`: how to scale new images
     rng                              torch RNG states (dropout draws from them)
     provenance                       `dataset.data_provenance`: the data it was trained on
-    averaged_epochs                  only where the generator is a mean of several epochs
 """
 
 from __future__ import annotations
@@ -110,13 +109,10 @@ def check_checkpoint(state: Any, path: str | Path) -> None:
                                "`pix2pixhd train` writes them, or it was damaged")
 
     config = saved_config(state["config"], path)  # its values and sizes, before any network
-    for field in ("generator", "generator_ema"):
-        weights = state.get(field)
-        if field == "generator_ema" and weights is None:  # a run without a weight average
-            continue
-        if not isinstance(weights, dict) or not weights or not all(
-                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
-            raise refuse(field, "is not a non-empty state dict of tensors")
+    weights = state["generator"]
+    if not isinstance(weights, dict) or not weights or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+        raise refuse("generator", "is not a non-empty state dict of tensors")
     for field in ("epoch", "step"):
         value = state.get(field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -193,40 +189,3 @@ def check_compatible(state: dict[str, Any], config: Config, path: str | Path,
             f"{path} was trained with other options; resume with the same ones or start a new "
             "run (--name):\n  " + "\n  ".join(differences)
         )
-
-
-def average_or_raw(state: dict) -> dict[str, torch.Tensor]:
-    """The generator weights a checkpoint predicts with: the average of G's weights when the
-    run kept one (train.ema_decay), else G's own."""
-    average = state.get("generator_ema")
-    return average if average is not None else state["generator"]
-
-
-def average_generators(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """The last of `paths`' checkpoints with its generator's weights averaged over all of them.
-
-    A GAN's single checkpoints swing (one adds noise, the next misplaces nuclei); the mean of
-    the weights of its last few epochs, all near one point of a slowly moving trajectory, is
-    steadier than any of them (weight averaging: Izmailov et al. 2018, Yazici et al. 2019).
-    Instance norms keep no running statistics, so the averaged generator needs no
-    recalibration. Each checkpoint gives the weights it predicts with (its moving average
-    where the run kept one, `average_or_raw`); their mean becomes the generator, and
-    no moving average is left to override it. `averaged_epochs` records which epochs went in.
-    """
-    if not paths:
-        raise ValueError("average_generators needs at least one checkpoint")
-    states = [load_checkpoint(path) for path in paths]
-    predicted = [average_or_raw(state) for state in states]
-    averaged, weights = states[-1], predicted[-1]
-    for state_weights, path in zip(predicted, paths, strict=True):
-        if state_weights.keys() != weights.keys() or any(
-                state_weights[key].shape != value.shape for key, value in weights.items()):
-            raise CheckpointError(f"{path} holds another architecture than {paths[-1]}; only "
-                                  "checkpoints of one run can be averaged")
-    averaged["generator"] = {
-        key: (torch.stack([state_weights[key] for state_weights in predicted]).mean(0)
-              if value.is_floating_point() else value)
-        for key, value in weights.items()}
-    averaged["generator_ema"] = None
-    averaged["averaged_epochs"] = [state["epoch"] for state in states]
-    return averaged

@@ -142,7 +142,7 @@ def _export(args: argparse.Namespace) -> int:
 
     with folder_lock(args.out):
         path = export_run(args.run_dir, args.out, keep_discriminator=args.keep_discriminator,
-                          overwrite=args.overwrite, epochs=args.epoch or ())
+                          overwrite=args.overwrite, epoch=args.epoch)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and its logs")
     return 0
 
@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", dest="run_dir", required=True,
                         help="checkpoints/<name> of `train`")
     export.add_argument("--out", required=True)
-    export.add_argument("--epoch", type=at_least(1), nargs="+", default=None,
+    export.add_argument("--epoch", type=at_least(1), default=None,
                         help="export the run's epoch_NNN.pt (e.g. one chosen on the validation "
-                             "split) instead of latest.pt; several: the mean of their weights")
+                             "split) instead of latest.pt")
     export.add_argument("--keep-discriminator", action="store_true",
                         help="also keep D's weights (not needed to predict or sample)")
     export.add_argument("--overwrite", action="store_true",

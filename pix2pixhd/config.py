@@ -157,9 +157,6 @@ class TrainConfig:
     """The discriminator's learning rate as a multiple of lr (1 as the original)."""
     beta1: float = _bounded(0.5, at_least=0, below=1)
     beta2: float = _bounded(0.999, at_least=0, below=1)
-    ema_decay: float = _bounded(0.0, at_least=0, below=1)
-    """Keep an exponential moving average of G's weights, updated after every G step with this
-    decay (0: none). Validation and prediction use the average; the raw weights still train."""
     init_generator: str = ""
     """A checkpoint whose generator weights start G (same architecture and stain map), e.g.
     the regression model's: the GAN then only has to add what the L1 loss averaged away."""

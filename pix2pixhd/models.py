@@ -418,15 +418,11 @@ def check_weights_fit(weights: dict[str, Tensor], config: Config, path: object) 
 
 
 def generator_from_checkpoint(state: dict, path: object) -> tuple[nn.Module, Config]:
-    """The generator a checkpoint's `state` predicts with (on the CPU, in train mode: see
-    `checkpoint.average_or_raw`) and its config."""
-    from pix2pixhd.checkpoint import average_or_raw
-
+    """The generator a checkpoint's `state` holds (on the CPU, in train mode) and its config."""
     config = from_dict(state["config"])
-    weights = average_or_raw(state)
-    check_weights_fit(weights, config, path)
+    check_weights_fit(state["generator"], config, path)
     generator = make_generator(config)
-    generator.load_state_dict(weights)
+    generator.load_state_dict(state["generator"])
     return generator, config
 
 

@@ -1,7 +1,7 @@
 """Run folders: what `train` writes and `--overwrite` may clear, exports for sharing, and the
 provenance of a run (the data it was trained on).
 
-    export_run("runs/pretrain/pix2pixhd_nuclei", "checkpoints/pix2pixhd_nuclei", epochs=[28, 30])
+    export_run("runs/pretrain/pix2pixhd_nuclei", "checkpoints/pix2pixhd_nuclei", epoch=30)
     clear_run_folder(run_dir)                # only the files training wrote, or refuse
 """
 
@@ -11,7 +11,6 @@ import fnmatch
 import logging
 import math
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import torch
 
 from pix2pixhd.checkpoint import (
     CheckpointError,
-    average_generators,
     load_checkpoint,
     save_checkpoint,
 )
@@ -42,28 +40,23 @@ log = logging.getLogger(__name__)
 
 def export_run(
     run_dir: str | Path, out_dir: str | Path, *, keep_discriminator: bool = False,
-    image_epochs: int = 3, overwrite: bool = False, epochs: Sequence[int] = (),
+    image_epochs: int = 3, overwrite: bool = False, epoch: int | None = None,
 ) -> Path:
     """A trained run made small for sharing: latest.pt without optimiser states, and its logs.
 
     The exported checkpoint predicts, samples and evaluates like the original, but cannot be
     resumed (the optimisers' moments are gone): that is what makes it a third of the size. The
     logs keep every scalar but the image grids of only `image_epochs` evenly spaced epochs.
-    Its config (in latest.pt and config.yaml) names `out_dir` as the run's folder. `epochs`
-    exports the run's epoch_NNN.pt instead of its latest.pt, or for several epochs the average
-    of their generators (`average_generators`); the logs are the whole run's.
+    Its config (in latest.pt and config.yaml) names `out_dir` as the run's folder. `epoch`
+    exports the run's epoch_NNN.pt instead of its latest.pt; the logs are the whole run's.
     A non-empty `out_dir` must be an earlier export, unless `overwrite`. A checkpoint that
     records no provenance gets it from its config's data.root as that folder is now.
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    paths = [run_dir / f"epoch_{epoch:03d}.pt" for epoch in epochs] or [run_dir / "latest.pt"]
-    state = average_generators(paths) if len(paths) > 1 else load_checkpoint(paths[0])
+    path = run_dir / (f"epoch_{epoch:03d}.pt" if epoch is not None else "latest.pt")
+    state = load_checkpoint(path)
     _check_export_folder(run_dir, out_dir, overwrite)
     kept = {key: state[key] for key in ("generator", "epoch", "step", "normaliser")}
-    if state.get("generator_ema") is not None:  # what predict uses (checkpoint.average_or_raw)
-        kept["generator_ema"] = state["generator_ema"]
-    if "averaged_epochs" in state:
-        kept["averaged_epochs"] = state["averaged_epochs"]
     config = from_dict(state["config"])
     # the exported model lives in out_dir now, wherever it was trained
     config.train.checkpoints_dir, config.train.name = str(out_dir.parent), out_dir.name
@@ -78,9 +71,9 @@ def export_run(
     except Exception as error:
         _remove_export(out_dir, made)
         raise CheckpointError(
-            f"the export of {paths[0] if len(paths) == 1 else run_dir} does not load and "
-            f"predict ({error}); removed what it wrote. Export a checkpoint that "
-            "`pix2pixhd predict` reads (an earlier epoch with --epoch, or retrain)") from error
+            f"the export of {path} does not load and predict ({error}); removed what it "
+            "wrote. Export a checkpoint that `pix2pixhd predict` reads (an earlier epoch with "
+            "--epoch, or retrain)") from error
     if (run_dir / "logs").is_dir():
         if (out_dir / "logs").is_dir():
             shutil.rmtree(out_dir / "logs")  # an earlier export's, checked above

@@ -26,7 +26,6 @@ loss and D score, logged at its last step.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import math
@@ -48,7 +47,6 @@ from tqdm.auto import tqdm
 from pix2pixhd import logs
 from pix2pixhd.checkpoint import (
     CheckpointError,
-    average_or_raw,
     check_compatible,
     load_checkpoint,
     save_checkpoint,
@@ -241,9 +239,6 @@ class Trainer:
         self.generator = make_generator(config).to(self.device)
         if config.train.init_generator and not resume:
             self.generator.load_state_dict(starting_weights(config, self.device))
-        # the average starts from G's first weights and follows them; it never trains itself
-        self.generator_ema = (copy.deepcopy(self.generator).requires_grad_(False).eval()
-                              if config.train.ema_decay > 0 else None)
         discriminator = make_discriminator(config)
         self.discriminator = discriminator.to(self.device) if discriminator is not None else None
         if config.train.init_discriminator and self.discriminator is not None and not resume:
@@ -353,7 +348,6 @@ class Trainer:
             numbers, real_features = self.discriminator_step(phase, target, fake)
         numbers |= self.generator_step(phase, target, fake, real_features)
         self.scaler.update()
-        self.update_average()
         self.step += 1
         return numbers
 
@@ -398,21 +392,6 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer_G)
         return {tag: term.detach() for tag, term in terms.items()}
-
-    @torch.no_grad()
-    def update_average(self) -> None:
-        """Move the weight average a step (1 - ema_decay) towards G's new weights.
-
-        A GAN's weights wander around a good solution as G and D chase each other; their
-        average wanders less, so it is what validation scores and checkpoints ship."""
-        if self.generator_ema is None:
-            return
-        weight = 1 - self.config.train.ema_decay
-        torch._foreach_lerp_(list(self.generator_ema.parameters()),
-                             list(self.generator.parameters()), weight)
-        for average, buffer in zip(self.generator_ema.buffers(), self.generator.buffers(),
-                                   strict=True):
-            average.copy_(buffer)
 
     def _check_stain_units(self) -> None:
         """A GAN whose L1 term is in stain units cannot train without the stain's map."""
@@ -519,7 +498,6 @@ class Trainer:
         """PSNR and SSIM of the generator (dropout off) on the validation crops, stain units;
         the first `max_batches` batches only when given (the benchmark times one)."""
         self.generator.eval()
-        generator = self.generator_ema if self.generator_ema is not None else self.ddp_generator
         scores: dict[str, list[float]] = {logs.VAL_PSNR: [], logs.VAL_SSIM: []}
         if self.discriminator is not None:
             scores |= {logs.D_OUT_VAL_REAL: [], logs.D_OUT_VAL_FAKE: []}
@@ -527,7 +505,7 @@ class Trainer:
         for batch in itertools.islice(self.val_loader, max_batches):
             phase, target = self._to_device(batch["input"]), self._to_device(batch["target"])
             with self._autocast():
-                fake = generator(phase)
+                fake = self.ddp_generator(phase)
                 if self.discriminator is not None:
                     pred_real, pred_fake = self.discriminate(phase, target, fake)
                     scores[logs.D_OUT_VAL_REAL].append(mean_score(pred_real).item())
@@ -565,8 +543,6 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
-            "generator_ema": (self.generator_ema.state_dict()
-                              if self.generator_ema is not None else None),
             "discriminator": (self.discriminator.state_dict()
                               if self.discriminator is not None else None),
             "optimizer_G": self.optimizer_G.state_dict(),
@@ -587,11 +563,6 @@ class Trainer:
                          self.kind.architecture_options)
         check_weights_fit(state["generator"], self.config, self.run_dir / "latest.pt")
         self.generator.load_state_dict(state["generator"])
-        if self.generator_ema is not None:
-            if state.get("generator_ema") is None:
-                log.warning("%s holds no weight average: it starts from the resumed weights",
-                            self.run_dir / "latest.pt")
-            self.generator_ema.load_state_dict(average_or_raw(state))
         self.optimizer_G.load_state_dict(state["optimizer_G"])
         if self.discriminator is not None:
             self.discriminator.load_state_dict(state["discriminator"])
@@ -636,9 +607,8 @@ def starting_weights(config: Config, device: torch.device) -> dict[str, Tensor]:
     same architecture, and stains in the same units (the same channels and stain map)."""
     path = Path(config.train.init_generator)
     state = _starting_state(path, "train.init_generator", config, device)
-    weights = average_or_raw(state)
-    check_weights_fit(weights, config, path)
-    return weights
+    check_weights_fit(state["generator"], config, path)
+    return state["generator"]
 
 
 def starting_discriminator(config: Config, device: torch.device) -> dict[str, Tensor]:

@@ -1,5 +1,5 @@
-"""Checkpoints (atomic writes, safe loading, averaging) and the run folders around them
-(`runs`: export for sharing, --overwrite, provenance)."""
+"""Checkpoints (atomic writes, safe loading) and the run folders around them (`runs`: export
+for sharing, --overwrite, provenance)."""
 
 import glob
 from pathlib import Path
@@ -74,52 +74,17 @@ def test_export_of_a_resumed_run_keeps_the_image_epochs_over_the_whole_run(tiny_
                                                          all_steps[-1]]
 
 
-def test_export_of_several_epochs_is_the_mean_of_their_generators(five_epochs, tmp_path):
+def test_export_of_an_epoch_ships_that_epochs_generator(five_epochs, tmp_path):
     trainer = five_epochs
-    weights = [load_checkpoint(trainer.run_dir / f"epoch_{e:03d}.pt")["generator"]
-               for e in (1, 2, 3)]
-    exported = load_checkpoint(export_run(trainer.run_dir, tmp_path / "mean", epochs=(2, 3)))
-    assert exported["averaged_epochs"] == [2, 3] and exported["epoch"] == 3
-    for name, value in exported["generator"].items():
-        if value.is_floating_point():
-            torch.testing.assert_close(value, (weights[1][name] + weights[2][name]) / 2)
-    assert any(not torch.equal(exported["generator"][name], weights[2][name])
-               for name in weights[2])  # the epochs differ, so the mean is a new generator
-    single = load_checkpoint(export_run(trainer.run_dir, tmp_path / "one", epochs=(1,)))
-    assert "averaged_epochs" not in single and all(
-        torch.equal(single["generator"][name], weights[0][name]) for name in weights[0])
-
-
-def test_averaged_epochs_of_a_run_with_a_weight_average_are_what_each_epoch_predicts_with(
-        tiny_config, tmp_path):
-    """An EMA run's epochs predict with their moving averages: those are averaged, and no
-    moving average of the last epoch is left in the export to override the mean."""
-    from pix2pixhd.config import apply_overrides
-
-    config = apply_overrides(tiny_config, ["train.ema_decay=0.5", "train.niter=2"])
-    trainer = Trainer(config)
-    trainer.fit()
-    states = [load_checkpoint(trainer.run_dir / f"epoch_{e:03d}.pt") for e in (2, 3)]
-    exported = load_checkpoint(export_run(trainer.run_dir, tmp_path / "mean", epochs=(2, 3)))
-    assert exported.get("generator_ema") is None
-    for name, value in exported["generator"].items():
-        if value.is_floating_point():
-            torch.testing.assert_close(value, (states[0]["generator_ema"][name]
-                                               + states[1]["generator_ema"][name]) / 2)
-    raw_mean = (states[0]["generator"][name] + states[1]["generator"][name]) / 2
-    assert not torch.allclose(exported["generator"][name], raw_mean)  # not G's own weights
-    generator, _, _ = load_predictor(tmp_path / "mean" / "latest.pt")
-    assert all(torch.equal(a, exported["generator"][k]) for k, a in generator.state_dict().items())
-
-
-def test_only_checkpoints_of_one_architecture_are_averaged(tiny_config, run, tmp_path):
-    from pix2pixhd.checkpoint import average_generators
-    from pix2pixhd.config import apply_overrides
-
-    other = Trainer(apply_overrides(tiny_config, ["model.ngf=8"]))
-    other.fit(epochs=1)
-    with pytest.raises(CheckpointError, match="another architecture"):
-        average_generators([run.run_dir / "latest.pt", other.run_dir / "latest.pt"])
+    chosen = load_checkpoint(trainer.run_dir / "epoch_002.pt")
+    latest = load_checkpoint(trainer.run_dir / "latest.pt")
+    assert any(not torch.equal(chosen["generator"][name], latest["generator"][name])
+               for name in chosen["generator"])  # the epochs differ, so the choice shows
+    exported = export_run(trainer.run_dir, tmp_path / "chosen", epoch=2)
+    assert load_checkpoint(exported)["epoch"] == 2
+    generator, _, _ = load_predictor(exported)
+    assert all(torch.equal(tensor, chosen["generator"][name])
+               for name, tensor in generator.state_dict().items())
 
 
 def test_an_export_names_its_own_folder_as_the_run(run, tmp_path):

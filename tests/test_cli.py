@@ -416,6 +416,19 @@ def test_resume_writes_no_config_or_logs_through_links(workspace, tmp_path, caps
     assert list(elsewhere.iterdir()) == []
 
 
+def test_export_takes_one_epoch(workspace, tmp_path, capsys):
+    import torch
+
+    run = workspace / "runs" / "gan"
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "one"), "--epoch", "1"]) == 0
+    assert torch.load(tmp_path / "one" / "latest.pt", weights_only=True)["epoch"] == 1
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "five"), "--epoch", "5"]) == 2
+    assert "epoch_005.pt does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--run", str(run), "--out", str(tmp_path / "two"), "--epoch", "1", "1"])
+    assert exit_.value.code == 2 and "unrecognized arguments: 1" in capsys.readouterr().err
+
+
 def test_an_export_with_linked_logs_is_refused_before_latest_is_replaced(workspace, tmp_path,
                                                                        capsys):
     run, shared = workspace / "runs" / "gan", tmp_path / "shared"

@@ -51,8 +51,7 @@ def test_learning_rate_follows_the_original_schedule():
 
 
 def test_resume_is_exact(tiny_config, tmp_path):
-    """Weights, weight average, optimisers and random state all continue where they stopped."""
-    tiny_config = apply_overrides(tiny_config, ["train.ema_decay=0.5"])
+    """Weights, optimisers and random state all continue where they stopped."""
     straight = apply_overrides(tiny_config, [f"train.checkpoints_dir={tmp_path / 'a'}"])
     Trainer(straight).fit()
     split = apply_overrides(tiny_config, [f"train.checkpoints_dir={tmp_path / 'b'}"])
@@ -63,44 +62,8 @@ def test_resume_is_exact(tiny_config, tmp_path):
     a = load_checkpoint(tmp_path / "a" / straight.train.name / "latest.pt")
     b = load_checkpoint(tmp_path / "b" / split.train.name / "latest.pt")
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 6)
-    for part in ("generator", "generator_ema", "discriminator"):
+    for part in ("generator", "discriminator"):
         assert_same_weights(a[part], b[part])
-
-
-def test_the_weight_average_moves_by_one_minus_the_decay_each_step(tiny_config):
-    decay = 0.75
-    trainer = Trainer(apply_overrides(tiny_config, [f"train.ema_decay={decay}"]))
-    batch = next(iter(trainer.train_loader))
-    first = weights(trainer.generator)
-    assert_same_weights(weights(trainer.generator_ema), first)  # it starts from G's weights
-    trainer.train_step(batch)
-    second = weights(trainer.generator)
-    trainer.train_step(batch)
-    third = weights(trainer.generator)
-    average = weights(trainer.generator_ema)
-    for name, tensor in dict(trainer.generator.named_parameters()).items():
-        # by hand: a0 = w0, a1 = d a0 + (1 - d) w1, a2 = d a1 + (1 - d) w2
-        expected = decay * (decay * first[name] + (1 - decay) * second[name]) + (
-            1 - decay) * third[name]
-        torch.testing.assert_close(average[name], expected, msg=name)
-        assert not torch.equal(average[name], tensor.detach())
-    assert not any(p.requires_grad for p in trainer.generator_ema.parameters())
-
-
-def test_validation_and_prediction_use_the_weight_average(tiny_config):
-    config = apply_overrides(tiny_config, ["train.ema_decay=0.9"])
-    trainer = Trainer(config)
-    trainer.fit(epochs=1)
-    state = load_checkpoint(trainer.run_dir / "latest.pt")
-    assert_same_weights(state["generator_ema"], weights(trainer.generator_ema))
-    generator, _, _ = load_predictor(trainer.run_dir / "latest.pt")
-    assert_same_weights(weights(generator), state["generator_ema"])
-    # validation scores the average: breaking G's own weights changes nothing it reports
-    before = trainer.validate(max_batches=1)
-    with torch.no_grad():
-        for parameter in trainer.generator.parameters():
-            parameter.add_(1.0)
-    assert trainer.validate(max_batches=1) == before
 
 
 def test_a_run_can_start_from_another_models_generator(tiny_config):
