@@ -285,6 +285,12 @@ def validate(config: Config) -> Config:
     return config
 
 
+REMOVED_OPTIONS = {("train", "ema_decay"): 0.0, ("loss", "r1_gamma"): 0.0}
+"""Options the package no longer has, each with the value that left training unchanged: a
+saved run that holds one at that value loads as if it did not (`docs/recipe.md` says what
+each did and why it went); at any other value the run cannot be rebuilt."""
+
+
 def _sections() -> dict[str, type]:
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
@@ -303,8 +309,21 @@ def _from_mapping(values: Any) -> Config:
             raise ConfigError(f"config section {section!r} holds {shown(entries)}, not a "
                               "mapping")
         for key, value in (entries or {}).items():
+            if _removed_and_off(section, key, value):
+                continue
             _set_value(config, section, key, value)
     return config
+
+
+def _removed_and_off(section: str, key: Any, value: Any) -> bool:
+    """True for a removed option at its off value; ConfigError for one at any other value."""
+    if (section, key) not in REMOVED_OPTIONS:
+        return False
+    if value == REMOVED_OPTIONS[section, key]:
+        return True
+    raise ConfigError(f"{section}.{key} = {shown(value)}: the option was removed from the "
+                      f"package (docs/recipe.md); only runs with {section}.{key} = "
+                      f"{REMOVED_OPTIONS[section, key]} load")
 
 
 def _set_value(config: Config, section: str, key: str, value: Any) -> None:

@@ -393,3 +393,16 @@ def test_defaults_are_valid_and_validate_returns_the_config():
     config = Config()
     assert validate(config) is config
     assert config_files.MAX_YAML_ALIASES == 16
+
+
+def test_a_saved_run_with_a_removed_option_at_its_off_value_still_loads():
+    """Runs saved while train.ema_decay existed hold it at 0.0 (off): nothing it did is lost."""
+    from pix2pixhd.config import ConfigError, from_dict, load_config, to_dict
+
+    saved = to_dict(load_config("quick"))
+    saved["train"]["ema_decay"] = 0.0
+    saved["loss"]["r1_gamma"] = 0.0
+    assert from_dict(saved) == load_config("quick")
+    saved["train"]["ema_decay"] = 0.999
+    with pytest.raises(ConfigError, match=r"train.ema_decay = 0.999: the option was removed"):
+        from_dict(saved)
