@@ -14,8 +14,9 @@ G's weights (train.ema_decay) that it once scored beside them was removed from t
 of the mean spectra), F1@0.5 as a multiple of the real stain's, PSNR, the recalls of the bright
 and the other nuclei, whether all three bands are within [0.5, 2] (realistic), and how many of
 the last `--last` saved epochs are realistic, a drift's trace that the last epoch alone can
-hide. `--tiles SIZE OVERLAP` predicts in tiles, as a generator trained on SIZE-pixel crops saw
-its inputs (`experiments/tile_size.py`), and keeps those scores apart.
+hide. Each checkpoint predicts as `predict` does, in tiles of its training crops' side;
+`--tiles SIZE OVERLAP` chooses other tiles (`experiments/tile_size.py`) and keeps those scores
+apart.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ def train(preset: str, overrides: list[str], run_dir: Path, data: str) -> float:
 
 def score(checkpoint: Path, heldout: Path, out: Path, tiles: tuple[int, int] | None = None
           ) -> dict:
-    """evaluate's summary of `checkpoint` on `heldout`, predicted whole or in (size, overlap)
-    `tiles`; kept in OUT and read from there the next time."""
+    """evaluate's summary of `checkpoint` on `heldout`, predicted as `predict` does (tiles of
+    the training crops' side) or in (size, overlap) `tiles`; kept in OUT and read from there
+    the next time."""
     summary_path = out / "eval" / "summary.json"
     if not summary_path.is_file():
-        size, overlap = tiles or (None, 128)
+        size, overlap = tiles or (None, None)
         predict_folder(checkpoint, heldout / "phase", out / "pred", dataset_root=heldout.parent,
                        tile_size=size, overlap=overlap)
         evaluate_folder(out / "pred", heldout, out / "eval")
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--last", type=int, default=10,
                         help="count the realistic ones among this many last saved epochs")
     parser.add_argument("--tiles", type=int, nargs=2, metavar=("SIZE", "OVERLAP"),
-                        help="predict in tiles of SIZE pixels sharing OVERLAP (default: whole)")
+                        help="predict in tiles of SIZE pixels sharing OVERLAP (default: as "
+                        "predict does)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     lines = ["| run | bands low / mid / high | F1@0.5 / real | PSNR | recall bright / others "
