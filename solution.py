@@ -36,8 +36,9 @@
 # **You will learn** which device and problem size suit your machine. Choose a profile with the
 # environment variable `PIX2PIXHD_PROFILE`: `course` is the real thing on a GPU; `quick` shrinks
 # crops, model and epochs to run every cell on a laptop CPU in minutes; `pretrained` is
-# the shipped GAN's recipe (the quick model trained for 60 epochs instead of 6, its L1 term's
-# blur 1 pixel instead of 3). Check in the printout that the data and the three models are there.
+# the shipped GAN's recipe (the quick model trained for 15 epochs instead of 2, its L1 term's
+# blur 1 pixel instead of 3). Check in the printout that the data and the three models are
+# there.
 
 # %%
 import itertools
@@ -84,7 +85,7 @@ read_test_fov, predict_test_split = course.read_test_fov, course.predict_test_sp
 # %% [markdown]
 # ## Part 1: data, model and training
 #
-# *About 7 minutes on a 2-core CPU, most of it the training of 1.7.*
+# *About 3 minutes on a 2-core CPU, most of it the training of 1.7.*
 #
 # **You will learn** what the images look like, how they are normalised, how Pix2PixHD's
 # generator and discriminator are built, which losses train them, how one GAN step updates
@@ -448,10 +449,10 @@ print(check_gan_step(discriminator_step, generator_step, config, training_batch(
 # starts from scratch. The `course` profile's larger networks, and a membrane target, start
 # from random weights.
 #
-# The cell times a few steps, prints how long the run will take, then trains (`quick`: 6
-# epochs of 50 steps, about 3 minutes on an idle 2-core CPU). If the run exists, it asks
-# whether to resume it or start a new one. In Jupyter it opens TensorBoard below; elsewhere run
-# `tensorboard --logdir runs`.
+# The cell times a few steps, prints how long the run will take, then trains (`quick`: 2
+# epochs of 200 steps, one 256-pixel crop each, about 3 minutes on an idle 2-core CPU). If the
+# run exists, it asks whether to resume it or start a new one. In Jupyter it opens TensorBoard
+# below; elsewhere run `tensorboard --logdir runs`.
 #
 # **Another target.** For a virtual *membrane* stain (CellMask), add
 # `config = configs.apply_overrides(config, ["data.target_channels=[membrane]"])` after Part 0
@@ -466,7 +467,8 @@ STARTS = course.part1_start(config)  # the shipped models' G and D where they fi
 print("starting from:", "; ".join(STARTS) or "random weights")
 train_config = configs.apply_overrides(config, [
     f"train.name={MY_RUN.name}", f"train.checkpoints_dir={MY_RUN.parent}",
-    f"train.niter={epochs - epochs // 3}", f"train.niter_decay={epochs // 3}", *STARTS])
+    f"train.niter={epochs - max(1, epochs // 3)}", f"train.niter_decay={max(1, epochs // 3)}",
+    *STARTS])
 try:
     trainer = Trainer(train_config, resume=resume)
 except CheckpointError as error:  # a run of another architecture: start a new one beside it
@@ -522,17 +524,17 @@ print("power over the real stain's, this image:\n" + pd.DataFrame(
 
 # %% [markdown] tags=["solution"]
 # **Answers.** Scored on 16 images of another synthetic seed (`docs/recipe.md`), the
-# regression start draws 0.23 / 0.06 / 0.06 of the real stain's power in the low / mid / high
-# bands; after the `quick` run (6 epochs; seeds 0, 1 and 2) the GAN draws 0.62-0.99 /
-# 0.10-0.29 / 0.12-0.19, with about the same nuclei F1 (0.92-0.95 of the real stain's). The zoom
-# shows how little that is yet: the same smooth discs, their edges a little firmer (most of
-# the low band's gain); the chromatin inside the real nuclei, bright specks and dark holes, is
-# not drawn. A few minutes teach D to tell the blur apart, not G to draw texture; the shipped
-# GAN, 60 epochs long, reaches 1.15 / 0.68 / 0.71 and draws it (Part 4). What the short run
-# lacks is a critic that already knows the texture: the same 6 epochs with D started from
-# the last discriminator of a 60-epoch GAN run drew 0.74-0.86 of the mid band and 0.78-1.43
-# of the low band on the three seeds, at the same F1 (`docs/recipe.md`). 1.7 starts D that
-# way when the shipped GAN's checkpoint keeps its discriminator.
+# regression start draws 0.81 / 0.16 / 0.13 of the real stain's power in the low / mid / high
+# bands: the nuclei in place and about as bright as the real ones, but smooth inside. After
+# the `quick` run (2 epochs; seeds 0, 1 and 2) the GAN draws 0.95-1.18 / 0.79-1.02 /
+# 0.71-1.25, with about the same nuclei F1 (0.93-0.95 of the real stain's). The zoom shows
+# where: the smooth discs have become textured nuclei, with a bright rim, bright specks and
+# darker holes, coarser than the real chromatin and not where the real specks are. Some
+# nuclei come out brighter than the real ones, which on a single image can push the mid band
+# to about 2. A few minutes are enough because both networks start trained: G knows where
+# the nuclei are, and D, the shipped GAN's discriminator, already knows real chromatin from
+# blur. From random weights, a run this short gave a GAN blurrier than the regression model
+# (0.06 / 0.02 / 0.03), and with a fresh D the texture hardly came (`docs/recipe.md`).
 
 # %% [markdown]
 # ### 1.8 Change one thing
@@ -562,12 +564,12 @@ with tempfile.TemporaryDirectory(prefix="change-one-thing-") as folder:  # nothi
     for name, change in (("this profile", []), (" ".join(CHANGE), CHANGE)):
         short_run = Trainer(configs.apply_overrides(config, [
             f"train.checkpoints_dir={folder}", f"train.name=run_{len(short_stains)}",
-            "data.crop_size=64", *change]))
+            "data.crop_size=64", "data.batch_size=4", *change]))
         for step_batch in itertools.islice(itertools.cycle(short_run.train_loader), STEPS):
             short_run.train_step(step_batch)
-        short_run.generator.eval()  # no dropout: the network's own stain
-        short_stains[name] = predict_image(short_run.generator, test_phase,
-                                           short_run.normaliser)[0]
+        short_run.generator.eval()  # no dropout: the network's own stain, of the whole image
+        short_stains[name] = predict_image(short_run.generator, test_phase, short_run.normaliser,
+                                           tile_size=max(test_phase.shape))[0]  # no tile seams
         band_ratios[name] = {f"{band} band": band_power_ratio(short_stains[name], test_stain, band)
                              for band in SPECTRAL_BANDS}
 size = min(96, *test_phase.shape)
@@ -579,11 +581,10 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 # %% [markdown] tags=["solution"]
 # **Answers.** Measured on a 2-core CPU after 40 steps: both GANs have hardly begun to draw
 # nuclei (the low band is far below 1 for both), but with transposed convolutions the stain
-# already carries a fine, regular grid, most visible in the dark background of the zoom, and
-# its high-band power was about 20 times the recipe's (about 6 against 0.3 of the real
-# stain's) and its mid band about 10 times. A transposed convolution with a 3x3 kernel and
-# stride 2 adds up a different number of kernel taps at even and odd output pixels, so every
-# upsampling stamps a period-2 pattern into the output before anything is learnt, and
+# already carries a fine, regular grid, most visible inside the nucleus of the zoom, and its
+# high-band power was about 3 times the recipe's (0.45 against 0.15 of the real stain's). A
+# transposed convolution with a 3x3 kernel and stride 2 adds up a different number of kernel
+# taps at even and odd output pixels, so every upsampling stamps a period-2 pattern into the output before anything is learnt, and
 # training must fight it for ever after; resizing and then convolving spreads every input
 # pixel evenly. Switching off the blurred L1 or raising feature matching to 10 changes where
 # and how sharply nuclei are drawn, which takes far longer than a minute to show: the
@@ -606,14 +607,13 @@ print(f"power over the real stain's after {STEPS} steps:\n"
 #
 # Three models come with the exercise, trained on the same data:
 #
-# - `checkpoints/pix2pixhd_nuclei`: the **GAN** of Part 1, trained for 60 epochs;
+# - `checkpoints/pix2pixhd_nuclei`: the **GAN** of Part 1, trained for 15 epochs;
 # - `checkpoints/regression_nuclei`: a **regression model**, the same generator trained with an
 #   L1 loss alone;
 # - `checkpoints/viscy_nuclei`: VisCy's UNeXt2 network with VisCy's own loss (Part 4).
 #
-# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. The
-# GAN's validation scores swing from epoch to epoch, so its shipped weights were chosen on the
-# validation images; its logs show the whole run.
+# Open their logs (`checkpoints/*/logs`) in TensorBoard, or read the same curves below. Each
+# model ships its run's last epoch, the weights you get when you train with the same command.
 
 # %%
 # start here: the logs of the two shipped models
@@ -622,13 +622,9 @@ gan_curves = read_scalars(SHIPPED["GAN"].parent / "logs")
 regression_curves = read_scalars(SHIPPED["regression"].parent / "logs")
 save_figure(plot_training_curves(gan_curves), "pretrained_gan_training")
 save_figure(plot_training_curves(regression_curves), "pretrained_regression_training")
-shipped = load_checkpoint(SHIPPED["GAN"])
-shipped_epochs = shipped.get("averaged_epochs", [shipped["epoch"]])
 last_epoch = int(gan_curves[gan_curves.tag == logs.VAL_SSIM].shape[0])
-shipped_weights = (f"the mean weights of epochs {', '.join(map(str, shipped_epochs))}"
-                   if len(shipped_epochs) > 1 else f"the weights of epoch {shipped_epochs[0]}")
-print(f"the shipped GAN holds {shipped_weights}; its logs run to epoch {last_epoch} "
-      "(docs/results.md says how it was chosen on validation images)")
+print(f"the shipped GAN holds the weights of epoch {load_checkpoint(SHIPPED['GAN'])['epoch']}; "
+      f"its logs run to epoch {last_epoch}")
 
 # %% [markdown]
 # Validation scores a 256-pixel centre crop of each validation image once per epoch, Part 3
@@ -691,29 +687,30 @@ save_figure(plot_logged_images(
 # **Answers.** The numbers are the shipped run's, from the table above.
 #
 # - D's mean scores stay near 0.5: over the last tenth 0.51 on real and 0.49 on fake training
-#   pairs (0.58 and 0.55 on validation pairs). D tells them apart only slightly, yet its losses
+#   pairs (0.52 and 0.51 on validation pairs). D tells them apart only slightly, yet its losses
 #   still fall, so it has not stopped learning: G keeps up with it. Fake scores stuck at 0
 #   would mean D rejects every fake with certainty, and G learns little from the adversarial
 #   term; real and fake meeting at 0.5 means D cannot tell them apart, because G is excellent
 #   or D stopped learning; the stains (Part 3) tell which.
-# - Feature matching falls here (0.20 to 0.17), but it compares the fakes with the real pairs
+# - Feature matching falls here (0.19 to 0.18), but it compares the fakes with the real pairs
 #   *through D's current features*: as D learns sharper features, the same fake can look
 #   further away, so it can rise while the images improve. It is a moving target, not a score.
-# - The regression model's validation PSNR is higher (30.54 dB against 29.34 dB): it predicts
+# - The regression model's validation PSNR is higher (30.93 dB against 29.57 dB): it predicts
 #   the median of the plausible stains, which minimises pixel errors, while the GAN's detail
 #   is scored as error wherever it is not exactly in place. Higher PSNR means closer on
 #   average, not more realistic (Part 4 measures sharpness).
-# - Validation SSIM is best at epoch 53 (0.942), the last epoch scores 0.941. Keep a checkpoint
-#   chosen on validation images, never on test images. The shipped GAN's, epoch 58, was not
-#   chosen by SSIM, which rewards the smooth median: `scripts/select_epoch.py` keeps the epochs
-#   whose spectrum is close to the real stain's and takes the one whose nuclei segment best
-#   (F1 at IoU 0.5; `docs/results.md`).
+# - Validation SSIM is best at epoch 14 (0.942), the last epoch scores 0.941. If you choose a
+#   checkpoint, choose it on validation images, never on test images, and not by SSIM, which
+#   rewards the smooth median. The shipped GAN is its last epoch, 15: its recipe ends realistic
+#   on every seed tried, so there is nothing to choose, and the model you train with the same
+#   command is the model you get (`docs/recipe.md`).
 # - If D wins too easily: a smaller D (`ndf`, fewer layers or scales), a lower learning rate
 #   for D than for G, or a larger `lambda_feat` so that G leans on feature matching.
-# - Epoch 1 puts blurred blobs about where the nuclei are, some far too large, with dark
-#   halos; by epoch 31 they sit in place at about the right size, and the bright plates of
-#   dividing cells come out bright; by epoch 60 the texture is grainy, as the real stain's.
-#   Places are learnt first, then outlines, then texture.
+# - Epoch 1 puts smooth blobs about where the nuclei are, some too large and a dividing cell
+#   smeared into a streak; by epoch 8 they sit in place at about the right size, the bright
+#   plates of dividing cells come out bright, and a little texture and a stray ring appear;
+#   by epoch 15 the nuclei are grainy, as the real stain's. Places are learnt first, then
+#   outlines, then texture.
 
 # %% [markdown]
 # <div class="alert alert-success">
@@ -724,7 +721,7 @@ save_figure(plot_logged_images(
 # %% [markdown]
 # ## Part 3: evaluating the virtual stain
 #
-# *About half a minute on a 2-core CPU.*
+# *Under a minute on a 2-core CPU.*
 #
 # **You will learn** to judge a virtual stain twice: pixel by pixel against the real stain,
 # and by what a biologist does with it, segmenting nuclei.
@@ -873,35 +870,34 @@ if "bright_nuclei" in gan_table:  # counted when the data set has a dataset.json
 # %% [markdown] tags=["solution"]
 # **Answers.** Measured on the shipped GAN (the numbers above may change after a retraining).
 #
-# - **Missed**: 145 of 1,991 true nuclei, and all but two of them touch the image border:
+# - **Missed**: 121 of 1,991 true nuclei, and all but one of them touch the image border:
 #   slivers cut by the edge, too small and faint to segment. The real stain, segmented the
-#   same way, misses 69, also all on the border, so many misses are the segmentation's, not
-#   the virtual stain's; the GAN's extra misses lie on the border too. One of the two inside
-#   the image is the blue outline in fov_0035: a nucleus it did not draw.
-# - **Invented**: 20, against none for the real stain: small, dim blobs (half of them under
-#   74 pixels, an eighth of a typical nucleus) where the GAN put a little stain that the
-#   threshold keeps.
-# - **Too large**: 45, against 28 for the real stain, and most of them (32) lie over the
+#   same way, misses 69, also on the border, so many misses are the segmentation's, not the
+#   virtual stain's; the GAN's extra misses lie on the border too. The one inside the image
+#   is in fov_0009: a nucleus it did not draw.
+# - **Invented**: 52, against none for the real stain: small blobs (half of them under 107
+#   pixels, a sixth of a typical nucleus) where the GAN put a little stain that the threshold
+#   keeps, a few of them on the border.
+# - **Too large**: 49, against 28 for the real stain, and half of them (24) lie over the
 #   brightest nuclei (one nucleus in twenty is brighter than `p_high`): the GAN draws a
-#   dividing cell's plate of chromatin, which is long and thin, as a rounder blob, wider than
-#   the plate. In the figure these, and the shifted outlines, are the yellow pairs. Merges
-#   and splits none (the real stain: 8 splits).
-# - **The brightest nuclei** are found less often: 73 of 92 (recall 0.79) against 0.90 for
-#   the others. With 92 of them the recall is loose: resampling the 40 test images puts it
-#   anywhere in 0.72-0.86 (95 %), the others' in 0.89-0.91, and the gap in 0.04-0.18. So the
-#   gap is real, but a test set this size cannot tell 0.11 from 0.08 or 0.15. Trained under
-#   the linear map, whose `tanh` ceiling sat at `p_high`, an earlier GAN found 13 of them.
-#   Most of them are metaphase plates; the GAN turns its blobs the right way (the phase shows
-#   the plate as a denser bar) but draws them too round (`docs/results.md`).
-# - Precision and recall at IoU 0.5 are 0.96 and 0.90: the GAN loses more by what it leaves
+#   dividing cell's plate of chromatin, which is long and thin, as a wider blob. In the figure
+#   these, and the shifted outlines, are the yellow pairs. Merges none; splits 2 (the real
+#   stain: 8).
+# - **The brightest nuclei** are found as often as the others: 88 of 92 (recall 0.96) against
+#   0.91. With 92 of them the recall is loose: resampling the 40 test images puts it anywhere
+#   in 0.91-0.99 (95 %), the others' in 0.90-0.92. Trained under the linear map, whose `tanh`
+#   ceiling sat at `p_high`, an earlier GAN found 13 of them; trained on 128-pixel crops and
+#   predicting whole images, the one shipped before found 73 (`docs/results.md`).
+# - Precision and recall at IoU 0.5 are 0.94 and 0.91: the GAN loses more by what it leaves
 #   out (mostly at the border) than by what it adds (invented, too large).
-# - The worst image (fov_0012, F1 0.86) has few nuclei (23), so four missed at the border cost
-#   much; the best (F1 0.97) are nearly all green.
+# - The worst image (fov_0012, F1 0.83) has few nuclei (23), so one missed, one invented and
+#   a few shifted or too large outlines at the border cost much; the best (F1 0.97) are
+#   nearly all green.
 # - F1 at IoU 0.5 is 0.92 against 0.98 for the real stain, and it falls faster with the
-#   threshold (mean F1 over 0.5-0.95: 0.57 against 0.78): the GAN places nuclei well but draws
+#   threshold (mean F1 over 0.5-0.95: 0.59 against 0.78): the GAN places nuclei well but draws
 #   their edges from its own idea of a nucleus. Of the course's first-part metrics, mAP shows
-#   it best: 0.85 at IoU 0.5 but 0.40 at 0.75, where the real stain keeps 0.96 and 0.88.
-#   Accuracy (0.86) is below F1 by definition, and Dice and Jaccard (0.87 and 0.77) score the
+#   it best: 0.85 at IoU 0.5 but 0.45 at 0.75, where the real stain keeps 0.96 and 0.88.
+#   Accuracy (0.86) is below F1 by definition, and Dice and Jaccard (0.88 and 0.78) score the
 #   pixels of the masks, so they see outlines but not merges or splits.
 
 # %% [markdown]
@@ -956,7 +952,7 @@ if first in list_fovs(DATA, "test"):  # the stand-in: its real stain is known
 # %% [markdown]
 # ## Part 4: GAN against regression
 #
-# *About 3 minutes on a 2-core CPU, 2 of them in "When does it break?".*
+# *About 2 minutes on a 2-core CPU.*
 #
 # **You will learn** what the objective does to a virtual stain, and when a model breaks. The
 # regression model is the GAN's generator trained with L1 alone.
@@ -1156,19 +1152,19 @@ for kind, levels in LEVELS.items():
 # </div>
 
 # %% [markdown] tags=["solution"]
-# **Answers.** Measured on the first 3 test images with the shipped models (F1 0.93 for both
+# **Answers.** Measured on the first 3 test images with the shipped models (F1 0.91 for both
 # on the clean inputs, 0.98 for the real stain).
 #
-# - Noise breaks both, the regression model first: at a noise of 1 IQR its F1 falls to 0.39,
-#   the GAN's to 0.67. Blur of 4 pixels costs the regression model more (0.76) than the GAN
-#   (0.82). The noise zoom shows how: the regression model drops a dim nucleus altogether and
-#   leaves small stray blobs elsewhere; the GAN keeps it, but as a broken crescent.
-# - The GAN's mid-band power falls only from 0.93 to 0.83 of the real stain's under the worst
+# - Noise breaks both alike: at a noise of 1 IQR both F1s fall to 0.64 (0.80 at half that).
+#   Blur of 4 pixels costs the regression model more (0.77) than the GAN (0.85). The noise
+#   zoom shows how: both keep the large nuclei, and both scatter small, dim blobs and broken
+#   rings where the noise looked like structure.
+# - The GAN's mid-band power falls only from 1.05 to 0.74 of the real stain's under the worst
 #   blur: it keeps drawing nuclear texture whether or not the input supports it (in the blur
-#   zoom its nuclei come out sharp, and brighter than the real ones), so its stain *looks* as
-#   sharp while it finds fewer nuclei. A realistic-looking stain is no sign of a
-#   right one. The regression model's power *rises* with noise (0.07 to 0.21): it passes some
-#   of the noise through.
+#   zoom its nuclei come out sharp, textured and brighter than the real ones), so its stain
+#   *looks* sharp while it finds fewer nuclei. A realistic-looking stain is no sign of a right
+#   one. The regression model's faint texture halves (0.10 to 0.07 under blur, 0.05 under
+#   noise): it draws even smoother discs.
 # - The offset is removed inside the network: the first convolution turns a constant added to
 #   the input into a constant per channel, and instance norm subtracts each channel's mean.
 #   The same holds for a change of scale, which is why Part 3's 8-bit stand-in hardly mattered.
@@ -1200,12 +1196,12 @@ print(pd.DataFrame({name: {f"{band} band": band_power_ratio(prediction, stain, b
 # %% [markdown] tags=["solution"]
 # **Answers.** Averaging blurs away whatever depends on the orientation. The GAN draws its
 # texture anew in each orientation, the eight textures do not line up, and their mean loses
-# it: on the first test image its mid-band power falls from 1.20 to 0.34 of the real stain's
-# and its high band from 1.09 to 0.14, while the low band (the nuclei themselves) stays at
-# 1.8. The averaged GAN looks like a regression model. The regression stain changes little
-# to the eye; its faint mid-band detail (0.13 to 0.03) was orientation-dependent too. Average
-# a regression model when a smoother, steadier stain is the goal; not a GAN, whose point is
-# one sharp, plausible stain (to use its variety, sample it as in Part 5).
+# it: on the first test image its mid-band power falls from 1.05 to 0.55 of the real stain's
+# and its high band from 1.57 to 0.37, while the low band (the nuclei themselves) stays high
+# (1.16 to 1.49). The averaged GAN looks like a regression model. The regression stain changes
+# little to the eye; its faint fine detail was orientation-dependent too (high band 0.15 to
+# 0.07). Average a regression model when a smoother, steadier stain is the goal; not a GAN,
+# whose point is one sharp, plausible stain (to use its variety, sample it as in Part 5).
 
 # %% [markdown]
 # <div class="alert alert-success">
@@ -1216,7 +1212,7 @@ print(pd.DataFrame({name: {f"{band} band": band_power_ratio(prediction, stain, b
 # %% [markdown]
 # ## Part 5 (bonus): many stains for one input with MC-dropout
 #
-# *About 2 minutes on a 2-core CPU.*
+# *About 2.5 minutes on a 2-core CPU.*
 #
 # **You will learn** to turn one GAN into many plausible stains, and to test whether their
 # spread says where the model is wrong.
@@ -1348,12 +1344,12 @@ save_figure(plot_reliability({
 #   std promises, so raw MC-dropout error bars are overconfident (the usual finding); below
 #   1, they are too cautious. UCE weighs each group's gap in squared stain units, so the
 #   groups with the largest spreads and errors, the brightest nuclei, decide the factor:
-#   scaled, the last group comes to the diagonal (for the shipped GAN the factor is about 3.6,
-#   and the mean test UCE falls by more than half, from about 4.5e4 to 1.8e4). A factor only slides the curve
-#   sideways on the log axes; it cannot change its shape, and the curve is flatter than the
+#   scaled, the last group comes to the diagonal (for the shipped GAN the factor is about 3.3,
+#   and the mean test UCE falls by more than half, from about 3.7e4 to 1.5e4). A factor only
+#   slides the curve sideways on the log axes; it cannot change its shape, and the curve is flatter than the
 #   diagonal: from the background to the brightest nuclei the std spans more than two
 #   decades, the error about two. So, scaled, the other groups (background, edges of nuclei,
-#   dim nuclei) still sit up to three and a half times above the diagonal: there the samples
+#   dim nuclei) still sit up to about three times above the diagonal: there the samples
 #   agree more than the model is right. One factor per range of std (or of intensity) would
 #   fix the shape; a single factor fixes the overall level only.
 # - No: when the count varies between samples by more than a nucleus or two, one virtual
@@ -1445,16 +1441,16 @@ print(outcomes.to_string())
 # `docs/results.md` has them for 16 images of two data sets.
 #
 # - Low trust marks the nuclei whose outline changes from sample to sample, and those are
-#   mostly the unmatched ones: here about 200 virtual nuclei, 8 unmatched, and trust ranks a
-#   matched nucleus above an unmatched one with an AUROC of about 0.96. Not all, though: two
-#   of the 8 have a trust above 0.9. A nucleus the model draws wrongly the same way in every
+#   mostly the unmatched ones: here 205 virtual nuclei, 13 unmatched, and trust ranks a
+#   matched nucleus above an unmatched one with an AUROC of 0.99. Not all, though: one of the
+#   13 has a trust of 0.9 or more. A nucleus the model draws wrongly the same way in every
 #   sample keeps a high trust; trust measures agreement, not truth.
-# - At 0.8, 5 of the 8 false nuclei go and 3 of the nearly 190 real ones are lost; at 0.9,
-#   6 false and 12 real; at 0.5, only 1 false and none real. Where a false nucleus is the
+# - At 0.8, 7 of the 13 false nuclei go and none of the 192 real ones is lost; at 0.9, 12
+#   false and 9 real; at 0.5, only 2 false and none real. Where a false nucleus is the
 #   costly mistake (a cell count in a screen), choose a high threshold and accept losing a
 #   few per cent of real nuclei; where every real cell matters (tracking), keep a low one, or
 #   send the low-trust nuclei to a person instead of removing them.
-# - Yes, by far: the mean std inside the nucleus reaches an AUROC of about 0.66-0.77. The
+# - Yes, by far: the mean std inside the nucleus reaches an AUROC of only 0.67. The
 #   pixel std is large wherever the stain is bright, likely inside a real, bright nucleus as
 #   much as on a false one: a nucleus whose brightness wavers from sample to sample but whose
 #   outline does not is drawn in every sample and is real. Trust asks the question a

@@ -34,21 +34,24 @@ RECIPE: Values = {
 """What the recipe ablation kept (`experiments/ablation.py`, `docs/recipe.md`)."""
 
 QUICK = merged(RECIPE, {
-    "data": {"crop_size": 128, "val_crop_size": 256, "batch_size": 4},
+    "data": {"crop_size": 256, "val_crop_size": 256, "batch_size": 1},
     "model": {"ngf": 16, "n_downsample_global": 3, "n_blocks_global": 6, "ndf": 16,
               "dims": [32, 64, 128, 256]},  # kind=viscy: about 3.6 M parameters, not 31 M
-    "train": {"niter": 4, "niter_decay": 2, "save_every": 2},
+    "train": {"niter": 1, "niter_decay": 1, "save_every": 1},
 })
-"""Small enough to learn visible nuclei on a laptop CPU in a few minutes."""
+"""Small enough for a laptop CPU: a few minutes from the shipped models' weights (Part 1).
+Single 256 x 256 crops, as the shipped models trained: G's instance norms learn their
+statistics on inputs of the crops' side, and it predicts in tiles of that side; on 128 crops
+the GANs drew the brightest nuclei too bright on whole images (`docs/recipe.md`)."""
 
 PRETRAINED = merged(QUICK, {
     "data": {"num_workers": 1},
     "loss": {"l1_blur_sigma": 1.0},
-    "train": {"niter": 30, "niter_decay": 30, "save_every": 2},
+    "train": {"niter": 7, "niter_decay": 8},
 })
-"""The quick model's architecture trained for 60 epochs: the models shipped in git. Over that
-length a 1 px blur for the GAN's L1 term drew the nuclei most faithfully (`docs/recipe.md`,
-`docs/results.md`); the regression and VisCy models have no such term."""
+"""The quick model trained for 15 epochs of 200 steps: the models shipped in git. A 1 px blur
+for the GAN's L1 term drew the nuclei most faithfully; the regression and VisCy models have
+no such term."""
 
 COURSE = merged(RECIPE, {
     "data": {"crop_size": 512, "batch_size": 4, "num_workers": 8},

@@ -306,7 +306,7 @@ def test_a_viscy_network_beyond_the_bound_is_refused():
 def test_activations_beyond_the_bound_name_the_crop_and_batch():
     with pytest.raises(ConfigError, match=r"data\.crop_size=8192 and data\.batch_size=4 make "
                        r"about \d+ GB of activations.*bound of 64 GB"):
-        apply_overrides(load_config("quick"), ["data.crop_size=8192"])
+        apply_overrides(load_config("quick"), ["data.crop_size=8192", "data.batch_size=4"])
     assert apply_overrides(load_config("course"), []).data.crop_size == 512  # about 4 GB
 
 

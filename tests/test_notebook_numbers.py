@@ -31,6 +31,8 @@ def test_part_0_states_the_pretrained_recipe_as_the_presets_define_it():
     assert int(said[2]) == course.SIZES["quick"]["epochs"]
     assert float(said[3]) == pretrained.loss.l1_blur_sigma
     assert float(said[4]) == quick.loss.l1_blur_sigma
+    assert (pretrained.data.crop_size, pretrained.data.batch_size) == (
+        quick.data.crop_size, quick.data.batch_size)  # "the quick model": the same crops
 
 
 @pytest.mark.skipif(not all(folder.is_dir() for folder in SHIPPED_LOGS.values()),
@@ -65,5 +67,26 @@ def test_part_2_names_the_shipped_gans_epoch():
     from pix2pixhd.checkpoint import load_checkpoint
 
     epoch = load_checkpoint(ROOT / course.SHIPPED["GAN"])["epoch"]
-    assert f"The shipped GAN's, epoch {epoch}," in markdown(
+    assert f"The shipped GAN is its last epoch, {epoch}:" in markdown(
         "# **Answers.** The numbers are the shipped run's")
+
+
+@pytest.mark.parametrize("name", sorted(course.SHIPPED))
+def test_each_shipped_model_is_its_runs_last_epoch(name):
+    """What a user trains with the documented command is what ships: no selected epoch. The
+    GAN and the regression model it is compared with train under the `pretrained` preset
+    itself; VisCy keeps its own crops and length (docs/results.md)."""
+    from pix2pixhd.checkpoint import load_checkpoint
+
+    path = ROOT / course.SHIPPED[name]
+    if not path.is_file():
+        pytest.skip(f"{course.SHIPPED[name]} is not in this checkout")
+    state = load_checkpoint(path)
+    trained, preset = configs.from_dict(state["config"]), configs.load_config("pretrained")
+    assert state["epoch"] == trained.train.niter + trained.train.niter_decay
+    if name == "VisCy":
+        return
+    for section, option in [("data", "crop_size"), ("data", "batch_size"), ("train", "niter"),
+                            ("train", "niter_decay"), ("train", "seed")]:
+        assert getattr(getattr(trained, section), option) == getattr(
+            getattr(preset, section), option), f"{name}: {section}.{option}"
