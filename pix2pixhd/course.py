@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SIZES = {  # per profile: epochs of your training run (Part 1), test images degraded in Part 4,
     # MC-dropout samples and images (Part 5)
     "quick": {"epochs": 2, "robustness_images": 3, "mc_samples": 16, "mc_images": 4},
-    "pretrained": {"epochs": 10, "robustness_images": 3, "mc_samples": 16, "mc_images": 8},
+    "pretrained": {"epochs": 3, "robustness_images": 3, "mc_samples": 16, "mc_images": 8},
     "course": {"epochs": 10, "robustness_images": 10, "mc_samples": 64, "mc_images": 40},
 }
 SHIPPED = {  # the models that come with the exercise, trained on the built-in synthetic data

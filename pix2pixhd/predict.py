@@ -12,7 +12,7 @@ inputs the size of its training crops: a bright nucleus is a larger share of a 1
 than of a 512-pixel image, and G trained on 128 crops draws it too bright on the whole image
 (`docs/recipe.md`). So by default the tiles are the training crops' size
 (`generator.training_crop_size`). VisCy's networks normalise over their whole input
-(GlobalResponseNorm) and learn to do so at any size, so they go through a field of view in one
+(GlobalResponseNorm), as VisCy predicts with them, so they go through a field of view in one
 pass up to ONE_PASS_LIMIT pixels a side.
 
 Each output keeps its input's name, and OUT/units.json says whether the outputs are in the
