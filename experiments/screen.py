@@ -73,11 +73,9 @@ def score(checkpoint: Path, heldout: Path, out: Path, tiles: tuple[int, int] | N
 def realistic_epochs(run_dir: Path, heldout: Path, out: Path, last: int,
                      tiles: tuple[int, int] | None = None) -> str:
     """'k of n (epochs ...)': how many of the run's last `last` saved epochs are realistic."""
-    good = []
     epochs = sorted(run_dir.glob("epoch_*.pt"))[-last:]
-    for path in epochs:
-        if realistic(score(path, heldout, out / path.stem, tiles)):
-            good.append(path.stem.removeprefix("epoch_"))
+    good = [path.stem.removeprefix("epoch_") for path in epochs
+            if realistic(score(path, heldout, out / path.stem, tiles))]
     return f"{len(good)} of {len(epochs)}" + (f" ({', '.join(good)})" if good else "")
 
 
@@ -108,21 +106,21 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| run | bands low / mid / high | F1@0.5 / real | PSNR | recall bright / others "
              "| realistic | realistic of last | train min |", "|---|---|---|---|---|---|---|---|"]
     tiles = tuple(args.tiles) if args.tiles else None
+    kept_apart = "_tiles{}_{}".format(*tiles) if tiles else ""  # other tiles, other files
     for variant in args.variant:
         name, _, text = variant.partition("=")
         overrides = [item for item in text.split(",") if item]
         for seed in args.seeds:
             run_dir = args.out / f"{name}_s{seed}"
             seconds = train(args.preset, [*overrides, f"train.seed={seed}"], run_dir, args.data)
-            scores = args.out / ("scores" if not tiles else "scores_tiles{}_{}".format(*tiles))
+            scores = args.out / f"scores{kept_apart}"
             summary = score(run_dir / "latest.pt", args.heldout, scores / run_dir.name, tiles)
             recent = realistic_epochs(run_dir, args.heldout, scores / run_dir.name, args.last,
                                       tiles)
             lines.append(row(run_dir.name, summary, seconds, recent))
             print(lines[-1], flush=True)
     text = "\n".join(lines)
-    (args.out / ("screen.md" if not tiles else "screen_tiles{}_{}.md".format(*tiles))
-     ).write_text(text + "\n")
+    (args.out / f"screen{kept_apart}.md").write_text(text + "\n")
     print(text)
     return 0
 
